@@ -1,0 +1,890 @@
+//! One union member per Celery result backend: the connection settings each store takes.
+
+use std::collections::BTreeMap;
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::*;
+
+/// Declares a backend that can only be connected to (no `managed` mode), with a CEL rule that
+/// rejects `managed` with a message naming the backend.
+macro_rules! external_only {
+    ($(#[$doc:meta])* $name:ident, $ext:ty, $rule:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+        #[serde(rename_all = "camelCase")]
+        #[x_kube(validation = Rule::new("!has(self.managed)").message($rule).field_path(".managed"))]
+        pub struct $name {
+            /// Connect to an existing store.
+            pub external: $ext,
+            /// Not supported for this backend: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schemars(schema_with = "unsupported_managed_schema")]
+            pub managed: Option<serde_json::Value>,
+        }
+    };
+}
+
+// ---------------------------------------------------------------- redis
+
+/// Redis result backend (`redis://`, `rediss://`, `redis+socket://`, `sentinel://`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.external) != has(self.managed)").message("set exactly one of external or managed"))]
+pub struct RedisBackend {
+    /// Connect to an existing Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<RedisExternal>,
+    /// Provision a Redis StatefulSet for the results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<RedisManaged>,
+}
+
+/// An existing Redis server, Sentinel group or unix socket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.host), has(self.sentinel), has(self.unixSocket)].filter(x, x).size() == 1").message("set exactly one of host, sentinel or unixSocket"))]
+#[x_kube(validation = Rule::new("!has(self.unixSocket) || !has(self.tls) || !self.tls.enabled").message("tls cannot be used with unixSocket"))]
+#[x_kube(validation = Rule::new("has(self.host) || !has(self.port)").message("port is only valid with host"))]
+pub struct RedisExternal {
+    /// Redis server host (DNS name, IPv4 or IPv6 address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: Option<String>,
+    /// Redis server port (default 6379).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Absolute path of a unix socket inside the worker container (`redis+socket://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    pub unix_socket: Option<String>,
+    /// Redis Sentinel group; the master is looked up by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<RedisSentinel>,
+    /// Logical database number (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub db: Option<u32>,
+    /// ACL user name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+    /// TLS (`rediss://`); verify maps to Celery's ssl_cert_reqs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Extra redis-py connection options passed in the URI query, e.g. socket_timeout: "5".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub options: BTreeMap<String, String>,
+    /// Prefix for every result key (result_backend_transport_options.global_keyprefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub key_prefix: Option<String>,
+}
+
+/// Redis Sentinel settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSentinel {
+    /// Sentinel endpoints (port defaults to 26379).
+    #[schemars(length(min = 1, max = 16))]
+    pub hosts: Vec<HostPort>,
+    /// Name of the monitored master (result_backend_transport_options.master_name).
+    #[schemars(length(min = 1, max = 128))]
+    pub master_name: String,
+    /// Password of the Sentinels themselves (sentinel_kwargs.password), if they require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A Redis that the operator provisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisManaged {
+    #[serde(flatten)]
+    pub common: ManagedCommon,
+}
+
+// ---------------------------------------------------------------- database
+
+/// SQL database engines Celery's `db+` backend supports here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseEngine {
+    /// PostgreSQL.
+    Postgresql,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite file (one worker node only).
+    Sqlite,
+}
+
+/// SQLAlchemy DBAPI drivers the operator can name explicitly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseDriver {
+    /// psycopg2 (PostgreSQL; default for postgresql).
+    Psycopg2,
+    /// psycopg 3 (PostgreSQL).
+    Psycopg,
+    /// pg8000 (PostgreSQL).
+    Pg8000,
+    /// PyMySQL (MySQL/MariaDB; default for mysql).
+    Pymysql,
+    /// mysqlclient (MySQL/MariaDB).
+    Mysqldb,
+    /// MySQL Connector/Python.
+    Mysqlconnector,
+}
+
+/// SQL result backend (Celery's `db+` SQLAlchemy backend).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.external) != has(self.managed)").message("set exactly one of external or managed"))]
+pub struct DatabaseBackend {
+    /// Connect to an existing database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<DatabaseExternal>,
+    /// Provision a PostgreSQL StatefulSet for the results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<DatabaseManaged>,
+    /// Table names (database_table_names); Celery's defaults when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_names: Option<DatabaseTables>,
+    /// Table schemas (database_table_schemas), e.g. a PostgreSQL schema name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_schemas: Option<DatabaseTables>,
+}
+
+/// A name for each of Celery's two result tables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseTables {
+    /// Task results table (default celery_taskmeta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$]*$")
+    )]
+    pub task: Option<String>,
+    /// Group results table (default celery_tasksetmeta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$]*$")
+    )]
+    pub group: Option<String>,
+}
+
+/// An existing PostgreSQL, MySQL/MariaDB or SQLite database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.engine == 'sqlite' ? (has(self.path) && !has(self.host) && !has(self.database) && !has(self.auth)) : (has(self.host) && has(self.database) && !has(self.path))").message("postgresql and mysql need host and database (not path); sqlite needs path only"))]
+#[x_kube(validation = Rule::new("!has(self.driver) || (self.engine == 'postgresql' && self.driver in ['psycopg2', 'psycopg', 'pg8000']) || (self.engine == 'mysql' && self.driver in ['pymysql', 'mysqldb', 'mysqlconnector'])").message("driver does not belong to engine: postgresql takes psycopg2, psycopg or pg8000; mysql takes pymysql, mysqldb or mysqlconnector; sqlite takes none"))]
+pub struct DatabaseExternal {
+    /// Database engine.
+    pub engine: DatabaseEngine,
+    /// SQLAlchemy driver; psycopg2 for postgresql and pymysql for mysql when omitted (always written into the URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<DatabaseDriver>,
+    /// Server host (postgresql, mysql).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: Option<String>,
+    /// Server port (default 5432 for postgresql, 3306 for mysql).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Database name (postgresql, mysql).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub database: Option<String>,
+    /// Absolute path of the SQLite file inside the worker container (sqlite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    pub path: Option<String>,
+    /// User name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+    /// DBAPI options passed in the URI query, e.g. sslmode: require.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A PostgreSQL that the operator provisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseManaged {
+    #[serde(flatten)]
+    pub common: ManagedCommon,
+    /// Name of the database created for the results (default celery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub database: Option<String>,
+}
+
+// ---------------------------------------------------------------- mongodb
+
+/// MongoDB result backend (`mongodb://`, `mongodb+srv://`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.external) != has(self.managed)").message("set exactly one of external or managed"))]
+pub struct MongoBackend {
+    /// Connect to an existing MongoDB (or MongoDB-wire-compatible server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<MongoExternal>,
+    /// Provision a MongoDB StatefulSet for the results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<MongoManaged>,
+    /// Collection for task results (default celery_taskmeta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 120))]
+    pub taskmeta_collection: Option<String>,
+    /// Collection for group results (default celery_groupmeta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 120))]
+    pub groupmeta_collection: Option<String>,
+}
+
+/// An existing MongoDB deployment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.srv || (size(self.hosts) == 1 && !has(self.hosts[0].port))").message("srv needs exactly one host and no port (mongodb+srv looks the servers up in DNS)"))]
+pub struct MongoExternal {
+    /// Servers of the deployment (port defaults to 27017).
+    #[schemars(length(min = 1, max = 32))]
+    pub hosts: Vec<HostPort>,
+    /// Use a `mongodb+srv://` seed list resolved from DNS.
+    #[serde(default)]
+    pub srv: bool,
+    /// Database holding the result collections (default celery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r#"^[^/\\. "$]+$"#))]
+    pub database: Option<String>,
+    /// User name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+    /// Database to authenticate against (authSource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub auth_source: Option<String>,
+    /// Replica set name (replicaSet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub replica_set: Option<String>,
+    /// TLS; verify None maps to tlsInsecure=true, caFile to tlsCAFile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Extra connection-string options, e.g. w: majority.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A MongoDB that the operator provisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoManaged {
+    #[serde(flatten)]
+    pub common: ManagedCommon,
+}
+
+// ---------------------------------------------------------------- elasticsearch
+
+/// Transport scheme of an HTTP API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpScheme {
+    /// Plain HTTP (default).
+    #[default]
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+/// Elasticsearch result backend (`elasticsearch+http(s)://`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.external) != has(self.managed)").message("set exactly one of external or managed"))]
+pub struct ElasticsearchBackend {
+    /// Connect to an existing Elasticsearch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ElasticsearchExternal>,
+    /// Provision an Elasticsearch StatefulSet for the results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ElasticsearchManaged>,
+    /// Index holding the results (default celery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[a-z0-9][a-z0-9_.+-]*$")
+    )]
+    pub index: Option<String>,
+}
+
+/// An existing Elasticsearch cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticsearchExternal {
+    /// Host of one node or load balancer.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// HTTP port (default 9200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// http (default) or https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<HttpScheme>,
+    /// Basic-auth user name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+    /// Request timeout in seconds (elasticsearch_timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
+    /// Retries per request (elasticsearch_max_retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_retries: Option<u32>,
+}
+
+/// An Elasticsearch that the operator provisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticsearchManaged {
+    #[serde(flatten)]
+    pub common: ManagedCommon,
+}
+
+// ---------------------------------------------------------------- s3
+
+/// S3 result backend (`s3://`; everything is configured by s3_* settings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.external) != has(self.managed)").message("set exactly one of external or managed"))]
+pub struct S3Backend {
+    /// Connect to an existing bucket on AWS S3 or an S3-compatible store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<S3External>,
+    /// Provision an S3-compatible object store (StatefulSet) and its bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<S3Managed>,
+    /// Key prefix for result objects (s3_base_path); end it with `/`, Celery adds no separator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub base_path: Option<String>,
+}
+
+/// An existing S3 bucket.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)").message("set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither (then the AWS default credential chain is used)"))]
+pub struct S3External {
+    /// Bucket name (s3_bucket).
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// Region (s3_region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible store, e.g. http://minio.storage:9000 (s3_endpoint_url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub endpoint_url: Option<String>,
+    /// Secret key holding the access key id (s3_access_key_id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the secret access key (s3_secret_access_key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// An S3-compatible store that the operator provisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Managed {
+    #[serde(flatten)]
+    pub common: ManagedCommon,
+    /// Bucket created on first start (default celery-results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: Option<String>,
+}
+
+// ---------------------------------------------------------------- gcs
+
+/// An existing Google Cloud Storage bucket (`gs://`; credentials come from Application Default Credentials).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsExternal {
+    /// Bucket name (gcs_bucket).
+    #[schemars(
+        length(min = 3, max = 222),
+        regex(pattern = r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// Google Cloud project (gcs_project, required by Celery).
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-z][-a-z0-9:.]*[a-z0-9]$")
+    )]
+    pub project: String,
+    /// Object prefix (gcs_base_path); slashes at either end are stripped by Celery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^?#&=%+ ]+$"))]
+    pub base_path: Option<String>,
+    /// Seconds until objects may be deleted by a bucket lifecycle rule on customTime (gcs_ttl); 0 disables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds: Option<u64>,
+    /// Size of the upload thread pool (gcs_threadpool_maxsize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub threadpool_maxsize: Option<u32>,
+    /// Project of the Firestore database used for chord counters (firestore_project); gcs_project when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-z][-a-z0-9:.]*[a-z0-9]$")
+    )]
+    pub firestore_project: Option<String>,
+}
+
+external_only!(
+    /// Google Cloud Storage result backend (`gs://`).
+    GcsBackend, GcsExternal,
+    "managed mode is not available for gcs: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- azure block blob
+
+/// Azure credential classes Celery can use instead of a connection string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AzureCredential {
+    /// azure.identity.DefaultAzureCredential (workload identity, environment, managed identity, ...).
+    DefaultAzureCredential,
+    /// azure.identity.ManagedIdentityCredential.
+    ManagedIdentityCredential,
+}
+
+/// An existing Azure Storage account.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.connectionStringSecretRef) != (has(self.accountUrl) && has(self.credential))").message("set either connectionStringSecretRef, or accountUrl together with credential"))]
+#[x_kube(validation = Rule::new("has(self.accountUrl) == has(self.credential)").message("accountUrl and credential go together"))]
+pub struct AzureBlockBlobExternal {
+    /// Secret key holding the storage account connection string (used verbatim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string_secret_ref: Option<SecretKeyRef>,
+    /// Blob service URL, e.g. https://account.blob.core.windows.net, used with credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s@;]+$"))]
+    pub account_url: Option<String>,
+    /// Azure identity class used with accountUrl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<AzureCredential>,
+    /// Container (azureblockblob_container_name, default celery; created on first use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9](-?[a-z0-9])*$"))]
+    pub container: Option<String>,
+    /// Blob name prefix (azureblockblob_base_path); end it with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub base_path: Option<String>,
+    /// Connection timeout in seconds (azureblockblob_connection_timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub connection_timeout_seconds: Option<u32>,
+    /// Read timeout in seconds (azureblockblob_read_timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub read_timeout_seconds: Option<u32>,
+}
+
+external_only!(
+    /// Azure Blob Storage result backend (`azureblockblob://`).
+    AzureBlockBlobBackend, AzureBlockBlobExternal,
+    "managed mode is not available for azureBlockBlob: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- rpc
+
+/// The rpc backend: results travel back over the broker (broker_url), so there is nothing to connect to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcExternal {
+    /// Persistent result messages (result_persistent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<bool>,
+}
+
+external_only!(
+    /// RPC result backend (`rpc://`, results as AMQP messages on the broker).
+    RpcBackend, RpcExternal,
+    "managed mode is not available for rpc: results travel over the broker; use external"
+);
+
+// ---------------------------------------------------------------- cache
+
+/// Existing memcached servers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheExternal {
+    /// memcached servers (port defaults to 11211).
+    #[schemars(length(min = 1, max = 64))]
+    pub servers: Vec<HostPort>,
+}
+
+external_only!(
+    /// Memcached result backend (`cache+memcached://`).
+    CacheBackend, CacheExternal,
+    "managed mode is not available for cache: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- cassandra
+
+/// Cassandra consistency levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CassandraConsistency {
+    /// ANY
+    Any,
+    /// ONE
+    One,
+    /// TWO
+    Two,
+    /// THREE
+    Three,
+    /// QUORUM
+    Quorum,
+    /// ALL
+    All,
+    /// LOCAL_QUORUM (Celery's default)
+    LocalQuorum,
+    /// EACH_QUORUM
+    EachQuorum,
+    /// LOCAL_ONE
+    LocalOne,
+}
+
+/// An existing Cassandra cluster (Celery configures it by settings only).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraExternal {
+    /// Contact points (cassandra_servers).
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 253), regex(pattern = HOST_PATTERN)))]
+    pub servers: Vec<String>,
+    /// Native transport port (cassandra_port, default 9042).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Keyspace (cassandra_keyspace, required).
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[A-Za-z0-9_]+$"))]
+    pub keyspace: String,
+    /// Table (cassandra_table, required; Celery creates it).
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[A-Za-z0-9_]+$"))]
+    pub table: String,
+    /// Row TTL in seconds (cassandra_entry_ttl); without it rows never expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub entry_ttl_seconds: Option<u64>,
+    /// Read consistency (cassandra_read_consistency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_consistency: Option<CassandraConsistency>,
+    /// Write consistency (cassandra_write_consistency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_consistency: Option<CassandraConsistency>,
+    /// User name and password (PlainTextAuthProvider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+}
+
+external_only!(
+    /// Apache Cassandra result backend (`cassandra://` plus cassandra_* settings).
+    CassandraBackend, CassandraExternal,
+    "managed mode is not available for cassandra: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- dynamodb
+
+/// An existing DynamoDB table (or DynamoDB Local).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)").message("set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither (then the AWS default credential chain is used)"))]
+#[x_kube(validation = Rule::new("!(has(self.region) && has(self.localEndpoint))").message("set either region or localEndpoint, not both"))]
+pub struct DynamoDbExternal {
+    /// AWS region, e.g. eu-west-1 (us-east-1 when neither region nor localEndpoint is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// DynamoDB Local reachable at http://host:port (Celery treats `localhost` or an IP as a local endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_endpoint: Option<HostPort>,
+    /// Endpoint URL override (dynamodb_endpoint_url), e.g. for LocalStack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub endpoint_url: Option<String>,
+    /// Table name (default celery; Celery creates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 255), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub table: Option<String>,
+    /// Provisioned read capacity units when Celery creates the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 40000))]
+    pub read_capacity: Option<u32>,
+    /// Provisioned write capacity units when Celery creates the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 40000))]
+    pub write_capacity: Option<u32>,
+    /// Enable DynamoDB TTL on attribute ttl with this many seconds (ttl_seconds); without it items never expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ttl_seconds: Option<u64>,
+    /// Secret key holding the access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+}
+
+external_only!(
+    /// Amazon DynamoDB result backend (`dynamodb://`).
+    DynamoDbBackend, DynamoDbExternal,
+    "managed mode is not available for dynamodb: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- couchdb
+
+/// An existing CouchDB server (Celery always speaks plain http to it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouchDbExternal {
+    /// Server host.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// Server port (default 5984).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Database (default default; created when missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 238), regex(pattern = r"^[a-z][a-z0-9_$()+-]*$"))]
+    pub database: Option<String>,
+    /// User name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+}
+
+external_only!(
+    /// Apache CouchDB result backend (`couchdb://`).
+    CouchDbBackend, CouchDbExternal,
+    "managed mode is not available for couchdb: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- couchbase
+
+/// An existing Couchbase cluster (Celery connects with couchbase://, no TLS).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouchbaseExternal {
+    /// Cluster host.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// Port (Celery's default 8091).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Bucket (default default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9_.%-]+$"))]
+    pub bucket: Option<String>,
+    /// User name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+}
+
+external_only!(
+    /// Couchbase result backend (`couchbase://`).
+    CouchbaseBackend, CouchbaseExternal,
+    "managed mode is not available for couchbase: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- arangodb
+
+/// An existing ArangoDB server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArangoDbExternal {
+    /// Server host.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// Server port (default 8529).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// http (default) or https (arangodb_backend_settings.http_protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<HttpScheme>,
+    /// Database (default celery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub database: Option<String>,
+    /// Collection (default celery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub collection: Option<String>,
+    /// User name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BasicAuth>,
+}
+
+external_only!(
+    /// ArangoDB result backend (`arangodb://`).
+    ArangoDbBackend, ArangoDbExternal,
+    "managed mode is not available for arangodb: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- consul
+
+/// An existing Consul agent (Celery always speaks http; the ACL token is read from CONSUL_HTTP_TOKEN).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulExternal {
+    /// Agent host.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// HTTP port (default 8500; always written into the URI because Celery needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// KV key prefix, e.g. celery/results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    )]
+    pub key_prefix: Option<String>,
+    /// Reuse one client for all requests (one_client=1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_client: Option<bool>,
+    /// Secret key holding an ACL token, injected as CONSUL_HTTP_TOKEN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+external_only!(
+    /// HashiCorp Consul KV result backend (`consul://`).
+    ConsulBackend, ConsulExternal,
+    "managed mode is not available for consul: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- cosmosdbsql
+
+/// Cosmos DB consistency levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CosmosConsistency {
+    /// Strong
+    Strong,
+    /// BoundedStaleness
+    BoundedStaleness,
+    /// Session (Celery's default)
+    Session,
+    /// Eventual
+    Eventual,
+}
+
+/// An existing Azure Cosmos DB account (SQL API).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CosmosDbSqlExternal {
+    /// Account host, e.g. myaccount.documents.azure.com.
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// Port (default 443, which makes Celery use https; any other port means http).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Secret key holding the account master key.
+    pub account_key_secret_ref: SecretKeyRef,
+    /// Database (cosmosdbsql_database_name, default celerydb).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub database: Option<String>,
+    /// Collection (cosmosdbsql_collection_name, default celerycol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub collection: Option<String>,
+    /// Consistency level (cosmosdbsql_consistency_level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency_level: Option<CosmosConsistency>,
+}
+
+external_only!(
+    /// Azure Cosmos DB (SQL API) result backend (`cosmosdbsql://`).
+    CosmosDbSqlBackend, CosmosDbSqlExternal,
+    "managed mode is not available for cosmosDbSql: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+);
+
+// ---------------------------------------------------------------- ironcache
+
+/// IronCache settings as documented by Celery (the backend cannot be loaded on Celery 5).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IronCacheExternal {
+    /// Iron.io project id.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9]+$"))]
+    pub project_id: String,
+    /// Secret key holding the Iron.io token.
+    pub token_secret_ref: SecretKeyRef,
+    /// Cache name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub cache: Option<String>,
+}
+
+external_only!(
+    /// IronCache result backend. Accepted for completeness but reported Unsupported: Celery 5 cannot load it.
+    IronCacheBackend, IronCacheExternal,
+    "managed mode is not available for ironCache (and Celery 5 cannot load this backend at all)"
+);
+
+// ---------------------------------------------------------------- filesystem
+
+/// A directory shared by all workers (for example an NFS or other ReadWriteMany volume).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemExternal {
+    /// Absolute path of the results directory inside the worker container (used verbatim by Celery).
+    #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/[^?#]*$"))]
+    pub path: String,
+    /// PersistentVolumeClaim mounted at path in injected workers (must be ReadWriteMany for several nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
+    pub claim_name: Option<String>,
+}
+
+external_only!(
+    /// Filesystem result backend (`file://`).
+    FilesystemBackend, FilesystemExternal,
+    "managed mode is not available for filesystem: use external with a shared volume claim"
+);

@@ -1,0 +1,216 @@
+//! Shared API building blocks: Secret references, endpoints, TLS, managed-mode storage, durations.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// DNS-1123 subdomain, the form of a Secret name.
+pub const SECRET_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// The characters a Secret data key may use.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// A DNS name, an IPv4 address or an IPv6 address (without brackets).
+pub const HOST_PATTERN: &str = r"^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?)*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$";
+/// A Go-style duration as used across Kubernetes (`30s`, `1h30m`, `24h`); no sign, no days.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+/// An absolute filesystem path.
+pub const ABS_PATH_PATTERN: &str = r"^/.*$";
+
+/// A reference to one key of a Secret in the backend's namespace.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as the CeleryResultBackend.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
+    pub name: String,
+    /// Key inside the Secret's data whose value is used.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// User name and password for stores that authenticate with both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.username) && has(self.usernameSecretRef))").message("set either username or usernameSecretRef, not both"))]
+pub struct BasicAuth {
+    /// User name given in plain text (user names are not secret). Mutually exclusive with usernameSecretRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub username: Option<String>,
+    /// Secret key holding the user name. Mutually exclusive with username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the password. Any byte sequence is allowed; the operator encodes it for the URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A network endpoint: host and optional port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPort {
+    /// DNS name, IPv4 address or IPv6 address (without brackets).
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: String,
+    /// TCP port; the backend's default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+/// How strictly a TLS client verifies the server certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TlsVerify {
+    /// Verify the certificate chain and host name (default).
+    #[default]
+    Required,
+    /// Verify when a certificate is presented.
+    Optional,
+    /// Do not verify (testing only).
+    None,
+}
+
+/// TLS settings for a client connection. File paths are paths inside the worker container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// Connect with TLS.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Certificate verification level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<TlsVerify>,
+    /// Absolute path of a CA bundle inside the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    pub ca_file: Option<String>,
+    /// Absolute path of a client certificate inside the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    pub cert_file: Option<String>,
+    /// Absolute path of the client certificate's key inside the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    pub key_file: Option<String>,
+}
+
+/// What happens to provisioned data when the CeleryResultBackend is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the volume claims and the generated credentials (default).
+    #[default]
+    Retain,
+    /// Delete the volume claims and the generated credentials with the backend.
+    Delete,
+}
+
+/// Persistent storage for a provisioned store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested volume size as a Kubernetes quantity, for example `5Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: Option<String>,
+    /// StorageClass of the volume claim; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Settings every provisioned (managed) store shares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedCommon {
+    /// Container image; the operator's default image for the store when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Store version, used as the image tag when image is omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    )]
+    pub version: Option<String>,
+    /// Persistent volume for the store's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// CPU and memory requests and limits of the store container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Retain (default) keeps volumes and credentials when the backend is deleted; Delete removes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// Schema for the `managed` field of backends the operator cannot provision: any value is rejected by CEL.
+pub fn unsupported_managed_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "Not supported for this backend: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3. Use external."
+    })
+}
+
+/// Parse a Go-style duration (`1h30m`, `90s`, `1.5h`) and additionally `d` for days. Returns seconds.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let err = || {
+        format!("invalid duration {s:?}: expected a positive number with a unit, e.g. 30s, 15m, 24h or 7d")
+    };
+    let b = s.trim();
+    if b.is_empty() {
+        return Err(err());
+    }
+    if b == "0" {
+        return Ok(0.0);
+    }
+    let mut total = 0.0f64;
+    let mut rest = b;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_len == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(err()),
+        };
+        total += value * factor;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_like_go_plus_days() {
+        assert_eq!(parse_duration("30s"), Ok(30.0));
+        assert_eq!(parse_duration("1h30m"), Ok(5400.0));
+        assert_eq!(parse_duration("7d"), Ok(604800.0));
+        assert_eq!(parse_duration("1.5h"), Ok(5400.0));
+        assert_eq!(parse_duration("0"), Ok(0.0));
+        for bad in ["", "-1h", "h", "10", "1x", "1h-", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The `celery.dev/v1alpha1` API: the CeleryResultBackend custom resource and its CRD rendering.
+
+pub mod backends;
+pub mod common;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use backends::*;
+pub use common::*;
+
+/// API group of every kind this operator serves.
+pub const GROUP: &str = "celery.dev";
+/// API version of every kind this operator serves.
+pub const VERSION: &str = "v1alpha1";
+
+/// Desired state of a Celery result backend: which store, how to reach or provision it,
+/// and how workers receive its URI.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "celery.dev",
+    version = "v1alpha1",
+    kind = "CeleryResultBackend",
+    plural = "celeryresultbackends",
+    singular = "celeryresultbackend",
+    shortname = "crb",
+    category = "celery",
+    namespaced,
+    status = "CeleryResultBackendStatus",
+    derive = "PartialEq",
+    doc = "A Celery result backend: a store the operator connects to or provisions, whose exact result_backend URI it publishes in a Secret and injects into opted-in workers.",
+    printcolumn(
+        name = "Backend",
+        type_ = "string",
+        json_path = ".status.backend",
+        description = "Celery backend kind"
+    ),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".status.mode",
+        description = "external or managed"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "URI Secret is published"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status",
+        description = "Last health check succeeded"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.redis), has(self.database), has(self.mongodb), has(self.elasticsearch), has(self.s3), has(self.gcs), has(self.azureBlockBlob), has(self.rpc), has(self.cache), has(self.cassandra), has(self.dynamodb), has(self.couchdb), has(self.couchbase), has(self.arangodb), has(self.consul), has(self.cosmosDbSql), has(self.ironCache), has(self.filesystem)].filter(x, x).size() == 1").message("set exactly one backend: redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem"))]
+#[x_kube(validation = Rule::new("!has(self.database) || !has(self.database.managed) || !has(self.database.external)").message("database: set exactly one of external or managed"))]
+#[x_kube(validation = Rule::new("!has(self.consul) || !has(self.resultExpires) || self.resultExpires == '0s' || (duration(self.resultExpires) >= duration('10s') && duration(self.resultExpires) <= duration('24h'))").message("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never").field_path(".resultExpires"))]
+#[x_kube(validation = Rule::new("!has(self.cache) || !has(self.resultExpires) || duration(self.resultExpires) <= duration('720h')").message("memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h").field_path(".resultExpires"))]
+pub struct CeleryResultBackendSpec {
+    /// Redis (standalone, TLS, Sentinel or unix socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisBackend>,
+    /// SQL database through SQLAlchemy: PostgreSQL, MySQL/MariaDB or SQLite (`db+` URIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseBackend>,
+    /// MongoDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoBackend>,
+    /// Elasticsearch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elasticsearch: Option<ElasticsearchBackend>,
+    /// Amazon S3 or an S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Backend>,
+    /// Google Cloud Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsBackend>,
+    /// Azure Blob Storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_block_blob: Option<AzureBlockBlobBackend>,
+    /// Results sent back as AMQP messages over the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<RpcBackend>,
+    /// Memcached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheBackend>,
+    /// Apache Cassandra.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cassandra: Option<CassandraBackend>,
+    /// Amazon DynamoDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamodb: Option<DynamoDbBackend>,
+    /// Apache CouchDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub couchdb: Option<CouchDbBackend>,
+    /// Couchbase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub couchbase: Option<CouchbaseBackend>,
+    /// ArangoDB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arangodb: Option<ArangoDbBackend>,
+    /// HashiCorp Consul KV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul: Option<ConsulBackend>,
+    /// Azure Cosmos DB (SQL API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosmos_db_sql: Option<CosmosDbSqlBackend>,
+    /// IronCache (not loadable on Celery 5; accepted and reported Unsupported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iron_cache: Option<IronCacheBackend>,
+    /// A shared filesystem directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemBackend>,
+    /// How long results live (Celery's result_expires), as a duration such as 24h; 0s means never.
+    /// Cleanup policies enforce it for stores without native expiry. Celery's default (1 day) when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub result_expires: Option<String>,
+    /// Which workers receive the URI, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection: Option<InjectionSpec>,
+    /// Periodic health checks against the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// Injection of the URI into Celery workers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionSpec {
+    /// Workloads in this namespace matching this selector receive the URI, in addition to those
+    /// labelled celery.dev/result-backend=<backend name>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+    /// Environment variable that receives the URI (default CELERY_RESULT_BACKEND).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub env_var: Option<String>,
+    /// Also mount celeryconfig.py (settings that cannot live in the URI) and set CELERY_CONFIG_MODULE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_module: Option<bool>,
+    /// Overwrite a value the workload sets itself for the variable (default false: the user's value wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_existing: Option<bool>,
+}
+
+/// Health-check schedule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.interval) || !has(self.timeout) || duration(self.timeout) < duration(self.interval)").message("timeout must be shorter than interval").field_path(".timeout"))]
+pub struct HealthCheckSpec {
+    /// Run health checks (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Time between checks (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// Time a check may take (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+/// Observed state of a Celery result backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CeleryResultBackendStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Backend kind in Celery's terms (redis, database, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// external or managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Ready, Provisioned, Healthy and Injected conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Secret and key holding the result_backend URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_secret_ref: Option<SecretKeyRef>,
+    /// Service Binding "provisioned service" reference: the Secret holding the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingRef>,
+    /// Outcome of the latest health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_health_check: Option<HealthCheckStatus>,
+    /// Number of workloads carrying the injected URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_workloads: Option<i32>,
+}
+
+/// Service Binding reference (servicebinding.io provisioned service).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BindingRef {
+    /// Name of the Secret holding the binding.
+    pub name: String,
+}
+
+/// Outcome of one health check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckStatus {
+    /// When the check ran (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Round-trip latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// What the check found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The backend kinds, in Celery's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    Redis,
+    Database,
+    Mongodb,
+    Elasticsearch,
+    S3,
+    Gcs,
+    AzureBlockBlob,
+    Rpc,
+    Cache,
+    Cassandra,
+    Dynamodb,
+    Couchdb,
+    Couchbase,
+    Arangodb,
+    Consul,
+    CosmosDbSql,
+    IronCache,
+    Filesystem,
+}
+
+impl BackendKind {
+    /// Every kind, in the order of the spec's fields.
+    pub const ALL: [BackendKind; 18] = [
+        Self::Redis,
+        Self::Database,
+        Self::Mongodb,
+        Self::Elasticsearch,
+        Self::S3,
+        Self::Gcs,
+        Self::AzureBlockBlob,
+        Self::Rpc,
+        Self::Cache,
+        Self::Cassandra,
+        Self::Dynamodb,
+        Self::Couchdb,
+        Self::Couchbase,
+        Self::Arangodb,
+        Self::Consul,
+        Self::CosmosDbSql,
+        Self::IronCache,
+        Self::Filesystem,
+    ];
+
+    /// The spec field naming this kind (camelCase).
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Database => "database",
+            Self::Mongodb => "mongodb",
+            Self::Elasticsearch => "elasticsearch",
+            Self::S3 => "s3",
+            Self::Gcs => "gcs",
+            Self::AzureBlockBlob => "azureBlockBlob",
+            Self::Rpc => "rpc",
+            Self::Cache => "cache",
+            Self::Cassandra => "cassandra",
+            Self::Dynamodb => "dynamodb",
+            Self::Couchdb => "couchdb",
+            Self::Couchbase => "couchbase",
+            Self::Arangodb => "arangodb",
+            Self::Consul => "consul",
+            Self::CosmosDbSql => "cosmosDbSql",
+            Self::IronCache => "ironCache",
+            Self::Filesystem => "filesystem",
+        }
+    }
+
+    /// Whether the operator can provision this kind (managed mode).
+    pub fn provisionable(self) -> bool {
+        matches!(
+            self,
+            Self::Redis | Self::Database | Self::Mongodb | Self::Elasticsearch | Self::S3
+        )
+    }
+}
+
+impl CeleryResultBackendSpec {
+    /// The kinds that are set; a valid spec has exactly one.
+    pub fn kinds(&self) -> Vec<BackendKind> {
+        let set = [
+            self.redis.is_some(),
+            self.database.is_some(),
+            self.mongodb.is_some(),
+            self.elasticsearch.is_some(),
+            self.s3.is_some(),
+            self.gcs.is_some(),
+            self.azure_block_blob.is_some(),
+            self.rpc.is_some(),
+            self.cache.is_some(),
+            self.cassandra.is_some(),
+            self.dynamodb.is_some(),
+            self.couchdb.is_some(),
+            self.couchbase.is_some(),
+            self.arangodb.is_some(),
+            self.consul.is_some(),
+            self.cosmos_db_sql.is_some(),
+            self.iron_cache.is_some(),
+            self.filesystem.is_some(),
+        ];
+        BackendKind::ALL
+            .iter()
+            .zip(set)
+            .filter_map(|(k, s)| s.then_some(*k))
+            .collect()
+    }
+
+    /// Whether the chosen backend is provisioned by the operator.
+    pub fn is_managed(&self) -> bool {
+        self.redis.as_ref().is_some_and(|b| b.managed.is_some())
+            || self.database.as_ref().is_some_and(|b| b.managed.is_some())
+            || self.mongodb.as_ref().is_some_and(|b| b.managed.is_some())
+            || self
+                .elasticsearch
+                .as_ref()
+                .is_some_and(|b| b.managed.is_some())
+            || self.s3.as_ref().is_some_and(|b| b.managed.is_some())
+    }
+}
+
+/// Every CRD this operator serves, as multi-document YAML (what `crds/` holds).
+pub fn crds_yaml() -> Result<String, serde_norway::Error> {
+    let mut out = String::new();
+    for crd in [CeleryResultBackend::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_norway::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths of schema properties without a description (they would show blank in `kubectl explain`).
+    fn undocumented(node: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if v.get("description").is_none() {
+                    out.push(p.clone());
+                }
+                undocumented(v, &p, out);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            undocumented(items, &format!("{path}[]"), out);
+        }
+        if let Some(ap) = node.get("additionalProperties").filter(|a| a.is_object()) {
+            undocumented(ap, &format!("{path}{{}}"), out);
+        }
+    }
+
+    #[test]
+    fn every_field_has_a_description() {
+        let crd = serde_json::to_value(CeleryResultBackend::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = vec![];
+        undocumented(&schema["properties"]["spec"], ".spec", &mut missing);
+        undocumented(&schema["properties"]["status"], ".status", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without description: {missing:#?}"
+        );
+    }
+
+    #[test]
+    fn kinds_cover_all_eighteen_backends() {
+        let crd = serde_json::to_value(CeleryResultBackend::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        for k in BackendKind::ALL {
+            assert!(spec.get(k.field()).is_some(), "spec.{} missing", k.field());
+        }
+        assert_eq!(
+            BackendKind::ALL
+                .iter()
+                .filter(|k| k.provisionable())
+                .count(),
+            5
+        );
+    }
+}

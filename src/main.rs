@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", cbo::api::crds_yaml().unwrap());
+}
