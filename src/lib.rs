@@ -1,6 +1,9 @@
 //! celery-backend-operator: Celery result backends as Kubernetes resources.
 //!
-//! Layout: `api` (CRD types), `uri` (pure URI and settings builder), `secrets` (reading Secret
+//! Layout: `api` (CRD types), `uri` (pure URI and settings builder), `manifests` (reading YAML
 //! manifests for the CLI), `cli` (subcommands).
 
 pub mod api;
+pub mod cli;
+pub mod manifests;
+pub mod uri;

@@ -1,3 +1,26 @@
-fn main() {
-    print!("{}", cbo::api::crds_yaml().unwrap());
+//! The `celery-backend-operator` binary: parses the command line and runs a subcommand.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cbo::cli::{run_crd, run_uri, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = match &cli.command {
+        Command::Crd => run_crd(),
+        Command::Uri(args) => run_uri(args),
+    };
+    match out {
+        Ok(text) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,81 @@
+//! Command-line interface: `crd` prints the CRDs, `uri` prints what the operator would publish.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{api, manifests, uri};
+
+/// Celery result backends as Kubernetes resources.
+#[derive(Debug, Parser)]
+#[command(name = "celery-backend-operator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every CRD as multi-document YAML (what crds/ holds).
+    Crd,
+    /// Print the result_backend URI (or settings) the operator would publish for a backend manifest.
+    Uri(UriArgs),
+}
+
+/// What `uri` prints.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum UriOutput {
+    /// The result_backend URI only.
+    Uri,
+    /// The settings that cannot live in the URI, as a JSON object.
+    Settings,
+    /// The celeryconfig.py module.
+    Config,
+    /// URI, settings, environment and warnings as one JSON object.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UriArgs {
+    /// File with the CeleryResultBackend (Secrets in the same file are used too).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// File(s) with the referenced Secrets.
+    #[arg(short = 's', long = "secret")]
+    pub secrets: Vec<PathBuf>,
+    /// What to print.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "uri")]
+    pub output: UriOutput,
+}
+
+pub fn run_uri(args: &UriArgs) -> Result<String> {
+    let (backend, mut secrets) = manifests::load_backend(&args.file)?;
+    for s in &args.secrets {
+        manifests::load_secrets(s, &mut secrets)?;
+    }
+    let name = backend.metadata.name.clone().unwrap_or_default();
+    let cfg = uri::build(&backend.spec, &secrets)
+        .with_context(|| format!("CeleryResultBackend {name:?} in {}", args.file.display()))?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(match args.output {
+        UriOutput::Uri => format!("{}\n", cfg.uri),
+        UriOutput::Settings => format!("{}\n", serde_json::to_string_pretty(&cfg.settings)?),
+        UriOutput::Config => uri::config_module(&cfg),
+        UriOutput::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "uri": cfg.uri,
+                "settings": cfg.settings,
+                "env": cfg.env,
+                "warnings": cfg.warnings,
+            }))?
+        ),
+    })
+}
+
+pub fn run_crd() -> Result<String> {
+    api::crds_yaml().context("cannot render CRDs")
+}

@@ -1,0 +1,90 @@
+//! Reading CeleryResultBackend and Secret manifests from YAML files (used by the CLI subcommands).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Secret;
+use serde::Deserialize;
+
+use crate::api::CeleryResultBackend;
+use crate::uri::SecretValues;
+
+/// Every YAML document in a file, as JSON values (empty documents skipped).
+pub fn documents(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut docs = vec![];
+    for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let v = serde_json::Value::deserialize(doc)
+            .with_context(|| format!("{}: document {} is not valid YAML", path.display(), i + 1))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+fn kind_of(v: &serde_json::Value) -> &str {
+    v.get("kind").and_then(|k| k.as_str()).unwrap_or("")
+}
+
+/// Load the CeleryResultBackend from a file; Secrets in the same file are returned too.
+pub fn load_backend(path: &Path) -> Result<(CeleryResultBackend, SecretValues)> {
+    let mut backend = None;
+    let mut secrets = SecretValues::new();
+    for doc in documents(path)? {
+        match kind_of(&doc) {
+            "CeleryResultBackend" => {
+                if backend.is_some() {
+                    bail!(
+                        "{}: more than one CeleryResultBackend; give one per file",
+                        path.display()
+                    );
+                }
+                let b: CeleryResultBackend = serde_json::from_value(doc)
+                    .with_context(|| format!("{}: invalid CeleryResultBackend", path.display()))?;
+                backend = Some(b);
+            }
+            "Secret" => add_secret(&mut secrets, doc, path)?,
+            _ => {}
+        }
+    }
+    let b = backend.with_context(|| format!("{}: no CeleryResultBackend found", path.display()))?;
+    Ok((b, secrets))
+}
+
+/// Load every Secret in a file into `into`.
+pub fn load_secrets(path: &Path, into: &mut SecretValues) -> Result<()> {
+    let mut found = false;
+    for doc in documents(path)? {
+        if kind_of(&doc) == "Secret" {
+            add_secret(into, doc, path)?;
+            found = true;
+        }
+    }
+    if !found {
+        bail!("{}: no Secret found", path.display());
+    }
+    Ok(())
+}
+
+fn add_secret(into: &mut SecretValues, doc: serde_json::Value, path: &Path) -> Result<()> {
+    let s: Secret = serde_json::from_value(doc)
+        .with_context(|| format!("{}: invalid Secret", path.display()))?;
+    let name = s
+        .metadata
+        .name
+        .clone()
+        .with_context(|| format!("{}: Secret without metadata.name", path.display()))?;
+    let data = into.entry(name.clone()).or_default();
+    for (k, v) in s.data.unwrap_or_default() {
+        let text = String::from_utf8(v.0).with_context(|| {
+            format!("{}: Secret {name:?} key {k:?} is not UTF-8", path.display())
+        })?;
+        data.insert(k, text);
+    }
+    for (k, v) in s.string_data.unwrap_or_default() {
+        data.insert(k, v);
+    }
+    Ok(())
+}

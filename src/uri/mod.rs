@@ -1,0 +1,1203 @@
+//! Pure builder: backend spec + resolved credentials -> Celery `result_backend` URI and the settings
+//! that cannot live in it. Every encoding rule here follows the parser Celery really uses
+//! (kombu's url_to_parts, SQLAlchemy, pymongo, pycouchdb); tests/oracle checks it against Celery.
+
+pub mod encode;
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::api::*;
+use encode::{component, host as fmt_host, query, userinfo};
+
+/// Secret contents the builder may use: Secret name -> key -> value.
+pub type SecretValues = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Everything a Celery worker needs to reach the result backend.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackendConfig {
+    /// Celery's `result_backend`.
+    pub uri: String,
+    /// Other Celery settings (lowercase names), e.g. `s3_bucket`, `result_expires`.
+    pub settings: BTreeMap<String, Value>,
+    /// Environment variables the client library reads itself (e.g. CONSUL_HTTP_TOKEN).
+    pub env: BTreeMap<String, String>,
+    /// Service Binding keys (`type`, `provider`, `uri`, `host`, `port`, `username`, `password`, ...).
+    pub binding: BTreeMap<String, String>,
+    /// Facts the user should know (e.g. "results never expire").
+    pub warnings: Vec<String>,
+}
+
+/// Why a URI cannot be built. Messages name the field and never contain a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("{field}: Secret {secret:?} not found")]
+    SecretNotFound { field: String, secret: String },
+    #[error("{field}: Secret {secret:?} has no key {key:?}")]
+    SecretKeyMissing {
+        field: String,
+        secret: String,
+        key: String,
+    },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{field}: {message}")]
+    Unsupported { field: String, message: String },
+}
+
+impl BuildError {
+    /// A short CamelCase reason, for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Self::Invalid { .. } => "InvalidSpec",
+            Self::Unsupported { .. } => "Unsupported",
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> BuildError {
+    BuildError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Every Secret key the spec refers to, with the field that refers to it.
+pub fn secret_refs(spec: &CeleryResultBackendSpec) -> Vec<(String, SecretKeyRef)> {
+    let mut out = vec![];
+    let mut auth = |field: String, a: &Option<BasicAuth>| {
+        if let Some(a) = a {
+            if let Some(r) = &a.username_secret_ref {
+                out.push((format!("{field}.usernameSecretRef"), r.clone()));
+            }
+            if let Some(r) = &a.password_secret_ref {
+                out.push((format!("{field}.passwordSecretRef"), r.clone()));
+            }
+        }
+    };
+    if let Some(e) = spec.redis.as_ref().and_then(|b| b.external.as_ref()) {
+        auth("spec.redis.external.auth".into(), &e.auth);
+    }
+    if let Some(e) = spec.database.as_ref().and_then(|b| b.external.as_ref()) {
+        auth("spec.database.external.auth".into(), &e.auth);
+    }
+    if let Some(e) = spec.mongodb.as_ref().and_then(|b| b.external.as_ref()) {
+        auth("spec.mongodb.external.auth".into(), &e.auth);
+    }
+    if let Some(e) = spec
+        .elasticsearch
+        .as_ref()
+        .and_then(|b| b.external.as_ref())
+    {
+        auth("spec.elasticsearch.external.auth".into(), &e.auth);
+    }
+    if let Some(b) = &spec.cassandra {
+        auth("spec.cassandra.external.auth".into(), &b.external.auth);
+    }
+    if let Some(b) = &spec.couchdb {
+        auth("spec.couchdb.external.auth".into(), &b.external.auth);
+    }
+    if let Some(b) = &spec.couchbase {
+        auth("spec.couchbase.external.auth".into(), &b.external.auth);
+    }
+    if let Some(b) = &spec.arangodb {
+        auth("spec.arangodb.external.auth".into(), &b.external.auth);
+    }
+    let mut one = |field: &str, r: &Option<SecretKeyRef>| {
+        if let Some(r) = r {
+            out.push((field.to_string(), r.clone()));
+        }
+    };
+    if let Some(s) = spec
+        .redis
+        .as_ref()
+        .and_then(|b| b.external.as_ref())
+        .and_then(|e| e.sentinel.as_ref())
+    {
+        one(
+            "spec.redis.external.sentinel.sentinelPasswordSecretRef",
+            &s.sentinel_password_secret_ref,
+        );
+    }
+    if let Some(e) = spec.s3.as_ref().and_then(|b| b.external.as_ref()) {
+        one(
+            "spec.s3.external.accessKeyIdSecretRef",
+            &e.access_key_id_secret_ref,
+        );
+        one(
+            "spec.s3.external.secretAccessKeySecretRef",
+            &e.secret_access_key_secret_ref,
+        );
+    }
+    if let Some(b) = &spec.dynamodb {
+        one(
+            "spec.dynamodb.external.accessKeyIdSecretRef",
+            &b.external.access_key_id_secret_ref,
+        );
+        one(
+            "spec.dynamodb.external.secretAccessKeySecretRef",
+            &b.external.secret_access_key_secret_ref,
+        );
+    }
+    if let Some(b) = &spec.azure_block_blob {
+        one(
+            "spec.azureBlockBlob.external.connectionStringSecretRef",
+            &b.external.connection_string_secret_ref,
+        );
+    }
+    if let Some(b) = &spec.consul {
+        one(
+            "spec.consul.external.tokenSecretRef",
+            &b.external.token_secret_ref,
+        );
+    }
+    if let Some(b) = &spec.cosmos_db_sql {
+        one(
+            "spec.cosmosDbSql.external.accountKeySecretRef",
+            &Some(b.external.account_key_secret_ref.clone()),
+        );
+    }
+    if let Some(b) = &spec.iron_cache {
+        one(
+            "spec.ironCache.external.tokenSecretRef",
+            &Some(b.external.token_secret_ref.clone()),
+        );
+    }
+    out
+}
+
+/// Looks up referenced Secret values and collects output as the builder goes.
+struct Ctx<'a> {
+    secrets: &'a SecretValues,
+    out: BackendConfig,
+}
+
+impl Ctx<'_> {
+    fn secret(&self, field: &str, r: &SecretKeyRef) -> Result<String, BuildError> {
+        let data = self
+            .secrets
+            .get(&r.name)
+            .ok_or_else(|| BuildError::SecretNotFound {
+                field: field.into(),
+                secret: r.name.clone(),
+            })?;
+        data.get(&r.key)
+            .cloned()
+            .ok_or_else(|| BuildError::SecretKeyMissing {
+                field: field.into(),
+                secret: r.name.clone(),
+                key: r.key.clone(),
+            })
+    }
+
+    fn opt_secret(
+        &self,
+        field: &str,
+        r: &Option<SecretKeyRef>,
+    ) -> Result<Option<String>, BuildError> {
+        r.as_ref().map(|r| self.secret(field, r)).transpose()
+    }
+
+    /// Resolve user name and password of a BasicAuth at `field`.
+    fn auth(
+        &self,
+        field: &str,
+        a: &Option<BasicAuth>,
+    ) -> Result<(Option<String>, Option<String>), BuildError> {
+        let Some(a) = a else { return Ok((None, None)) };
+        let user = match (&a.username, &a.username_secret_ref) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    field,
+                    "set either username or usernameSecretRef, not both",
+                ))
+            }
+            (Some(u), None) => Some(u.clone()),
+            (None, r) => self.opt_secret(&format!("{field}.usernameSecretRef"), r)?,
+        };
+        let password = self.opt_secret(
+            &format!("{field}.passwordSecretRef"),
+            &a.password_secret_ref,
+        )?;
+        Ok((user, password))
+    }
+
+    fn set(&mut self, key: &str, v: impl Into<Value>) {
+        self.out.settings.insert(key.into(), v.into());
+    }
+
+    fn set_opt<T: Into<Value>>(&mut self, key: &str, v: Option<T>) {
+        if let Some(v) = v {
+            self.set(key, v);
+        }
+    }
+
+    fn bind(&mut self, key: &str, v: impl ToString) {
+        self.out.binding.insert(key.into(), v.to_string());
+    }
+
+    fn bind_endpoint(&mut self, host: &str, port: u16, user: &Option<String>, pw: &Option<String>) {
+        self.bind("host", host);
+        self.bind("port", port);
+        if let Some(u) = user {
+            self.bind("username", u);
+        }
+        if let Some(p) = pw {
+            self.bind("password", p);
+        }
+    }
+
+    fn warn(&mut self, w: impl Into<String>) {
+        self.out.warnings.push(w.into());
+    }
+}
+
+/// The chosen backend kind, or a clear error when zero or several are set.
+pub fn kind_of(spec: &CeleryResultBackendSpec) -> Result<BackendKind, BuildError> {
+    match spec.kinds().as_slice() {
+        [k] => Ok(*k),
+        [] => Err(invalid("spec", "no backend set: set exactly one of redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem")),
+        many => Err(invalid(
+            "spec",
+            format!(
+                "several backends set ({}): set exactly one",
+                many.iter().map(|k| k.field()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// Build the URI and settings for an external backend. Managed backends are built by the
+/// provisioner, which first renders an equivalent external spec for the store it creates.
+pub fn build(
+    spec: &CeleryResultBackendSpec,
+    secrets: &SecretValues,
+) -> Result<BackendConfig, BuildError> {
+    let kind = kind_of(spec)?;
+    let mut cx = Ctx {
+        secrets,
+        out: BackendConfig::default(),
+    };
+    cx.bind("provider", "celery-backend-operator");
+    match kind {
+        BackendKind::Redis => redis(&mut cx, spec)?,
+        BackendKind::Database => database(&mut cx, spec)?,
+        BackendKind::Mongodb => mongodb(&mut cx, spec)?,
+        BackendKind::Elasticsearch => elasticsearch(&mut cx, spec)?,
+        BackendKind::S3 => s3(&mut cx, spec)?,
+        BackendKind::Gcs => gcs(&mut cx, spec)?,
+        BackendKind::AzureBlockBlob => azure(&mut cx, spec)?,
+        BackendKind::Rpc => rpc(&mut cx, spec)?,
+        BackendKind::Cache => cache(&mut cx, spec)?,
+        BackendKind::Cassandra => cassandra(&mut cx, spec)?,
+        BackendKind::Dynamodb => dynamodb(&mut cx, spec)?,
+        BackendKind::Couchdb => couchdb(&mut cx, spec)?,
+        BackendKind::Couchbase => couchbase(&mut cx, spec)?,
+        BackendKind::Arangodb => arangodb(&mut cx, spec)?,
+        BackendKind::Consul => consul(&mut cx, spec)?,
+        BackendKind::CosmosDbSql => cosmos(&mut cx, spec)?,
+        BackendKind::IronCache => {
+            return Err(BuildError::Unsupported {
+                field: "spec.ironCache".into(),
+                message: "Celery 5 cannot load the ironcache backend (it is not in Celery's backend aliases and the iron_celery package does not import on Celery 5); choose another backend".into(),
+            })
+        }
+        BackendKind::Filesystem => filesystem(&mut cx, spec)?,
+    }
+    result_expires(&mut cx, spec, kind)?;
+    let uri = cx.out.uri.clone();
+    cx.bind("uri", uri);
+    Ok(cx.out)
+}
+
+fn result_expires(
+    cx: &mut Ctx,
+    spec: &CeleryResultBackendSpec,
+    kind: BackendKind,
+) -> Result<(), BuildError> {
+    let Some(raw) = &spec.result_expires else {
+        return Ok(());
+    };
+    let secs = parse_duration(raw).map_err(|m| invalid("spec.resultExpires", m))?;
+    if secs == 0.0 {
+        cx.set("result_expires", Value::Null);
+        if matches!(
+            kind,
+            BackendKind::Redis | BackendKind::Cache | BackendKind::Consul
+        ) {
+            cx.warn("resultExpires is 0s: results are stored without TTL and never expire unless a cleanup policy removes them");
+        }
+        return Ok(());
+    }
+    if kind == BackendKind::Consul && !(10.0..=86400.0).contains(&secs) {
+        return Err(invalid(
+            "spec.resultExpires",
+            "consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else)",
+        ));
+    }
+    if kind == BackendKind::Cache && secs > 2_592_000.0 {
+        return Err(invalid(
+            "spec.resultExpires",
+            "memcached treats TTLs above 30 days as absolute times, which expire at once: use at most 720h",
+        ));
+    }
+    if secs.fract() == 0.0 {
+        cx.set("result_expires", secs as u64);
+    } else {
+        cx.set("result_expires", secs);
+    }
+    Ok(())
+}
+
+fn tls_reqs(v: Option<TlsVerify>) -> &'static str {
+    match v.unwrap_or_default() {
+        TlsVerify::Required => "required",
+        TlsVerify::Optional => "optional",
+        TlsVerify::None => "none",
+    }
+}
+
+fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = spec
+        .redis
+        .as_ref()
+        .and_then(|b| b.external.as_ref())
+        .ok_or_else(|| {
+            invalid(
+                "spec.redis",
+                "set external (managed specs are rendered by the provisioner)",
+            )
+        })?;
+    let f = "spec.redis.external";
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let ui = userinfo(user.as_deref(), pw.as_deref(), component);
+    let db = b.db.unwrap_or(0);
+    let tls = b.tls.as_ref().filter(|t| t.enabled);
+    let mut q: Vec<(&str, String)> = b
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut transport = serde_json::Map::new();
+    if let Some(p) = &b.key_prefix {
+        transport.insert("global_keyprefix".into(), json!(p));
+    }
+    cx.bind("type", "redis");
+    cx.bind("database", db);
+    if let Some(socket) = &b.unix_socket {
+        if tls.is_some() {
+            return Err(invalid(
+                &format!("{f}.tls"),
+                "tls cannot be used with unixSocket",
+            ));
+        }
+        q.push(("virtual_host", db.to_string()));
+        cx.out.uri = format!("redis+socket://{ui}{}{}", encode::path(socket), query(q));
+        if let Some(u) = &user {
+            cx.bind("username", u);
+        }
+        if let Some(p) = &pw {
+            cx.bind("password", p);
+        }
+    } else if let Some(s) = &b.sentinel {
+        if s.hosts.is_empty() {
+            return Err(invalid(
+                &format!("{f}.sentinel.hosts"),
+                "at least one Sentinel is required",
+            ));
+        }
+        let qs = query(q);
+        cx.out.uri = s
+            .hosts
+            .iter()
+            .map(|h| {
+                format!(
+                    "sentinel://{ui}{}:{}/{db}{qs}",
+                    fmt_host(&h.host),
+                    h.port.unwrap_or(26379)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+        transport.insert("master_name".into(), json!(s.master_name));
+        if let Some(sp) = cx.opt_secret(
+            &format!("{f}.sentinel.sentinelPasswordSecretRef"),
+            &s.sentinel_password_secret_ref,
+        )? {
+            transport.insert("sentinel_kwargs".into(), json!({ "password": sp }));
+        }
+        if let Some(t) = tls {
+            let mut ssl = serde_json::Map::new();
+            ssl.insert("ssl_cert_reqs".into(), json!(tls_reqs(t.verify)));
+            for (k, v) in [
+                ("ssl_ca_certs", &t.ca_file),
+                ("ssl_certfile", &t.cert_file),
+                ("ssl_keyfile", &t.key_file),
+            ] {
+                if let Some(v) = v {
+                    ssl.insert(k.into(), json!(v));
+                }
+            }
+            cx.set("redis_backend_use_ssl", Value::Object(ssl));
+        }
+        cx.bind("sentinel_master", &s.master_name);
+        if let Some(u) = &user {
+            cx.bind("username", u);
+        }
+        if let Some(p) = &pw {
+            cx.bind("password", p);
+        }
+    } else {
+        let host = b
+            .host
+            .as_deref()
+            .ok_or_else(|| invalid(f, "set exactly one of host, sentinel or unixSocket"))?;
+        let port = b.port.unwrap_or(6379);
+        let scheme = if let Some(t) = tls {
+            q.push(("ssl_cert_reqs", tls_reqs(t.verify).to_string()));
+            for (k, v) in [
+                ("ssl_ca_certs", &t.ca_file),
+                ("ssl_certfile", &t.cert_file),
+                ("ssl_keyfile", &t.key_file),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v.clone()));
+                }
+            }
+            "rediss"
+        } else {
+            "redis"
+        };
+        cx.out.uri = format!("{scheme}://{ui}{}:{port}/{db}{}", fmt_host(host), query(q));
+        cx.bind_endpoint(host, port, &user, &pw);
+        cx.bind("ssl", tls.is_some());
+    }
+    if !transport.is_empty() {
+        cx.set("result_backend_transport_options", Value::Object(transport));
+    }
+    Ok(())
+}
+
+fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let d = spec
+        .database
+        .as_ref()
+        .ok_or_else(|| invalid("spec.database", "missing"))?;
+    let b = d.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.database",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.database.external";
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let q = query(b.options.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    match b.engine {
+        DatabaseEngine::Sqlite => {
+            let path = b
+                .path
+                .as_deref()
+                .ok_or_else(|| invalid(&format!("{f}.path"), "sqlite needs path"))?;
+            if !path.starts_with('/') || path.contains(['?', '#']) {
+                return Err(invalid(
+                    &format!("{f}.path"),
+                    "must be an absolute path without ? or #",
+                ));
+            }
+            if b.host.is_some() || b.database.is_some() || b.auth.is_some() {
+                return Err(invalid(
+                    f,
+                    "sqlite takes path only (no host, database or auth)",
+                ));
+            }
+            cx.out.uri = format!("db+sqlite:///{path}{q}");
+            cx.bind("type", "sqlite");
+            cx.bind("database", path);
+            cx.warn("SQLite results live in one file: every worker must share it (one node only)");
+        }
+        engine => {
+            let (name, default_port, default_driver, drivers): (
+                &str,
+                u16,
+                DatabaseDriver,
+                &[DatabaseDriver],
+            ) = match engine {
+                DatabaseEngine::Postgresql => (
+                    "postgresql",
+                    5432,
+                    DatabaseDriver::Psycopg2,
+                    &[
+                        DatabaseDriver::Psycopg2,
+                        DatabaseDriver::Psycopg,
+                        DatabaseDriver::Pg8000,
+                    ],
+                ),
+                _ => (
+                    "mysql",
+                    3306,
+                    DatabaseDriver::Pymysql,
+                    &[
+                        DatabaseDriver::Pymysql,
+                        DatabaseDriver::Mysqldb,
+                        DatabaseDriver::Mysqlconnector,
+                    ],
+                ),
+            };
+            let driver = b.driver.unwrap_or(default_driver);
+            if !drivers.contains(&driver) {
+                return Err(invalid(
+                    &format!("{f}.driver"),
+                    format!("{driver:?} is not a {name} driver").to_lowercase(),
+                ));
+            }
+            let host = b
+                .host
+                .as_deref()
+                .ok_or_else(|| invalid(&format!("{f}.host"), format!("{name} needs host")))?;
+            let db = b.database.as_deref().ok_or_else(|| {
+                invalid(&format!("{f}.database"), format!("{name} needs database"))
+            })?;
+            let port = b.port.unwrap_or(default_port);
+            let driver_name = format!("{driver:?}").to_lowercase();
+            cx.out.uri = format!(
+                "db+{name}+{driver_name}://{}{}:{port}/{}{q}",
+                userinfo(user.as_deref(), pw.as_deref(), component),
+                fmt_host(host),
+                component(db)
+            );
+            cx.bind("type", name);
+            cx.bind_endpoint(host, port, &user, &pw);
+            cx.bind("database", db);
+        }
+    }
+    let tables =
+        |t: &Option<DatabaseTables>, task_default: Option<&str>, group_default: Option<&str>| {
+            t.as_ref().map(|t| {
+                json!({
+                    "task": t.task.as_deref().or(task_default),
+                    "group": t.group.as_deref().or(group_default),
+                })
+            })
+        };
+    let names = tables(
+        &d.table_names,
+        Some("celery_taskmeta"),
+        Some("celery_tasksetmeta"),
+    );
+    cx.set_opt("database_table_names", names);
+    let schemas = tables(&d.table_schemas, None, None);
+    cx.set_opt("database_table_schemas", schemas);
+    Ok(())
+}
+
+fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let m = spec
+        .mongodb
+        .as_ref()
+        .ok_or_else(|| invalid("spec.mongodb", "missing"))?;
+    let b = m.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.mongodb",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.mongodb.external";
+    if b.hosts.is_empty() {
+        return Err(invalid(
+            &format!("{f}.hosts"),
+            "at least one host is required",
+        ));
+    }
+    if b.srv && (b.hosts.len() != 1 || b.hosts[0].port.is_some()) {
+        return Err(invalid(
+            &format!("{f}.hosts"),
+            "srv needs exactly one host and no port",
+        ));
+    }
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let hosts = b
+        .hosts
+        .iter()
+        .map(|h| match (b.srv, h.port) {
+            (true, _) => fmt_host(&h.host),
+            (false, p) => format!("{}:{}", fmt_host(&h.host), p.unwrap_or(27017)),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut q: Vec<(&str, String)> = vec![];
+    if let Some(a) = &b.auth_source {
+        q.push(("authSource", a.clone()));
+    }
+    if let Some(r) = &b.replica_set {
+        q.push(("replicaSet", r.clone()));
+    }
+    if let Some(t) = b.tls.as_ref() {
+        q.push(("tls", t.enabled.to_string()));
+        if t.enabled {
+            match t.verify.unwrap_or_default() {
+                TlsVerify::Required => {}
+                TlsVerify::Optional => q.push(("tlsAllowInvalidCertificates", "true".into())),
+                TlsVerify::None => q.push(("tlsInsecure", "true".into())),
+            }
+            if let Some(ca) = &t.ca_file {
+                q.push(("tlsCAFile", ca.clone()));
+            }
+            match (&t.cert_file, &t.key_file) {
+                (Some(c), None) => q.push(("tlsCertificateKeyFile", c.clone())),
+                (None, None) => {}
+                _ => {
+                    return Err(invalid(
+                        &format!("{f}.tls.keyFile"),
+                        "MongoDB takes one PEM file with certificate and key: set certFile only",
+                    ))
+                }
+            }
+        }
+    }
+    for (k, v) in &b.options {
+        q.push((k.as_str(), v.clone()));
+    }
+    let scheme = if b.srv { "mongodb+srv" } else { "mongodb" };
+    let path = b.database.as_deref().map(component).unwrap_or_default();
+    let qs = query(q);
+    let slash = if path.is_empty() && qs.is_empty() {
+        ""
+    } else {
+        "/"
+    };
+    cx.out.uri = format!(
+        "{scheme}://{}{hosts}{slash}{path}{qs}",
+        userinfo(user.as_deref(), pw.as_deref(), component)
+    );
+    let mut settings = serde_json::Map::new();
+    if let Some(c) = &m.taskmeta_collection {
+        settings.insert("taskmeta_collection".into(), json!(c));
+    }
+    if let Some(c) = &m.groupmeta_collection {
+        settings.insert("groupmeta_collection".into(), json!(c));
+    }
+    if !settings.is_empty() {
+        cx.set("mongodb_backend_settings", Value::Object(settings));
+    }
+    cx.bind("type", "mongodb");
+    cx.bind("host", hosts);
+    cx.bind("database", b.database.as_deref().unwrap_or("celery"));
+    if let Some(u) = &user {
+        cx.bind("username", u);
+    }
+    if let Some(p) = &pw {
+        cx.bind("password", p);
+    }
+    Ok(())
+}
+
+fn elasticsearch(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let e = spec
+        .elasticsearch
+        .as_ref()
+        .ok_or_else(|| invalid("spec.elasticsearch", "missing"))?;
+    let b = e.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.elasticsearch",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let (user, pw) = cx.auth("spec.elasticsearch.external.auth", &b.auth)?;
+    let scheme = match b.scheme.unwrap_or_default() {
+        HttpScheme::Http => "http",
+        HttpScheme::Https => "https",
+    };
+    let port = b.port.unwrap_or(9200);
+    let index = e.index.as_deref().unwrap_or("celery");
+    cx.out.uri = format!(
+        "elasticsearch+{scheme}://{}{}:{port}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), component),
+        fmt_host(&b.host),
+        component(index)
+    );
+    cx.set_opt("elasticsearch_timeout", b.timeout_seconds);
+    cx.set_opt("elasticsearch_max_retries", b.max_retries);
+    cx.bind("type", "elasticsearch");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("index", index);
+    cx.warn("Celery's elasticsearch backend needs elasticsearch-py 8.x in the worker image (9.x removed the timeout argument Celery passes)");
+    Ok(())
+}
+
+fn s3(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let s = spec
+        .s3
+        .as_ref()
+        .ok_or_else(|| invalid("spec.s3", "missing"))?;
+    let b = s.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.s3",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.s3.external";
+    let key = cx.opt_secret(
+        &format!("{f}.accessKeyIdSecretRef"),
+        &b.access_key_id_secret_ref,
+    )?;
+    let secret = cx.opt_secret(
+        &format!("{f}.secretAccessKeySecretRef"),
+        &b.secret_access_key_secret_ref,
+    )?;
+    if key.is_some() != secret.is_some() {
+        return Err(invalid(
+            f,
+            "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
+        ));
+    }
+    // Celery ignores everything after s3://; the bucket and the rest are settings.
+    cx.out.uri = "s3://".into();
+    cx.set("s3_bucket", b.bucket.as_str());
+    cx.set_opt("s3_base_path", s.base_path.clone());
+    cx.set_opt("s3_endpoint_url", b.endpoint_url.clone());
+    cx.set_opt("s3_region", b.region.clone());
+    cx.set_opt("s3_access_key_id", key.clone());
+    cx.set_opt("s3_secret_access_key", secret.clone());
+    cx.bind("type", "s3");
+    cx.bind("bucket", &b.bucket);
+    if let Some(e) = &b.endpoint_url {
+        cx.bind("endpoint", e);
+    }
+    if let Some(r) = &b.region {
+        cx.bind("region", r);
+    }
+    if let Some(k) = key {
+        cx.bind("access_key_id", k);
+    }
+    if let Some(s) = secret {
+        cx.bind("secret_access_key", s);
+    }
+    if s.base_path.as_deref().is_some_and(|p| !p.ends_with('/')) {
+        cx.warn(
+            "s3 basePath does not end with '/': Celery joins it to the key without a separator",
+        );
+    }
+    Ok(())
+}
+
+fn gcs(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .gcs
+        .as_ref()
+        .ok_or_else(|| invalid("spec.gcs", "missing"))?
+        .external;
+    let mut q: Vec<(&str, String)> = vec![("gcs_project", b.project.clone())];
+    if let Some(t) = b.ttl_seconds {
+        q.push(("gcs_ttl", t.to_string()));
+    }
+    if let Some(t) = b.threadpool_maxsize {
+        q.push(("gcs_threadpool_maxsize", t.to_string()));
+    }
+    if let Some(p) = &b.firestore_project {
+        q.push(("firestore_project", p.clone()));
+    }
+    let base = b
+        .base_path
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("/{}", encode::path(p)))
+        .unwrap_or_default();
+    cx.out.uri = format!("gs://{}{base}{}", b.bucket, query(q));
+    cx.bind("type", "gcs");
+    cx.bind("bucket", &b.bucket);
+    cx.bind("project", &b.project);
+    cx.warn("Celery's gs:// backend needs google-cloud-firestore and a Firestore TTL policy on collection group 'celery' (field expires_at) at start-up");
+    Ok(())
+}
+
+fn azure(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .azure_block_blob
+        .as_ref()
+        .ok_or_else(|| invalid("spec.azureBlockBlob", "missing"))?
+        .external;
+    let f = "spec.azureBlockBlob.external";
+    cx.out.uri = match (
+        &b.connection_string_secret_ref,
+        &b.account_url,
+        b.credential,
+    ) {
+        (Some(r), None, None) => {
+            let cs = cx.secret(&format!("{f}.connectionStringSecretRef"), r)?;
+            cx.bind("connection_string", &cs);
+            // Celery takes everything after the scheme verbatim.
+            format!("azureblockblob://{}", cs.trim())
+        }
+        (None, Some(url), Some(cred)) => {
+            cx.bind("account_url", url);
+            format!("azureblockblob://{cred:?}@{url}")
+        }
+        _ => {
+            return Err(invalid(
+                f,
+                "set either connectionStringSecretRef, or accountUrl together with credential",
+            ))
+        }
+    };
+    cx.set_opt("azureblockblob_container_name", b.container.clone());
+    cx.set_opt("azureblockblob_base_path", b.base_path.clone());
+    cx.set_opt(
+        "azureblockblob_connection_timeout",
+        b.connection_timeout_seconds,
+    );
+    cx.set_opt("azureblockblob_read_timeout", b.read_timeout_seconds);
+    cx.bind("type", "azure-blob");
+    cx.bind("container", b.container.as_deref().unwrap_or("celery"));
+    Ok(())
+}
+
+fn rpc(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .rpc
+        .as_ref()
+        .ok_or_else(|| invalid("spec.rpc", "missing"))?
+        .external;
+    cx.out.uri = "rpc://".into();
+    cx.set_opt("result_persistent", b.persistent);
+    cx.bind("type", "rpc");
+    cx.warn("rpc results travel over the broker (broker_url): only the client that sent a task can read its result, once");
+    Ok(())
+}
+
+fn cache(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .cache
+        .as_ref()
+        .ok_or_else(|| invalid("spec.cache", "missing"))?
+        .external;
+    if b.servers.is_empty() {
+        return Err(invalid(
+            "spec.cache.external.servers",
+            "at least one server is required",
+        ));
+    }
+    let mut servers = vec![];
+    for (i, s) in b.servers.iter().enumerate() {
+        if s.host.contains(':') {
+            return Err(invalid(
+                &format!("spec.cache.external.servers[{i}].host"),
+                "IPv6 addresses cannot be used: Celery's cache backend splits host:port at ':'; use a DNS name",
+            ));
+        }
+        servers.push(format!("{}:{}", s.host, s.port.unwrap_or(11211)));
+    }
+    cx.out.uri = format!("cache+memcached://{}/", servers.join(";"));
+    cx.bind("type", "memcached");
+    cx.bind("host", servers.join(","));
+    Ok(())
+}
+
+fn cassandra(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .cassandra
+        .as_ref()
+        .ok_or_else(|| invalid("spec.cassandra", "missing"))?
+        .external;
+    if b.servers.is_empty() {
+        return Err(invalid(
+            "spec.cassandra.external.servers",
+            "at least one server is required",
+        ));
+    }
+    let (user, pw) = cx.auth("spec.cassandra.external.auth", &b.auth)?;
+    // Celery ignores the URL; cassandra is configured by settings only.
+    cx.out.uri = "cassandra://".into();
+    cx.set("cassandra_servers", json!(b.servers));
+    cx.set_opt("cassandra_port", b.port);
+    cx.set("cassandra_keyspace", b.keyspace.as_str());
+    cx.set("cassandra_table", b.table.as_str());
+    cx.set_opt("cassandra_entry_ttl", b.entry_ttl_seconds);
+    let cl =
+        |c: Option<CassandraConsistency>| c.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
+    cx.set_opt("cassandra_read_consistency", cl(b.read_consistency));
+    cx.set_opt("cassandra_write_consistency", cl(b.write_consistency));
+    if user.is_some() || pw.is_some() {
+        cx.set("cassandra_auth_provider", "PlainTextAuthProvider");
+        cx.set(
+            "cassandra_auth_kwargs",
+            json!({"username": user.clone().unwrap_or_default(), "password": pw.clone().unwrap_or_default()}),
+        );
+    }
+    cx.bind("type", "cassandra");
+    cx.bind("host", b.servers.join(","));
+    cx.bind("port", b.port.unwrap_or(9042));
+    cx.bind("keyspace", &b.keyspace);
+    if let Some(u) = &user {
+        cx.bind("username", u);
+    }
+    if let Some(p) = &pw {
+        cx.bind("password", p);
+    }
+    if b.entry_ttl_seconds.is_none() {
+        cx.warn("cassandra: without entryTtlSeconds rows never expire (Celery does not apply result_expires here)");
+    }
+    Ok(())
+}
+
+fn dynamodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .dynamodb
+        .as_ref()
+        .ok_or_else(|| invalid("spec.dynamodb", "missing"))?
+        .external;
+    let f = "spec.dynamodb.external";
+    let key = cx.opt_secret(
+        &format!("{f}.accessKeyIdSecretRef"),
+        &b.access_key_id_secret_ref,
+    )?;
+    let secret = cx.opt_secret(
+        &format!("{f}.secretAccessKeySecretRef"),
+        &b.secret_access_key_secret_ref,
+    )?;
+    let ui = match (&key, &secret) {
+        (Some(k), Some(s)) => format!("{}:{}@", component(k), component(s)),
+        (None, None) => "@".to_string(),
+        _ => {
+            return Err(invalid(
+                f,
+                "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
+            ))
+        }
+    };
+    if b.region.is_some() && b.local_endpoint.is_some() {
+        return Err(invalid(f, "set either region or localEndpoint, not both"));
+    }
+    let mut endpoint_url = b.endpoint_url.clone();
+    let authority = match (&b.region, &b.local_endpoint) {
+        (Some(r), _) => r.clone(),
+        (None, Some(l)) => {
+            let port = l.port.unwrap_or(8000);
+            let ipv4 = l.host.parse::<std::net::Ipv4Addr>().is_ok();
+            if (l.host == "localhost" || ipv4) && endpoint_url.is_none() {
+                // Celery turns localhost or an IPv4 address into http://host:port.
+                format!("{}:{port}", l.host)
+            } else {
+                endpoint_url.get_or_insert_with(|| format!("http://{}:{port}", fmt_host(&l.host)));
+                "us-east-1".into()
+            }
+        }
+        (None, None) => "us-east-1".into(),
+    };
+    let table = b.table.as_deref().unwrap_or("celery");
+    let mut q: Vec<(&str, String)> = vec![];
+    if let Some(r) = b.read_capacity {
+        q.push(("read", r.to_string()));
+    }
+    if let Some(w) = b.write_capacity {
+        q.push(("write", w.to_string()));
+    }
+    if let Some(t) = b.ttl_seconds {
+        q.push(("ttl_seconds", t.to_string()));
+    } else {
+        cx.warn("dynamodb: without ttlSeconds items never expire (Celery does not apply result_expires here)");
+    }
+    cx.out.uri = format!(
+        "dynamodb://{ui}{authority}/{}{}",
+        component(table),
+        query(q)
+    );
+    cx.set_opt("dynamodb_endpoint_url", endpoint_url.clone());
+    cx.bind("type", "dynamodb");
+    cx.bind("table", table);
+    if let Some(r) = &b.region {
+        cx.bind("region", r);
+    }
+    if let Some(e) = endpoint_url {
+        cx.bind("endpoint", e);
+    }
+    if let Some(k) = key {
+        cx.bind("access_key_id", k);
+    }
+    if let Some(s) = secret {
+        cx.bind("secret_access_key", s);
+    }
+    Ok(())
+}
+
+/// pycouchdb decodes the credentials a second time after Celery re-embeds them raw.
+fn double_component(s: &str) -> String {
+    component(&component(s))
+}
+
+fn couchdb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .couchdb
+        .as_ref()
+        .ok_or_else(|| invalid("spec.couchdb", "missing"))?
+        .external;
+    let (user, pw) = cx.auth("spec.couchdb.external.auth", &b.auth)?;
+    let port = b.port.unwrap_or(5984);
+    let db = b.database.as_deref().unwrap_or("default");
+    cx.out.uri = format!(
+        "couchdb://{}{}:{port}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), double_component),
+        fmt_host(&b.host),
+        component(db)
+    );
+    cx.bind("type", "couchdb");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("database", db);
+    Ok(())
+}
+
+fn couchbase(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .couchbase
+        .as_ref()
+        .ok_or_else(|| invalid("spec.couchbase", "missing"))?
+        .external;
+    let (user, pw) = cx.auth("spec.couchbase.external.auth", &b.auth)?;
+    let port = b.port.unwrap_or(8091);
+    let bucket = b.bucket.as_deref().unwrap_or("default");
+    cx.out.uri = format!(
+        "couchbase://{}{}:{port}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), component),
+        fmt_host(&b.host),
+        component(bucket)
+    );
+    cx.bind("type", "couchbase");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("bucket", bucket);
+    cx.warn("couchbase: Celery 5.7 passes ttl= to the SDK, which couchbase 4.x rejects; set resultExpires to 0s or results cannot be stored");
+    Ok(())
+}
+
+fn arangodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .arangodb
+        .as_ref()
+        .ok_or_else(|| invalid("spec.arangodb", "missing"))?
+        .external;
+    let (user, pw) = cx.auth("spec.arangodb.external.auth", &b.auth)?;
+    let port = b.port.unwrap_or(8529);
+    let db = b.database.as_deref().unwrap_or("celery");
+    let coll = b.collection.as_deref().unwrap_or("celery");
+    cx.out.uri = format!(
+        "arangodb://{}{}:{port}/{}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), component),
+        fmt_host(&b.host),
+        component(db),
+        component(coll)
+    );
+    if b.scheme == Some(HttpScheme::Https) {
+        cx.set(
+            "arangodb_backend_settings",
+            json!({"http_protocol": "https"}),
+        );
+    }
+    cx.bind("type", "arangodb");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("database", db);
+    cx.warn("arangodb: Celery's own cleanup (celery beat's backend_cleanup) deletes every document in the collection, fresh ones too; disable it and use a cleanup policy");
+    Ok(())
+}
+
+fn consul(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .consul
+        .as_ref()
+        .ok_or_else(|| invalid("spec.consul", "missing"))?
+        .external;
+    let port = b.port.unwrap_or(8500);
+    let prefix = b
+        .key_prefix
+        .as_deref()
+        .map(|p| format!("/{}", encode::path(p)))
+        .unwrap_or_default();
+    let q = if b.one_client == Some(true) {
+        query([("one_client", "1".to_string())])
+    } else {
+        String::new()
+    };
+    cx.out.uri = format!("consul://{}:{port}{prefix}{q}", fmt_host(&b.host));
+    if let Some(t) = cx.opt_secret("spec.consul.external.tokenSecretRef", &b.token_secret_ref)? {
+        cx.out.env.insert("CONSUL_HTTP_TOKEN".into(), t.clone());
+        cx.bind("token", t);
+    }
+    cx.bind("type", "consul");
+    cx.bind("host", &b.host);
+    cx.bind("port", port);
+    Ok(())
+}
+
+fn cosmos(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .cosmos_db_sql
+        .as_ref()
+        .ok_or_else(|| invalid("spec.cosmosDbSql", "missing"))?
+        .external;
+    let key = cx.secret(
+        "spec.cosmosDbSql.external.accountKeySecretRef",
+        &b.account_key_secret_ref,
+    )?;
+    let port = b.port.unwrap_or(443);
+    cx.out.uri = format!(
+        "cosmosdbsql://:{}@{}:{port}",
+        component(&key),
+        fmt_host(&b.host)
+    );
+    cx.set_opt("cosmosdbsql_database_name", b.database.clone());
+    cx.set_opt("cosmosdbsql_collection_name", b.collection.clone());
+    cx.set_opt(
+        "cosmosdbsql_consistency_level",
+        b.consistency_level.map(|c| format!("{c:?}")),
+    );
+    cx.bind("type", "cosmosdb");
+    cx.bind("host", &b.host);
+    cx.bind("port", port);
+    cx.bind("password", key);
+    Ok(())
+}
+
+fn filesystem(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let b = &spec
+        .filesystem
+        .as_ref()
+        .ok_or_else(|| invalid("spec.filesystem", "missing"))?
+        .external;
+    if !b.path.starts_with('/') || b.path.contains(['?', '#']) {
+        return Err(invalid(
+            "spec.filesystem.external.path",
+            "must be an absolute path without ? or #",
+        ));
+    }
+    // Celery uses the path verbatim (no percent-decoding).
+    cx.out.uri = format!("file://{}", b.path);
+    cx.bind("type", "filesystem");
+    cx.bind("path", &b.path);
+    Ok(())
+}
+
+/// Render `celeryconfig.py`: `result_backend` plus every setting, as Python literals.
+pub fn config_module(cfg: &BackendConfig) -> String {
+    let mut out = String::from(
+        "# Generated by celery-backend-operator. Do not edit: changes are overwritten.\n",
+    );
+    if !cfg.env.is_empty() {
+        out.push_str("import os\n\n");
+        for (k, v) in &cfg.env {
+            out.push_str(&format!(
+                "os.environ.setdefault({}, {})\n",
+                encode::python_str(k),
+                encode::python_str(v)
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "result_backend = {}\n",
+        encode::python_str(&cfg.uri)
+    ));
+    for (k, v) in &cfg.settings {
+        out.push_str(&format!("{k} = {}\n", encode::python_literal(v)));
+    }
+    out
+}
