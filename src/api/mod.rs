@@ -31,35 +31,11 @@ pub const VERSION: &str = "v1alpha1";
     status = "CeleryResultBackendStatus",
     derive = "PartialEq",
     doc = "A Celery result backend: a store the operator connects to or provisions, whose exact result_backend URI it publishes in a Secret and injects into opted-in workers.",
-    printcolumn(
-        name = "Backend",
-        type_ = "string",
-        json_path = ".status.backend",
-        description = "Celery backend kind"
-    ),
-    printcolumn(
-        name = "Mode",
-        type_ = "string",
-        json_path = ".status.mode",
-        description = "external or managed"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
-        description = "URI Secret is published"
-    ),
-    printcolumn(
-        name = "Healthy",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Healthy\")].status",
-        description = "Last health check succeeded"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.backend","description":"Celery backend kind"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode","description":"external or managed"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"URI Secret is published"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Healthy\")].status","description":"Last health check succeeded"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Time since creation"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.redis), has(self.database), has(self.mongodb), has(self.elasticsearch), has(self.s3), has(self.gcs), has(self.azureBlockBlob), has(self.rpc), has(self.cache), has(self.cassandra), has(self.dynamodb), has(self.couchdb), has(self.couchbase), has(self.arangodb), has(self.consul), has(self.cosmosDbSql), has(self.ironCache), has(self.filesystem)].filter(x, x).size() == 1").message("set exactly one backend: redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem"))]
@@ -352,9 +328,10 @@ impl CeleryResultBackendSpec {
 /// Every CRD this operator serves, as multi-document YAML (what `crds/` holds).
 pub fn crds_yaml() -> Result<String, serde_norway::Error> {
     let mut out = String::new();
-    for crd in [CeleryResultBackend::crd()] {
+    let crds = [CeleryResultBackend::crd()];
+    for crd in &crds {
         out.push_str("---\n");
-        out.push_str(&serde_norway::to_string(&crd)?);
+        out.push_str(&serde_norway::to_string(crd)?);
     }
     Ok(out)
 }

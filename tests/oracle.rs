@@ -1,0 +1,673 @@
+//! The URI oracle: for every Celery backend, the builder's URI and settings (rendered as
+//! celeryconfig.py) are loaded by a real Celery 5.7 and handed to Celery's own backend class; Celery
+//! must end up with exactly the host, port, user, password, database/bucket/index/container/table
+//! and options the spec asked for. Then random passwords, 1,000 per backend family, go the same way.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use cbo::api::CeleryResultBackendSpec;
+use cbo::uri::{build, config_module, SecretValues};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/oracle.py");
+
+/// Passwords that break naive URI building.
+const NASTY: &[&str] = &[
+    "p@ss:w/rd#?%",
+    "a b+c&d=e",
+    "q'u\"o`t\\e",
+    "ünïcødé-密码-🔑",
+    "%41%2F%",
+    "semi;colon,comma",
+    "[brackets]{}|^<>",
+    " leading and trailing ",
+    "plain",
+];
+
+struct Case {
+    id: String,
+    kind: &'static str,
+    spec: Value,
+    secrets: SecretValues,
+    expect: Value,
+}
+
+fn secrets(pairs: &[(&str, &str, &str)]) -> SecretValues {
+    let mut s = SecretValues::new();
+    for (name, key, value) in pairs {
+        s.entry(name.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+    }
+    s
+}
+
+fn sref(key: &str) -> Value {
+    json!({"name": "creds", "key": key})
+}
+
+/// Render every case and ask Celery; fail listing every case Celery disagrees with.
+fn check(cases: Vec<Case>) {
+    let n = cases.len();
+    let mut input = vec![];
+    let mut ids = BTreeMap::new();
+    for c in cases {
+        let spec: CeleryResultBackendSpec = serde_json::from_value(c.spec.clone())
+            .unwrap_or_else(|e| panic!("{}: spec does not deserialize: {e}", c.id));
+        let cfg =
+            build(&spec, &c.secrets).unwrap_or_else(|e| panic!("{}: build failed: {e}", c.id));
+        ids.insert(c.id.clone(), cfg.uri.clone());
+        input.push(json!({
+            "id": c.id, "kind": c.kind, "config_module": config_module(&cfg), "expect": c.expect,
+        }));
+    }
+    // Two Python processes (one per core) share large batches.
+    let chunk = input.len().div_ceil(if input.len() > 1000 { 2 } else { 1 });
+    let handles: Vec<_> = input
+        .chunks(chunk.max(1))
+        .map(|c| {
+            let c = Value::Array(c.to_vec());
+            std::thread::spawn(move || support::python::run_json(ORACLE, &c))
+        })
+        .collect();
+    let mut results = vec![];
+    for h in handles {
+        let out = h.join().expect("oracle thread");
+        assert_eq!(
+            out["celery"], "5.7.0",
+            "the oracle must run the pinned Celery"
+        );
+        results.extend(out["results"].as_array().expect("results").iter().cloned());
+    }
+    assert_eq!(results.len(), n, "the oracle answered for every case");
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r["ok"] != true)
+        .map(|r| {
+            let id = r["id"].as_str().unwrap_or("?");
+            format!(
+                "{id}\n  uri: {}\n  error: {}\n  mismatches: {}",
+                ids.get(id).map(String::as_str).unwrap_or("?"),
+                r["error"],
+                r["mismatches"]
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {n} cases disagree with Celery:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+// ------------------------------------------------------------------ redis
+
+fn redis_cases() -> Vec<Case> {
+    let mut v = vec![];
+    for (i, pw) in NASTY.iter().enumerate() {
+        for (host, label) in [
+            ("redis.prod.svc", "dns"),
+            ("10.1.2.3", "ipv4"),
+            ("fd00::1", "ipv6"),
+        ] {
+            v.push(Case {
+                id: format!("redis/{label}/password-{i}"),
+                kind: "redis",
+                spec: json!({"redis": {"external": {"host": host, "port": 6380, "db": 3,
+                    "auth": {"username": "worker", "passwordSecretRef": sref("pw")}}}}),
+                secrets: secrets(&[("creds", "pw", pw)]),
+                expect: json!({"class": "RedisBackend", "host": host, "port": 6380, "db": 3,
+                    "username": "worker", "password": pw, "ssl": false}),
+            });
+        }
+    }
+    v.push(Case {
+        id: "redis/defaults-left-out".into(),
+        kind: "redis",
+        spec: json!({"redis": {"external": {"host": "localhost"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"host": "localhost", "port": 6379, "db": 0, "username": null, "password": null}),
+    });
+    for (verify, reqs) in [
+        ("Required", "required"),
+        ("Optional", "optional"),
+        ("None", "none"),
+    ] {
+        v.push(Case {
+            id: format!("redis/tls-verify-{verify}"),
+            kind: "redis",
+            spec: json!({"redis": {"external": {"host": "redis.tls", "port": 6380,
+                "auth": {"passwordSecretRef": sref("pw")},
+                "tls": {"enabled": true, "verify": verify, "caFile": "/etc/ssl/my ca+1.pem",
+                        "certFile": "/etc/ssl/c.pem", "keyFile": "/etc/ssl/k.pem"}}}}),
+            secrets: secrets(&[("creds", "pw", "t#ls:pw")]),
+            expect: json!({"host": "redis.tls", "port": 6380, "ssl": true, "ssl_cert_reqs": reqs,
+                "ssl_ca_certs": "/etc/ssl/my ca+1.pem", "ssl_certfile": "/etc/ssl/c.pem",
+                "ssl_keyfile": "/etc/ssl/k.pem", "password": "t#ls:pw"}),
+        });
+    }
+    v.push(Case {
+        id: "redis/options-and-key-prefix".into(),
+        kind: "redis",
+        spec: json!({"redis": {"external": {"host": "h", "options": {"socket_timeout": "5", "max_connections": "7"},
+            "keyPrefix": "team-a:"}}, "resultExpires": "90m"}),
+        secrets: secrets(&[]),
+        expect: json!({"socket_timeout": 5.0, "max_connections": 7, "global_keyprefix": "team-a:",
+            "result_expires": 5400.0}),
+    });
+    for (i, pw) in NASTY.iter().enumerate() {
+        v.push(Case {
+            id: format!("redis/sentinel/password-{i}"),
+            kind: "redis",
+            spec: json!({"redis": {"external": {"db": 2, "auth": {"passwordSecretRef": sref("pw")},
+                "sentinel": {"masterName": "mymaster", "sentinelPasswordSecretRef": sref("spw"),
+                    "hosts": [{"host": "s0.sentinel"}, {"host": "fd00::2", "port": 26380}]},
+                "tls": {"enabled": true, "verify": "Required"}}}}),
+            secrets: secrets(&[("creds", "pw", pw), ("creds", "spw", &format!("s-{pw}"))]),
+            expect: json!({"class": "SentinelBackend", "db": 2, "password": pw,
+                "hosts": [{"host": "s0.sentinel", "port": 26379}, {"host": "fd00::2", "port": 26380}],
+                "master_name": "mymaster", "sentinel_password": format!("s-{pw}"), "ssl_cert_reqs": "required"}),
+        });
+    }
+    v.push(Case {
+        id: "redis/unix-socket".into(),
+        kind: "redis",
+        spec: json!({"redis": {"external": {"unixSocket": "/var/run/redis dir/redis.sock", "db": 4,
+            "auth": {"passwordSecretRef": sref("pw")}}}}),
+        secrets: secrets(&[("creds", "pw", "so@ck:pw")]),
+        expect: json!({"path": "/var/run/redis dir/redis.sock", "db": 4, "password": "so@ck:pw", "host": null}),
+    });
+    v
+}
+
+#[test]
+fn redis_uris_parse_back_in_celery() {
+    check(redis_cases());
+}
+
+// ------------------------------------------------------------------ database
+
+fn database_cases() -> Vec<Case> {
+    let mut v = vec![];
+    for (i, pw) in NASTY.iter().enumerate() {
+        for (engine, driver, port, host) in [
+            ("postgresql", "psycopg2", 5433, "pg.svc"),
+            ("postgresql", "psycopg", 5432, "fd00::5"),
+            ("mysql", "pymysql", 3307, "10.0.0.7"),
+        ] {
+            v.push(Case {
+                id: format!("database/{engine}+{driver}/password-{i}"),
+                kind: "database",
+                spec: json!({"database": {"external": {"engine": engine, "driver": driver, "host": host,
+                    "port": port, "database": "celery results", "options": {"sslmode": "require", "x": "a+b"},
+                    "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                secrets: secrets(&[("creds", "user", "us@er"), ("creds", "pw", pw)]),
+                expect: json!({"class": "DatabaseBackend", "drivername": format!("{engine}+{driver}"),
+                    "host": host, "port": port, "username": "us@er", "password": pw,
+                    "database": "celery results", "query": {"sslmode": "require", "x": "a+b"}}),
+            });
+        }
+    }
+    v.push(Case {
+        id: "database/postgresql-defaults-left-out".into(),
+        kind: "database",
+        spec: json!({"database": {"external": {"engine": "postgresql", "host": "pg", "database": "celery"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"drivername": "postgresql+psycopg2", "port": 5432, "username": null, "password": null,
+            "task_table": "celery_taskmeta", "group_table": "celery_tasksetmeta"}),
+    });
+    v.push(Case {
+        id: "database/mysql-default-driver-and-tables".into(),
+        kind: "database",
+        spec: json!({"database": {"external": {"engine": "mysql", "host": "db", "database": "c"},
+            "tableNames": {"task": "results_task"}, "tableSchemas": {"task": "celery"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"drivername": "mysql+pymysql", "port": 3306, "task_table": "results_task",
+            "group_table": "celery_tasksetmeta", "task_schema": "celery"}),
+    });
+    v.push(Case {
+        id: "database/sqlite-absolute-path".into(),
+        kind: "database",
+        spec: json!({"database": {"external": {"engine": "sqlite", "path": "/var/lib/celery/results.db"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"drivername": "sqlite", "database": "/var/lib/celery/results.db", "host": null}),
+    });
+    v
+}
+
+#[test]
+fn database_uris_parse_back_in_celery_and_sqlalchemy() {
+    check(database_cases());
+}
+
+// ------------------------------------------------------------------ mongodb
+
+fn mongodb_cases() -> Vec<Case> {
+    let mut v = vec![];
+    for (i, pw) in NASTY.iter().enumerate() {
+        v.push(Case {
+            id: format!("mongodb/replica-set/password-{i}"),
+            kind: "mongodb",
+            spec: json!({"mongodb": {"external": {"hosts": [{"host": "m0.svc"}, {"host": "fd00::3", "port": 27018}],
+                "database": "results", "authSource": "admin", "replicaSet": "rs0",
+                "auth": {"username": "cel+ery", "passwordSecretRef": sref("pw")}},
+                "taskmetaCollection": "tasks", "groupmetaCollection": "groups"}}),
+            secrets: secrets(&[("creds", "pw", pw)]),
+            expect: json!({"class": "MongoBackend", "srv": false, "hosts": ["m0.svc:27017", "fd00::3:27018"],
+                "username": "cel+ery", "password": pw, "database": "results", "authsource": "admin",
+                "replicaset": "rs0", "taskmeta_collection": "tasks", "groupmeta_collection": "groups"}),
+        });
+    }
+    v.push(Case {
+        id: "mongodb/defaults-left-out".into(),
+        kind: "mongodb",
+        spec: json!({"mongodb": {"external": {"hosts": [{"host": "mongo"}]}}}),
+        secrets: secrets(&[]),
+        expect: json!({"hosts": ["mongo:27017"], "database": "celery", "username": null,
+            "taskmeta_collection": "celery_taskmeta", "groupmeta_collection": "celery_groupmeta"}),
+    });
+    v.push(Case {
+        id: "mongodb/tls-insecure-with-ca".into(),
+        kind: "mongodb",
+        spec: json!({"mongodb": {"external": {"hosts": [{"host": "mongo", "port": 27017}],
+            "tls": {"enabled": true, "verify": "None", "caFile": "/etc/ssl/certs/ca-certificates.crt"}}}}),
+        secrets: secrets(&[]),
+        expect: json!({"tls": true, "tlsinsecure": true, "tlscafile": "/etc/ssl/certs/ca-certificates.crt"}),
+    });
+    v.push(Case {
+        id: "mongodb/srv-seed-list (pymongo parses; DNS lookup replaced: no DNS here)".into(),
+        kind: "mongodb",
+        spec: json!({"mongodb": {"external": {"hosts": [{"host": "cluster0.example.net"}], "srv": true,
+            "database": "celery", "auth": {"username": "u", "passwordSecretRef": sref("pw")}}}}),
+        secrets: secrets(&[("creds", "pw", "a+b@c")]),
+        expect: json!({"srv": true, "hosts": ["cluster0.example.net:27017"], "password": "a+b@c", "username": "u"}),
+    });
+    v
+}
+
+#[test]
+fn mongodb_uris_parse_back_in_celery_and_pymongo() {
+    check(mongodb_cases());
+}
+
+// ------------------------------------------------------------------ the HTTP/document stores
+
+fn document_store_cases() -> Vec<Case> {
+    let mut v = vec![];
+    for (i, pw) in NASTY.iter().enumerate() {
+        v.push(Case {
+            id: format!("elasticsearch/https/password-{i}"),
+            kind: "elasticsearch",
+            spec: json!({"elasticsearch": {"external": {"host": "es.svc", "port": 9243, "scheme": "https",
+                "auth": {"username": "elastic", "passwordSecretRef": sref("pw")}, "timeoutSeconds": 30, "maxRetries": 5},
+                "index": "celery-results"}}),
+            secrets: secrets(&[("creds", "pw", pw)]),
+            expect: json!({"class": "ElasticsearchBackend", "scheme": "https", "host": "es.svc", "port": 9243,
+                "username": "elastic", "password": pw, "index": "celery-results", "timeout": 30, "max_retries": 5}),
+        });
+        v.push(Case {
+            id: format!("couchdb/password-{i} (double-encoded: pycouchdb decodes again)"),
+            kind: "couchdb",
+            spec: json!({"couchdb": {"external": {"host": "couch.svc", "port": 5985, "database": "results",
+                "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+            secrets: secrets(&[("creds", "user", "ad@min"), ("creds", "pw", pw)]),
+            expect: json!({"class": "CouchBackend", "host": "couch.svc", "port": 5985, "database": "results",
+                "username": "ad@min", "password": pw, "server_url": "http://couch.svc:5985"}),
+        });
+        v.push(Case {
+            id: format!("couchbase/password-{i}"),
+            kind: "couchbase",
+            spec: json!({"couchbase": {"external": {"host": "cb.svc", "port": 8091, "bucket": "celery",
+                "auth": {"username": "celery", "passwordSecretRef": sref("pw")}}}}),
+            secrets: secrets(&[("creds", "pw", pw)]),
+            expect: json!({"class": "CouchbaseBackend", "host": "cb.svc", "port": 8091, "bucket": "celery",
+                "username": "celery", "password": pw}),
+        });
+        v.push(Case {
+            id: format!("arangodb/password-{i}"),
+            kind: "arangodb",
+            spec: json!({"arangodb": {"external": {"host": "fd00::9", "port": 8530, "scheme": "https",
+                "database": "db1", "collection": "results",
+                "auth": {"username": "root", "passwordSecretRef": sref("pw")}}}}),
+            secrets: secrets(&[("creds", "pw", pw)]),
+            expect: json!({"class": "ArangoDbBackend", "host": "fd00::9", "port": 8530, "database": "db1",
+                "collection": "results", "username": "root", "password": pw, "http_protocol": "https"}),
+        });
+        v.push(Case {
+            id: format!("cosmosdbsql/key-{i}"),
+            kind: "cosmosDbSql",
+            spec: json!({"cosmosDbSql": {"external": {"host": "acct.documents.azure.com",
+                "accountKeySecretRef": sref("key"), "database": "db", "collection": "col",
+                "consistencyLevel": "Strong"}}}),
+            secrets: secrets(&[("creds", "key", pw)]),
+            expect: json!({"class": "CosmosDBSQLBackend", "endpoint": "https://acct.documents.azure.com:443",
+                "key": pw, "database": "db", "collection": "col"}),
+        });
+    }
+    v.push(Case {
+        id: "elasticsearch/defaults-left-out".into(),
+        kind: "elasticsearch",
+        spec: json!({"elasticsearch": {"external": {"host": "es"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"scheme": "http", "host": "es", "port": 9200, "index": "celery", "username": null}),
+    });
+    v.push(Case {
+        id: "couchdb/defaults-left-out".into(),
+        kind: "couchdb",
+        spec: json!({"couchdb": {"external": {"host": "couch"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"host": "couch", "port": 5984, "database": "default", "username": null}),
+    });
+    v.push(Case {
+        id: "arangodb/defaults-left-out".into(),
+        kind: "arangodb",
+        spec: json!({"arangodb": {"external": {"host": "arango"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"host": "arango", "port": 8529, "database": "celery", "collection": "celery", "http_protocol": "http"}),
+    });
+    v.push(Case {
+        id: "cosmosdbsql/non-443-port-is-http".into(),
+        kind: "cosmosDbSql",
+        spec: json!({"cosmosDbSql": {"external": {"host": "127.0.0.1", "port": 8081, "accountKeySecretRef": sref("key")}}}),
+        secrets: secrets(&[("creds", "key", "a/b+c==")]),
+        expect: json!({"endpoint": "http://127.0.0.1:8081", "key": "a/b+c==", "database": "celerydb", "collection": "celerycol"}),
+    });
+    v
+}
+
+#[test]
+fn document_store_uris_parse_back_in_celery() {
+    check(document_store_cases());
+}
+
+// ------------------------------------------------------------------ object storage and settings-only backends
+
+fn object_and_settings_cases() -> Vec<Case> {
+    let mut v = vec![];
+    for (i, pw) in NASTY.iter().enumerate() {
+        v.push(Case {
+            id: format!("s3/settings/secret-{i}"),
+            kind: "s3",
+            spec: json!({"s3": {"external": {"bucket": "celery-results", "region": "eu-west-1",
+                "endpointUrl": "http://minio.storage:9000", "accessKeyIdSecretRef": sref("ak"),
+                "secretAccessKeySecretRef": sref("sk")}, "basePath": "results/"}}),
+            secrets: secrets(&[("creds", "ak", "AKIA123"), ("creds", "sk", pw)]),
+            expect: json!({"class": "S3Backend", "bucket": "celery-results", "base_path": "results/",
+                "endpoint_url": "http://minio.storage:9000", "region": "eu-west-1",
+                "access_key_id": "AKIA123", "secret_access_key": pw}),
+        });
+        v.push(Case {
+            id: format!("cassandra/settings/password-{i}"),
+            kind: "cassandra",
+            spec: json!({"cassandra": {"external": {"servers": ["c0.svc", "10.0.0.9"], "port": 9043,
+                "keyspace": "celery", "table": "results", "entryTtlSeconds": 3600,
+                "readConsistency": "ONE", "writeConsistency": "LOCAL_QUORUM",
+                "auth": {"username": "cassandra", "passwordSecretRef": sref("pw")}}}}),
+            secrets: secrets(&[("creds", "pw", pw)]),
+            expect: json!({"class": "CassandraBackend", "servers": ["c0.svc", "10.0.0.9"], "port": 9043,
+                "keyspace": "celery", "table": "results", "entry_ttl": 3600, "read_consistency": 1,
+                "write_consistency": 6, "username": "cassandra", "password": pw}),
+        });
+        v.push(Case {
+            id: format!("dynamodb/region/secret-{i}"),
+            kind: "dynamodb",
+            spec: json!({"dynamodb": {"external": {"region": "eu-west-1", "table": "results",
+                "readCapacity": 5, "writeCapacity": 6, "ttlSeconds": 86400,
+                "accessKeyIdSecretRef": sref("ak"), "secretAccessKeySecretRef": sref("sk")}}}),
+            secrets: secrets(&[("creds", "ak", "AKIA456"), ("creds", "sk", pw)]),
+            expect: json!({"class": "DynamoDBBackend", "region": "eu-west-1", "endpoint_url": null,
+                "table": "results", "read": 5, "write": 6, "ttl_seconds": 86400,
+                "access_key_id": "AKIA456", "secret_access_key": pw}),
+        });
+        v.push(Case {
+            id: format!("azureblockblob/connection-string-{i}"),
+            kind: "azureBlockBlob",
+            spec: json!({"azureBlockBlob": {"external": {"connectionStringSecretRef": sref("cs"),
+                "container": "results", "basePath": "celery/", "connectionTimeoutSeconds": 7, "readTimeoutSeconds": 9}}}),
+            secrets: secrets(&[("creds", "cs", &format!("DefaultEndpointsProtocol=http;AccountName=dev;AccountKey={pw};BlobEndpoint=http://127.0.0.1:10000/dev;"))]),
+            expect: json!({"class": "AzureBlockBlobBackend",
+                "connection_string": format!("DefaultEndpointsProtocol=http;AccountName=dev;AccountKey={pw};BlobEndpoint=http://127.0.0.1:10000/dev;"),
+                "container": "results", "base_path": "celery/", "connection_timeout": 7, "read_timeout": 9}),
+        });
+    }
+    v.push(Case {
+        id: "dynamodb/local-endpoint-localhost".into(),
+        kind: "dynamodb",
+        spec: json!({"dynamodb": {"external": {"localEndpoint": {"host": "localhost", "port": 8001}}}}),
+        secrets: secrets(&[]),
+        expect: json!({"region": "us-east-1", "endpoint_url": "http://localhost:8001", "table": "celery",
+            "access_key_id": null, "read": 1, "write": 1}),
+    });
+    v.push(Case {
+        id: "dynamodb/local-endpoint-dns-name-goes-to-endpoint-url".into(),
+        kind: "dynamodb",
+        spec: json!({"dynamodb": {"external": {"localEndpoint": {"host": "dynamodb-local.test", "port": 8000}}}}),
+        secrets: secrets(&[]),
+        expect: json!({"region": "us-east-1", "endpoint_url": "http://dynamodb-local.test:8000"}),
+    });
+    v.push(Case {
+        id: "azureblockblob/default-azure-credential".into(),
+        kind: "azureBlockBlob",
+        spec: json!({"azureBlockBlob": {"external": {"accountUrl": "https://acct.blob.core.windows.net",
+            "credential": "DefaultAzureCredential"}}}),
+        secrets: secrets(&[]),
+        // Celery keeps "<credential>@<account url>" and splits it when it builds the client.
+        expect: json!({"connection_string": "DefaultAzureCredential@https://acct.blob.core.windows.net", "container": "celery"}),
+    });
+    v.push(Case {
+        id: "gcs/gs-scheme (parsed by GCSBackendBase: Firestore cannot be emulated)".into(),
+        kind: "gcs",
+        spec: json!({"gcs": {"external": {"bucket": "celery-results", "project": "my-project",
+            "basePath": "/a/b c/", "ttlSeconds": 86400, "threadpoolMaxsize": 4, "firestoreProject": "fs-project"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"class": "GCSBackend", "bucket": "celery-results", "project": "my-project",
+            "base_path": "a/b c", "ttl": 86400.0, "threadpool_maxsize": 4, "firestore_project": "fs-project"}),
+    });
+    v.push(Case {
+        id: "gcs/defaults-left-out".into(),
+        kind: "gcs",
+        spec: json!({"gcs": {"external": {"bucket": "b-1", "project": "p"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"bucket": "b-1", "project": "p", "base_path": "", "ttl": 0.0, "threadpool_maxsize": 10}),
+    });
+    for persistent in [true, false] {
+        v.push(Case {
+            id: format!("rpc/persistent-{persistent}"),
+            kind: "rpc",
+            spec: json!({"rpc": {"external": {"persistent": persistent}}}),
+            secrets: secrets(&[]),
+            expect: json!({"class": "RPCBackend", "persistent": persistent}),
+        });
+    }
+    v.push(Case {
+        id: "cache/two-servers-default-port".into(),
+        kind: "cache",
+        spec: json!({"cache": {"external": {"servers": [{"host": "mc0.svc"}, {"host": "10.0.0.4", "port": 11212}]}},
+            "resultExpires": "1h"}),
+        secrets: secrets(&[]),
+        expect: json!({"class": "CacheBackend", "servers": ["mc0.svc:11211", "10.0.0.4:11212"], "expires": 3600}),
+    });
+    v.push(Case {
+        id: "consul/token-prefix-one-client".into(),
+        kind: "consul",
+        spec: json!({"consul": {"external": {"host": "consul.svc", "keyPrefix": "celery/results",
+            "oneClient": true, "tokenSecretRef": sref("token")}}, "resultExpires": "1h"}),
+        secrets: secrets(&[("creds", "token", "t0k:en/")]),
+        expect: json!({"class": "ConsulBackend", "host": "consul.svc", "port": 8500, "path": "celery/results",
+            "one_client": true, "token": "t0k:en/", "result_expires": 3600.0}),
+    });
+    v
+}
+
+#[test]
+fn object_storage_and_settings_only_backends_parse_back_in_celery() {
+    check(object_and_settings_cases());
+}
+
+#[test]
+fn filesystem_path_is_used_verbatim() {
+    let dir = tempfile::Builder::new()
+        .prefix("celery results ")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    check(vec![Case {
+        id: "filesystem/path-with-space".into(),
+        kind: "filesystem",
+        spec: json!({"filesystem": {"external": {"path": path}}}),
+        secrets: secrets(&[]),
+        expect: json!({"class": "FilesystemBackend", "path": path}),
+    }]);
+}
+
+/// The operator refuses ironCache; Celery 5.7 must indeed be unable to load the scheme the docs give.
+#[test]
+fn ironcache_is_refused_because_celery_cannot_load_it() {
+    let spec: CeleryResultBackendSpec = serde_json::from_value(json!({"ironCache": {"external":
+        {"projectId": "p1", "tokenSecretRef": sref("t")}}}))
+    .unwrap();
+    let err = build(&spec, &secrets(&[("creds", "t", "x")])).unwrap_err();
+    assert_eq!(err.reason(), "Unsupported");
+    assert!(err.to_string().contains("spec.ironCache"), "{err}");
+    let out = support::python::run_json(
+        ORACLE,
+        &json!([{"id": "ironcache", "kind": "ironCache",
+            "config_module": "result_backend = 'ironcache://p1:x@/cache'\n", "expect": {"loadable": false}}]),
+    );
+    assert_eq!(
+        out["results"][0]["ok"], true,
+        "Celery loaded ironcache://: {}",
+        out["results"][0]
+    );
+}
+
+// ------------------------------------------------------------------ property test
+
+/// A random password: printable ASCII with every URI delimiter, spaces, quotes and non-ASCII.
+fn random_password(rng: &mut impl Rng) -> String {
+    const SPECIAL: &[char] = &[
+        '@', ':', '/', '#', '?', '%', '+', '&', '=', ';', ',', ' ', '\'', '"', '\\', '[', ']', '~',
+        '`', '$', '!', '*', '(', ')', '{', '}', '|', '^', '<', '>',
+    ];
+    const UNICODE: &[char] = &['é', 'ß', 'ü', '密', '码', 'Ж', '€', '🔑', '😀', 'ﬃ'];
+    let len = rng.random_range(1..=40);
+    (0..len)
+        .map(|_| match rng.random_range(0..10) {
+            0..=3 => SPECIAL[rng.random_range(0..SPECIAL.len())],
+            4 => UNICODE[rng.random_range(0..UNICODE.len())],
+            _ => rng.random_range(b'!'..=b'~') as char,
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_random_passwords_per_backend_family_survive_celery() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x0CE1E4);
+    // One template per parser family: kombu (redis, sentinel, elasticsearch, arangodb, couchbase,
+    // dynamodb, cosmosdbsql), SQLAlchemy, pymongo, pycouchdb's double decoding, and the settings
+    // written as Python literals (s3, cassandra).
+    type Template = (&'static str, &'static str, fn(&str) -> (Value, Value));
+    let templates: Vec<Template> = vec![
+        ("redis", "redis", |_| {
+            (
+                json!({"redis": {"external": {"host": "h", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("sentinel", "redis", |_| {
+            (
+                json!({"redis": {"external": {"sentinel": {"masterName": "m", "hosts": [{"host": "a"}, {"host": "b"}]}, "auth": {"passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("postgresql", "database", |_| {
+            (
+                json!({"database": {"external": {"engine": "postgresql", "host": "h", "database": "d", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("mongodb", "mongodb", |_| {
+            (
+                json!({"mongodb": {"external": {"hosts": [{"host": "h"}], "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("couchdb", "couchdb", |_| {
+            (
+                json!({"couchdb": {"external": {"host": "h", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("elasticsearch", "elasticsearch", |_| {
+            (
+                json!({"elasticsearch": {"external": {"host": "h", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("arangodb", "arangodb", |_| {
+            (
+                json!({"arangodb": {"external": {"host": "h", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("couchbase", "couchbase", |_| {
+            (
+                json!({"couchbase": {"external": {"host": "h", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+        ("dynamodb", "dynamodb", |_| {
+            (
+                json!({"dynamodb": {"external": {"region": "eu-west-1", "accessKeyIdSecretRef": sref("user"), "secretAccessKeySecretRef": sref("pw")}}}),
+                json!({}),
+            )
+        }),
+        ("cosmosdbsql", "cosmosDbSql", |_| {
+            (
+                json!({"cosmosDbSql": {"external": {"host": "h", "accountKeySecretRef": sref("pw")}}}),
+                json!({}),
+            )
+        }),
+        ("s3", "s3", |_| {
+            (
+                json!({"s3": {"external": {"bucket": "bkt", "accessKeyIdSecretRef": sref("user"), "secretAccessKeySecretRef": sref("pw")}}}),
+                json!({}),
+            )
+        }),
+        ("cassandra", "cassandra", |_| {
+            (
+                json!({"cassandra": {"external": {"servers": ["h"], "keyspace": "k", "table": "t", "auth": {"usernameSecretRef": sref("user"), "passwordSecretRef": sref("pw")}}}}),
+                json!({}),
+            )
+        }),
+    ];
+    let mut cases = vec![];
+    for (family, kind, template) in &templates {
+        for i in 0..1000 {
+            let user = random_password(&mut rng);
+            let pw = random_password(&mut rng);
+            let (spec, _) = template(&pw);
+            let expect = match *family {
+                "redis" | "postgresql" | "mongodb" | "couchdb" | "elasticsearch" | "arangodb"
+                | "couchbase" | "cassandra" => json!({"username": user, "password": pw}),
+                "sentinel" => json!({"password": pw}),
+                "dynamodb" | "s3" => json!({"access_key_id": user, "secret_access_key": pw}),
+                "cosmosdbsql" => json!({"key": pw}),
+                _ => unreachable!(),
+            };
+            cases.push(Case {
+                id: format!("random/{family}/{i}"),
+                kind,
+                spec,
+                secrets: secrets(&[("creds", "user", &user), ("creds", "pw", &pw)]),
+                expect,
+            });
+        }
+    }
+    assert!(cases.len() >= 12_000);
+    check(cases);
+}
