@@ -1,4 +1,5 @@
 //! Shared helpers for integration tests (each test binary uses a subset).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod python;

@@ -1,0 +1,161 @@
+//! Test support for the real local control plane: start or reuse it (hack/cluster.sh up), give each
+//! test its own namespace, delete it afterwards, and dump useful state when a test fails.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, Config};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `(kubeconfig, bin dir)` of the running cluster; starts it on first use. A cluster that cannot
+/// start fails the test with the script's output: these tests never skip.
+pub fn cluster() -> &'static (PathBuf, PathBuf) {
+    static CLUSTER: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let up = Command::new("bash")
+            .arg(format!("{ROOT}/hack/cluster.sh"))
+            .arg("up")
+            .output()
+            .expect("cannot run hack/cluster.sh");
+        assert!(
+            up.status.success(),
+            "the local control plane did not start (hack/cluster.sh up):\n{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let env = Command::new("bash")
+            .arg(format!("{ROOT}/hack/cluster.sh"))
+            .arg("env")
+            .output()
+            .unwrap();
+        let env = String::from_utf8_lossy(&env.stdout);
+        let kubeconfig = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .expect("KUBECONFIG in env output");
+        let path = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export PATH="))
+            .expect("PATH in env output");
+        let bin = path.split(':').next().unwrap();
+        (PathBuf::from(kubeconfig), PathBuf::from(bin))
+    })
+}
+
+/// A kube client for the local cluster.
+pub async fn client() -> Client {
+    let (kubeconfig, _) = cluster();
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(cfg).expect("client")
+}
+
+/// Run kubectl against the local cluster.
+pub fn kubectl(args: &[&str]) -> Output {
+    let (kubeconfig, bin) = cluster();
+    Command::new(bin.join("kubectl"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .expect("cannot run kubectl")
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Install (server-side apply) every CRD in crds/ and wait until each is Established.
+pub fn install_crds() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=cbo-tests",
+            "-f",
+            "crds/",
+        ]);
+        kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            "crds/",
+        ]);
+    });
+}
+
+/// A namespace owned by one test: created on construction, deleted on drop; on a failing test the
+/// namespace's objects and events are printed first.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let api: Api<Namespace> = Api::all(client().await);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"cbo-test": "true"}}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        TestNamespace { name }
+    }
+
+    /// Same as `new`, for plain (non-async) tests.
+    pub fn blocking(prefix: &str) -> Self {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(Self::new(prefix))
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dump = kubectl(&[
+                "-n",
+                &self.name,
+                "get",
+                "all,celeryresultbackends,secrets,events",
+                "-o",
+                "wide",
+            ]);
+            eprintln!(
+                "---- state of namespace {} ----\n{}{}",
+                self.name,
+                String::from_utf8_lossy(&dump.stdout),
+                String::from_utf8_lossy(&dump.stderr)
+            );
+        }
+        let name = self.name.clone();
+        // Deleting is best effort and must not panic inside drop.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(async {
+                    let api: Api<Namespace> = Api::all(client().await);
+                    let _ = api.delete(&name, &DeleteParams::background()).await;
+                });
+            }
+        })
+        .join();
+    }
+}
