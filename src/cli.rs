@@ -21,6 +21,37 @@ pub enum Command {
     Crd,
     /// Print the result_backend URI (or settings) the operator would publish for a backend manifest.
     Uri(UriArgs),
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "CBO_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Start logging (RUST_LOG filters, default info) and run the controller until a signal.
+pub async fn run_controller(args: &RunArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot load kubeconfig or in-cluster config")?;
+    tracing::info!(
+        "celery-backend-operator {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    crate::controller::run(client).await
 }
 
 /// What `uri` prints.

@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod manifests;
 pub mod uri;

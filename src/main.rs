@@ -5,13 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cbo::cli::{run_crd, run_uri, Cli, Command};
+use cbo::cli::{run_controller, run_crd, run_uri, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = match &cli.command {
         Command::Crd => run_crd(),
         Command::Uri(args) => run_uri(args),
+        Command::Run(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run_controller(args)).map(|()| String::new()),
+            Err(e) => Err(e.into()),
+        },
     };
     match out {
         Ok(text) => {

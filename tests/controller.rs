@@ -1,0 +1,223 @@
+//! The controller as a process against the real control plane (external mode): publishes the URI
+//! Secret, follows password rotation, reports a missing Secret by name, recovers, and never puts
+//! a password in status, events or logs.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::cluster::{cluster, install_crds, kubectl, kubectl_ok, TestNamespace, ROOT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_celery-backend-operator");
+
+struct Operator {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Operator {
+    fn start(dir: &std::path::Path) -> Self {
+        let (kubeconfig, _) = cluster();
+        let log = dir.join("operator.log");
+        let child = Command::new(BIN)
+            .args(["run"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start operator");
+        Operator { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> Option<String>) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn get(ns: &str, args: &[&str]) -> String {
+    let mut a = vec!["-n", ns];
+    a.extend_from_slice(args);
+    String::from_utf8_lossy(&kubectl(&a).stdout).into_owned()
+}
+
+fn uri_of(ns: &str, secret: &str) -> Option<String> {
+    let b64 = get(
+        ns,
+        &[
+            "get",
+            "secret",
+            secret,
+            "-o",
+            "jsonpath={.data.CELERY_RESULT_BACKEND}",
+        ],
+    );
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    let mut out = out;
+    out.stdin.take()?.write_all(b64.as_bytes()).ok()?;
+    let o = out.wait_with_output().ok()?;
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn cli_uri(backend: &str, secret: &str) -> String {
+    let o = Command::new(BIN)
+        .args(["uri", "-f", backend, "-s", secret])
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn external_backends_publish_uri_secret_and_follow_their_credentials() {
+    install_crds();
+    let ns = TestNamespace::blocking("controller");
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::start(tmp.path());
+    let n = ns.name.as_str();
+
+    // Redis and PostgreSQL examples: the URI Secret holds exactly what the CLI prints.
+    for (backend, secret, name) in [
+        (
+            "examples/redis.yaml",
+            "examples/redis-secret.yaml",
+            "orders-redis",
+        ),
+        (
+            "examples/postgresql.yaml",
+            "examples/postgresql-secret.yaml",
+            "results-postgresql",
+        ),
+    ] {
+        kubectl_ok(&["apply", "-n", n, "-f", secret, "-f", backend]);
+        let ready = wait_until(&format!("{name} Ready"), 30, || {
+            let s = get(
+                n,
+                &[
+                    "get",
+                    "crb",
+                    name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            );
+            (s == "True").then_some(s)
+        });
+        assert_eq!(ready, "True");
+        let secret_name = format!("{name}-celery-result-backend");
+        assert_eq!(
+            uri_of(n, &secret_name).as_deref(),
+            Some(cli_uri(backend, secret).as_str())
+        );
+        let status = get(n, &["get", "crb", name, "-o", "jsonpath={.status.uriSecretRef.name} {.status.binding.name} {.status.observedGeneration}"]);
+        assert_eq!(status, format!("{secret_name} {secret_name} 1"));
+    }
+
+    // Rotate the Redis password: the URI Secret follows within seconds.
+    let rotated = kubectl(&[
+        "-n",
+        n,
+        "patch",
+        "secret",
+        "redis-auth",
+        "-p",
+        r#"{"stringData":{"password":"r0tated/pw#2"}}"#,
+    ]);
+    assert!(rotated.status.success());
+    wait_until("rotated URI", 20, || {
+        uri_of(n, "orders-redis-celery-result-backend").filter(|u| u.contains("r0tated%2Fpw%232"))
+    });
+
+    // Delete the Secret: Ready=False naming it, an Event, nothing deleted.
+    kubectl_ok(&["-n", n, "delete", "secret", "redis-auth"]);
+    let msg = wait_until("Ready=False", 20, || {
+        let s = get(n, &["get", "crb", "orders-redis", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}|{.status.conditions[?(@.type==\"Ready\")].message}"]);
+        s.starts_with("SecretNotFound|").then_some(s)
+    });
+    assert!(
+        msg.contains("spec.redis.external.auth.passwordSecretRef") && msg.contains("redis-auth"),
+        "{msg}"
+    );
+    assert!(
+        uri_of(n, "orders-redis-celery-result-backend").is_some(),
+        "the last good URI Secret is kept"
+    );
+    wait_until("SecretNotFound event", 20, || {
+        let e = get(
+            n,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=SecretNotFound",
+                "-o",
+                "name",
+            ],
+        );
+        (!e.trim().is_empty()).then_some(e)
+    });
+
+    // Recreate it: the backend recovers.
+    kubectl_ok(&["apply", "-n", n, "-f", "examples/redis-secret.yaml"]);
+    wait_until("recovery", 20, || {
+        let s = get(
+            n,
+            &[
+                "get",
+                "crb",
+                "orders-redis",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        );
+        (s == "True").then_some(s)
+    });
+
+    // No password anywhere but the Secrets.
+    let everywhere = format!(
+        "{}{}{}",
+        get(n, &["get", "crb", "-o", "yaml"]),
+        get(n, &["get", "events", "-o", "yaml"]),
+        op.log()
+    );
+    for pw in [
+        "p@ss:w/rd#?% +&",
+        "p%40ss%3Aw%2Frd",
+        "r0tated/pw#2",
+        "r0tated%2Fpw",
+    ] {
+        assert!(
+            !everywhere.contains(pw),
+            "password {pw:?} leaked into status, events or logs"
+        );
+    }
+}
