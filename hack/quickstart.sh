@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start on a fresh machine: builds what it needs, starts the local control plane and a Redis,
-# installs the CRD, applies the Redis example, prints the Celery URI the operator builds for it
-# (password masked) and proves it with a real Celery round trip against that Redis.
+# installs the CRD, runs the operator, applies the Redis example, shows it going Ready with the URI
+# Secret (password masked), and proves that URI with a real Celery round trip against that Redis.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -30,16 +30,24 @@ if ! redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning -a "$PW" ping 2>/dev/null 
 fi
 echo "redis: $(redis-cli -p 6379 --no-auth-warning -a "$PW" ping)"
 
-say "4/6 install the CRD and apply examples/redis.yaml"
+say "4/6 install the CRD and run the operator (log: $CBO_CACHE/quickstart-operator.log)"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+OPPID=$CBO_CACHE/quickstart-operator.pid
+if [ -f "$OPPID" ] && kill -0 "$(cat "$OPPID")" 2>/dev/null; then kill "$(cat "$OPPID")"; sleep 0.5; fi
+nohup "$BIN" run >"$CBO_CACHE/quickstart-operator.log" 2>&1 &
+echo $! >"$OPPID"
+echo "operator pid $(cat "$OPPID")"
+
+say "5/6 apply examples/redis.yaml and wait for Ready"
 kubectl create namespace celery-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -n celery-demo -f examples/redis-secret.yaml -f examples/redis.yaml
+kubectl wait -n celery-demo --for=condition=Ready --timeout=60s crb/orders-redis
 kubectl get crb -n celery-demo
-
-say "5/6 the result_backend URI for it (password masked)"
-URI=$("$BIN" uri -f examples/redis.yaml -s examples/redis-secret.yaml)
-echo "$URI" | sed -E 's#(://[^:/@]*:)[^@]*@#\1****@#'
+SECRET=$(kubectl get crb -n celery-demo orders-redis -o jsonpath='{.status.uriSecretRef.name}')
+URI=$(kubectl get secret -n celery-demo "$SECRET" -o jsonpath='{.data.CELERY_RESULT_BACKEND}' | base64 -d)
+echo "Secret $SECRET, key CELERY_RESULT_BACKEND (password masked):"
+echo "  $(echo "$URI" | sed -E 's#(://[^:/@]*:)[^@]*@#\1****@#')"
 
 say "6/6 a real Celery $CELERY_VERSION stores and reads a result through that URI"
 PY=$(bash hack/python-env.sh)
@@ -54,4 +62,4 @@ print(f"stored and read back task {tid}: status={meta['status']} result={meta['r
 assert meta["result"] == {"hello": "celery"}
 PY
 echo
-echo "Next: the controller (celery-backend-operator run) publishes this URI into a Secret and injects it into workers."
+echo "The operator keeps running (pid $(cat "$OPPID")); stop it with: kill $(cat "$OPPID")"
