@@ -239,15 +239,19 @@ impl Ctx<'_> {
         self.out.binding.insert(key.into(), v.to_string());
     }
 
-    fn bind_endpoint(&mut self, host: &str, port: u16, user: &Option<String>, pw: &Option<String>) {
-        self.bind("host", host);
-        self.bind("port", port);
+    fn bind_credentials(&mut self, user: &Option<String>, pw: &Option<String>) {
         if let Some(u) = user {
             self.bind("username", u);
         }
         if let Some(p) = pw {
             self.bind("password", p);
         }
+    }
+
+    fn bind_endpoint(&mut self, host: &str, port: u16, user: &Option<String>, pw: &Option<String>) {
+        self.bind("host", host);
+        self.bind("port", port);
+        self.bind_credentials(user, pw);
     }
 
     fn warn(&mut self, w: impl Into<String>) {
@@ -396,12 +400,7 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
         }
         q.push(("virtual_host", db.to_string()));
         cx.out.uri = format!("redis+socket://{ui}{}{}", encode::path(socket), query(q));
-        if let Some(u) = &user {
-            cx.bind("username", u);
-        }
-        if let Some(p) = &pw {
-            cx.bind("password", p);
-        }
+        cx.bind_credentials(&user, &pw);
     } else if let Some(s) = &b.sentinel {
         if s.hosts.is_empty() {
             return Err(invalid(
@@ -444,12 +443,7 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
             cx.set("redis_backend_use_ssl", Value::Object(ssl));
         }
         cx.bind("sentinel_master", &s.master_name);
-        if let Some(u) = &user {
-            cx.bind("username", u);
-        }
-        if let Some(p) = &pw {
-            cx.bind("password", p);
-        }
+        cx.bind_credentials(&user, &pw);
     } else {
         let host = b
             .host
@@ -685,12 +679,7 @@ fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
     cx.bind("type", "mongodb");
     cx.bind("host", hosts);
     cx.bind("database", b.database.as_deref().unwrap_or("celery"));
-    if let Some(u) = &user {
-        cx.bind("username", u);
-    }
-    if let Some(p) = &pw {
-        cx.bind("password", p);
-    }
+    cx.bind_credentials(&user, &pw);
     Ok(())
 }
 
@@ -931,12 +920,7 @@ fn cassandra(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildEr
     cx.bind("host", b.servers.join(","));
     cx.bind("port", b.port.unwrap_or(9042));
     cx.bind("keyspace", &b.keyspace);
-    if let Some(u) = &user {
-        cx.bind("username", u);
-    }
-    if let Some(p) = &pw {
-        cx.bind("password", p);
-    }
+    cx.bind_credentials(&user, &pw);
     if b.entry_ttl_seconds.is_none() {
         cx.warn("cassandra: without entryTtlSeconds rows never expire (Celery does not apply result_expires here)");
     }
@@ -1200,4 +1184,78 @@ pub fn config_module(cfg: &BackendConfig) -> String {
         out.push_str(&format!("{k} = {}\n", encode::python_literal(v)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> CeleryResultBackendSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn binding_keys_follow_the_service_binding_convention() {
+        let mut secrets = SecretValues::new();
+        secrets
+            .entry("creds".into())
+            .or_default()
+            .insert("pw".into(), "p@ss".into());
+        let cfg = build(
+            &spec(
+                json!({"redis": {"external": {"host": "r", "port": 6380, "db": 2,
+                "auth": {"username": "u", "passwordSecretRef": {"name": "creds", "key": "pw"}}}}}),
+            ),
+            &secrets,
+        )
+        .unwrap();
+        let b = &cfg.binding;
+        assert_eq!(b["type"], "redis");
+        assert_eq!(b["provider"], "celery-backend-operator");
+        assert_eq!(b["uri"], cfg.uri);
+        assert_eq!(
+            (
+                b["host"].as_str(),
+                b["port"].as_str(),
+                b["database"].as_str()
+            ),
+            ("r", "6380", "2")
+        );
+        assert_eq!(
+            (b["username"].as_str(), b["password"].as_str()),
+            ("u", "p@ss")
+        );
+
+        let cfg = build(
+            &spec(json!({"redis": {"external": {"sentinel": {"masterName": "m", "hosts": [{"host": "s"}]},
+                "auth": {"passwordSecretRef": {"name": "creds", "key": "pw"}}}}})),
+            &secrets,
+        )
+        .unwrap();
+        assert_eq!(cfg.binding["password"], "p@ss");
+        assert_eq!(cfg.binding["sentinel_master"], "m");
+        assert!(!cfg.binding.contains_key("username"));
+    }
+
+    #[test]
+    fn build_errors_name_the_field_and_never_the_value() {
+        let mut secrets = SecretValues::new();
+        secrets
+            .entry("creds".into())
+            .or_default()
+            .insert("other".into(), "hunter2".into());
+        let err = build(
+            &spec(json!({"mongodb": {"external": {"hosts": [{"host": "m"}],
+                "auth": {"passwordSecretRef": {"name": "creds", "key": "pw"}}}}})),
+            &secrets,
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "SecretKeyMissing");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("spec.mongodb.external.auth.passwordSecretRef") && msg.contains("\"pw\""),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
 }
