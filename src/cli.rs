@@ -30,28 +30,68 @@ pub struct RunArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "CBO_LOG_JSON")]
     pub log_json: bool,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CBO_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address for /metrics, /healthz and /readyz; "off" disables the server.
+    #[arg(long, env = "CBO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Elect a leader through a Lease so several replicas can run (true/false).
+    #[arg(long, env = "CBO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "CBO_LEASE_NAME",
+        default_value = "celery-backend-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else the watched namespace, else default).
+    #[arg(long, env = "CBO_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
 }
 
 /// Start logging (RUST_LOG filters, default info) and run the controller until a signal.
 pub async fn run_controller(args: &RunArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    crate::telemetry::init_logging(args.log_json);
+    let metrics_addr =
+        if args.metrics_addr == "off" {
+            None
+        } else {
+            Some(args.metrics_addr.parse().with_context(|| {
+                format!("--metrics-addr {:?} is not host:port", args.metrics_addr)
+            })?)
+        };
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .or_else(|| args.namespace.clone())
+        .unwrap_or_else(|| "default".into());
     let client = kube::Client::try_default()
         .await
         .context("cannot load kubeconfig or in-cluster config")?;
     tracing::info!(
-        "celery-backend-operator {} starting",
-        env!("CARGO_PKG_VERSION")
+        version = env!("CARGO_PKG_VERSION"),
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        "celery-backend-operator starting"
     );
-    crate::controller::run(client).await
+    crate::controller::run(
+        client,
+        crate::controller::RunOptions {
+            namespace: args.namespace.clone(),
+            metrics_addr,
+            leader_election: args.leader_election,
+            lease_name: args.lease_name.clone(),
+            lease_namespace,
+            identity,
+        },
+    )
+    .await
 }
 
 /// What `uri` prints.

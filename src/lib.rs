@@ -6,5 +6,8 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod leader;
 pub mod manifests;
+pub mod provision;
+pub mod telemetry;
 pub mod uri;

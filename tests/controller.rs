@@ -17,11 +17,12 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(dir: &std::path::Path) -> Self {
+    /// An operator watching only `ns` (so concurrent tests do not share one), with its own Lease.
+    fn start(dir: &std::path::Path, ns: &str) -> Self {
         let (kubeconfig, _) = cluster();
         let log = dir.join("operator.log");
         let child = Command::new(BIN)
-            .args(["run"])
+            .args(["run", "--namespace", ns, "--metrics-addr", "off"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
@@ -102,8 +103,8 @@ fn external_backends_publish_uri_secret_and_follow_their_credentials() {
     install_crds();
     let ns = TestNamespace::blocking("controller");
     let tmp = tempfile::tempdir().unwrap();
-    let op = Operator::start(tmp.path());
     let n = ns.name.as_str();
+    let op = Operator::start(tmp.path(), n);
 
     // Redis and PostgreSQL examples: the URI Secret holds exactly what the CLI prints.
     for (backend, secret, name) in [

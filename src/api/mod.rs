@@ -18,7 +18,7 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Desired state of a Celery result backend: which store, how to reach or provision it,
 /// and how workers receive its URI.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "celery.dev",
     version = "v1alpha1",

@@ -1,27 +1,33 @@
-//! The CeleryResultBackend controller: dereference Secrets -> build (pure) -> server-side apply the
-//! URI Secret -> status conditions and Events. This slice handles external mode; managed mode
-//! reports `ManagedNotImplemented` until the provisioner lands.
+//! The CeleryResultBackend controller: dereference Secrets (external) or provision the store
+//! (managed) -> build the URI (pure) -> server-side apply the URI Secret -> status and Events.
 
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::ByteString;
-use kube::api::{Patch, PatchParams};
-use kube::core::PartialObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 
 use crate::api::{BindingRef, CeleryResultBackend, CeleryResultBackendStatus, SecretKeyRef};
+use crate::provision::{self, Plan};
+use crate::telemetry::Metrics;
 use crate::uri::{self, BuildError, SecretValues};
+use status::{Outcome, Report};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "celery-backend-operator";
@@ -29,6 +35,12 @@ pub const FIELD_MANAGER: &str = "celery-backend-operator";
 pub const URI_KEY: &str = "CELERY_RESULT_BACKEND";
 /// Key of the config module in the published Secret.
 pub const CONFIG_KEY: &str = "celeryconfig.py";
+/// Annotation with the hash of the manifest last applied to a provisioned object.
+pub const APPLIED_HASH: &str = "celery.dev/applied-hash";
+/// Label selecting everything the operator creates.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=celery-backend-operator";
+
+type Guarded = DeserializeGuard<CeleryResultBackend>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,14 +50,42 @@ pub enum Error {
     NoNamespace,
 }
 
+impl Error {
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "ApiError",
+            Error::Kube(_) => "ClientError",
+            Error::NoNamespace => "NoNamespace",
+        }
+    }
+}
+
 /// Which backends refer to which Secret (namespace, secret name), so a Secret change
 /// re-reconciles exactly those backends without caching Secret data.
-type SecretIndex = Arc<Mutex<HashMap<(String, String), HashSet<ObjectRef<CeleryResultBackend>>>>>;
+type SecretIndex = Arc<Mutex<HashMap<(String, String), HashSet<(String, String)>>>>;
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Watch only this namespace (None: the whole cluster).
+    pub namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz (None: no HTTP server).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Elect a leader through a Lease before reconciling.
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub identity: String,
+}
 
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Metrics,
     index: SecretIndex,
+    /// Consecutive failures per backend, for exponential backoff.
+    failures: Mutex<HashMap<(String, String), u32>>,
+    store: Store<Guarded>,
 }
 
 /// Name of the Secret holding the URI for a backend (fits 253 characters).
@@ -55,15 +95,122 @@ pub fn uri_secret_name(backend: &str) -> String {
     format!("{}{suffix}", &backend[..backend.len().min(keep)])
 }
 
-/// Run the controller until SIGTERM/Ctrl-C.
-pub async fn run(client: Client) -> anyhow::Result<()> {
-    let backends: Api<CeleryResultBackend> = Api::all(client.clone());
-    if let Err(e) = backends
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-    {
+/// Backoff after `n` consecutive failures: 5s, 10s, 20s, ... capped at 5 minutes.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs((5u64 << n.min(6)).min(300))
+}
+
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(n) => Api::namespaced(client.clone(), n),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the controller until SIGTERM/Ctrl-C (or until leadership is lost, which is an error).
+pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
+    let probe: Api<CeleryResultBackend> = scoped(&client, &opts.namespace);
+    if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
         anyhow::bail!("cannot list CeleryResultBackends ({e}); are the CRDs installed? kubectl apply -f crds/");
     }
+    let metrics = Metrics::default();
+    if let Some(addr) = opts.metrics_addr {
+        let m = metrics.clone();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics/health: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+        tokio::spawn(async move {
+            if let Err(e) = crate::telemetry::serve_on(listener, m).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+    let signal = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| tracing::error!(error = %e, "cannot install SIGTERM handler"))
+            .ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => futures::future::pending::<()>().await } } => {},
+        }
+    };
+    let mut signal = Box::pin(signal);
+
+    // Leader election: standbys are ready (they serve health) but do not reconcile.
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), &opts.lease_namespace);
+    let lease_cfg = crate::leader::LeaseConfig {
+        name: opts.lease_name.clone(),
+        namespace: opts.lease_namespace.clone(),
+        identity: opts.identity.clone(),
+        duration: Duration::from_secs(15),
+        renew: Duration::from_secs(5),
+    };
+    let (tx, mut rx) = tokio::sync::watch::channel(!opts.leader_election);
+    if opts.leader_election {
+        tokio::spawn(crate::leader::run(lease_api.clone(), lease_cfg.clone(), tx));
+        metrics
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(identity = %opts.identity, lease = %opts.lease_name, "waiting to become leader");
+        loop {
+            if *rx.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = &mut signal => { tracing::info!("signal received while standing by"); return Ok(()); }
+                changed = rx.changed() => { if changed.is_err() { anyhow::bail!("leader election stopped"); } }
+            }
+        }
+        tracing::info!(identity = %opts.identity, "became leader");
+    }
+    metrics.leader.set(1);
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = &mut signal => tracing::info!("signal received; shutting down"),
+            _ = async { while rx.changed().await.is_ok() { if !*rx.borrow() { break; } } } => {
+                tracing::error!("lost leadership; stopping");
+                lost_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    };
+    run_controller(client, opts.namespace.clone(), metrics.clone(), shutdown).await;
+    metrics.leader.set(0);
+    if opts.leader_election {
+        crate::leader::release(&lease_api, &lease_cfg).await;
+    }
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        anyhow::bail!("lost the leader lease; exiting so that the new leader works alone");
+    }
+    Ok(())
+}
+
+async fn run_controller(
+    client: Client,
+    namespace: Option<String>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (reader, writer) = reflector::store::<Guarded>();
+    // Only spec changes (generation) trigger: the operator's own status writes do not.
+    let backends = watcher(
+        scoped::<Guarded>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -73,21 +220,27 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                 instance: std::env::var("POD_NAME").ok(),
             },
         ),
+        metrics,
         index: SecretIndex::default(),
+        failures: Mutex::default(),
+        store: reader.clone(),
     });
     let index = ctx.index.clone();
     // Secrets: metadata only, so memory does not grow with Secret data; mapped through the index.
     let secret_changes = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        scoped::<PartialObjectMeta<Secret>>(&client, &namespace),
         watcher::Config::default(),
     )
     .default_backoff()
     .touched_objects();
-    Controller::new(backends, watcher::Config::default().any_semantic())
+    Controller::for_stream(backends, reader)
         .owns(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default()
-                .labels("app.kubernetes.io/managed-by=celery-backend-operator"),
+            scoped::<Secret>(&client, &namespace),
+            watcher::Config::default().labels(MANAGED_BY),
+        )
+        .owns(
+            scoped::<StatefulSet>(&client, &namespace),
+            watcher::Config::default().labels(MANAGED_BY),
         )
         .watches_stream(secret_changes, move |s| {
             let key = (s.namespace().unwrap_or_default(), s.name_any());
@@ -95,37 +248,125 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
                 .lock()
                 .map(|i| i.get(&key).cloned().unwrap_or_default())
                 .unwrap_or_default()
+                .into_iter()
+                .map(|(ns, name)| ObjectRef::<Guarded>::new(&name).within(&ns))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(backend = %obj, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
             }
         })
         .await;
-    Ok(())
 }
 
-fn error_policy(_obj: Arc<CeleryResultBackend>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, "reconcile error; retrying");
-    Action::requeue(Duration::from_secs(15))
+fn key_of(obj: &Guarded) -> (String, String) {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn error_policy(obj: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = bump_failures(&ctx, key_of(&obj));
+    ctx.metrics
+        .errors
+        .get_or_create(&crate::telemetry::ReasonLabel {
+            reason: err.reason().into(),
+        })
+        .inc();
+    let delay = backoff(n);
+    tracing::warn!(backend = %key_of(&obj).1, error = %err, retry_in = ?delay, "reconcile error");
+    Action::requeue(delay)
+}
+
+fn bump_failures(ctx: &Context, key: (String, String)) -> u32 {
+    ctx.failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key).or_insert(0);
+            let now = *n;
+            *n = n.saturating_add(1);
+            now
+        })
+        .unwrap_or(0)
+}
+
+async fn reconcile(guard: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = match &guard.0 {
+        Ok(obj) => reconcile_backend(obj, &ctx).await,
+        Err(invalid) => {
+            // One malformed object must not stall the others: report it and wait for an edit.
+            let meta = &invalid.metadata;
+            tracing::warn!(namespace = ?meta.namespace, name = ?meta.name, error = %invalid.error, "cannot parse CeleryResultBackend");
+            let reference = ObjectReference {
+                api_version: Some("celery.dev/v1alpha1".into()),
+                kind: Some("CeleryResultBackend".into()),
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                uid: meta.uid.clone(),
+                ..Default::default()
+            };
+            publish(
+                &ctx,
+                &reference,
+                false,
+                "InvalidSpec",
+                &format!("the operator cannot read this object: {}", invalid.error),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+    };
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .get_or_create(&crate::telemetry::ResultLabel {
+            result: if result.is_ok() { "ok" } else { "error" }.into(),
+        })
+        .inc();
+    result
+}
+
+async fn publish(
+    ctx: &Context,
+    reference: &ObjectReference,
+    normal: bool,
+    reason: &str,
+    note: &str,
+) {
+    let ev = Event {
+        type_: if normal {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
 }
 
 /// Read every referenced Secret; missing ones are simply absent (the builder names the field).
 async fn dereference(
     ctx: &Context,
     ns: &str,
-    obj: &CeleryResultBackend,
+    name: &str,
+    refs: &[(String, SecretKeyRef)],
 ) -> Result<SecretValues, Error> {
-    let refs = uri::secret_refs(&obj.spec);
     let names: HashSet<String> = refs.iter().map(|(_, r)| r.name.clone()).collect();
     if let Ok(mut index) = ctx.index.lock() {
-        let me = ObjectRef::from_obj(obj);
+        let me = (ns.to_string(), name.to_string());
         for set in index.values_mut() {
             set.remove(&me);
         }
+        index.retain(|_, set| !set.is_empty());
         for n in &names {
             index
                 .entry((ns.to_string(), n.clone()))
@@ -137,91 +378,348 @@ async fn dereference(
     let mut values = SecretValues::new();
     for n in names {
         if let Some(s) = api.get_opt(&n).await? {
-            let mut data = BTreeMap::new();
-            for (k, v) in s.data.unwrap_or_default() {
-                if let Ok(text) = String::from_utf8(v.0) {
-                    data.insert(k, text);
-                }
-            }
-            values.insert(n, data);
+            values.insert(n, secret_text(&s));
         }
     }
     Ok(values)
 }
 
-async fn reconcile(obj: Arc<CeleryResultBackend>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
-    let name = obj.name_any();
-    let secrets = dereference(&ctx, &ns, &obj).await?;
-    let kind = uri::kind_of(&obj.spec).ok().map(|k| k.field().to_string());
-    let mode = if obj.spec.is_managed() {
-        "managed"
-    } else {
-        "external"
+fn secret_text(s: &Secret) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    for (k, v) in s.data.clone().unwrap_or_default() {
+        if let Ok(text) = String::from_utf8(v.0) {
+            data.insert(k, text);
+        }
+    }
+    data
+}
+
+/// Outcome of the provisioning half of a managed reconcile.
+struct Provisioned {
+    outcome: Outcome,
+    secrets: SecretValues,
+}
+
+fn api_failure(what: &str, e: kube::Error) -> Result<Outcome, Error> {
+    match e {
+        // The API server refused the object: the user can act on its message.
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429 => {
+            Ok(Outcome::failed(
+                "ApplyRejected",
+                format!("the API server rejected {what}: {}", s.message),
+            ))
+        }
+        other => Err(Error::Kube(other)),
+    }
+}
+
+fn hash_of(v: &Value) -> String {
+    // FNV-1a over the canonical JSON; stable across releases, enough to detect a change.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in v.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Apply `desired` unless the live object already carries the same applied-hash (so a steady
+/// state issues reads only, never writes).
+async fn apply_if_changed<K>(api: &Api<K>, mut desired: Value) -> Result<Option<K>, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = desired["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hash = hash_of(&desired);
+    desired["metadata"]["annotations"][APPLIED_HASH] = json!(hash);
+    if let Some(live) = api.get_opt(&name).await? {
+        if live
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH))
+            == Some(&hash)
+        {
+            return Ok(Some(live));
+        }
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map(Some)
+}
+
+async fn provision(
+    obj: &CeleryResultBackend,
+    ctx: &Context,
+    ns: &str,
+    plan: &Plan,
+) -> Result<Provisioned, Error> {
+    let owner = obj
+        .controller_owner_ref(&())
+        .into_iter()
+        .collect::<Vec<_>>();
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let creds_name = &plan.credentials_secret_name;
+    // Credentials: created once, never regenerated. Owned by the backend only with Delete.
+    let cred_owner: Vec<_> = match plan.deletion_policy {
+        crate::api::DeletionPolicy::Delete => owner.clone(),
+        crate::api::DeletionPolicy::Retain => vec![],
     };
-    let built = if obj.spec.is_managed() {
-        Err(status::Outcome::failed(
-            "ManagedNotImplemented",
-            "managed mode is not implemented in this version of the operator; use external".into(),
-        ))
-    } else {
-        uri::build(&obj.spec, &secrets)
-            .map_err(|e: BuildError| status::Outcome::failed(e.reason(), e.to_string()))
-    };
-    let secret_name = uri_secret_name(&name);
-    let outcome = match built {
-        Ok(cfg) => {
-            let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-            let mut put = |k: &str, v: &str| {
-                data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
-            };
-            put(URI_KEY, &cfg.uri);
-            put(CONFIG_KEY, &uri::config_module(&cfg));
-            for (k, v) in &cfg.binding {
-                put(k, v);
+    let creds = match secrets_api.get_opt(creds_name).await? {
+        Some(s) => {
+            let current = s.metadata.owner_references.clone().unwrap_or_default();
+            if current != cred_owner {
+                let patch = json!({"metadata": {"ownerReferences": cred_owner}});
+                secrets_api
+                    .patch(creds_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
             }
-            for (k, v) in &cfg.env {
-                put(k, v);
-            }
-            let owner = obj
-                .controller_owner_ref(&())
-                .into_iter()
-                .collect::<Vec<_>>();
-            let secret = json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
+            s
+        }
+        None => {
+            let secret: Secret = serde_json::from_value(json!({
                 "metadata": {
-                    "name": secret_name,
+                    "name": creds_name,
                     "namespace": ns,
                     "labels": {
                         "app.kubernetes.io/managed-by": FIELD_MANAGER,
-                        "app.kubernetes.io/instance": name,
-                        "celery.dev/result-backend": name,
+                        "app.kubernetes.io/instance": obj.name_any(),
+                        provision::BACKEND_LABEL: obj.name_any(),
                     },
-                    "ownerReferences": owner,
+                    "ownerReferences": cred_owner,
                 },
-                "type": format!("servicebinding.io/{}", cfg.binding.get("type").map(String::as_str).unwrap_or("celery")),
-                "data": data,
-            });
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch(
-                &secret_name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await?;
-            status::Outcome::ready(&secret_name)
+                "type": "Opaque",
+                "stringData": {
+                    provision::USERNAME_KEY: plan.username,
+                    provision::PASSWORD_KEY: provision::generate_password(),
+                },
+            }))
+            .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match secrets_api.create(&pp, &secret).await {
+                Ok(s) => {
+                    publish(
+                        ctx,
+                        &obj.object_ref(&()),
+                        true,
+                        "CredentialsGenerated",
+                        &format!("generated credentials in Secret {creds_name}"),
+                    )
+                    .await;
+                    s
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => secrets_api.get(creds_name).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
+    };
+    let mut secrets = SecretValues::new();
+    secrets.insert(creds_name.clone(), secret_text(&creds));
+    let has_password = secrets
+        .get(creds_name)
+        .is_some_and(|d| d.contains_key(provision::PASSWORD_KEY));
+    if !has_password {
+        return Ok(Provisioned {
+            outcome: Outcome::failed(
+                "CredentialsInvalid",
+                format!("Secret {creds_name} has no key {:?}; restore it (the operator never regenerates credentials, the store keeps the old ones)", provision::PASSWORD_KEY),
+            ),
+            secrets,
+        });
+    }
+    let mut sts_live = None;
+    for o in &plan.objects {
+        let mut o = o.clone();
+        o["metadata"]["ownerReferences"] = json!(owner);
+        let kind = o["kind"].as_str().unwrap_or_default().to_string();
+        let what = format!(
+            "{kind} {}",
+            o["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let res = if kind == "StatefulSet" {
+            apply_if_changed(&Api::<StatefulSet>::namespaced(ctx.client.clone(), ns), o)
+                .await
+                .map(|s| sts_live = s)
+        } else {
+            apply_if_changed(&Api::<Service>::namespaced(ctx.client.clone(), ns), o)
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = res {
+            return Ok(Provisioned {
+                outcome: api_failure(&what, e)?,
+                secrets,
+            });
+        }
+    }
+    let (ready, detail) = sts_live
+        .as_ref()
+        .map(provision::statefulset_ready)
+        .unwrap_or((false, "StatefulSet not found".into()));
+    let outcome = if ready {
+        Outcome {
+            ready: true,
+            reason: "StoreReady".into(),
+            message: format!("StatefulSet {}: {detail}", plan.statefulset_name),
+        }
+    } else {
+        Outcome::failed(
+            "Provisioning",
+            format!(
+                "waiting for StatefulSet {}: {detail}",
+                plan.statefulset_name
+            ),
+        )
+    };
+    Ok(Provisioned { outcome, secrets })
+}
+
+/// Server-side apply the URI Secret unless its content is already exactly right.
+async fn publish_uri_secret(
+    obj: &CeleryResultBackend,
+    ctx: &Context,
+    ns: &str,
+    secret_name: &str,
+    cfg: &uri::BackendConfig,
+) -> Result<(), kube::Error> {
+    let name = obj.name_any();
+    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+    };
+    put(URI_KEY, &cfg.uri);
+    put(CONFIG_KEY, &uri::config_module(cfg));
+    for (k, v) in &cfg.binding {
+        put(k, v);
+    }
+    for (k, v) in &cfg.env {
+        put(k, v);
+    }
+    let owner = obj
+        .controller_owner_ref(&())
+        .into_iter()
+        .collect::<Vec<_>>();
+    let type_ = format!(
+        "servicebinding.io/{}",
+        cfg.binding
+            .get("type")
+            .map(String::as_str)
+            .unwrap_or("celery")
+    );
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(live) = api.get_opt(secret_name).await? {
+        let same = live.data.as_ref() == Some(&data)
+            && live.type_.as_deref() == Some(type_.as_str())
+            && live.metadata.owner_references.as_ref() == Some(&owner);
+        if same {
+            return Ok(());
+        }
+    }
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name,
+            "namespace": ns,
+            "labels": {
+                "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                "app.kubernetes.io/instance": name,
+                provision::BACKEND_LABEL: name,
+            },
+            "ownerReferences": owner,
+        },
+        "type": type_,
+        "data": data,
+    });
+    api.patch(
+        secret_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<Action, Error> {
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let name = obj.name_any();
+    let kind = uri::kind_of(&obj.spec).ok().map(|k| k.field().to_string());
+    let secret_name = uri_secret_name(&name);
+    let managed = obj.spec.is_managed();
+
+    // 1. Provision (managed) or dereference (external), then build the URI.
+    let (provisioned, built) = if managed {
+        match provision::plan(&name, &ns, &obj.spec) {
+            Ok(plan) => {
+                let p = provision(obj, ctx, &ns, &plan).await?;
+                let built = if p.outcome.ready || p.outcome.reason == "Provisioning" {
+                    uri::build(&plan.external_spec, &p.secrets)
+                        .map_err(|e| Outcome::failed(e.reason(), e.to_string()))
+                } else {
+                    Err(p.outcome.clone())
+                };
+                (p.outcome, built)
+            }
+            Err(e) => {
+                let o = Outcome::failed("InvalidSpec", e.to_string());
+                (o.clone(), Err(o))
+            }
+        }
+    } else {
+        let refs = uri::secret_refs(&obj.spec);
+        let secrets = dereference(ctx, &ns, &name, &refs).await?;
+        let built = uri::build(&obj.spec, &secrets)
+            .map_err(|e: BuildError| Outcome::failed(e.reason(), e.to_string()));
+        (
+            Outcome {
+                ready: true,
+                reason: "External".into(),
+                message: "external store: nothing to provision".into(),
+            },
+            built,
+        )
+    };
+
+    // 2. Publish the URI Secret.
+    let ready = match built {
+        Ok(cfg) => match publish_uri_secret(obj, ctx, &ns, &secret_name, &cfg).await {
+            Ok(()) if provisioned.ready => Outcome::ready(&secret_name),
+            Ok(()) => Outcome::failed(
+                "Provisioning",
+                format!(
+                    "{}; URI already published in Secret {secret_name}",
+                    provisioned.message
+                ),
+            ),
+            Err(e) => api_failure(&format!("Secret {secret_name}"), e)?,
+        },
         Err(failed) => failed,
     };
+
+    // 3. Status (only when it changed) and Events (only on transitions).
     let old = obj.status.clone().unwrap_or_default();
     let new = status::next(
         &old,
-        obj.metadata.generation,
-        kind,
-        mode,
-        &outcome,
-        &secret_name,
+        &Report {
+            generation: obj.metadata.generation,
+            kind,
+            mode: if managed { "managed" } else { "external" },
+            ready: ready.clone(),
+            provisioned: provisioned.clone(),
+            healthy: None,
+            injected: None,
+            secret: secret_name.clone(),
+        },
     );
     if new != old {
         let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), &ns);
@@ -233,26 +731,52 @@ async fn reconcile(obj: Arc<CeleryResultBackend>, ctx: Arc<Context>) -> Result<A
         )
         .await?;
     }
-    if status::ready_changed(&old, &new) {
-        let ev = Event {
-            type_: if outcome.ready {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: outcome.reason.clone(),
-            note: Some(outcome.message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish event");
-        }
+    let reference = obj.object_ref(&());
+    if status::condition_changed(&old, &new, "Provisioned") && managed {
+        publish(
+            ctx,
+            &reference,
+            provisioned.ready,
+            &provisioned.reason,
+            &provisioned.message,
+        )
+        .await;
     }
-    Ok(if outcome.ready {
+    if status::condition_changed(&old, &new, "Ready") {
+        publish(ctx, &reference, ready.ready, &ready.reason, &ready.message).await;
+    }
+    ctx.metrics.set_conditions(
+        &format!("{ns}/{name}"),
+        Some(
+            new.conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect(),
+        ),
+    );
+    ctx.metrics.retain_backends(|k| {
+        let (n, nm) = k.split_once('/').unwrap_or(("", k));
+        ctx.store.get(&ObjectRef::new(nm).within(n)).is_some()
+    });
+    if !ready.ready {
+        ctx.metrics
+            .errors
+            .get_or_create(&crate::telemetry::ReasonLabel {
+                reason: ready.reason.clone(),
+            })
+            .inc();
+    }
+    let key = (ns.clone(), name.clone());
+    Ok(if ready.ready {
+        if let Ok(mut f) = ctx.failures.lock() {
+            f.remove(&key);
+        }
         Action::requeue(Duration::from_secs(600))
+    } else if ready.reason == "Provisioning" {
+        // The StatefulSet watch wakes us when it becomes ready; this is only a safety net.
+        Action::requeue(Duration::from_secs(60))
     } else {
-        Action::requeue(Duration::from_secs(30))
+        Action::requeue(backoff(bump_failures(ctx, key)))
     })
 }
 
@@ -271,3 +795,24 @@ pub fn uri_secret_ref(secret_name: &str) -> (SecretKeyRef, BindingRef) {
 
 /// Re-exported for the status module.
 pub type Status = CeleryResultBackendStatus;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_secs(5));
+        assert_eq!(backoff(1), Duration::from_secs(10));
+        assert_eq!(backoff(5), Duration::from_secs(160));
+        assert_eq!(backoff(6), Duration::from_secs(300));
+        assert_eq!(backoff(60), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn manifest_hash_is_stable_and_sensitive() {
+        let a = json!({"a": 1, "b": [1, 2]});
+        assert_eq!(hash_of(&a), hash_of(&a.clone()));
+        assert_ne!(hash_of(&a), hash_of(&json!({"a": 2, "b": [1, 2]})));
+    }
+}

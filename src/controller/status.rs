@@ -52,54 +52,65 @@ fn condition(
     }
 }
 
-/// The next status, given the previous one and this reconcile's outcome.
-pub fn next(
-    old: &Status,
+/// What a reconcile concluded about each condition it owns. `None` keeps the previous condition
+/// (or Unknown with `fallback` when there is none), so loops that own other conditions do not fight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub generation: Option<i64>,
+    pub kind: Option<String>,
+    pub mode: &'static str,
+    pub ready: Outcome,
+    pub provisioned: Outcome,
+    pub healthy: Option<Outcome>,
+    pub injected: Option<Outcome>,
+    /// Name of the published URI Secret.
+    pub secret: String,
+}
+
+fn to_condition(old: &[Condition], type_: &str, o: &Outcome, generation: Option<i64>) -> Condition {
+    let status = if o.ready { "True" } else { "False" };
+    condition(old, type_, status, &o.reason, &o.message, generation)
+}
+
+fn keep_or_unknown(
+    old: &[Condition],
+    type_: &str,
+    reason: &str,
+    message: &str,
     generation: Option<i64>,
-    kind: Option<String>,
-    mode: &str,
-    o: &Outcome,
-    secret: &str,
-) -> Status {
-    let c = &old.conditions;
-    let ready = if o.ready { "True" } else { "False" };
-    let mut conditions = vec![
-        condition(c, "Ready", ready, &o.reason, &o.message, generation),
-        if mode == "external" {
-            condition(
-                c,
-                "Provisioned",
-                "True",
-                "External",
-                "external store: nothing to provision",
-                generation,
-            )
-        } else {
-            condition(
-                c,
-                "Provisioned",
-                "False",
-                "ManagedNotImplemented",
-                "managed mode is not implemented in this version",
-                generation,
-            )
+) -> Condition {
+    match old.iter().find(|c| c.type_ == type_) {
+        Some(c) => Condition {
+            observed_generation: generation,
+            ..c.clone()
         },
-        condition(
-            c,
-            "Healthy",
-            "Unknown",
-            "HealthChecksNotImplemented",
-            "health checks are not implemented in this version",
-            generation,
-        ),
-        condition(
+        None => condition(old, type_, "Unknown", reason, message, generation),
+    }
+}
+
+/// The next status, given the previous one and this reconcile's report.
+pub fn next(old: &Status, r: &Report) -> Status {
+    let c = &old.conditions;
+    let g = r.generation;
+    let healthy = match &r.healthy {
+        Some(o) => to_condition(c, "Healthy", o, g),
+        None => keep_or_unknown(c, "Healthy", "NotChecked", "no health check has run yet", g),
+    };
+    let injected = match &r.injected {
+        Some(o) => to_condition(c, "Injected", o, g),
+        None => keep_or_unknown(
             c,
             "Injected",
-            "Unknown",
-            "InjectionNotImplemented",
-            "injection is not implemented in this version",
-            generation,
+            "NotEvaluated",
+            "injection has not been evaluated yet",
+            g,
         ),
+    };
+    let mut conditions = vec![
+        to_condition(c, "Ready", &r.ready, g),
+        to_condition(c, "Provisioned", &r.provisioned, g),
+        healthy,
+        injected,
     ];
     // Keep conditions of types this version does not manage.
     conditions.extend(
@@ -109,28 +120,28 @@ pub fn next(
             })
             .cloned(),
     );
-    let (uri_ref, binding) = uri_secret_ref(secret);
+    let published = r.ready.ready || r.ready.reason == "Provisioning";
+    let (uri_ref, binding) = uri_secret_ref(&r.secret);
     Status {
-        observed_generation: generation,
-        backend: kind,
-        mode: Some(mode.into()),
+        observed_generation: g,
+        backend: r.kind.clone(),
+        mode: Some(r.mode.into()),
         conditions,
-        uri_secret_ref: o
-            .ready
+        uri_secret_ref: published
             .then_some(uri_ref)
             .or_else(|| old.uri_secret_ref.clone()),
-        binding: o.ready.then_some(binding).or_else(|| old.binding.clone()),
+        binding: published.then_some(binding).or_else(|| old.binding.clone()),
         last_health_check: old.last_health_check.clone(),
         injected_workloads: old.injected_workloads,
     }
 }
 
-/// Whether the Ready condition changed status (an Event is due).
-pub fn ready_changed(old: &Status, new: &Status) -> bool {
+/// Whether a condition changed status or reason (an Event is due).
+pub fn condition_changed(old: &Status, new: &Status, type_: &str) -> bool {
     let get = |s: &Status| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == "Ready")
+            .find(|c| c.type_ == type_)
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
     get(old) != get(new)
@@ -140,16 +151,26 @@ pub fn ready_changed(old: &Status, new: &Status) -> bool {
 mod tests {
     use super::*;
 
+    fn report(ready: Outcome, generation: i64) -> Report {
+        Report {
+            generation: Some(generation),
+            kind: Some("redis".into()),
+            mode: "external",
+            ready,
+            provisioned: Outcome {
+                ready: true,
+                reason: "External".into(),
+                message: "x".into(),
+            },
+            healthy: None,
+            injected: None,
+            secret: "s".into(),
+        }
+    }
+
     #[test]
     fn transition_time_moves_only_on_transition() {
-        let first = next(
-            &Status::default(),
-            Some(1),
-            Some("redis".into()),
-            "external",
-            &Outcome::ready("s"),
-            "s",
-        );
+        let first = next(&Status::default(), &report(Outcome::ready("s"), 1));
         let ready = |s: &Status| {
             s.conditions
                 .iter()
@@ -158,36 +179,55 @@ mod tests {
                 .unwrap()
         };
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let again = next(
-            &first,
-            Some(2),
-            Some("redis".into()),
-            "external",
-            &Outcome::ready("s"),
-            "s",
-        );
+        let again = next(&first, &report(Outcome::ready("s"), 2));
         assert_eq!(
             ready(&first).last_transition_time,
             ready(&again).last_transition_time
         );
         assert_eq!(ready(&again).observed_generation, Some(2));
-        assert!(!ready_changed(&first, &again));
+        assert!(!condition_changed(&first, &again, "Ready"));
         let failed = next(
             &again,
-            Some(2),
-            Some("redis".into()),
-            "external",
-            &Outcome::failed("SecretNotFound", "x".into()),
-            "s",
+            &report(Outcome::failed("SecretNotFound", "x".into()), 2),
         );
         assert_ne!(
             ready(&failed).last_transition_time,
             ready(&again).last_transition_time
         );
-        assert!(ready_changed(&again, &failed));
+        assert!(condition_changed(&again, &failed, "Ready"));
         assert_eq!(
             failed.uri_secret_ref, first.uri_secret_ref,
             "the last good Secret stays referenced"
+        );
+    }
+
+    #[test]
+    fn unowned_conditions_are_kept_and_unknown_only_at_first() {
+        let mut first = next(&Status::default(), &report(Outcome::ready("s"), 1));
+        let healthy = first
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Healthy")
+            .unwrap();
+        assert_eq!(healthy.status, "Unknown");
+        first.conditions.retain(|c| c.type_ != "Healthy");
+        first.conditions.push(Condition {
+            type_: "Healthy".into(),
+            status: "True".into(),
+            reason: "Ping".into(),
+            message: "ok".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        });
+        let again = next(&first, &report(Outcome::ready("s"), 2));
+        let healthy = again
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Healthy")
+            .unwrap();
+        assert_eq!(
+            (healthy.status.as_str(), healthy.observed_generation),
+            ("True", Some(2))
         );
     }
 }

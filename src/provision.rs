@@ -1,0 +1,719 @@
+//! Pure managed-mode rendering: the StatefulSet, Services and credentials a provisioned store needs,
+//! and the external-equivalent spec the URI builder turns into Celery's `result_backend`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::api::{
+    BasicAuth, CeleryResultBackendSpec, DatabaseBackend, DatabaseEngine, DatabaseExternal,
+    DeletionPolicy, ElasticsearchBackend, ElasticsearchExternal, HostPort, HttpScheme,
+    ManagedCommon, MongoBackend, MongoExternal, RedisBackend, RedisExternal, S3Backend, S3External,
+    SecretKeyRef,
+};
+
+/// Key of the generated user name in the credentials Secret.
+pub const USERNAME_KEY: &str = "username";
+/// Key of the generated password in the credentials Secret.
+pub const PASSWORD_KEY: &str = "password";
+/// Label on everything the operator provisions for a backend.
+pub const BACKEND_LABEL: &str = "celery.dev/result-backend";
+
+/// The store families the operator can provision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Redis,
+    Postgresql,
+    Mongodb,
+    Elasticsearch,
+    S3,
+}
+
+/// Everything needed to provision one backend. Pure data; the controller applies it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub store: Store,
+    /// Name of the StatefulSet (and of the client Service).
+    pub statefulset_name: String,
+    pub headless_service_name: String,
+    pub credentials_secret_name: String,
+    pub username: String,
+    pub deletion_policy: DeletionPolicy,
+    /// Manifests to server-side apply, in order (Services, then StatefulSet). No secret values.
+    pub objects: Vec<Value>,
+    /// The spec as if the user had written `external` pointing at the provisioned store.
+    pub external_spec: CeleryResultBackendSpec,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("spec has no managed backend")]
+    NotManaged,
+}
+
+/// A DNS-1035 label `<name>-<suffix>` of at most 63 characters. Names that are too long or not
+/// DNS-1035 (dots, leading digit) are shortened and given a stable hash so they stay unique.
+pub fn child_name(name: &str, suffix: &str) -> String {
+    let plain = format!("{name}-{suffix}");
+    let ok = plain.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        return plain;
+    }
+    // FNV-1a, stable across releases (std's hasher is not).
+    let mut h: u32 = 0x811c9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    let mut base: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
+        base = format!("b-{base}");
+    }
+    let keep = 63 - suffix.len() - 10;
+    base.truncate(keep);
+    let base = base.trim_end_matches('-');
+    format!("{base}-{h:08x}-{suffix}")
+}
+
+struct Profile {
+    store: Store,
+    component: &'static str,
+    default_image: &'static str,
+    default_version: &'static str,
+    port: u16,
+    port_name: &'static str,
+    uid: i64,
+    data_path: &'static str,
+    username: &'static str,
+    memory: &'static str,
+    read_only_root: bool,
+}
+
+const REDIS: Profile = Profile {
+    store: Store::Redis,
+    component: "redis",
+    default_image: "docker.io/library/redis",
+    default_version: "7.4",
+    port: 6379,
+    port_name: "redis",
+    uid: 999,
+    data_path: "/data",
+    username: "default",
+    memory: "128Mi",
+    read_only_root: true,
+};
+const POSTGRES: Profile = Profile {
+    store: Store::Postgresql,
+    component: "postgresql",
+    default_image: "docker.io/library/postgres",
+    default_version: "17",
+    port: 5432,
+    port_name: "postgresql",
+    uid: 999,
+    data_path: "/var/lib/postgresql/data",
+    username: "celery",
+    memory: "256Mi",
+    read_only_root: true,
+};
+const MONGO: Profile = Profile {
+    store: Store::Mongodb,
+    component: "mongodb",
+    default_image: "docker.io/library/mongo",
+    default_version: "8.0",
+    port: 27017,
+    port_name: "mongodb",
+    uid: 999,
+    data_path: "/data/db",
+    username: "celery",
+    memory: "512Mi",
+    read_only_root: true,
+};
+const ELASTIC: Profile = Profile {
+    store: Store::Elasticsearch,
+    component: "elasticsearch",
+    default_image: "docker.elastic.co/elasticsearch/elasticsearch",
+    default_version: "8.19.3",
+    port: 9200,
+    port_name: "http",
+    uid: 1000,
+    data_path: "/usr/share/elasticsearch/data",
+    username: "elastic",
+    memory: "1Gi",
+    // Elasticsearch writes its keystore under config/ at start-up.
+    read_only_root: false,
+};
+const MINIO: Profile = Profile {
+    store: Store::S3,
+    component: "minio",
+    default_image: "quay.io/minio/minio",
+    default_version: "RELEASE.2025-09-07T16-13-09Z",
+    port: 9000,
+    port_name: "s3",
+    uid: 1000,
+    data_path: "/data",
+    username: "celery",
+    memory: "256Mi",
+    read_only_root: true,
+};
+
+/// Default name of the database a managed PostgreSQL creates.
+pub const DEFAULT_DATABASE: &str = "celery";
+/// Default bucket a managed object store creates.
+pub const DEFAULT_BUCKET: &str = "celery-results";
+/// Default index a managed Elasticsearch creates (Celery's default index).
+pub const DEFAULT_INDEX: &str = "celery";
+
+fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+}
+
+/// Render the plan for a managed backend. `None`-free: every default is filled in here.
+pub fn plan(
+    name: &str,
+    namespace: &str,
+    spec: &CeleryResultBackendSpec,
+) -> Result<Plan, PlanError> {
+    let (profile, common, extra): (&Profile, &ManagedCommon, Option<String>) =
+        if let Some(m) = spec.redis.as_ref().and_then(|b| b.managed.as_ref()) {
+            (&REDIS, &m.common, None)
+        } else if let Some(m) = spec.database.as_ref().and_then(|b| b.managed.as_ref()) {
+            (&POSTGRES, &m.common, m.database.clone())
+        } else if let Some(m) = spec.mongodb.as_ref().and_then(|b| b.managed.as_ref()) {
+            (&MONGO, &m.common, None)
+        } else if let Some(m) = spec.elasticsearch.as_ref().and_then(|b| b.managed.as_ref()) {
+            (&ELASTIC, &m.common, None)
+        } else if let Some(m) = spec.s3.as_ref().and_then(|b| b.managed.as_ref()) {
+            (&MINIO, &m.common, m.bucket.clone())
+        } else {
+            return Err(PlanError::NotManaged);
+        };
+    let sts = child_name(name, profile.component);
+    let headless = child_name(name, &format!("{}-hl", profile.component));
+    let creds = child_name(name, "credentials");
+    let host = format!("{sts}.{namespace}.svc");
+    let image = common.image.clone().unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            profile.default_image,
+            common.version.as_deref().unwrap_or(profile.default_version)
+        )
+    });
+    let labels = json!({
+        "app.kubernetes.io/name": profile.component,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "result-backend",
+        "app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER,
+        BACKEND_LABEL: name,
+    });
+    let selector = json!({
+        "app.kubernetes.io/name": profile.component,
+        "app.kubernetes.io/instance": name,
+    });
+    let pw = |var: &str| secret_env(var, &creds, PASSWORD_KEY);
+    let user = |var: &str| secret_env(var, &creds, USERNAME_KEY);
+    let database = extra
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    let bucket = extra.clone().unwrap_or_else(|| DEFAULT_BUCKET.to_string());
+    let index = spec
+        .elasticsearch
+        .as_ref()
+        .and_then(|e| e.index.clone())
+        .unwrap_or_else(|| DEFAULT_INDEX.to_string());
+
+    // Per-store container details. Scripts read credentials from the environment, never argv literals.
+    let mut tmp_mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
+    let (command, env, readiness, post_start): (Value, Vec<Value>, Value, Option<Value>) =
+        match profile.store {
+            Store::Redis => (
+                json!(["sh", "-c", "exec redis-server --dir /data --appendonly yes --requirepass \"$REDIS_PASSWORD\""]),
+                vec![pw("REDIS_PASSWORD")],
+                json!({"exec": {"command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping | grep -q PONG"]}}),
+                None,
+            ),
+            Store::Postgresql => {
+                tmp_mounts.push(json!({"name": "run", "mountPath": "/var/run/postgresql"}));
+                (
+                    Value::Null,
+                    vec![
+                        user("POSTGRES_USER"),
+                        pw("POSTGRES_PASSWORD"),
+                        json!({"name": "POSTGRES_DB", "value": database}),
+                        json!({"name": "PGDATA", "value": format!("{}/pgdata", profile.data_path)}),
+                    ],
+                    json!({"exec": {"command": ["sh", "-c", "pg_isready -h 127.0.0.1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""]}}),
+                    None,
+                )
+            }
+            Store::Mongodb => (
+                Value::Null,
+                vec![
+                    user("MONGO_INITDB_ROOT_USERNAME"),
+                    pw("MONGO_INITDB_ROOT_PASSWORD"),
+                    json!({"name": "MONGO_INITDB_DATABASE", "value": DEFAULT_DATABASE}),
+                ],
+                json!({"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]}}),
+                None,
+            ),
+            Store::Elasticsearch => (
+                Value::Null,
+                vec![
+                    pw("ELASTIC_PASSWORD"),
+                    json!({"name": "discovery.type", "value": "single-node"}),
+                    json!({"name": "xpack.security.enabled", "value": "true"}),
+                    json!({"name": "xpack.security.http.ssl.enabled", "value": "false"}),
+                    json!({"name": "ES_JAVA_OPTS", "value": "-Xms512m -Xmx512m"}),
+                    json!({"name": "CELERY_INDEX", "value": index}),
+                ],
+                json!({"exec": {"command": ["sh", "-c", "curl -fsS -u \"elastic:$ELASTIC_PASSWORD\" 'http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=1s' >/dev/null"]}}),
+                // Create Celery's index once the node answers (400 = already exists).
+                Some(json!(["sh", "-c", "for i in $(seq 1 120); do code=$(curl -s -o /dev/null -w '%{http_code}' -u \"elastic:$ELASTIC_PASSWORD\" -X PUT \"http://127.0.0.1:9200/$CELERY_INDEX\"); case $code in 200|400) exit 0;; esac; sleep 2; done; exit 0"])),
+            ),
+            Store::S3 => (
+                json!(["minio", "server", "/data", "--address", ":9000", "--console-address", ":9001"]),
+                vec![
+                    user("MINIO_ROOT_USER"),
+                    pw("MINIO_ROOT_PASSWORD"),
+                    json!({"name": "CELERY_BUCKET", "value": bucket}),
+                    json!({"name": "MC_CONFIG_DIR", "value": "/tmp/.mc"}),
+                ],
+                json!({"httpGet": {"path": "/minio/health/ready", "port": 9000}}),
+                // Create the bucket once the server answers; mc ships in the MinIO image.
+                Some(json!(["sh", "-c", "for i in $(seq 1 120); do mc alias set local http://127.0.0.1:9000 \"$MINIO_ROOT_USER\" \"$MINIO_ROOT_PASSWORD\" >/dev/null 2>&1 && mc mb --ignore-existing \"local/$CELERY_BUCKET\" && exit 0; sleep 2; done; exit 0"])),
+            ),
+        };
+    let mut volumes = vec![json!({"name": "tmp", "emptyDir": {}})];
+    if profile.store == Store::Postgresql {
+        volumes.push(json!({"name": "run", "emptyDir": {}}));
+    }
+    let mut mounts = vec![json!({"name": "data", "mountPath": profile.data_path})];
+    mounts.extend(tmp_mounts);
+    let resources = match &common.resources {
+        Some(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+        None => json!({"requests": {"cpu": "100m", "memory": profile.memory}}),
+    };
+    let mut container = json!({
+        "name": profile.component,
+        "image": image,
+        "ports": [{"name": profile.port_name, "containerPort": profile.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": resources,
+        "readinessProbe": merge(readiness.clone(), json!({"periodSeconds": 10, "timeoutSeconds": 5})),
+        "livenessProbe": {"tcpSocket": {"port": profile.port}, "initialDelaySeconds": 30, "periodSeconds": 20},
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": profile.read_only_root,
+            "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    });
+    if !command.is_null() {
+        container["command"] = command;
+    }
+    if let Some(cmd) = post_start {
+        container["lifecycle"] = json!({"postStart": {"exec": {"command": cmd}}});
+    }
+    let storage = common.storage.clone().unwrap_or_default();
+    let mut claim_spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage.size.clone().unwrap_or_else(|| "1Gi".into())}},
+    });
+    if let Some(class) = &storage.storage_class_name {
+        claim_spec["storageClassName"] = json!(class);
+    }
+    let policy = common.deletion_policy.unwrap_or_default();
+    let when_deleted = match policy {
+        DeletionPolicy::Retain => "Retain",
+        DeletionPolicy::Delete => "Delete",
+    };
+    let statefulset = json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": sts, "namespace": namespace, "labels": labels},
+        "spec": {
+            "serviceName": headless,
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": "Retain"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "enableServiceLinks": false,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": profile.uid,
+                        "runAsGroup": profile.uid,
+                        "fsGroup": profile.uid,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data", "labels": selector},
+                "spec": claim_spec,
+            }],
+        },
+    });
+    let port = json!([{"name": profile.port_name, "port": profile.port, "targetPort": profile.port_name, "protocol": "TCP"}]);
+    let client_svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": sts, "namespace": namespace, "labels": labels},
+        "spec": {"type": "ClusterIP", "selector": selector, "ports": port},
+    });
+    let headless_svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": headless, "namespace": namespace, "labels": labels},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": selector, "ports": port},
+    });
+
+    let cred = |key: &str| SecretKeyRef {
+        name: creds.clone(),
+        key: key.into(),
+    };
+    let auth = |with_user: bool| BasicAuth {
+        username: with_user.then(|| profile.username.to_string()),
+        username_secret_ref: None,
+        password_secret_ref: Some(cred(PASSWORD_KEY)),
+    };
+    let mut external = CeleryResultBackendSpec {
+        result_expires: spec.result_expires.clone(),
+        injection: spec.injection.clone(),
+        health_check: spec.health_check.clone(),
+        ..Default::default()
+    };
+    match profile.store {
+        Store::Redis => {
+            external.redis = Some(RedisBackend {
+                external: Some(RedisExternal {
+                    host: Some(host),
+                    port: Some(profile.port),
+                    db: Some(0),
+                    auth: Some(auth(false)),
+                    ..Default::default()
+                }),
+                managed: None,
+            });
+        }
+        Store::Postgresql => {
+            let src = spec.database.as_ref();
+            external.database = Some(DatabaseBackend {
+                external: Some(DatabaseExternal {
+                    engine: DatabaseEngine::Postgresql,
+                    driver: None,
+                    host: Some(host),
+                    port: Some(profile.port),
+                    database: Some(database),
+                    path: None,
+                    auth: Some(auth(true)),
+                    options: BTreeMap::new(),
+                }),
+                managed: None,
+                table_names: src.and_then(|b| b.table_names.clone()),
+                table_schemas: src.and_then(|b| b.table_schemas.clone()),
+            });
+        }
+        Store::Mongodb => {
+            let src = spec.mongodb.as_ref();
+            external.mongodb = Some(MongoBackend {
+                external: Some(MongoExternal {
+                    hosts: vec![HostPort {
+                        host,
+                        port: Some(profile.port),
+                    }],
+                    database: Some(DEFAULT_DATABASE.into()),
+                    auth: Some(auth(true)),
+                    auth_source: Some("admin".into()),
+                    ..Default::default()
+                }),
+                managed: None,
+                taskmeta_collection: src.and_then(|b| b.taskmeta_collection.clone()),
+                groupmeta_collection: src.and_then(|b| b.groupmeta_collection.clone()),
+            });
+        }
+        Store::Elasticsearch => {
+            external.elasticsearch = Some(ElasticsearchBackend {
+                external: Some(ElasticsearchExternal {
+                    host,
+                    port: Some(profile.port),
+                    scheme: Some(HttpScheme::Http),
+                    auth: Some(auth(true)),
+                    timeout_seconds: None,
+                    max_retries: None,
+                }),
+                managed: None,
+                index: Some(index),
+            });
+        }
+        Store::S3 => {
+            external.s3 = Some(S3Backend {
+                external: Some(S3External {
+                    bucket,
+                    region: Some("us-east-1".into()),
+                    endpoint_url: Some(format!("http://{host}:{}", profile.port)),
+                    access_key_id_secret_ref: Some(cred(USERNAME_KEY)),
+                    secret_access_key_secret_ref: Some(cred(PASSWORD_KEY)),
+                }),
+                managed: None,
+                base_path: spec.s3.as_ref().and_then(|b| b.base_path.clone()),
+            });
+        }
+    }
+    Ok(Plan {
+        store: profile.store,
+        statefulset_name: sts,
+        headless_service_name: headless,
+        credentials_secret_name: creds,
+        username: profile.username.into(),
+        deletion_policy: policy,
+        objects: vec![headless_svc, client_svc, statefulset],
+        external_spec: external,
+    })
+}
+
+/// Shallow merge of two JSON objects (b wins).
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(ao), Value::Object(bo)) = (a.as_object_mut(), b) {
+        for (k, v) in bo {
+            ao.insert(k, v);
+        }
+    }
+    a
+}
+
+/// A random password of 32 characters from `[A-Za-z0-9]`: URI-safe, shell-safe, about 190 bits.
+pub fn generate_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+/// Whether a StatefulSet has caught up with its spec and has all replicas ready.
+pub fn statefulset_ready(sts: &k8s_openapi::api::apps::v1::StatefulSet) -> (bool, String) {
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let gen = sts.metadata.generation.unwrap_or(0);
+    let Some(st) = &sts.status else {
+        return (false, format!("0/{want} replicas ready"));
+    };
+    let ready = st.ready_replicas.unwrap_or(0);
+    let observed = st.observed_generation.unwrap_or(0);
+    if observed < gen {
+        return (
+            false,
+            format!("StatefulSet controller has not observed generation {gen} yet"),
+        );
+    }
+    (ready >= want, format!("{ready}/{want} replicas ready"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CeleryResultBackend;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn spec(yaml: &str) -> CeleryResultBackendSpec {
+        let crb: CeleryResultBackend = serde_norway::from_str(yaml).unwrap();
+        crb.spec
+    }
+
+    fn all_kinds() -> Vec<(&'static str, CeleryResultBackendSpec)> {
+        vec![
+            ("redis", spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {redis: {managed: {}}}")),
+            ("postgresql", spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {database: {managed: {database: results}}}")),
+            ("mongodb", spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {mongodb: {managed: {}}}")),
+            ("elasticsearch", spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {elasticsearch: {managed: {}}}")),
+            ("minio", spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {s3: {managed: {bucket: my-bucket}}}")),
+        ]
+    }
+
+    #[test]
+    fn every_store_renders_typed_objects_with_a_restrictive_security_context() {
+        for (component, s) in all_kinds() {
+            let p = plan("results", "team-a", &s).unwrap();
+            assert_eq!(p.statefulset_name, format!("results-{component}"));
+            let sts: StatefulSet = serde_json::from_value(p.objects[2].clone()).unwrap();
+            let _: Service = serde_json::from_value(p.objects[0].clone()).unwrap();
+            let _: Service = serde_json::from_value(p.objects[1].clone()).unwrap();
+            let spec = sts.spec.unwrap();
+            assert_eq!(
+                spec.service_name.as_deref(),
+                Some(p.headless_service_name.as_str())
+            );
+            let pod = spec.template.spec.unwrap();
+            let psc = pod.security_context.unwrap();
+            assert_eq!(psc.run_as_non_root, Some(true));
+            assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+            let c = &pod.containers[0];
+            let sc = c.security_context.clone().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(sc.capabilities.unwrap().drop.unwrap(), vec!["ALL"]);
+            assert!(c.resources.as_ref().unwrap().requests.is_some());
+            assert!(c.readiness_probe.is_some());
+            // Credentials only by reference: no literal value of a password-ish variable.
+            for e in c.env.clone().unwrap_or_default() {
+                if e.name.contains("PASSWORD") {
+                    assert!(
+                        e.value.is_none(),
+                        "{component}: {} must come from the Secret",
+                        e.name
+                    );
+                    assert_eq!(
+                        e.value_from.unwrap().secret_key_ref.unwrap().name,
+                        p.credentials_secret_name
+                    );
+                }
+            }
+            assert_eq!(
+                spec.volume_claim_templates.unwrap()[0]
+                    .metadata
+                    .name
+                    .as_deref(),
+                Some("data")
+            );
+            let rendered = serde_json::to_string(&p.objects).unwrap();
+            assert!(!rendered.contains("password\":\""), "{component}");
+        }
+    }
+
+    #[test]
+    fn external_equivalent_builds_a_uri_pointing_at_the_service() {
+        for (component, s) in all_kinds() {
+            let p = plan("results", "team-a", &s).unwrap();
+            let mut secrets = crate::uri::SecretValues::new();
+            secrets.insert(
+                p.credentials_secret_name.clone(),
+                [
+                    (USERNAME_KEY.to_string(), p.username.clone()),
+                    (PASSWORD_KEY.to_string(), "Secr3t".to_string()),
+                ]
+                .into(),
+            );
+            let cfg = crate::uri::build(&p.external_spec, &secrets).unwrap();
+            let host = format!("results-{component}.team-a.svc");
+            let expect = match component {
+                "redis" => format!("redis://:Secr3t@{host}:6379/0"),
+                "postgresql" => {
+                    format!("db+postgresql+psycopg2://celery:Secr3t@{host}:5432/results")
+                }
+                "mongodb" => {
+                    format!("mongodb://celery:Secr3t@{host}:27017/celery?authSource=admin")
+                }
+                "elasticsearch" => {
+                    format!("elasticsearch+http://elastic:Secr3t@{host}:9200/celery")
+                }
+                _ => "s3://".to_string(),
+            };
+            assert_eq!(cfg.uri, expect, "{component}");
+            if component == "minio" {
+                let settings = format!("{:?}", cfg.settings);
+                assert!(settings.contains("my-bucket"), "{settings}");
+                assert!(
+                    settings.contains(&format!("http://{host}:9000")),
+                    "{settings}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deletion_policy_maps_to_claim_retention() {
+        let s = spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {redis: {managed: {deletionPolicy: Delete, storage: {size: 3Gi, storageClassName: fast}}}}");
+        let p = plan("r", "ns", &s).unwrap();
+        assert_eq!(p.deletion_policy, DeletionPolicy::Delete);
+        let sts = &p.objects[2]["spec"];
+        assert_eq!(
+            sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Delete"
+        );
+        assert_eq!(
+            sts["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "3Gi"
+        );
+        assert_eq!(
+            sts["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+            "fast"
+        );
+        let d = plan("r", "ns", &all_kinds()[0].1).unwrap();
+        assert_eq!(
+            d.objects[2]["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Retain"
+        );
+    }
+
+    #[test]
+    fn image_and_version() {
+        let s = spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {database: {managed: {version: '16'}}}");
+        let p = plan("r", "ns", &s).unwrap();
+        assert_eq!(
+            p.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"],
+            "docker.io/library/postgres:16"
+        );
+        let s = spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {redis: {managed: {image: 'registry.local/redis:7', version: '6'}}}");
+        let p = plan("r", "ns", &s).unwrap();
+        assert_eq!(
+            p.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.local/redis:7"
+        );
+    }
+
+    #[test]
+    fn child_names_are_dns_labels() {
+        assert_eq!(child_name("abc", "redis"), "abc-redis");
+        for n in ["a.b.c", "9lives", &"x".repeat(253)] {
+            let c = child_name(n, "credentials");
+            assert!(c.len() <= 63, "{c}");
+            assert!(c.starts_with(|ch: char| ch.is_ascii_lowercase()), "{c}");
+            assert!(
+                c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-'),
+                "{c}"
+            );
+            assert!(c.ends_with("-credentials"));
+        }
+        assert_ne!(
+            child_name(&"x".repeat(100), "s"),
+            child_name(&"x".repeat(101), "s")
+        );
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_uri_safe() {
+        let a = generate_password();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, generate_password());
+    }
+
+    #[test]
+    fn readiness_follows_the_statefulset_status() {
+        let mut sts: StatefulSet = serde_json::from_value(json!({
+            "metadata": {"name": "x", "generation": 2},
+            "spec": {"replicas": 1, "serviceName": "x", "selector": {}, "template": {}},
+        }))
+        .unwrap();
+        assert!(!statefulset_ready(&sts).0);
+        sts.status = serde_json::from_value(
+            json!({"replicas": 1, "readyReplicas": 1, "observedGeneration": 1}),
+        )
+        .unwrap();
+        assert!(!statefulset_ready(&sts).0, "stale generation");
+        sts.status = serde_json::from_value(
+            json!({"replicas": 1, "readyReplicas": 1, "observedGeneration": 2}),
+        )
+        .unwrap();
+        assert!(statefulset_ready(&sts).0);
+    }
+}
