@@ -72,9 +72,18 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .or_else(|| args.namespace.clone())
         .unwrap_or_else(|| "default".into());
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
         .context("cannot load kubeconfig or in-cluster config")?;
+    // A user agent makes the operator's requests stand out in audit logs and API metrics.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!(
+            "celery-backend-operator/",
+            env!("CARGO_PKG_VERSION")
+        )),
+    ));
+    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         namespace = args.namespace.as_deref().unwrap_or("<all>"),

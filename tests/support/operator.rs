@@ -1,0 +1,133 @@
+//! The operator as a child process scoped to one test namespace, plus small kubectl helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cluster::{cluster, kubectl};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_celery-backend-operator");
+
+pub struct Operator {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// An operator watching only `ns` (so concurrent tests do not share one), without the HTTP
+    /// server; leader election uses a Lease in `ns`.
+    pub fn start(dir: &Path, ns: &str) -> Self {
+        Self::start_with(dir, ns, "operator.log", &["--metrics-addr", "off"])
+    }
+
+    pub fn start_with(dir: &Path, ns: &str, log_name: &str, extra: &[&str]) -> Self {
+        let (kubeconfig, _) = cluster();
+        let log = dir.join(log_name);
+        let child = Command::new(BIN)
+            .args(["run", "--namespace", ns])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create operator log"))
+            .spawn()
+            .expect("start operator");
+        Operator { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for operator")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// kubectl -n ns ARGS, stdout (empty on failure).
+pub fn get(ns: &str, args: &[&str]) -> String {
+    let mut a = vec!["-n", ns];
+    a.extend_from_slice(args);
+    String::from_utf8_lossy(&kubectl(&a).stdout).into_owned()
+}
+
+/// One key of a Secret, decoded.
+pub fn secret_key(ns: &str, secret: &str, key: &str) -> Option<String> {
+    let path = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
+    let b64 = get(ns, &["get", "secret", secret, "-o", &path]);
+    if b64.is_empty() {
+        return None;
+    }
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    child.stdin.take()?.write_all(b64.as_bytes()).ok()?;
+    let o = child.wait_with_output().ok()?;
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+/// The URI in a published Secret.
+pub fn uri_of(ns: &str, secret: &str) -> Option<String> {
+    secret_key(ns, secret, "CELERY_RESULT_BACKEND")
+}
+
+/// A condition's `status|reason|message` of a backend.
+pub fn condition(ns: &str, backend: &str, type_: &str) -> String {
+    get(
+        ns,
+        &[
+            "get",
+            "crb",
+            backend,
+            "-o",
+            &format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}}|{{.status.conditions[?(@.type==\"{type_}\")].reason}}|{{.status.conditions[?(@.type==\"{type_}\")].message}}"),
+        ],
+    )
+}
