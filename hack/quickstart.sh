@@ -35,7 +35,7 @@ kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 OPPID=$CBO_CACHE/quickstart-operator.pid
 if [ -f "$OPPID" ] && kill -0 "$(cat "$OPPID")" 2>/dev/null; then kill "$(cat "$OPPID")"; sleep 0.5; fi
-nohup "$BIN" run >"$CBO_CACHE/quickstart-operator.log" 2>&1 &
+nohup "$BIN" run --metrics-addr 127.0.0.1:18080 >"$CBO_CACHE/quickstart-operator.log" 2>&1 &
 echo $! >"$OPPID"
 echo "operator pid $(cat "$OPPID")"
 

@@ -722,6 +722,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         },
     );
     if new != old {
+        tracing::debug!(backend = %name, old = ?old, new = ?new, "status changed");
         let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({"apiVersion": "celery.dev/v1alpha1", "kind": "CeleryResultBackend", "status": new});
         api.patch_status(
