@@ -46,9 +46,40 @@ pub struct RunArgs {
         default_value = "celery-backend-operator"
     )]
     pub lease_name: String,
-    /// Namespace of the leader Lease (default: POD_NAMESPACE, else the watched namespace, else default).
+    /// Namespace of the leader Lease and the webhook certificate Secret (default: POD_NAMESPACE,
+    /// else the watched namespace, else default).
     #[arg(long, env = "CBO_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// Address of the Pod webhook's TLS server; "off" disables the webhook.
+    #[arg(long, env = "CBO_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: String,
+    /// URL the API server calls (out-of-cluster runs), e.g. https://127.0.0.1:9443; default: the Service.
+    #[arg(long, env = "CBO_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Service in the operator's namespace that fronts the webhook (port 443).
+    #[arg(
+        long,
+        env = "CBO_WEBHOOK_SERVICE",
+        default_value = "celery-backend-operator-webhook"
+    )]
+    pub webhook_service: String,
+    /// Name of the MutatingWebhookConfiguration the leader maintains.
+    #[arg(
+        long,
+        env = "CBO_WEBHOOK_CONFIG",
+        default_value = "celery-backend-operator"
+    )]
+    pub webhook_config_name: String,
+    /// Secret (operator namespace) with the webhook CA and serving certificate.
+    #[arg(
+        long,
+        env = "CBO_WEBHOOK_SECRET",
+        default_value = "celery-backend-operator-webhook-tls"
+    )]
+    pub webhook_secret: String,
+    /// Ignore (default: Pods are admitted when the webhook is down; the controller reports them) or Fail.
+    #[arg(long, env = "CBO_WEBHOOK_FAILURE_POLICY", default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
+    pub webhook_failure_policy: String,
 }
 
 /// Start logging (RUST_LOG filters, default info) and run the controller until a signal.
@@ -83,6 +114,29 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
             env!("CARGO_PKG_VERSION")
         )),
     ));
+    let webhook = if args.webhook_addr == "off" {
+        None
+    } else {
+        Some(crate::webhook::WebhookOptions {
+            listen: args.webhook_addr.parse().with_context(|| {
+                format!("--webhook-addr {:?} is not host:port", args.webhook_addr)
+            })?,
+            endpoint: match &args.webhook_url {
+                Some(u) => crate::webhook::Endpoint::Url(u.clone()),
+                None => crate::webhook::Endpoint::Service {
+                    namespace: lease_namespace.clone(),
+                    name: args.webhook_service.clone(),
+                    port: 443,
+                },
+            },
+            config_name: args.webhook_config_name.clone(),
+            secret_namespace: lease_namespace.clone(),
+            secret_name: args.webhook_secret.clone(),
+            failure_policy: args.webhook_failure_policy.clone(),
+            own_namespace: lease_namespace.clone(),
+            only_namespace: args.namespace.clone(),
+        })
+    };
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -96,8 +150,9 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
             metrics_addr,
             leader_election: args.leader_election,
             lease_name: args.lease_name.clone(),
-            lease_namespace,
+            lease_namespace: lease_namespace.clone(),
             identity,
+            webhook,
         },
     )
     .await

@@ -39,7 +39,12 @@ pub struct Injection {
 }
 
 impl Injection {
-    pub fn new(backend: &str, spec: &CeleryResultBackendSpec, secret: &str, checksum: &str) -> Self {
+    pub fn new(
+        backend: &str,
+        spec: &CeleryResultBackendSpec,
+        secret: &str,
+        checksum: &str,
+    ) -> Self {
         let inj = spec.injection.clone().unwrap_or_default();
         Injection {
             backend: backend.into(),
@@ -204,7 +209,12 @@ pub fn workload_release(api_version: &str, kind: &str, name: &str, namespace: &s
 }
 
 /// Whether a live pod template already carries this injection exactly (then nothing is written).
-pub fn template_is_current(spec: &PodSpec, annotations: Option<&BTreeMap<String, String>>, containers: &[String], inj: &Injection) -> bool {
+pub fn template_is_current(
+    spec: &PodSpec,
+    annotations: Option<&BTreeMap<String, String>>,
+    containers: &[String],
+    inj: &Injection,
+) -> bool {
     if annotations.and_then(|a| a.get(CHECKSUM_ANNOTATION)) != Some(&inj.checksum) {
         return false;
     }
@@ -217,11 +227,15 @@ pub fn template_is_current(spec: &PodSpec, annotations: Option<&BTreeMap<String,
                             && e.value_from
                                 .as_ref()
                                 .and_then(|v| v.secret_key_ref.as_ref())
-                                .is_some_and(|r| r.name == inj.secret && r.key == crate::controller::URI_KEY)
+                                .is_some_and(|r| {
+                                    r.name == inj.secret && r.key == crate::controller::URI_KEY
+                                })
                     })
                 })
                 && (!inj.config_module
-                    || c.volume_mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.name == CONFIG_VOLUME)))
+                    || c.volume_mounts
+                        .as_ref()
+                        .is_some_and(|m| m.iter().any(|m| m.name == CONFIG_VOLUME)))
         })
     })
 }
@@ -242,7 +256,9 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
         let existing = c.env.clone().unwrap_or_default();
         let ours = env_entries(inj);
         if existing.is_empty() {
-            ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": ours}));
+            ops.push(
+                json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": ours}),
+            );
             touched = true;
         } else {
             for e in ours {
@@ -279,15 +295,21 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
         let vols = spec.volumes.clone().unwrap_or_default();
         if !vols.iter().any(|v| v.name == CONFIG_VOLUME) {
             if vols.is_empty() {
-                ops.push(json!({"op": "add", "path": "/spec/volumes", "value": [config_volume(inj)]}));
+                ops.push(
+                    json!({"op": "add", "path": "/spec/volumes", "value": [config_volume(inj)]}),
+                );
             } else {
-                ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": config_volume(inj)}));
+                ops.push(
+                    json!({"op": "add", "path": "/spec/volumes/-", "value": config_volume(inj)}),
+                );
             }
             touched = true;
         }
     }
     let annotations = pod.metadata.annotations.clone();
-    let has = annotations.as_ref().and_then(|a| a.get(CHECKSUM_ANNOTATION));
+    let has = annotations
+        .as_ref()
+        .and_then(|a| a.get(CHECKSUM_ANNOTATION));
     if touched || has.is_none() {
         if annotations.is_none() {
             ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {CHECKSUM_ANNOTATION: inj.checksum}}));
@@ -327,12 +349,18 @@ mod tests {
     #[test]
     fn checksum_moves_with_content_only() {
         let mut d: BTreeMap<String, ByteString> = BTreeMap::new();
-        d.insert("CELERY_RESULT_BACKEND".into(), ByteString(b"redis://x".to_vec()));
+        d.insert(
+            "CELERY_RESULT_BACKEND".into(),
+            ByteString(b"redis://x".to_vec()),
+        );
         d.insert(SALT_KEY.into(), ByteString(b"salt1".to_vec()));
         let a = checksum(&d);
         assert_eq!(a, checksum(&d.clone()));
         let mut e = d.clone();
-        e.insert("CELERY_RESULT_BACKEND".into(), ByteString(b"redis://y".to_vec()));
+        e.insert(
+            "CELERY_RESULT_BACKEND".into(),
+            ByteString(b"redis://y".to_vec()),
+        );
         assert_ne!(a, checksum(&e));
         let mut f = d.clone();
         f.insert(SALT_KEY.into(), ByteString(b"salt2".to_vec()));
@@ -349,52 +377,113 @@ mod tests {
         ]}}));
         let ops = pod_patch(&p, &inj());
         let patched = apply(&p, &ops);
-        let env = |i: usize| patched.spec.as_ref().unwrap().containers[i].env.clone().unwrap();
-        assert_eq!(env(0)[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "b-celery-result-backend");
+        let env = |i: usize| {
+            patched.spec.as_ref().unwrap().containers[i]
+                .env
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(
+            env(0)[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "b-celery-result-backend"
+        );
         assert_eq!(env(1).len(), 2);
-        assert_eq!(env(2)[0].value.as_deref(), Some("mine"), "the user's value wins");
-        assert_eq!(patched.metadata.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION], "abc");
+        assert_eq!(
+            env(2)[0].value.as_deref(),
+            Some("mine"),
+            "the user's value wins"
+        );
+        assert_eq!(
+            patched.metadata.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION],
+            "abc"
+        );
         assert!(pod_patch(&patched, &inj()).is_empty(), "idempotent");
-        let over = Injection { override_existing: true, ..inj() };
+        let over = Injection {
+            override_existing: true,
+            ..inj()
+        };
         let forced = apply(&patched, &pod_patch(&patched, &over));
-        assert!(forced.spec.unwrap().containers[2].env.as_ref().unwrap()[0].value.is_none());
+        assert!(forced.spec.unwrap().containers[2].env.as_ref().unwrap()[0]
+            .value
+            .is_none());
     }
 
     #[test]
     fn pod_patch_with_config_module_mounts_the_file() {
-        let p = pod(json!({"metadata": {"name": "p", "annotations": {"x": "y"}}, "spec": {"containers": [{"name": "a", "image": "x"}], "volumes": [{"name": "v", "emptyDir": {}}]}}));
-        let i = Injection { config_module: true, ..inj() };
+        let p = pod(
+            json!({"metadata": {"name": "p", "annotations": {"x": "y"}}, "spec": {"containers": [{"name": "a", "image": "x"}], "volumes": [{"name": "v", "emptyDir": {}}]}}),
+        );
+        let i = Injection {
+            config_module: true,
+            ..inj()
+        };
         let patched = apply(&p, &pod_patch(&p, &i));
         let spec = patched.spec.clone().unwrap();
         assert_eq!(spec.volumes.as_ref().unwrap().len(), 2);
-        assert_eq!(spec.containers[0].volume_mounts.as_ref().unwrap()[0].mount_path, CONFIG_MOUNT);
-        assert_eq!(spec.containers[0].env.as_ref().unwrap()[1].value.as_deref(), Some("celeryconfig"));
+        assert_eq!(
+            spec.containers[0].volume_mounts.as_ref().unwrap()[0].mount_path,
+            CONFIG_MOUNT
+        );
+        assert_eq!(
+            spec.containers[0].env.as_ref().unwrap()[1].value.as_deref(),
+            Some("celeryconfig")
+        );
         assert_eq!(patched.metadata.annotations.as_ref().unwrap()["x"], "y");
         assert!(pod_patch(&patched, &i).is_empty());
     }
 
     #[test]
     fn workload_body_touches_only_injected_fields() {
-        let body = workload_apply("apps/v1", "Deployment", "w", "ns", &["worker".into()], &inj());
-        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(body.clone()).unwrap();
+        let body = workload_apply(
+            "apps/v1",
+            "Deployment",
+            "w",
+            "ns",
+            &["worker".into()],
+            &inj(),
+        );
+        let d: k8s_openapi::api::apps::v1::Deployment =
+            serde_json::from_value(body.clone()).unwrap();
         let t = d.spec.unwrap().template;
-        assert_eq!(t.metadata.unwrap().annotations.unwrap()[CHECKSUM_ANNOTATION], "abc");
+        assert_eq!(
+            t.metadata.unwrap().annotations.unwrap()[CHECKSUM_ANNOTATION],
+            "abc"
+        );
         let c = &t.spec.unwrap().containers[0];
         assert_eq!(c.name, "worker");
         assert!(c.image.is_none(), "nothing else is claimed");
         let cron = workload_apply("batch/v1", "CronJob", "w", "ns", &["worker".into()], &inj());
         assert!(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"].is_array());
-        let record: Value = serde_json::from_str(body["metadata"]["annotations"][RECORD_ANNOTATION].as_str().unwrap()).unwrap();
+        let record: Value = serde_json::from_str(
+            body["metadata"]["annotations"][RECORD_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(record["backend"], "b");
     }
 
     #[test]
     fn selectors() {
-        let labels: BTreeMap<String, String> = [("app".to_string(), "worker".to_string()), ("tier".into(), "celery".into())].into();
+        let labels: BTreeMap<String, String> = [
+            ("app".to_string(), "worker".to_string()),
+            ("tier".into(), "celery".into()),
+        ]
+        .into();
         let sel: LabelSelector = serde_json::from_value(json!({"matchLabels": {"app": "worker"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["celery"]}, {"key": "skip", "operator": "DoesNotExist"}]})).unwrap();
         assert!(selector_matches(&sel, &labels));
         let no: LabelSelector = serde_json::from_value(json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["celery"]}]})).unwrap();
         assert!(!selector_matches(&no, &labels));
-        assert!(!selector_matches(&LabelSelector::default(), &labels), "empty selects nothing");
+        assert!(
+            !selector_matches(&LabelSelector::default(), &labels),
+            "empty selects nothing"
+        );
     }
 }

@@ -6,8 +6,10 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod inject;
 pub mod leader;
 pub mod manifests;
 pub mod provision;
 pub mod telemetry;
 pub mod uri;
+pub mod webhook;

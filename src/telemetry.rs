@@ -47,6 +47,9 @@ pub struct Metrics {
     per_backend: Arc<Mutex<HashMap<String, Conditions>>>,
     pub leader: Gauge,
     pub ready: Arc<AtomicBool>,
+    pub admissions: Family<ResultLabel, Counter>,
+    pub admission_duration: Histogram,
+    pub injected_workloads: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,6 +60,24 @@ impl Default for Metrics {
         let errors = Family::<ReasonLabel, Counter>::default();
         let backends = Family::<ConditionLabel, Gauge>::default();
         let leader = Gauge::default();
+        let admissions = Family::<ResultLabel, Counter>::default();
+        let admission_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
+        let injected_workloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "admissions",
+            "Pod admissions by result (injected, unchanged)",
+            admissions.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time the webhook spends on one admission review",
+            admission_duration.clone(),
+        );
+        registry.register(
+            "workload_patches",
+            "Workload pod-template patches by result (injected, released, conflict)",
+            injected_workloads.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles of CeleryResultBackends by result (ok, error)",
@@ -91,6 +112,9 @@ impl Default for Metrics {
             per_backend: Arc::default(),
             leader,
             ready: Arc::new(AtomicBool::new(false)),
+            admissions,
+            admission_duration,
+            injected_workloads,
         }
     }
 }

@@ -179,6 +179,12 @@ pub struct CeleryResultBackendStatus {
     /// Number of workloads carrying the injected URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected_workloads: Option<i32>,
+    /// Salted checksum of the URI Secret's content, as stamped on injected pod templates and Pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_checksum: Option<String>,
+    /// Opted-in Pods that were admitted without the injection (webhook unavailable); at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missed_pods: Vec<String>,
 }
 
 /// Service Binding reference (servicebinding.io provisioned service).

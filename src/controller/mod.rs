@@ -2,6 +2,7 @@
 //! (managed) -> build the URI (pure) -> server-side apply the URI Secret -> status and Events.
 
 pub mod status;
+pub mod workloads;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct RunOptions {
     pub lease_name: String,
     pub lease_namespace: String,
     pub identity: String,
+    /// The Pod webhook (None: not served).
+    pub webhook: Option<crate::webhook::WebhookOptions>,
 }
 
 pub struct Context {
@@ -150,6 +153,14 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         duration: Duration::from_secs(15),
         renew: Duration::from_secs(5),
     };
+    if let Some(w) = opts.webhook.clone() {
+        let (c, m) = (client.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::webhook::serve(c, w, m).await {
+                tracing::error!(error = %e, "webhook stopped");
+            }
+        });
+    }
     let (tx, mut rx) = tokio::sync::watch::channel(!opts.leader_election);
     if opts.leader_election {
         tokio::spawn(crate::leader::run(lease_api.clone(), lease_cfg.clone(), tx));
@@ -172,6 +183,10 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    let maintainer = opts
+        .webhook
+        .clone()
+        .map(|w| tokio::spawn(crate::webhook::maintain(client.clone(), w)));
 
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lost_flag = lost.clone();
@@ -186,6 +201,9 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     };
     run_controller(client, opts.namespace.clone(), metrics.clone(), shutdown).await;
     metrics.leader.set(0);
+    if let Some(h) = maintainer {
+        h.abort();
+    }
     if opts.leader_election {
         crate::leader::release(&lease_api, &lease_cfg).await;
     }
@@ -233,7 +251,84 @@ async fn run_controller(
     )
     .default_backoff()
     .touched_objects();
+    let store = reader.clone();
+    // Workloads and Pods (metadata only) map to the backends they opt in to, are matched by, or
+    // carry an injection record of.
+    let to_backends = move |meta: &kube::api::ObjectMeta| {
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let labels = meta.labels.clone().unwrap_or_default();
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        let mut out: Vec<ObjectRef<Guarded>> = vec![];
+        if let Some(b) = labels.get(crate::inject::OPT_IN_LABEL) {
+            out.push(ObjectRef::new(b).within(&ns));
+        }
+        if let Some(raw) = annotations.get(crate::inject::RECORD_ANNOTATION) {
+            if let Some(b) = serde_json::from_str::<Value>(raw)
+                .ok()
+                .and_then(|v| v["backend"].as_str().map(String::from))
+            {
+                out.push(ObjectRef::new(&b).within(&ns));
+            }
+        }
+        for g in store.state() {
+            if let Ok(crb) = &g.0 {
+                if crb.namespace().as_deref() == Some(ns.as_str())
+                    && crate::inject::workload_wants(&crb.name_any(), &crb.spec, &labels)
+                {
+                    out.push(ObjectRef::new(&crb.name_any()).within(&ns));
+                }
+            }
+        }
+        out
+    };
+    fn meta_stream<K>(
+        client: &Client,
+        namespace: &Option<String>,
+        cfg: watcher::Config,
+    ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        watcher(scoped::<PartialObjectMeta<K>>(client, namespace), cfg)
+            .default_backoff()
+            .touched_objects()
+    }
+    let (f1, f2, f3, f4, f5) = (
+        to_backends.clone(),
+        to_backends.clone(),
+        to_backends.clone(),
+        to_backends.clone(),
+        to_backends,
+    );
+    let all = watcher::Config::default();
+    let opted_pods = watcher::Config::default().labels(crate::inject::OPT_IN_LABEL);
     Controller::for_stream(backends, reader)
+        .watches_stream(
+            meta_stream::<k8s_openapi::api::apps::v1::Deployment>(&client, &namespace, all.clone()),
+            move |o| f1(&o.metadata),
+        )
+        .watches_stream(
+            meta_stream::<StatefulSet>(&client, &namespace, all.clone()),
+            move |o| f2(&o.metadata),
+        )
+        .watches_stream(
+            meta_stream::<k8s_openapi::api::apps::v1::DaemonSet>(&client, &namespace, all.clone()),
+            move |o| f3(&o.metadata),
+        )
+        .watches_stream(
+            meta_stream::<k8s_openapi::api::batch::v1::CronJob>(&client, &namespace, all),
+            move |o| f4(&o.metadata),
+        )
+        .watches_stream(
+            meta_stream::<k8s_openapi::api::core::v1::Pod>(&client, &namespace, opted_pods),
+            move |o| f5(&o.metadata),
+        )
         .owns(
             scoped::<Secret>(&client, &namespace),
             watcher::Config::default().labels(MANAGED_BY),
@@ -425,7 +520,7 @@ fn hash_of(v: &Value) -> String {
 
 /// Apply `desired` unless the live object already carries the same applied-hash (so a steady
 /// state issues reads only, never writes).
-async fn apply_if_changed<K>(api: &Api<K>, mut desired: Value) -> Result<Option<K>, kube::Error>
+pub async fn apply_if_changed<K>(api: &Api<K>, mut desired: Value) -> Result<Option<K>, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
@@ -591,9 +686,19 @@ async fn publish_uri_secret(
     ns: &str,
     secret_name: &str,
     cfg: &uri::BackendConfig,
-) -> Result<(), kube::Error> {
+) -> Result<String, kube::Error> {
     let name = obj.name_any();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let live = api.get_opt(secret_name).await?;
     let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+    // A random salt, generated once per Secret, keeps the checksum on pod templates from
+    // revealing anything about a weak password.
+    let salt = live
+        .as_ref()
+        .and_then(|l| l.data.as_ref())
+        .and_then(|d| d.get(crate::inject::SALT_KEY).cloned())
+        .unwrap_or_else(|| ByteString(provision::generate_password().into_bytes()));
+    data.insert(crate::inject::SALT_KEY.to_string(), salt);
     let mut put = |k: &str, v: &str| {
         data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
     };
@@ -616,13 +721,13 @@ async fn publish_uri_secret(
             .map(String::as_str)
             .unwrap_or("celery")
     );
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    if let Some(live) = api.get_opt(secret_name).await? {
+    let checksum = crate::inject::checksum(&data);
+    if let Some(live) = &live {
         let same = live.data.as_ref() == Some(&data)
             && live.type_.as_deref() == Some(type_.as_str())
             && live.metadata.owner_references.as_ref() == Some(&owner);
         if same {
-            return Ok(());
+            return Ok(checksum);
         }
     }
     let secret = json!({
@@ -647,7 +752,7 @@ async fn publish_uri_secret(
         &Patch::Apply(&secret),
     )
     .await?;
-    Ok(())
+    Ok(checksum)
 }
 
 async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<Action, Error> {
@@ -691,22 +796,43 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     };
 
     // 2. Publish the URI Secret.
+    let mut checksum = None;
     let ready = match built {
         Ok(cfg) => match publish_uri_secret(obj, ctx, &ns, &secret_name, &cfg).await {
-            Ok(()) if provisioned.ready => Outcome::ready(&secret_name),
-            Ok(()) => Outcome::failed(
-                "Provisioning",
-                format!(
-                    "{}; URI already published in Secret {secret_name}",
-                    provisioned.message
-                ),
-            ),
+            Ok(sum) => {
+                checksum = Some(sum);
+                if provisioned.ready {
+                    Outcome::ready(&secret_name)
+                } else {
+                    Outcome::failed(
+                        "Provisioning",
+                        format!(
+                            "{}; URI already published in Secret {secret_name}",
+                            provisioned.message
+                        ),
+                    )
+                }
+            }
             Err(e) => api_failure(&format!("Secret {secret_name}"), e)?,
         },
         Err(failed) => failed,
     };
 
-    // 3. Status (only when it changed) and Events (only on transitions).
+    // 3. Inject into opted-in workloads (only with a published URI: a transient failure must not
+    //    strip workers of their configuration).
+    let (injected, injection) = match &checksum {
+        Some(sum) => {
+            let inj = crate::inject::Injection::new(&name, &obj.spec, &secret_name, sum);
+            let r = workloads::sync(ctx, obj, &ns, Some(&inj)).await?;
+            (
+                Some(injected_outcome(&name, &r)),
+                Some((r.injected.len() as i32, r.missed_pods)),
+            )
+        }
+        None => (None, None),
+    };
+
+    // 4. Status (only when it changed) and Events (only on transitions).
     let old = obj.status.clone().unwrap_or_default();
     let new = status::next(
         &old,
@@ -717,8 +843,10 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             ready: ready.clone(),
             provisioned: provisioned.clone(),
             healthy: None,
-            injected: None,
+            injected,
             secret: secret_name.clone(),
+            uri_checksum: checksum,
+            injection,
         },
     );
     if new != old {
@@ -742,6 +870,11 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             &provisioned.message,
         )
         .await;
+    }
+    if let Some(c) = new.conditions.iter().find(|c| c.type_ == "Injected") {
+        if status::condition_changed(&old, &new, "Injected") && c.status != "Unknown" {
+            publish(ctx, &reference, c.status == "True", &c.reason, &c.message).await;
+        }
     }
     if status::condition_changed(&old, &new, "Ready") {
         publish(ctx, &reference, ready.ready, &ready.reason, &ready.message).await;
@@ -779,6 +912,53 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     } else {
         Action::requeue(backoff(bump_failures(ctx, key)))
     })
+}
+
+/// The Injected condition from what workload sync found.
+fn injected_outcome(name: &str, r: &workloads::Report) -> Outcome {
+    if !r.failed.is_empty() {
+        return Outcome::failed(
+            "InjectionConflict",
+            format!(
+                "the API server refused injecting into {}",
+                r.failed.join("; ")
+            ),
+        );
+    }
+    if !r.missed_pods.is_empty() {
+        return Outcome::failed(
+            "PodsMissed",
+            format!(
+                "{} opted-in Pod(s) were admitted without the result backend (was the webhook unavailable?): {}; Pods of patched workloads are replaced by their rollout, bare Pods must be re-created",
+                r.missed_pods.len(),
+                r.missed_pods.join(", ")
+            ),
+        );
+    }
+    if r.injected.is_empty() {
+        let skipped = if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} set the variable themselves: {})",
+                r.skipped.len(),
+                r.skipped.join(", ")
+            )
+        };
+        return Outcome::failed(
+            "NoOptIn",
+            format!("no workload opts in{skipped}: label a Deployment, StatefulSet, DaemonSet, CronJob or Pod with celery.dev/result-backend={name}"),
+        );
+    }
+    Outcome {
+        ready: true,
+        reason: "Injected".into(),
+        message: format!(
+            "{} workload(s) carry the URI: {}",
+            r.injected.len(),
+            r.injected.join(", ")
+        ),
+    }
 }
 
 /// The status fields that point at the published Secret.

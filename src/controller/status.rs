@@ -65,6 +65,10 @@ pub struct Report {
     pub injected: Option<Outcome>,
     /// Name of the published URI Secret.
     pub secret: String,
+    /// Checksum of the published URI Secret (None keeps the previous one).
+    pub uri_checksum: Option<String>,
+    /// Injected workload count and missed Pods (None keeps the previous values).
+    pub injection: Option<(i32, Vec<String>)>,
 }
 
 fn to_condition(old: &[Condition], type_: &str, o: &Outcome, generation: Option<i64>) -> Condition {
@@ -132,7 +136,17 @@ pub fn next(old: &Status, r: &Report) -> Status {
             .or_else(|| old.uri_secret_ref.clone()),
         binding: published.then_some(binding).or_else(|| old.binding.clone()),
         last_health_check: old.last_health_check.clone(),
-        injected_workloads: old.injected_workloads,
+        injected_workloads: r
+            .injection
+            .as_ref()
+            .map(|(n, _)| *n)
+            .or(old.injected_workloads),
+        uri_checksum: r.uri_checksum.clone().or_else(|| old.uri_checksum.clone()),
+        missed_pods: r
+            .injection
+            .as_ref()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| old.missed_pods.clone()),
     }
 }
 
@@ -165,6 +179,8 @@ mod tests {
             healthy: None,
             injected: None,
             secret: "s".into(),
+            uri_checksum: None,
+            injection: None,
         }
     }
 

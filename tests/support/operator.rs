@@ -17,14 +17,15 @@ impl Operator {
     /// An operator watching only `ns` (so concurrent tests do not share one), without the HTTP
     /// server; leader election uses a Lease in `ns`.
     pub fn start(dir: &Path, ns: &str) -> Self {
-        Self::start_with(dir, ns, "operator.log", &["--metrics-addr", "off"])
+        Self::start_with(dir, ns, "operator.log", &[])
     }
 
+    /// `extra` flags come after the defaults (metrics and webhook off), so they can override them.
     pub fn start_with(dir: &Path, ns: &str, log_name: &str, extra: &[&str]) -> Self {
         let (kubeconfig, _) = cluster();
         let log = dir.join(log_name);
         let child = Command::new(BIN)
-            .args(["run", "--namespace", ns])
+            .args(["run", "--namespace", ns, "--metrics-addr", "off", "--webhook-addr", "off"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "debug")

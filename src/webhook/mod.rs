@@ -1,0 +1,439 @@
+//! The mutating admission webhook for Pods: TLS server (every replica), certificate and
+//! MutatingWebhookConfiguration upkeep (leader only). The hot path reads a local cache only.
+
+pub mod certs;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::ByteString;
+use kube::api::{Patch, PatchParams};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::DynamicObject;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::api::CeleryResultBackend;
+use crate::inject::{self, Injection, NAMESPACE_ANNOTATION, OPT_IN_LABEL};
+use crate::telemetry::Metrics;
+
+/// How the webhook is exposed and configured.
+#[derive(Clone, Debug)]
+pub struct WebhookOptions {
+    /// Where the TLS server listens.
+    pub listen: SocketAddr,
+    /// How the API server reaches it: a URL (out-of-cluster) or a Service.
+    pub endpoint: Endpoint,
+    /// Name of the (cluster-scoped) MutatingWebhookConfiguration the leader maintains.
+    pub config_name: String,
+    /// Namespace and name of the Secret holding the CA and serving certificate.
+    pub secret_namespace: String,
+    pub secret_name: String,
+    /// `Ignore` (default) or `Fail`.
+    pub failure_policy: String,
+    /// Namespace the operator runs in (never sent to the webhook).
+    pub own_namespace: String,
+    /// Only this namespace is served (tests, single-namespace installs).
+    pub only_namespace: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Url(String),
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+}
+
+impl WebhookOptions {
+    /// SANs the serving certificate needs.
+    pub fn sans(&self) -> Vec<String> {
+        match &self.endpoint {
+            Endpoint::Url(u) => {
+                let host = u
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or(u)
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                let host = host
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(host)
+                    .trim_matches(['[', ']']);
+                vec![host.to_string()]
+            }
+            Endpoint::Service {
+                namespace, name, ..
+            } => vec![
+                format!("{name}.{namespace}.svc"),
+                format!("{name}.{namespace}.svc.cluster.local"),
+            ],
+        }
+    }
+}
+
+struct WebhookState {
+    backends: Store<CeleryResultBackend>,
+    metrics: Metrics,
+}
+
+/// The MutatingWebhookConfiguration, as applied by the leader.
+pub fn webhook_configuration(opts: &WebhookOptions, ca_bundle: &str) -> serde_json::Value {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_bundle);
+    let client_config = match &opts.endpoint {
+        Endpoint::Url(u) => {
+            json!({"url": format!("{}/mutate-pods", u.trim_end_matches('/')), "caBundle": ca})
+        }
+        Endpoint::Service {
+            namespace,
+            name,
+            port,
+        } => json!({
+            "service": {"namespace": namespace, "name": name, "port": port, "path": "/mutate-pods"},
+            "caBundle": ca,
+        }),
+    };
+    let namespace_selector = match &opts.only_namespace {
+        Some(ns) => {
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}]})
+        }
+        None => json!({"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [opts.own_namespace, "kube-system"]},
+            {"key": "celery.dev/injection", "operator": "NotIn", "values": ["disabled"]},
+        ]}),
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": opts.config_name, "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER}},
+        "webhooks": [{
+            "name": "pods.celery.dev",
+            "clientConfig": client_config,
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
+            "failurePolicy": opts.failure_policy,
+            "sideEffects": "None",
+            "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+            "reinvocationPolicy": "IfNeeded",
+            "namespaceSelector": namespace_selector,
+            "objectSelector": {"matchExpressions": [{"key": OPT_IN_LABEL, "operator": "Exists"}]},
+        }],
+    })
+}
+
+/// Decide the admission response for one Pod, from the cache only.
+fn admit(
+    req: &AdmissionRequest<DynamicObject>,
+    backends: &Store<CeleryResultBackend>,
+) -> AdmissionResponse {
+    let res = AdmissionResponse::from(req);
+    let warn = |mut r: AdmissionResponse, w: String| {
+        tracing::info!(namespace = ?req.namespace, pod = %req.name, "{w}");
+        r.warnings.get_or_insert_with(Vec::new).push(w);
+        r
+    };
+    let Some(obj) = req.object.as_ref() else {
+        return res;
+    };
+    let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
+        Ok(p) => p,
+        Err(e) => {
+            return warn(
+                res,
+                format!("celery-backend-operator: cannot read the Pod ({e}); not injected"),
+            )
+        }
+    };
+    let ns = req.namespace.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let Some(backend) = labels.get(OPT_IN_LABEL) else {
+        return res;
+    };
+    if let Some(other) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NAMESPACE_ANNOTATION))
+        .filter(|o| *o != &ns)
+    {
+        return warn(
+            res,
+            format!("celery-backend-operator: backend {other}/{backend} is in another namespace; a Pod can only use a backend in its own namespace ({ns}); not injected"),
+        );
+    }
+    let Some(crb) = backends.get(&ObjectRef::new(backend).within(&ns)) else {
+        return warn(
+            res,
+            format!("celery-backend-operator: no CeleryResultBackend {backend} in namespace {ns}; not injected"),
+        );
+    };
+    let status = crb.status.clone().unwrap_or_default();
+    let (Some(secret), Some(sum)) = (status.uri_secret_ref.as_ref(), status.uri_checksum.as_ref())
+    else {
+        return warn(
+            res,
+            format!("celery-backend-operator: backend {backend} has not published its URI yet; not injected"),
+        );
+    };
+    let inj = Injection::new(backend, &crb.spec, &secret.name, sum);
+    let ops = inject::pod_patch(&pod, &inj);
+    if ops.is_empty() {
+        return res;
+    }
+    let patch: json_patch::Patch = match serde_json::from_value(json!(ops)) {
+        Ok(p) => p,
+        Err(e) => {
+            return warn(
+                res,
+                format!("celery-backend-operator: internal patch error {e}; not injected"),
+            )
+        }
+    };
+    match res.clone().with_patch(patch) {
+        Ok(r) => r,
+        Err(e) => warn(
+            res,
+            format!("celery-backend-operator: internal patch error {e}; not injected"),
+        ),
+    }
+}
+
+async fn mutate(
+    State(s): State<Arc<WebhookState>>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let started = Instant::now();
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
+    };
+    let res = admit(&req, &s.backends);
+    let patched = res.patch.is_some();
+    s.metrics
+        .admission_duration
+        .observe(started.elapsed().as_secs_f64());
+    s.metrics
+        .admissions
+        .get_or_create(&crate::telemetry::ResultLabel {
+            result: if patched { "injected" } else { "unchanged" }.into(),
+        })
+        .inc();
+    Json(res.into_review())
+}
+
+fn secret_strings(s: &Secret) -> BTreeMap<String, String> {
+    s.data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|t| (k, t)))
+        .collect()
+}
+
+fn server_config(data: &BTreeMap<String, String>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = data
+        .get(certs::TLS_CERT)
+        .ok_or_else(|| anyhow::anyhow!("no {}", certs::TLS_CERT))?;
+    let key = data
+        .get(certs::TLS_KEY)
+        .ok_or_else(|| anyhow::anyhow!("no {}", certs::TLS_KEY))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Serve the webhook on every replica: wait for the certificate Secret, then serve and reload it
+/// whenever it changes.
+pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> anyhow::Result<()> {
+    let backends_api: Api<CeleryResultBackend> = match &opts.only_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = watcher(backends_api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "webhook cache watch error");
+            }
+        }
+    });
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.secret_namespace);
+    let mut current: Option<BTreeMap<String, String>> = None;
+    let mut rustls_cfg: Option<axum_server::tls_rustls::RustlsConfig> = None;
+    let state = Arc::new(WebhookState {
+        backends: reader,
+        metrics,
+    });
+    loop {
+        match secrets.get_opt(&opts.secret_name).await {
+            Ok(Some(s)) => {
+                let data = secret_strings(&s);
+                if current.as_ref() != Some(&data) {
+                    match server_config(&data) {
+                        Ok(cfg) => {
+                            if let Some(r) = &rustls_cfg {
+                                r.reload_from_config(cfg);
+                                tracing::info!("webhook certificate reloaded");
+                            } else {
+                                let r = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
+                                rustls_cfg = Some(r.clone());
+                                let app = Router::new()
+                                    .route("/mutate-pods", post(mutate))
+                                    .with_state(state.clone());
+                                let addr = opts.listen;
+                                tracing::info!(%addr, "serving the Pod webhook over TLS");
+                                tokio::spawn(async move {
+                                    if let Err(e) = axum_server::bind_rustls(addr, r)
+                                        .serve(app.into_make_service())
+                                        .await
+                                    {
+                                        tracing::error!(error = %e, "webhook server stopped");
+                                    }
+                                });
+                            }
+                            current = Some(data);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "webhook certificate Secret is not usable yet")
+                        }
+                    }
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(secret = %opts.secret_name, "waiting for the webhook certificate Secret")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the webhook certificate Secret"),
+        }
+        let wait = if current.is_some() { 30 } else { 1 };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+/// Leader only: keep the certificate Secret fresh and the MutatingWebhookConfiguration's caBundle
+/// current. Runs once an hour (and at once).
+pub async fn maintain(client: Client, opts: WebhookOptions) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.secret_namespace);
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    loop {
+        let res: anyhow::Result<()> = async {
+            let live = secrets.get_opt(&opts.secret_name).await?;
+            let mut data = live.as_ref().map(secret_strings).unwrap_or_default();
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            if let Some(next) =
+                certs::next_bundle(&data, &opts.sans(), now, certs::Lifetimes::default())?
+            {
+                let body = json!({
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": opts.secret_name,
+                        "namespace": opts.secret_namespace,
+                        "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+                    },
+                    "type": "Opaque",
+                    "data": next.iter().map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
+                });
+                secrets
+                    .patch(
+                        &opts.secret_name,
+                        &PatchParams::apply(crate::controller::FIELD_MANAGER).force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await?;
+                tracing::info!(secret = %opts.secret_name, "issued the webhook serving certificate");
+                data = next;
+            }
+            let desired = webhook_configuration(&opts, &certs::ca_bundle(&data));
+            crate::controller::apply_if_changed(&mwcs, desired).await?;
+            Ok(())
+        }
+        .await;
+        let wait = match res {
+            Ok(()) => 3600,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook certificate upkeep failed; retrying");
+                10
+            }
+        };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_is_safe_by_default() {
+        let opts = WebhookOptions {
+            listen: "127.0.0.1:9443".parse().unwrap(),
+            endpoint: Endpoint::Service {
+                namespace: "cbo".into(),
+                name: "cbo-webhook".into(),
+                port: 443,
+            },
+            config_name: "cbo".into(),
+            secret_namespace: "cbo".into(),
+            secret_name: "tls".into(),
+            failure_policy: "Ignore".into(),
+            own_namespace: "cbo".into(),
+            only_namespace: None,
+        };
+        let c = webhook_configuration(&opts, "PEM");
+        let w = &c["webhooks"][0];
+        assert_eq!(w["failurePolicy"], "Ignore");
+        assert_eq!(w["timeoutSeconds"], 5);
+        assert_eq!(w["sideEffects"], "None");
+        assert_eq!(
+            w["objectSelector"]["matchExpressions"][0]["key"],
+            OPT_IN_LABEL
+        );
+        let ns = serde_json::to_string(&w["namespaceSelector"]).unwrap();
+        assert!(ns.contains("NotIn") && ns.contains("\"cbo\""), "{ns}");
+        assert_eq!(w["clientConfig"]["service"]["path"], "/mutate-pods");
+        let _: MutatingWebhookConfiguration = serde_json::from_value(c).unwrap();
+        assert_eq!(
+            opts.sans(),
+            vec!["cbo-webhook.cbo.svc", "cbo-webhook.cbo.svc.cluster.local"]
+        );
+        let url = WebhookOptions {
+            endpoint: Endpoint::Url("https://127.0.0.1:18443".into()),
+            ..opts
+        };
+        assert_eq!(url.sans(), vec!["127.0.0.1"]);
+        assert_eq!(
+            webhook_configuration(&url, "x")["webhooks"][0]["clientConfig"]["url"],
+            "https://127.0.0.1:18443/mutate-pods"
+        );
+    }
+}
