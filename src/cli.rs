@@ -9,7 +9,12 @@ use crate::{api, manifests, uri};
 
 /// Celery result backends as Kubernetes resources.
 #[derive(Debug, Parser)]
-#[command(name = "celery-backend-operator", version, about)]
+#[command(
+    name = "celery-backend-operator",
+    version,
+    about,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -65,6 +65,10 @@ impl Error {
 /// re-reconciles exactly those backends without caching Secret data.
 type SecretIndex = Arc<Mutex<HashMap<(String, String), HashSet<(String, String)>>>>;
 
+type SelectorIndex = Arc<
+    Mutex<HashMap<(String, String), k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>>,
+>;
+
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -86,6 +90,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     index: SecretIndex,
+    /// Workload selectors of backends (namespace, name), so workload events find their backends.
+    selectors: SelectorIndex,
     /// Consecutive failures per backend, for exponential backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
     store: Store<Guarded>,
@@ -241,6 +247,7 @@ async fn run_controller(
         metrics,
         index: SecretIndex::default(),
         failures: Mutex::default(),
+        selectors: SelectorIndex::default(),
         store: reader.clone(),
     });
     let index = ctx.index.clone();
@@ -251,7 +258,7 @@ async fn run_controller(
     )
     .default_backoff()
     .touched_objects();
-    let store = reader.clone();
+    let selectors = ctx.selectors.clone();
     // Workloads and Pods (metadata only) map to the backends they opt in to, are matched by, or
     // carry an injection record of.
     let to_backends = move |meta: &kube::api::ObjectMeta| {
@@ -270,12 +277,12 @@ async fn run_controller(
                 out.push(ObjectRef::new(&b).within(&ns));
             }
         }
-        for g in store.state() {
-            if let Ok(crb) = &g.0 {
-                if crb.namespace().as_deref() == Some(ns.as_str())
-                    && crate::inject::workload_wants(&crb.name_any(), &crb.spec, &labels)
-                {
-                    out.push(ObjectRef::new(&crb.name_any()).within(&ns));
+        // Backends selecting workloads by label selector (indexed during reconcile; reading the
+        // reflector store from inside a mapper stalled the controller's start-up).
+        if let Ok(sel) = selectors.lock() {
+            for ((bns, bname), selector) in sel.iter() {
+                if bns == &ns && crate::inject::selector_matches(selector, &labels) {
+                    out.push(ObjectRef::new(bname).within(&ns));
                 }
             }
         }
@@ -817,6 +824,23 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         },
         Err(failed) => failed,
     };
+
+    if let Ok(mut sel) = ctx.selectors.lock() {
+        let key = (ns.clone(), name.clone());
+        match obj
+            .spec
+            .injection
+            .as_ref()
+            .and_then(|i| i.workload_selector.clone())
+        {
+            Some(s) => {
+                sel.insert(key, s);
+            }
+            None => {
+                sel.remove(&key);
+            }
+        }
+    }
 
     // 3. Inject into opted-in workloads (only with a published URI: a transient failure must not
     //    strip workers of their configuration).

@@ -25,7 +25,15 @@ impl Operator {
         let (kubeconfig, _) = cluster();
         let log = dir.join(log_name);
         let child = Command::new(BIN)
-            .args(["run", "--namespace", ns, "--metrics-addr", "off", "--webhook-addr", "off"])
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--metrics-addr",
+                "off",
+                "--webhook-addr",
+                "off",
+            ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "debug")

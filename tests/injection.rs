@@ -1,0 +1,372 @@
+//! Injection on the real control plane with kube-controller-manager: workload pod templates get
+//! the URI by reference and roll only on real changes; the Pod webhook (TLS, self-managed CA)
+//! injects bare Pods; a webhook outage is reported; opting out removes exactly the injection.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace};
+use support::operator::{condition, get, wait_until, Operator};
+
+const SECRET: &str = "orders-redis-celery-result-backend";
+
+fn apply_yaml(ns: &str, yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    kubectl(&["apply", "-n", ns, "-f", f.to_str().unwrap()])
+}
+
+fn json_of(ns: &str, what: &[&str]) -> Option<Value> {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&get(ns, &args)).ok()
+}
+
+fn deployment(name: &str, opt_in: bool) -> String {
+    let label = if opt_in {
+        "\n  labels: {celery.dev/result-backend: orders-redis}"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}{label}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n      - {{name: worker, image: registry.invalid/celery-worker:1, command: [celery, worker], env: [{{name: LOG_LEVEL, value: info}}]}}\n"
+    )
+}
+
+fn bare_pod(name: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{celery.dev/result-backend: orders-redis}}\n  annotations: {{{annotations}}}\nspec:\n  containers:\n  - {{name: worker, image: registry.invalid/celery-worker:1}}\n"
+    )
+}
+
+/// Whether a container spec (JSON) gets CELERY_RESULT_BACKEND from the URI Secret.
+fn has_uri_env(container: &Value) -> bool {
+    container["env"].as_array().is_some_and(|env| {
+        env.iter().any(|e| {
+            e["name"] == "CELERY_RESULT_BACKEND"
+                && e["valueFrom"]["secretKeyRef"]["name"] == SECRET
+                && e["valueFrom"]["secretKeyRef"]["key"] == "CELERY_RESULT_BACKEND"
+        })
+    })
+}
+
+fn pods_of(ns: &str, app: &str) -> Vec<Value> {
+    json_of(ns, &["pods", "-l", &format!("app={app}")])
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn replicasets(ns: &str, app: &str) -> usize {
+    json_of(ns, &["replicasets", "-l", &format!("app={app}")])
+        .and_then(|v| v["items"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+fn template_checksum(ns: &str, deploy: &str) -> String {
+    get(
+        ns,
+        &[
+            "get",
+            "deployment",
+            deploy,
+            "-o",
+            "jsonpath={.spec.template.metadata.annotations.celery\\.dev/result-backend-checksum}",
+        ],
+    )
+}
+
+struct WebhookConfigGuard(String);
+impl Drop for WebhookConfigGuard {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn workloads_and_pods_get_the_uri_by_reference() {
+    install_crds();
+    let ns = TestNamespace::blocking("inject");
+    let n = ns.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config_name = format!("cbo-test-{n}");
+    let _guard = WebhookConfigGuard(config_name.clone());
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let flags = [
+        "--webhook-addr",
+        addr.as_str(),
+        "--webhook-url",
+        url.as_str(),
+        "--webhook-config-name",
+        config_name.as_str(),
+    ];
+    let mut op = Operator::start_with(tmp.path(), &n, "op1.log", &flags);
+    kubectl_ok(&[
+        "apply",
+        "-n",
+        &n,
+        "-f",
+        "examples/redis-secret.yaml",
+        "-f",
+        "examples/redis.yaml",
+    ]);
+    wait_until("Ready", 30, || {
+        condition(&n, "orders-redis", "Ready")
+            .starts_with("True|")
+            .then_some(())
+    });
+    // Nothing opts in yet.
+    assert!(condition(&n, "orders-redis", "Injected").starts_with("False|NoOptIn|"));
+    // The leader issued a certificate and registered the webhook with its CA.
+    let mwc = wait_until("MutatingWebhookConfiguration", 30, || {
+        serde_json::from_slice::<Value>(
+            &kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                &config_name,
+                "-o",
+                "json",
+            ])
+            .stdout,
+        )
+        .ok()
+    });
+    let hook = &mwc["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert!(hook["clientConfig"]["caBundle"]
+        .as_str()
+        .is_some_and(|c| c.len() > 100));
+    assert_eq!(
+        hook["objectSelector"]["matchExpressions"][0]["key"],
+        "celery.dev/result-backend"
+    );
+
+    // 1. A labelled Deployment: the ReplicaSet controller's Pods carry the env from the Secret.
+    assert!(apply_yaml(&n, &deployment("worker", true)).status.success());
+    assert!(apply_yaml(&n, &deployment("plain", false)).status.success());
+    let pod = wait_until("an injected worker Pod", 60, || {
+        pods_of(&n, "worker")
+            .into_iter()
+            .find(|p| has_uri_env(&p["spec"]["containers"][0]))
+    });
+    let env = &pod["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "LOG_LEVEL"),
+        "the user's env stays: {env}"
+    );
+    assert!(
+        !serde_json::to_string(env).unwrap().contains("redis://"),
+        "never the URI in plain text"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for p in pods_of(&n, "plain") {
+        assert!(
+            !has_uri_env(&p["spec"]["containers"][0]),
+            "an unlabelled Deployment is untouched"
+        );
+    }
+    let d = json_of(&n, &["deployment", "worker"]).unwrap();
+    let record: Value = serde_json::from_str(
+        d["metadata"]["annotations"]["celery.dev/injected"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["backend"], "orders-redis");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.invalid/celery-worker:1"
+    );
+    wait_until("Injected=True", 30, || {
+        condition(&n, "orders-redis", "Injected")
+            .starts_with("True|Injected|")
+            .then_some(())
+    });
+    assert_eq!(
+        get(
+            &n,
+            &[
+                "get",
+                "crb",
+                "orders-redis",
+                "-o",
+                "jsonpath={.status.injectedWorkloads}"
+            ]
+        ),
+        "1"
+    );
+
+    // 2. Rotation rolls the workers (new checksum, new ReplicaSet) ...
+    let sum1 = template_checksum(&n, "worker");
+    let rs1 = replicasets(&n, "worker");
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "patch",
+        "secret",
+        "redis-auth",
+        "-p",
+        r#"{"stringData":{"password":"rotated pw/2"}}"#,
+    ]);
+    wait_until("new checksum", 30, || {
+        let s = template_checksum(&n, "worker");
+        (!s.is_empty() && s != sum1).then_some(())
+    });
+    wait_until("a new ReplicaSet", 30, || {
+        (replicasets(&n, "worker") == rs1 + 1).then_some(())
+    });
+    // ... and an operator restart rolls nothing.
+    let sum2 = template_checksum(&n, "worker");
+    let gen = get(
+        &n,
+        &[
+            "get",
+            "deployment",
+            "worker",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+    );
+    assert!(op.terminate().success());
+    let mut op = Operator::start_with(tmp.path(), &n, "op2.log", &flags);
+    wait_until("the restarted operator leads", 30, || {
+        op.log().contains("became leader").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(template_checksum(&n, "worker"), sum2);
+    assert_eq!(
+        replicasets(&n, "worker"),
+        rs1 + 1,
+        "a restart must not roll workers"
+    );
+    assert_eq!(
+        get(
+            &n,
+            &[
+                "get",
+                "deployment",
+                "worker",
+                "-o",
+                "jsonpath={.metadata.generation}"
+            ]
+        ),
+        gen
+    );
+
+    // 3. A bare labelled Pod is injected by the webhook; one naming another namespace is not.
+    wait_until("default ServiceAccount", 30, || {
+        json_of(&n, &["serviceaccount", "default"]).map(|_| ())
+    });
+    let t0 = Instant::now();
+    let out = wait_until("bare Pod admitted", 30, || {
+        let o = apply_yaml(&n, &bare_pod("bare", ""));
+        o.status.success().then_some(o)
+    });
+    let _ = out;
+    let bare = json_of(&n, &["pod", "bare"]).unwrap();
+    assert!(
+        has_uri_env(&bare["spec"]["containers"][0]),
+        "webhook injection: {}",
+        bare["spec"]
+    );
+    assert!(bare["metadata"]["annotations"]["celery.dev/result-backend-checksum"].is_string());
+    eprintln!(
+        "MEASURE bare Pod create through the webhook: {} ms",
+        t0.elapsed().as_millis()
+    );
+    let other = apply_yaml(
+        &n,
+        &bare_pod("elsewhere", "celery.dev/result-backend-namespace: team-b"),
+    );
+    assert!(other.status.success());
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        stderr.contains("another namespace"),
+        "the webhook explains itself: {stderr}"
+    );
+    let elsewhere = json_of(&n, &["pod", "elsewhere"]).unwrap();
+    assert!(!has_uri_env(&elsewhere["spec"]["containers"][0]));
+    kubectl_ok(&["-n", &n, "delete", "pod", "elsewhere", "--wait=false"]);
+    wait_until("elsewhere gone", 30, || {
+        json_of(&n, &["pod", "elsewhere"]).is_none().then_some(())
+    });
+
+    // 4. Webhook down + Ignore: the Pod is still created; the status names it.
+    op.kill();
+    let missed = apply_yaml(&n, &bare_pod("missed", ""));
+    assert!(
+        missed.status.success(),
+        "Ignore admits Pods while the webhook is down"
+    );
+    assert!(!has_uri_env(
+        &json_of(&n, &["pod", "missed"]).unwrap()["spec"]["containers"][0]
+    ));
+    let op = Operator::start_with(tmp.path(), &n, "op3.log", &flags);
+    let msg = wait_until("PodsMissed", 60, || {
+        let c = condition(&n, "orders-redis", "Injected");
+        c.starts_with("False|PodsMissed|").then_some(c)
+    });
+    assert!(msg.contains("missed"), "{msg}");
+    assert_eq!(
+        get(
+            &n,
+            &[
+                "get",
+                "crb",
+                "orders-redis",
+                "-o",
+                "jsonpath={.status.missedPods}"
+            ]
+        ),
+        r#"["missed"]"#
+    );
+    kubectl_ok(&["-n", &n, "delete", "pod", "missed", "--wait=false"]);
+
+    // 5. Removing the label removes exactly the injection (env, checksum, record), nothing else.
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "label",
+        "deployment",
+        "worker",
+        "celery.dev/result-backend-",
+    ]);
+    wait_until("injection removed", 30, || {
+        let d = json_of(&n, &["deployment", "worker"])?;
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let gone = !has_uri_env(c)
+            && d["spec"]["template"]["metadata"]["annotations"]
+                ["celery.dev/result-backend-checksum"]
+                .is_null()
+            && d["metadata"]["annotations"]["celery.dev/injected"].is_null();
+        (gone
+            && c["env"][0]["name"] == "LOG_LEVEL"
+            && c["image"] == "registry.invalid/celery-worker:1")
+            .then_some(())
+    });
+    eprintln!(
+        "MEASURE operator resident memory after the injection test: {} KiB",
+        op.rss_kib()
+    );
+}
