@@ -9,15 +9,15 @@ cd "$ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "1/6 local control plane (etcd + kube-apiserver + kube-controller-manager)"
+say "1/7 local control plane (etcd + kube-apiserver + kube-controller-manager)"
 bash hack/cluster.sh up
 eval "$(bash hack/cluster.sh env)"
 
-say "2/6 build celery-backend-operator"
+say "2/7 build celery-backend-operator"
 cargo build --quiet --locked
 BIN=$CARGO_TARGET_DIR/debug/celery-backend-operator
 
-say "3/6 a Redis on 127.0.0.1:6379 with the example's password"
+say "3/7 a Redis on 127.0.0.1:6379 with the example's password"
 if ! command -v redis-server >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 fi
@@ -30,16 +30,17 @@ if ! redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning -a "$PW" ping 2>/dev/null 
 fi
 echo "redis: $(redis-cli -p 6379 --no-auth-warning -a "$PW" ping)"
 
-say "4/6 install the CRD and run the operator (log: $CBO_CACHE/quickstart-operator.log)"
+say "4/7 install the CRD and run the operator (log: $CBO_CACHE/quickstart-operator.log)"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 OPPID=$CBO_CACHE/quickstart-operator.pid
 if [ -f "$OPPID" ] && kill -0 "$(cat "$OPPID")" 2>/dev/null; then kill "$(cat "$OPPID")"; sleep 0.5; fi
-nohup "$BIN" run --metrics-addr 127.0.0.1:18080 >"$CBO_CACHE/quickstart-operator.log" 2>&1 &
+nohup "$BIN" run --metrics-addr 127.0.0.1:18080 \
+  --webhook-addr 127.0.0.1:19443 --webhook-url https://127.0.0.1:19443 --lease-namespace default >"$CBO_CACHE/quickstart-operator.log" 2>&1 &
 echo $! >"$OPPID"
 echo "operator pid $(cat "$OPPID")"
 
-say "5/6 apply examples/redis.yaml and wait for Ready"
+say "5/7 apply examples/redis.yaml and wait for Ready"
 kubectl create namespace celery-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -n celery-demo -f examples/redis-secret.yaml -f examples/redis.yaml
 kubectl wait -n celery-demo --for=condition=Ready --timeout=60s crb/orders-redis
@@ -49,7 +50,7 @@ URI=$(kubectl get secret -n celery-demo "$SECRET" -o jsonpath='{.data.CELERY_RES
 echo "Secret $SECRET, key CELERY_RESULT_BACKEND (password masked):"
 echo "  $(echo "$URI" | sed -E 's#(://[^:/@]*:)[^@]*@#\1****@#')"
 
-say "6/6 a real Celery $CELERY_VERSION stores and reads a result through that URI"
+say "6/7 a real Celery $CELERY_VERSION stores and reads a result through that URI"
 PY=$(bash hack/python-env.sh)
 CELERY_RESULT_BACKEND="$URI" "$PY" - <<'PY'
 import os, uuid
@@ -61,5 +62,24 @@ meta = app.backend.get_task_meta(tid)
 print(f"stored and read back task {tid}: status={meta['status']} result={meta['result']}")
 assert meta["result"] == {"hello": "celery"}
 PY
+
+say "7/7 a worker Deployment gets the URI injected by reference"
+kubectl apply -n celery-demo -f examples/celery-worker-deployment.yaml
+for _ in $(seq 1 60); do
+  POD=$(kubectl get pods -n celery-demo -l app=orders-worker -o json | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    env = p["spec"]["containers"][0].get("env", [])
+    if any(e["name"] == "CELERY_RESULT_BACKEND" for e in env):
+        print(p["metadata"]["name"]); break')
+  [ -n "$POD" ] && break
+  sleep 1
+done
+[ -n "$POD" ] || { echo "no injected worker Pod after 60 s" >&2; exit 1; }
+echo "Pod $POD (created by the ReplicaSet controller; no kubelet here, so it stays Pending):"
+kubectl get pod -n celery-demo "$POD" -o jsonpath='{range .spec.containers[0].env[*]}  {.name} <- secret {.valueFrom.secretKeyRef.name}, key {.valueFrom.secretKeyRef.key}{"\n"}{end}'
+kubectl get pod -n celery-demo "$POD" -o jsonpath='  annotation celery.dev/result-backend-checksum={.metadata.annotations.celery\.dev/result-backend-checksum}{"\n"}'
+kubectl get crb -n celery-demo orders-redis -o jsonpath='  backend status: Injected={.status.conditions[?(@.type=="Injected")].status} ({.status.conditions[?(@.type=="Injected")].message}){"\n"}'
+
 echo
 echo "The operator keeps running (pid $(cat "$OPPID")); stop it with: kill $(cat "$OPPID")"
