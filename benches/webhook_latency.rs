@@ -39,19 +39,48 @@ fn main() {
     let ns = TestNamespace::blocking("bench-webhook");
     let n = ns.name.clone();
     let tmp = tempfile::tempdir().expect("tmp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!("cbo-bench-{n}");
-    let (addr, url) = (format!("127.0.0.1:{port}"), format!("https://127.0.0.1:{port}"));
+    let (addr, url) = (
+        format!("127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    );
     let _op = Operator::start_with(
         tmp.path(),
         &n,
         "op.log",
-        &["--webhook-addr", &addr, "--webhook-url", &url, "--webhook-config-name", &config],
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-url",
+            &url,
+            "--webhook-config-name",
+            &config,
+        ],
     );
-    kubectl_ok(&["apply", "-n", &n, "-f", "examples/redis-secret.yaml", "-f", "examples/redis.yaml"]);
-    wait_until("Ready", 60, || condition(&n, "orders-redis", "Ready").starts_with("True|").then_some(()));
+    kubectl_ok(&[
+        "apply",
+        "-n",
+        &n,
+        "-f",
+        "examples/redis-secret.yaml",
+        "-f",
+        "examples/redis.yaml",
+    ]);
+    wait_until("Ready", 60, || {
+        condition(&n, "orders-redis", "Ready")
+            .starts_with("True|")
+            .then_some(())
+    });
     wait_until("default ServiceAccount", 60, || {
-        kubectl(&["-n", &n, "get", "serviceaccount", "default"]).status.success().then_some(())
+        kubectl(&["-n", &n, "get", "serviceaccount", "default"])
+            .status
+            .success()
+            .then_some(())
     });
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (with, without) = rt.block_on(async {
@@ -59,8 +88,15 @@ fn main() {
         // Wait until the webhook injects (certificate issued, configuration registered).
         let mut i = 0;
         loop {
-            let p = api.create(&PostParams::default(), &pod(&format!("warm-{i}"), true)).await.expect("create");
-            if p.metadata.annotations.unwrap_or_default().contains_key("celery.dev/result-backend-checksum") {
+            let p = api
+                .create(&PostParams::default(), &pod(&format!("warm-{i}"), true))
+                .await
+                .expect("create");
+            if p.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("celery.dev/result-backend-checksum")
+            {
                 break;
             }
             i += 1;
@@ -73,10 +109,19 @@ fn main() {
             for opt_in in [true, false] {
                 let name = format!("{}-{k}", if opt_in { "in" } else { "base" });
                 let t = Instant::now();
-                let p = api.create(&PostParams::default(), &pod(&name, opt_in)).await.expect("create");
+                let p = api
+                    .create(&PostParams::default(), &pod(&name, opt_in))
+                    .await
+                    .expect("create");
                 let d = t.elapsed();
                 if opt_in {
-                    assert!(p.metadata.annotations.unwrap_or_default().contains_key("celery.dev/result-backend-checksum"), "{name} not injected");
+                    assert!(
+                        p.metadata
+                            .annotations
+                            .unwrap_or_default()
+                            .contains_key("celery.dev/result-backend-checksum"),
+                        "{name} not injected"
+                    );
                     with.push(d);
                 } else {
                     without.push(d);
@@ -90,8 +135,17 @@ fn main() {
     println!("Pod create latency, {N} Pods each, client-side (kube-rs -> kube-apiserver -> webhook), same run");
     println!("| series | p50 ms | p90 ms | p99 ms | max ms |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for (label, s) in [("baseline: no opt-in label (webhook skipped)", &without), ("opted in: mutated by the webhook", &with)] {
-        println!("| {label} | {:.2} | {:.2} | {:.2} | {:.2} |", pct(s, 0.5), pct(s, 0.9), pct(s, 0.99), pct(s, 1.0));
+    for (label, s) in [
+        ("baseline: no opt-in label (webhook skipped)", &without),
+        ("opted in: mutated by the webhook", &with),
+    ] {
+        println!(
+            "| {label} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            pct(s, 0.5),
+            pct(s, 0.9),
+            pct(s, 0.99),
+            pct(s, 1.0)
+        );
     }
     println!(
         "| ratio opted-in / baseline | {:.2}x | {:.2}x | {:.2}x | |",
@@ -104,5 +158,10 @@ fn main() {
         pct(&with, 0.5) - pct(&without, 0.5),
         pct(&with, 0.99) - pct(&without, 0.99)
     );
-    let _ = kubectl(&["delete", "mutatingwebhookconfiguration", &config, "--ignore-not-found"]);
+    let _ = kubectl(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        &config,
+        "--ignore-not-found",
+    ]);
 }
