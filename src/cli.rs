@@ -1,4 +1,5 @@
-//! Command-line interface: `crd` prints the CRDs, `uri` prints what the operator would publish.
+//! Command-line interface: `crd` prints the CRDs, `uri` prints what the operator would publish,
+//! `run` runs the controller, `check` probes a store and `cleanup` purges expired results.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,110 @@ pub enum Command {
     Uri(UriArgs),
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(RunArgs),
+    /// Probe the store a backend manifest names (a real round trip); exit 0 when healthy.
+    Check(CheckArgs),
+    /// Delete (or count, with --dry-run) the results older than a duration from the store.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// CeleryResultBackend manifest (YAML; may also contain Secrets).
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Secret manifests the backend references.
+    #[arg(short = 's', long = "secret")]
+    pub secrets: Vec<PathBuf>,
+    /// Give up after this long (Go duration).
+    #[arg(long, default_value = "5s")]
+    pub timeout: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    pub target: CheckArgs,
+    /// Results completed longer ago than this are deleted (e.g. 24h, 7d).
+    #[arg(long)]
+    pub older_than: String,
+    /// Count what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows or keys per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: u32,
+    /// Maximum deletions per second (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+}
+
+fn store_for(args: &CheckArgs) -> Result<crate::stores::Store> {
+    let (backend, mut secrets) = manifests::load_backend(&args.file)?;
+    for s in &args.secrets {
+        manifests::load_secrets(s, &mut secrets)?;
+    }
+    let name = backend.metadata.name.clone().unwrap_or_default();
+    if backend.spec.is_managed() {
+        anyhow::bail!("CeleryResultBackend {name:?} is managed: its credentials exist only in the cluster; check it there (status.conditions Healthy)");
+    }
+    let cfg = uri::build(&backend.spec, &secrets)
+        .with_context(|| format!("CeleryResultBackend {name:?} in {}", args.file.display()))?;
+    Ok(crate::stores::Store::from_config(
+        &cfg,
+        backend.spec.result_expires.is_some(),
+    ))
+}
+
+fn duration_arg(flag: &str, v: &str) -> Result<std::time::Duration> {
+    let secs = api::parse_duration(v).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// `check`: a real round trip; an error (non-zero exit) when the store does not answer.
+pub async fn run_check(args: &CheckArgs) -> Result<String> {
+    let store = store_for(args)?;
+    let timeout = duration_arg("--timeout", &args.timeout)?;
+    let p = store
+        .probe(timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
+    Ok(format!(
+        "healthy: {} ({} in {} ms); expiry: {}\n",
+        store.kind(),
+        p.detail,
+        p.latency.as_millis(),
+        match store.expiry() {
+            crate::stores::Expiry::Native(w) => format!("native ({w})"),
+            crate::stores::Expiry::Purgeable => "needs cleanup (the operator can purge)".into(),
+            crate::stores::Expiry::Unsupported(w) => format!("not handled ({w})"),
+        }
+    ))
+}
+
+/// `cleanup`: purge results older than --older-than and print the counts.
+pub async fn run_cleanup(args: &CleanupArgs) -> Result<String> {
+    let store = store_for(&args.target)?;
+    let age = duration_arg("--older-than", &args.older_than)?;
+    let cutoff = k8s_openapi::jiff::Timestamp::now().as_second() - age.as_secs() as i64;
+    let r = store
+        .purge_expired(crate::stores::PurgeOptions {
+            cutoff_unix: cutoff,
+            batch: args.batch,
+            rate: args.rate,
+            dry_run: args.dry_run,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cleanup failed: {e}"))?;
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    Ok(format!(
+        "{}: {verb} {} task results and {} group results older than {} ({} batches, longest {} ms)\n",
+        store.kind(),
+        r.tasks,
+        r.groups,
+        args.older_than,
+        r.batches,
+        r.longest_batch.as_millis()
+    ))
 }
 
 #[derive(Debug, clap::Args)]

@@ -10,6 +10,7 @@ pub mod inject;
 pub mod leader;
 pub mod manifests;
 pub mod provision;
+pub mod stores;
 pub mod telemetry;
 pub mod uri;
 pub mod webhook;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cbo::cli::{run_controller, run_crd, run_uri, Cli, Command};
+use cbo::cli::{run_check, run_cleanup, run_controller, run_crd, run_uri, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,6 +14,14 @@ fn main() -> ExitCode {
         Command::Uri(args) => run_uri(args),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(run_controller(args)).map(|()| String::new()),
+            Err(e) => Err(e.into()),
+        },
+        Command::Check(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run_check(args)),
+            Err(e) => Err(e.into()),
+        },
+        Command::Cleanup(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run_cleanup(args)),
             Err(e) => Err(e.into()),
         },
     };

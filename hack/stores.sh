@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
+# only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq]   (default: all)
+#   hack/stores.sh down
+# Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source hack/versions.sh
+
+STATE=/var/tmp/cbo-stores
+# Passwords with the characters URIs get wrong, as in the examples.
+REDIS_PORT=16379 REDIS_PW='r3dis p@ss:w/rd#?%'
+PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
+MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
+MC_PORT=21211
+AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
+
+die() { echo "stores.sh: $*" >&2; exit 1; }
+need_pkg() { # need_pkg binary package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2 (apt)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2"; } >/dev/null \
+    || die "cannot install $2 from apt; the $2 tests need it"
+}
+wait_for() { # wait_for what seconds command...
+  local what=$1 secs=$2; shift 2
+  for _ in $(seq 1 $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "$what did not come up within ${secs}s (logs in $STATE)"
+}
+
+up_redis() {
+  need_pkg redis-server redis-server
+  redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" ping 2>/dev/null | grep -q PONG && return 0
+  mkdir -p $STATE/redis
+  printf 'bind 127.0.0.1\nport %s\nsave ""\nappendonly no\ndaemonize yes\ndir %s\npidfile %s\nlogfile %s\nrequirepass "%s"\n' \
+    $REDIS_PORT $STATE/redis $STATE/redis/redis.pid $STATE/redis/redis.log "$REDIS_PW" >$STATE/redis/redis.conf
+  redis-server $STATE/redis/redis.conf
+  wait_for redis 10 sh -c "redis-cli -p $REDIS_PORT --no-auth-warning -a '$REDIS_PW' ping | grep -q PONG"
+}
+
+up_postgresql() {
+  need_pkg pg_ctlcluster postgresql
+  local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  if runuser -u postgres -- "$bin/pg_isready" -h 127.0.0.1 -p $PG_PORT -q 2>/dev/null; then return 0; fi
+  mkdir -p $STATE/pg && chown postgres: $STATE/pg
+  if [ ! -f $STATE/pg/data/PG_VERSION ]; then
+    runuser -u postgres -- "$bin/initdb" -D $STATE/pg/data -U postgres -A trust >/dev/null
+  fi
+  runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -l $STATE/pg/pg.log -w -o "-h 127.0.0.1 -p $PG_PORT -k $STATE/pg" start >/dev/null
+  local q; q=$(printf "%s" "$PG_PW" | sed "s/'/''/g")
+  runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtAc \
+    "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q';" >/dev/null
+  runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='celery'" | grep -q 1 \
+    || runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc "CREATE DATABASE celery OWNER celery" >/dev/null
+}
+
+up_mariadb() {
+  need_pkg mariadbd mariadb-server
+  mariadb-admin -h 127.0.0.1 -P $MY_PORT -uroot --protocol=tcp ping >/dev/null 2>&1 && return 0
+  mkdir -p $STATE/mysql && chown mysql: $STATE/mysql
+  if [ ! -d $STATE/mysql/data/mysql ]; then
+    mariadb-install-db --user=mysql --datadir=$STATE/mysql/data --auth-root-authentication-method=normal >/dev/null 2>&1 \
+      || die "mariadb-install-db failed"
+  fi
+  (mariadbd --user=mysql --datadir=$STATE/mysql/data --bind-address=127.0.0.1 --port=$MY_PORT \
+     --socket=$STATE/mysql/mysqld.sock --pid-file=$STATE/mysql/mysqld.pid --skip-name-resolve \
+     >$STATE/mysql/mysqld.log 2>&1 &)
+  wait_for mariadb 30 mariadb-admin -h 127.0.0.1 -P $MY_PORT -uroot --protocol=tcp ping
+  local q; q=$(printf "%s" "$MY_PW" | sed "s/'/''/g")
+  mariadb -h 127.0.0.1 -P $MY_PORT -uroot --protocol=tcp -e \
+    "CREATE DATABASE IF NOT EXISTS celery; CREATE USER IF NOT EXISTS 'celery'@'127.0.0.1' IDENTIFIED BY '$q'; ALTER USER 'celery'@'127.0.0.1' IDENTIFIED BY '$q'; GRANT ALL ON celery.* TO 'celery'@'127.0.0.1';"
+}
+
+up_memcached() {
+  need_pkg memcached memcached
+  if { exec 3<>/dev/tcp/127.0.0.1/$MC_PORT; } 2>/dev/null; then exec 3>&-; return 0; fi
+  memcached -d -u memcache -l 127.0.0.1 -p $MC_PORT -m 64 -P /var/tmp/cbo-memcached.pid
+  wait_for memcached 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MC_PORT"
+}
+
+rabbit_env() {
+  export RABBITMQ_NODENAME=cbo@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$AMQP_PORT \
+    RABBITMQ_DIST_PORT=$AMQP_DIST ERL_EPMD_PORT=$EPMD_PORT ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_MNESIA_BASE=$STATE/rabbitmq/mnesia RABBITMQ_LOG_BASE=$STATE/rabbitmq/log \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+up_rabbitmq() {
+  need_pkg rabbitmq-server rabbitmq-server
+  rabbit_env
+  if { exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT; } 2>/dev/null; then exec 3>&-; return 0; fi
+  mkdir -p $STATE/rabbitmq/mnesia $STATE/rabbitmq/log && chown -R rabbitmq: $STATE/rabbitmq
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  timeout 60 rabbitmqctl -n $RABBITMQ_NODENAME await_startup >/dev/null 2>&1 || die "rabbitmq did not start (logs in $STATE/rabbitmq/log)"
+}
+
+down() {
+  redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
+  local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$bin" ] && [ -f $STATE/pg/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -m fast stop >/dev/null 2>&1 || true
+  [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
+  [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
+  rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  up)
+    shift
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq
+    for s in "$@"; do "up_$s"; echo "$s: up"; done
+    ;;
+  down) down ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq ...] | down" ;;
+esac

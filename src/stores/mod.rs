@@ -1,0 +1,313 @@
+//! Store clients: a real protocol round trip (`probe`) and result-expiry cleanup (`purge_expired`)
+//! per store family, chosen from the URI and settings the builder produced (Celery's own view).
+
+pub mod keyvalue;
+pub mod sql;
+
+use std::time::{Duration, Instant};
+
+use crate::uri::BackendConfig;
+
+/// How results of a backend expire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The store expires results itself (TTL); nothing to clean.
+    Native(String),
+    /// The operator can purge expired results.
+    Purgeable,
+    /// Neither: results stay until someone deletes them, and this operator cannot (yet).
+    Unsupported(String),
+}
+
+/// Result of a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub latency: Duration,
+    pub detail: String,
+}
+
+/// What a purge did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub tasks: u64,
+    pub groups: u64,
+    pub batches: u64,
+    /// Longest single delete statement or batch, for lock-time visibility.
+    pub longest_batch: Duration,
+    pub dry_run: bool,
+}
+
+/// Limits of a purge.
+#[derive(Clone, Copy, Debug)]
+pub struct PurgeOptions {
+    /// Results whose completion time is before this are expired (Unix seconds, UTC).
+    pub cutoff_unix: i64,
+    pub batch: u32,
+    /// Maximum deletions per second (0: unlimited).
+    pub rate: u32,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to {store}: {message}")]
+    Connect { store: String, message: String },
+    #[error("{store} answered with an error: {message}")]
+    Protocol { store: String, message: String },
+    #[error("no answer from {store} within {timeout:?}")]
+    Timeout { store: String, timeout: Duration },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl StoreError {
+    pub fn connect(store: &str, e: impl std::fmt::Display) -> Self {
+        StoreError::Connect {
+            store: store.into(),
+            message: scrub(&e.to_string()),
+        }
+    }
+    pub fn protocol(store: &str, e: impl std::fmt::Display) -> Self {
+        StoreError::Protocol {
+            store: store.into(),
+            message: scrub(&e.to_string()),
+        }
+    }
+}
+
+/// Remove anything that looks like URI credentials from a driver's error message.
+pub fn scrub(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                out.push_str(&authority[at + 1..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A store client for one backend.
+pub enum Store {
+    Redis(keyvalue::RedisStore),
+    Sql(sql::SqlStore),
+    Memcached(Vec<String>),
+    Amqp(String),
+    Http { kind: String, url: String },
+    Filesystem(String),
+    Other { kind: String, expiry: Expiry },
+}
+
+impl Store {
+    /// Choose the client from Celery's URI and settings.
+    pub fn from_config(cfg: &BackendConfig, result_expires_set: bool) -> Self {
+        let uri = cfg.uri.as_str();
+        let scheme = uri.split("://").next().unwrap_or_default();
+        match scheme {
+            "redis" | "rediss" | "redis+socket" | "sentinel" => {
+                Store::Redis(keyvalue::RedisStore::new(cfg, result_expires_set))
+            }
+            s if s.starts_with("db+") => Store::Sql(sql::SqlStore::new(cfg)),
+            s if s.starts_with("cache+memcached") || s.starts_with("cache+pylibmc") => {
+                let servers = uri
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .split(';')
+                    .map(String::from)
+                    .collect();
+                Store::Memcached(servers)
+            }
+            // rpc results travel over the broker; its URL is the worker's broker_url.
+            "rpc" => Store::Amqp(
+                std::env::var("CELERY_BROKER_URL")
+                    .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672//".into()),
+            ),
+            "file" => Store::Filesystem(uri.trim_start_matches("file://").to_string()),
+            s if s.starts_with("elasticsearch") => {
+                let http = uri.replacen(
+                    &format!("{s}://"),
+                    if s.ends_with("https") {
+                        "https://"
+                    } else {
+                        "http://"
+                    },
+                    1,
+                );
+                Store::Http {
+                    kind: "elasticsearch".into(),
+                    url: http,
+                }
+            }
+            "couchdb" | "consul" | "arangodb" => Store::Http {
+                kind: scheme.into(),
+                url: uri.replacen(&format!("{scheme}://"), "http://", 1),
+            },
+            "dynamodb" => Store::Other {
+                kind: "dynamodb".into(),
+                expiry: Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into()),
+            },
+            "cassandra" => Store::Other {
+                kind: "cassandra".into(),
+                expiry: Expiry::Native(
+                    "Cassandra row TTL (cassandra_entry_ttl) expires rows".into(),
+                ),
+            },
+            other => Store::Other {
+                kind: other.into(),
+                expiry: Expiry::Unsupported(format!(
+                    "the operator has no {other} client yet: no health check or cleanup"
+                )),
+            },
+        }
+    }
+
+    /// Name of the store family, for messages.
+    pub fn kind(&self) -> String {
+        match self {
+            Store::Redis(_) => "redis".into(),
+            Store::Sql(s) => s.engine().into(),
+            Store::Memcached(_) => "memcached".into(),
+            Store::Amqp(_) => "rpc (AMQP broker)".into(),
+            Store::Http { kind, .. } | Store::Other { kind, .. } => kind.clone(),
+            Store::Filesystem(_) => "filesystem".into(),
+        }
+    }
+
+    pub fn expiry(&self) -> Expiry {
+        match self {
+            Store::Redis(r) => r.expiry(),
+            Store::Sql(_) | Store::Filesystem(_) => Expiry::Purgeable,
+            Store::Memcached(_) => {
+                Expiry::Native("memcached expires every result (result_expires is the TTL)".into())
+            }
+            Store::Amqp(_) => Expiry::Native(
+                "rpc results are messages consumed by the caller; nothing is stored".into(),
+            ),
+            Store::Http { kind, .. } => {
+                Expiry::Unsupported(format!("cleanup of {kind} is not implemented yet"))
+            }
+            Store::Other { expiry, .. } => expiry.clone(),
+        }
+    }
+
+    /// A real round trip, bounded by `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> Result<Probe, StoreError> {
+        let kind = self.kind();
+        let started = Instant::now();
+        let fut = async {
+            match self {
+                Store::Redis(r) => r.probe().await,
+                Store::Sql(s) => s.probe().await,
+                Store::Memcached(servers) => keyvalue::memcached_version(servers).await,
+                Store::Amqp(url) => keyvalue::amqp_handshake(url).await,
+                Store::Http { kind, url } => keyvalue::http_probe(kind, url).await,
+                Store::Filesystem(path) => keyvalue::filesystem_probe(path).await,
+                Store::Other { kind, .. } => Err(StoreError::Unsupported(format!(
+                    "no health check for {kind} yet"
+                ))),
+            }
+        };
+        let detail =
+            tokio::time::timeout(timeout, fut)
+                .await
+                .map_err(|_| StoreError::Timeout {
+                    store: kind,
+                    timeout,
+                })??;
+        Ok(Probe {
+            latency: started.elapsed(),
+            detail,
+        })
+    }
+
+    /// Delete (or count, in a dry run) the results Celery stored that completed before the cutoff.
+    pub async fn purge_expired(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
+        match self {
+            Store::Redis(r) => r.purge(opts).await,
+            Store::Sql(s) => s.purge(opts).await,
+            Store::Filesystem(path) => keyvalue::filesystem_purge(path, opts).await,
+            other => match other.expiry() {
+                Expiry::Native(why) => {
+                    Err(StoreError::Unsupported(format!("nothing to purge: {why}")))
+                }
+                Expiry::Unsupported(why) => Err(StoreError::Unsupported(why)),
+                Expiry::Purgeable => Err(StoreError::Unsupported(
+                    "cleanup is not implemented for this store".into(),
+                )),
+            },
+        }
+    }
+}
+
+/// Sleep long enough that `done` deletions since `started` stay under `rate` per second.
+pub async fn pace(rate: u32, done: u64, started: Instant) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(done as f64 / f64::from(rate));
+    let elapsed = started.elapsed();
+    if due > elapsed {
+        tokio::time::sleep(due - elapsed).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_credentials() {
+        assert_eq!(
+            scrub("error connecting to redis://:p%40ss@host:6379/0 (refused)"),
+            "error connecting to redis://***@host:6379/0 (refused)"
+        );
+        assert_eq!(scrub("postgres://u:pw@h/db"), "postgres://***@h/db");
+        assert_eq!(scrub("plain message"), "plain message");
+    }
+
+    #[test]
+    fn stores_are_chosen_from_the_uri() {
+        let c = |uri: &str| BackendConfig {
+            uri: uri.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Store::from_config(&c("redis://h:6379/0"), true).kind(),
+            "redis"
+        );
+        assert_eq!(
+            Store::from_config(&c("db+postgresql+psycopg2://u:p@h/db"), true).kind(),
+            "postgresql"
+        );
+        assert_eq!(
+            Store::from_config(&c("db+mysql+pymysql://u:p@h/db"), true).kind(),
+            "mysql"
+        );
+        assert_eq!(
+            Store::from_config(&c("db+sqlite:////tmp/x.db"), true).kind(),
+            "sqlite"
+        );
+        assert!(matches!(
+            Store::from_config(&c("cache+memcached://h:1;h:2/"), true).expiry(),
+            Expiry::Native(_)
+        ));
+        assert!(matches!(
+            Store::from_config(&c("s3://"), true).expiry(),
+            Expiry::Unsupported(_)
+        ));
+    }
+}

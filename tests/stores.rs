@@ -1,0 +1,334 @@
+//! The store layer against real servers (hack/stores.sh: Debian's Redis, PostgreSQL, MariaDB,
+//! memcached, RabbitMQ; SQLite files): `check` is a real round trip and fails on a stopped store;
+//! `cleanup` deletes exactly the results a real Celery worker stored before the cutoff, and the
+//! fresh ones stay readable through Celery.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use support::operator::BIN;
+use support::python::python;
+
+const BROKER: &str = "amqp://guest:guest@127.0.0.1:25672//";
+const GAP_SECONDS: &str = "5";
+
+fn stores_up(names: &[&str]) {
+    let out = Command::new("bash")
+        .arg(format!("{}/hack/stores.sh", env!("CARGO_MANIFEST_DIR")))
+        .arg("up")
+        .args(names)
+        .output()
+        .expect("run hack/stores.sh");
+    assert!(
+        out.status.success(),
+        "hack/stores.sh up {names:?} failed (these tests need real servers):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Each run uses its own key prefix or tables, so results of earlier runs never count.
+fn run_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN).args(args).output().expect("run the CLI");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Write a backend manifest + Secret, render celeryconfig.py into `dir`.
+fn backend(dir: &Path, spec: &str, password: Option<&str>) -> (String, Option<String>) {
+    let f = write(
+        dir,
+        "backend.yaml",
+        &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{spec}"),
+    );
+    let s = password.map(|pw| {
+        write(
+            dir,
+            "secret.yaml",
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  password: {}\n",
+                serde_json::to_string(pw).unwrap()
+            ),
+        )
+    });
+    let mut args = vec!["uri", "-f", f.as_str(), "-o", "config"];
+    if let Some(s) = &s {
+        args.extend(["-s", s.as_str()]);
+    }
+    let (ok, out, err) = cli(&args);
+    assert!(ok, "uri: {err}");
+    std::fs::write(dir.join("celeryconfig.py"), out).unwrap();
+    (f, s)
+}
+
+fn target_args<'a>(f: &'a str, s: &'a Option<String>) -> Vec<&'a str> {
+    let mut v = vec!["-f", f];
+    if let Some(s) = s {
+        v.extend(["-s", s.as_str()]);
+    }
+    v
+}
+
+/// Real worker writes old and fresh results; dry run counts; cleanup deletes exactly the old ones.
+fn cleanup_round_trip(label: &str, spec: &str, password: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, s) = backend(dir.path(), spec, password);
+    let target = target_args(&f, &s);
+    let (ok, out, err) = cli(&[&["check"], target.as_slice()].concat());
+    assert!(ok, "{label}: check failed: {err}");
+    assert!(out.starts_with("healthy:"), "{out}");
+
+    let py = python();
+    let d = dir.path().to_str().unwrap();
+    let script = format!(
+        "{}/tests/stores/celery_results.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let w = Command::new(&py)
+        .args([script.as_str(), "write", d, BROKER, GAP_SECONDS])
+        .output()
+        .unwrap();
+    assert!(
+        w.status.success(),
+        "{label}: Celery worker run failed:\n{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let ids: Value = serde_json::from_slice(
+        w.stdout
+            .rsplit(|b| *b == b'\n')
+            .find(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    let old = ids["old_tasks"].as_array().unwrap().len() as u64;
+
+    // The cutoff is the mark the script took half-way between the batches (2.5 s from each).
+    let mark = ids["mark"].as_f64().unwrap();
+    let older_than = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        format!("{}s", (now - mark).round() as u64)
+    };
+    let (ok, out, err) = cli(&[
+        &["cleanup"],
+        target.as_slice(),
+        &["--older-than", &older_than(), "--dry-run", "--batch", "2"],
+    ]
+    .concat());
+    assert!(ok, "{label}: dry run: {err}");
+    assert!(
+        out.contains(&format!(
+            "would delete {old} task results and 1 group results"
+        )),
+        "{label}: {out}"
+    );
+    let (ok, out, err) = cli(&[
+        &["cleanup"],
+        target.as_slice(),
+        &[
+            "--older-than",
+            &older_than(),
+            "--batch",
+            "2",
+            "--rate",
+            "1000",
+        ],
+    ]
+    .concat());
+    assert!(ok, "{label}: cleanup: {err}");
+    assert!(
+        out.contains(&format!("deleted {old} task results and 1 group results")),
+        "{label}: {out}"
+    );
+    eprintln!("{label}: {}", out.trim());
+
+    let r = Command::new(&py)
+        .args([script.as_str(), "read", d, BROKER, &ids.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "{label}: read back failed:\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let got: Value = serde_json::from_slice(
+        r.stdout
+            .rsplit(|b| *b == b'\n')
+            .find(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    for id in ids["old_tasks"].as_array().unwrap() {
+        assert_eq!(
+            got["tasks"][id.as_str().unwrap()][0],
+            "PENDING",
+            "{label}: old result {id} survived"
+        );
+    }
+    for id in ids["fresh_tasks"].as_array().unwrap() {
+        assert_eq!(
+            got["tasks"][id.as_str().unwrap()][0],
+            "SUCCESS",
+            "{label}: fresh result {id} lost"
+        );
+    }
+    assert!(
+        got["groups"][ids["old_group"].as_str().unwrap()].is_null(),
+        "{label}: old group survived"
+    );
+    assert!(
+        got["groups"][ids["fresh_group"].as_str().unwrap()].is_array(),
+        "{label}: fresh group lost"
+    );
+
+    // A second run finds nothing.
+    let (ok, out, _) = cli(&[
+        &["cleanup"],
+        target.as_slice(),
+        &["--older-than", &older_than()],
+    ]
+    .concat());
+    assert!(
+        ok && out.contains("deleted 0 task results and 0 group results"),
+        "{label}: {out}"
+    );
+}
+
+#[test]
+fn redis_without_ttl_is_cleaned_by_celery_timestamps() {
+    stores_up(&["redis", "rabbitmq"]);
+    cleanup_round_trip(
+        "redis",
+        &format!("  resultExpires: 0s\n  redis:\n    external:\n      host: 127.0.0.1\n      port: 16379\n      db: 3\n      keyPrefix: 'run-{}:'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n", run_id()),
+        Some("r3dis p@ss:w/rd#?%"),
+    );
+}
+
+#[test]
+fn postgresql_is_cleaned_in_batches() {
+    stores_up(&["postgresql", "rabbitmq"]);
+    // A database per run: Celery names its date_done indexes after the default tables whatever
+    // database_table_names says, so two table sets in one PostgreSQL schema collide.
+    let db = format!("celery_{}", run_id());
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "15432",
+            "-U",
+            "postgres",
+            "-qc",
+        ])
+        .arg(format!("CREATE DATABASE {db} OWNER celery"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cleanup_round_trip(
+        "postgresql",
+        &format!("  database:\n    tableNames: {{task: tasks, group: groups}}\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15432\n      database: {db}\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n"),
+        Some("pg p@ss:w/rd#?%"),
+    );
+}
+
+#[test]
+fn mariadb_is_cleaned_in_batches() {
+    stores_up(&["mariadb", "rabbitmq"]);
+    cleanup_round_trip(
+        "mariadb",
+        &format!("  database:\n    tableNames: {{task: tasks_{id}, group: groups_{id}}}\n    external:\n      engine: mysql\n      host: 127.0.0.1\n      port: 13306\n      database: celery\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n", id = run_id()),
+        Some("my p@ss:w/rd#?%"),
+    );
+}
+
+#[test]
+fn sqlite_is_cleaned_in_batches() {
+    stores_up(&["rabbitmq"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    cleanup_round_trip(
+        "sqlite",
+        &format!(
+            "  database:\n    external:\n      engine: sqlite\n      path: {}\n",
+            db.display()
+        ),
+        None,
+    );
+}
+
+#[test]
+fn check_probes_native_expiry_stores_and_fails_on_a_stopped_one() {
+    stores_up(&["memcached", "rabbitmq", "redis"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (f, s) = backend(
+        dir.path(),
+        "  cache:\n    external:\n      servers: [{host: 127.0.0.1, port: 21211}]\n",
+        None,
+    );
+    let (ok, out, err) = cli(&[&["check"], target_args(&f, &s).as_slice()].concat());
+    assert!(
+        ok && out.contains("memcached 1.") && out.contains("native"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&[
+        &["cleanup"],
+        target_args(&f, &s).as_slice(),
+        &["--older-than", "1h"],
+    ]
+    .concat());
+    assert!(!ok && err.contains("nothing to purge"), "{err}");
+
+    let (f, _) = backend(dir.path(), "  rpc:\n    external: {}\n", None);
+    let o = Command::new(BIN)
+        .args(["check", "-f", &f])
+        .env("CELERY_BROKER_URL", BROKER)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("Connection.Start"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Nothing listens on this port: a clear failure, no password in the message.
+    let (f, s) = backend(
+        dir.path(),
+        "  redis:\n    external:\n      host: 127.0.0.1\n      port: 1\n      auth: {passwordSecretRef: {name: store-auth, key: password}}\n",
+        Some("s3cret-value"),
+    );
+    let (ok, out, err) = cli(&[
+        &["check"],
+        target_args(&f, &s).as_slice(),
+        &["--timeout", "3s"],
+    ]
+    .concat());
+    assert!(!ok, "{out}");
+    assert!(err.contains("unhealthy") && err.contains("redis"), "{err}");
+    assert!(!err.contains("s3cret-value"), "password leaked: {err}");
+}
