@@ -378,9 +378,9 @@ mod tests {
     #[test]
     fn celery_meta_parsing() {
         let meta = br#"{"status": "SUCCESS", "result": 5, "date_done": "2026-11-24T03:30:00.123456+00:00"}"#;
-        assert_eq!(date_done_unix(meta), Some(1795577400));
+        assert_eq!(date_done_unix(meta), Some(1795491000));
         let naive = br#"{"date_done": "2026-11-24T03:30:00.123456"}"#;
-        assert_eq!(date_done_unix(naive), Some(1795577400));
+        assert_eq!(date_done_unix(naive), Some(1795491000));
         assert_eq!(date_done_unix(br#"{"date_done": null}"#), None);
         let group = br#"{"result": [["g1", null], [[["t1", null], null], [["t2", null], null]]]}"#;
         assert_eq!(group_members(group), vec!["t1", "t2"]);
