@@ -17,7 +17,9 @@ pub const USERNAME_KEY: &str = "username";
 /// Key of the generated password in the credentials Secret.
 pub const PASSWORD_KEY: &str = "password";
 /// Label on everything the operator provisions for a backend.
-pub const BACKEND_LABEL: &str = "celery.dev/result-backend";
+/// (Deliberately not the opt-in label `celery.dev/result-backend`: a provisioned store must never
+/// be injected into.)
+pub const BACKEND_LABEL: &str = "celery.dev/backend";
 
 /// The store families the operator can provision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -623,6 +625,21 @@ mod tests {
                 assert!(
                     settings.contains(&format!("http://{host}:9000")),
                     "{settings}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn provisioned_stores_never_opt_in_to_injection() {
+        for (_, s) in all_kinds() {
+            let p = plan("results", "ns", &s).unwrap();
+            for o in &p.objects {
+                let labels: std::collections::BTreeMap<String, String> =
+                    serde_json::from_value(o["metadata"]["labels"].clone()).unwrap();
+                assert!(
+                    !crate::inject::workload_wants("results", &s, &labels),
+                    "{labels:?}"
                 );
             }
         }

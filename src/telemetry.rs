@@ -50,6 +50,8 @@ pub struct Metrics {
     pub admissions: Family<ResultLabel, Counter>,
     pub admission_duration: Histogram,
     pub injected_workloads: Family<ResultLabel, Counter>,
+    pub health_checks: Family<ResultLabel, Counter>,
+    pub probe_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -63,6 +65,18 @@ impl Default for Metrics {
         let admissions = Family::<ResultLabel, Counter>::default();
         let admission_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
         let injected_workloads = Family::<ResultLabel, Counter>::default();
+        let health_checks = Family::<ResultLabel, Counter>::default();
+        let probe_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "health_checks",
+            "Store health checks by outcome reason",
+            health_checks.clone(),
+        );
+        registry.register(
+            "store_probe_latency_seconds",
+            "Round-trip latency of successful store probes",
+            probe_latency.clone(),
+        );
         registry.register(
             "admissions",
             "Pod admissions by result (injected, unchanged)",
@@ -115,6 +129,8 @@ impl Default for Metrics {
             admissions,
             admission_duration,
             injected_workloads,
+            health_checks,
+            probe_latency,
         }
     }
 }

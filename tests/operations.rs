@@ -175,7 +175,8 @@ fn kill_mid_reconcile_converges_and_steady_state_issues_no_writes() {
 
     // Steady state: a minute with nothing changing, no write from the operator in this namespace
     // except the leader Lease renewals (every 5 s), which are what leader election is.
-    std::thread::sleep(Duration::from_secs(5));
+    // Let the first health checks land (an unroutable store times out after 5 s).
+    std::thread::sleep(Duration::from_secs(15));
     let offset = audit_len();
     std::thread::sleep(Duration::from_secs(61));
     let (leases, writes): (Vec<String>, Vec<String>) = operator_writes_since(offset, &n)

@@ -1,6 +1,7 @@
 //! The CeleryResultBackend controller: dereference Secrets (external) or provision the store
 //! (managed) -> build the URI (pure) -> server-side apply the URI Secret -> status and Events.
 
+pub mod health;
 pub mod status;
 pub mod workloads;
 
@@ -90,6 +91,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     index: SecretIndex,
+    /// Health-check tasks, one per backend.
+    pub health: health::Registry,
+    /// Wakes a backend's reconcile when its health changes.
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<Guarded>>,
     /// Workload selectors of backends (namespace, name), so workload events find their backends.
     selectors: SelectorIndex,
     /// Consecutive failures per backend, for exponential backoff.
@@ -235,6 +240,7 @@ async fn run_controller(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -248,6 +254,8 @@ async fn run_controller(
         index: SecretIndex::default(),
         failures: Mutex::default(),
         selectors: SelectorIndex::default(),
+        health: health::Registry::default(),
+        wake: wake_tx,
         store: reader.clone(),
     });
     let index = ctx.index.clone();
@@ -353,8 +361,9 @@ async fn run_controller(
                 .into_iter()
                 .map(|(ns, name)| ObjectRef::<Guarded>::new(&name).within(&ns))
         })
+        .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(backend = %obj, "reconciled"),
@@ -362,6 +371,7 @@ async fn run_controller(
             }
         })
         .await;
+    ctx.health.stop_all();
 }
 
 fn key_of(obj: &Guarded) -> (String, String) {
@@ -802,6 +812,23 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         )
     };
 
+    // Health: a task per backend probes the store; we only read its latest result here.
+    let key = (ns.clone(), name.clone());
+    let healthy = ctx.health.ensure(
+        obj,
+        key.clone(),
+        built
+            .as_ref()
+            .ok()
+            .filter(|_| !managed || provisioned.ready),
+        ctx.wake.clone(),
+        ctx.metrics.clone(),
+    );
+    let last_health_check = healthy
+        .as_ref()
+        .filter(|h| h.reason.starts_with("Store"))
+        .and_then(|_| ctx.health.latest_check(&key));
+
     // 2. Publish the URI Secret.
     let mut checksum = None;
     let ready = match built {
@@ -866,11 +893,12 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             mode: if managed { "managed" } else { "external" },
             ready: ready.clone(),
             provisioned: provisioned.clone(),
-            healthy: None,
+            healthy,
             injected,
             secret: secret_name.clone(),
             uri_checksum: checksum,
             injection,
+            last_health_check,
         },
     );
     if new != old {
@@ -895,9 +923,15 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         )
         .await;
     }
-    if let Some(c) = new.conditions.iter().find(|c| c.type_ == "Injected") {
-        if status::condition_changed(&old, &new, "Injected") && c.status != "Unknown" {
-            publish(ctx, &reference, c.status == "True", &c.reason, &c.message).await;
+    for type_ in ["Injected", "Healthy"] {
+        if let Some(c) = new.conditions.iter().find(|c| c.type_ == type_) {
+            // Not opting in to injection is a normal state, not worth an Event on every backend.
+            if status::condition_changed(&old, &new, type_)
+                && c.status != "Unknown"
+                && c.reason != "NoOptIn"
+            {
+                publish(ctx, &reference, c.status == "True", &c.reason, &c.message).await;
+            }
         }
     }
     if status::condition_changed(&old, &new, "Ready") {
@@ -912,6 +946,8 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
                 .collect(),
         ),
     );
+    ctx.health
+        .retain(|(n, nm)| ctx.store.get(&ObjectRef::new(nm).within(n)).is_some());
     ctx.metrics.retain_backends(|k| {
         let (n, nm) = k.split_once('/').unwrap_or(("", k));
         ctx.store.get(&ObjectRef::new(nm).within(n)).is_some()

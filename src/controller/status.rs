@@ -69,6 +69,8 @@ pub struct Report {
     pub uri_checksum: Option<String>,
     /// Injected workload count and missed Pods (None keeps the previous values).
     pub injection: Option<(i32, Vec<String>)>,
+    /// The check behind the Healthy condition (None keeps the previous one).
+    pub last_health_check: Option<crate::api::HealthCheckStatus>,
 }
 
 fn to_condition(old: &[Condition], type_: &str, o: &Outcome, generation: Option<i64>) -> Condition {
@@ -97,6 +99,13 @@ pub fn next(old: &Status, r: &Report) -> Status {
     let c = &old.conditions;
     let g = r.generation;
     let healthy = match &r.healthy {
+        // Checks that cannot run say so without claiming the store is down.
+        Some(o)
+            if ["NotChecked", "HealthCheckDisabled", "NotSupported"]
+                .contains(&o.reason.as_str()) =>
+        {
+            condition(c, "Healthy", "Unknown", &o.reason, &o.message, g)
+        }
         Some(o) => to_condition(c, "Healthy", o, g),
         None => keep_or_unknown(c, "Healthy", "NotChecked", "no health check has run yet", g),
     };
@@ -135,7 +144,10 @@ pub fn next(old: &Status, r: &Report) -> Status {
             .then_some(uri_ref)
             .or_else(|| old.uri_secret_ref.clone()),
         binding: published.then_some(binding).or_else(|| old.binding.clone()),
-        last_health_check: old.last_health_check.clone(),
+        last_health_check: r
+            .last_health_check
+            .clone()
+            .or_else(|| old.last_health_check.clone()),
         injected_workloads: r
             .injection
             .as_ref()
@@ -181,6 +193,7 @@ mod tests {
             secret: "s".into(),
             uri_checksum: None,
             injection: None,
+            last_health_check: None,
         }
     }
 

@@ -11,7 +11,12 @@ use kube::core::PartialObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{Context, FIELD_MANAGER};
+use super::Context;
+
+/// Field manager of injected fields. Separate from the operator's main manager, so applying an
+/// injection never drops fields the operator applied to the same object for other reasons, and
+/// applying an empty injection removes exactly the injected fields.
+pub const INJECTOR: &str = "celery-backend-operator-injector";
 use crate::api::CeleryResultBackend;
 use crate::inject::{self, Injection, CHECKSUM_ANNOTATION, OPT_IN_LABEL, RECORD_ANNOTATION};
 use crate::telemetry::ResultLabel;
@@ -144,7 +149,7 @@ where
                 }
                 let body =
                     inject::workload_apply(K::API_VERSION, K::KIND, &wname, ns, &containers, inj);
-                let mut pp = PatchParams::apply(FIELD_MANAGER);
+                let mut pp = PatchParams::apply(INJECTOR);
                 pp.force = inj.override_existing;
                 match api.patch(&wname, &pp, &Patch::Apply(&body)).await {
                     Ok(_) => {
@@ -163,12 +168,8 @@ where
                 // Opted out (or nothing to inject any more): apply nothing, which removes exactly
                 // the fields this field manager owns.
                 let body = inject::workload_release(K::API_VERSION, K::KIND, &wname, ns);
-                api.patch(
-                    &wname,
-                    &PatchParams::apply(FIELD_MANAGER),
-                    &Patch::Apply(&body),
-                )
-                .await?;
+                api.patch(&wname, &PatchParams::apply(INJECTOR), &Patch::Apply(&body))
+                    .await?;
                 tracing::info!(backend = %name, workload = %label, "removed the injection from the pod template");
                 count("released");
             }

@@ -1,0 +1,229 @@
+//! Health checks in the controller: one task per backend probes its store on the backend's
+//! interval, bounded by its timeout, so a slow or dead store never delays another backend or the
+//! apply path. A transition (healthy <-> not, or a new reason) wakes the backend's reconcile,
+//! which turns the latest result into the Healthy condition: status is written on transitions only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::ObjectRef;
+
+use super::status::Outcome;
+use crate::api::{parse_duration, CeleryResultBackend, HealthCheckStatus};
+use crate::stores::{Expiry, Store};
+use crate::telemetry::Metrics;
+use crate::uri::BackendConfig;
+
+type Guarded = DeserializeGuard<CeleryResultBackend>;
+
+/// The latest result of a backend's checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Latest {
+    pub outcome: Outcome,
+    pub check: HealthCheckStatus,
+}
+
+struct Entry {
+    fingerprint: String,
+    handle: tokio::task::JoinHandle<()>,
+    latest: Option<Latest>,
+}
+
+/// All health tasks of this replica.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<HashMap<(String, String), Entry>>>,
+}
+
+/// Schedule of a backend's checks: (enabled, interval, timeout).
+pub fn schedule(obj: &CeleryResultBackend) -> (bool, Duration, Duration) {
+    let h = obj.spec.health_check.clone().unwrap_or_default();
+    let secs = |v: Option<String>, d: f64| {
+        v.and_then(|s| parse_duration(&s).ok())
+            .filter(|s| *s > 0.0)
+            .unwrap_or(d)
+    };
+    (
+        h.enabled.unwrap_or(true),
+        Duration::from_secs_f64(secs(h.interval, 30.0)),
+        Duration::from_secs_f64(secs(h.timeout, 5.0)),
+    )
+}
+
+fn outcome_of(
+    store: &Store,
+    res: &Result<crate::stores::Probe, crate::stores::StoreError>,
+) -> Outcome {
+    match res {
+        // The message is stable (no latency), so repeated successes write nothing.
+        Ok(_) => Outcome {
+            ready: true,
+            reason: "StoreAnswered".into(),
+            message: format!("{} answered a round trip", store.kind()),
+        },
+        Err(crate::stores::StoreError::Timeout { .. }) => Outcome::failed(
+            "StoreTimeout",
+            res.as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        ),
+        Err(crate::stores::StoreError::Connect { .. }) => Outcome::failed(
+            "StoreUnreachable",
+            res.as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        ),
+        Err(e) => Outcome::failed("StoreError", e.to_string()),
+    }
+}
+
+impl Registry {
+    /// Make sure a task checks this backend with this configuration; return what the latest check
+    /// found (None: no check has finished yet, or checks do not apply).
+    pub fn ensure(
+        &self,
+        obj: &CeleryResultBackend,
+        key: (String, String),
+        cfg: Option<&BackendConfig>,
+        wake: UnboundedSender<ObjectRef<Guarded>>,
+        metrics: Metrics,
+    ) -> Option<Outcome> {
+        let (enabled, interval, timeout) = schedule(obj);
+        let Ok(mut map) = self.inner.lock() else {
+            return None;
+        };
+        let Some(cfg) = cfg.filter(|_| enabled) else {
+            if let Some(e) = map.remove(&key) {
+                e.handle.abort();
+            }
+            return Some(if enabled {
+                Outcome {
+                    ready: false,
+                    reason: "NotChecked".into(),
+                    message: "no URI to check yet".into(),
+                }
+            } else {
+                Outcome {
+                    ready: false,
+                    reason: "HealthCheckDisabled".into(),
+                    message: "spec.healthCheck.enabled is false".into(),
+                }
+            });
+        };
+        let store = Store::from_config(cfg, obj.spec.result_expires.is_some());
+        if let (Store::Other { .. }, Expiry::Unsupported(why)) = (&store, store.expiry()) {
+            if let Some(e) = map.remove(&key) {
+                e.handle.abort();
+            }
+            return Some(Outcome {
+                ready: false,
+                reason: "NotSupported".into(),
+                message: why,
+            });
+        }
+        let fingerprint = format!("{}|{:?}|{interval:?}|{timeout:?}", cfg.uri, cfg.settings);
+        if let Some(e) = map.get(&key) {
+            if e.fingerprint == fingerprint && !e.handle.is_finished() {
+                return e.latest.as_ref().map(|l| l.outcome.clone());
+            }
+            e.handle.abort();
+        }
+        let inner = self.inner.clone();
+        let k = key.clone();
+        let fp = fingerprint.clone();
+        let handle = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let res = store.probe(timeout).await;
+                let outcome = outcome_of(&store, &res);
+                metrics
+                    .health_checks
+                    .get_or_create(&crate::telemetry::ResultLabel {
+                        result: outcome.reason.clone(),
+                    })
+                    .inc();
+                if let Ok(p) = &res {
+                    metrics.probe_latency.observe(p.latency.as_secs_f64());
+                }
+                let latest = Latest {
+                    outcome: outcome.clone(),
+                    check: HealthCheckStatus {
+                        time: Some(k8s_openapi::jiff::Timestamp::now().to_string()),
+                        latency_ms: res.as_ref().ok().map(|p| p.latency.as_millis() as u64),
+                        message: Some(match &res {
+                            Ok(p) => p.detail.clone(),
+                            Err(e) => e.to_string(),
+                        }),
+                    },
+                };
+                let changed = {
+                    let Ok(mut map) = inner.lock() else { return };
+                    let Some(e) = map.get_mut(&k).filter(|e| e.fingerprint == fp) else {
+                        return; // replaced or removed: stop
+                    };
+                    let changed = e
+                        .latest
+                        .as_ref()
+                        .map(|l| (&l.outcome.ready, &l.outcome.reason))
+                        != Some((&outcome.ready, &outcome.reason));
+                    e.latest = Some(latest);
+                    changed
+                };
+                if changed {
+                    tracing::info!(namespace = %k.0, backend = %k.1, healthy = outcome.ready, reason = %outcome.reason, "health changed");
+                    if wake
+                        .unbounded_send(ObjectRef::new(&k.1).within(&k.0))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        map.insert(
+            key,
+            Entry {
+                fingerprint,
+                handle,
+                latest: None,
+            },
+        );
+        None
+    }
+
+    /// The check behind the latest outcome (for status.lastHealthCheck).
+    pub fn latest_check(&self, key: &(String, String)) -> Option<HealthCheckStatus> {
+        self.inner
+            .lock()
+            .ok()?
+            .get(key)?
+            .latest
+            .as_ref()
+            .map(|l| l.check.clone())
+    }
+
+    /// Stop the tasks of backends that no longer exist.
+    pub fn retain(&self, keep: impl Fn(&(String, String)) -> bool) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.retain(|k, e| {
+                let k2 = keep(k);
+                if !k2 {
+                    e.handle.abort();
+                }
+                k2
+            });
+        }
+    }
+
+    /// Stop everything (losing leadership, shutdown).
+    pub fn stop_all(&self) {
+        self.retain(|_| false);
+    }
+}

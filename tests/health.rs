@@ -1,0 +1,174 @@
+//! Health checks in the controller against a real Redis that the test stops and restarts:
+//! Healthy follows the store, a dead store names itself without the password, an unreachable
+//! store times out without holding up another backend.
+
+mod support;
+
+use std::process::Command;
+use std::time::Instant;
+
+use support::cluster::{install_crds, kubectl_ok, TestNamespace};
+use support::operator::{condition, get, wait_until, Operator};
+
+const PW: &str = "h3alth p@ss:w/rd#?%";
+
+struct Redis {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start(port: u16, dir: tempfile::TempDir) -> Self {
+        let conf = dir.path().join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\ndaemonize yes\ndir {d}\npidfile {d}/redis.pid\nlogfile {d}/redis.log\nrequirepass \"{PW}\"\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let ok = Command::new("redis-server")
+            .arg(&conf)
+            .status()
+            .expect("redis-server (hack/stores.sh installs it)");
+        assert!(ok.success());
+        wait_until("redis up", 10, || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        Redis { port, dir }
+    }
+    fn stop(self) -> tempfile::TempDir {
+        let _ = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "--no-auth-warning",
+                "-a",
+                PW,
+                "shutdown",
+                "nosave",
+            ])
+            .status();
+        wait_until("redis down", 10, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .err()
+                .map(|_| ())
+        });
+        self.dir
+    }
+}
+
+#[test]
+fn healthy_follows_a_real_store_and_a_dead_one_does_not_delay_others() {
+    install_crds();
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
+        .args(["up", "redis"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = Redis::start(port, tempfile::tempdir().unwrap());
+    // A store that accepts connections and never answers (the kernel completes the handshake).
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let ns = TestNamespace::blocking("health");
+    let n = ns.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::start(tmp.path(), &n);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pw}}\nstringData: {{password: {pw}}}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: live}}\nspec:\n  healthCheck: {{interval: 1s, timeout: 500ms}}\n  redis: {{external: {{host: 127.0.0.1, port: {port}, auth: {{passwordSecretRef: {{name: pw, key: password}}}}}}}}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: blackhole}}\nspec:\n  healthCheck: {{interval: 30s, timeout: 20s}}\n  redis: {{external: {{host: 127.0.0.1, port: {hang_port}}}}}\n",
+        pw = serde_json::to_string(PW).unwrap()
+    );
+    let f = tmp.path().join("b.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    let t0 = Instant::now();
+    kubectl_ok(&["apply", "-n", &n, "-f", f.to_str().unwrap()]);
+
+    // The live store is healthy within a couple of intervals, while the other probe hangs for 20 s.
+    wait_until("live Healthy=True", 10, || {
+        condition(&n, "live", "Healthy")
+            .starts_with("True|StoreAnswered|")
+            .then_some(())
+    });
+    eprintln!(
+        "MEASURE apply -> Healthy=True in {} ms",
+        t0.elapsed().as_millis()
+    );
+    assert!(
+        t0.elapsed().as_secs() < 10,
+        "a hanging store must not delay another backend"
+    );
+    let latency = get(
+        &n,
+        &[
+            "get",
+            "crb",
+            "live",
+            "-o",
+            "jsonpath={.status.lastHealthCheck.latencyMs}",
+        ],
+    );
+    assert!(!latency.is_empty(), "lastHealthCheck carries the latency");
+
+    // Stop the store: Healthy=False with a clear reason, an Event, no password anywhere.
+    let dir = redis.stop();
+    let msg = wait_until("live Healthy=False", 15, || {
+        let c = condition(&n, "live", "Healthy");
+        c.starts_with("False|StoreUnreachable|").then_some(c)
+    });
+    assert!(
+        msg.contains("redis") && msg.contains("cannot connect"),
+        "{msg}"
+    );
+    wait_until("an Event", 10, || {
+        let e = get(
+            &n,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=StoreUnreachable",
+                "-o",
+                "name",
+            ],
+        );
+        (!e.trim().is_empty()).then_some(())
+    });
+    // Back when it returns.
+    let _redis = Redis::start(port, dir);
+    wait_until("live Healthy=True again", 15, || {
+        condition(&n, "live", "Healthy")
+            .starts_with("True|")
+            .then_some(())
+    });
+    // The silent one times out (in the Redis client's connect or in the probe's timeout) and says so.
+    wait_until("blackhole Healthy=False", 40, || {
+        let c = condition(&n, "blackhole", "Healthy");
+        (c.starts_with("False|") && c.contains("timed out") || c.contains("within")).then_some(())
+    });
+    let everything = format!(
+        "{}{}{}",
+        get(&n, &["get", "crb", "-o", "yaml"]),
+        get(&n, &["get", "events", "-o", "yaml"]),
+        op.log()
+    );
+    for leak in [PW, "h3alth%20p%40ss"] {
+        assert!(!everything.contains(leak), "password leaked: {leak}");
+    }
+    let _ = _redis.stop();
+    drop(hang);
+}
