@@ -23,8 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print every CRD as multi-document YAML (what crds/ holds).
-    Crd,
+    /// Print every CRD as multi-document YAML, or write one file per CRD into --out (what crds/ holds).
+    Crd(CrdArgs),
     /// Print the result_backend URI (or settings) the operator would publish for a backend manifest.
     Uri(UriArgs),
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
@@ -33,6 +33,13 @@ pub enum Command {
     Check(CheckArgs),
     /// Delete (or count, with --dry-run) the results older than a duration from the store.
     Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {
+    /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,6 +328,17 @@ pub fn run_uri(args: &UriArgs) -> Result<String> {
     })
 }
 
-pub fn run_crd() -> Result<String> {
-    api::crds_yaml().context("cannot render CRDs")
+pub fn run_crd(args: &CrdArgs) -> Result<String> {
+    let all = api::crds_yaml().context("cannot render CRDs")?;
+    let Some(dir) = &args.out else {
+        return Ok(all);
+    };
+    for doc in all.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let v: serde_json::Value = serde_norway::from_str(doc)?;
+        let name = v["metadata"]["name"].as_str().unwrap_or("crd");
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, format!("---\n{doc}"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(String::new())
 }

@@ -10,7 +10,7 @@ use cbo::cli::{run_check, run_cleanup, run_controller, run_crd, run_uri, Cli, Co
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = match &cli.command {
-        Command::Crd => run_crd(),
+        Command::Crd(args) => run_crd(args),
         Command::Uri(args) => run_uri(args),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(run_controller(args)).map(|()| String::new()),

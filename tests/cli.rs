@@ -36,7 +36,7 @@ fn crds_dir_matches_generated_crds() {
     assert_eq!(generated, cbo::api::crds_yaml().unwrap());
     assert!(
         checked_in == generated,
-        "crds/ is out of date: run `cargo run -- crd > crds/celeryresultbackends.celery.dev.yaml`"
+        "crds/ is out of date: run `cargo run -- crd --out crds/`"
     );
 }
 

@@ -2,6 +2,7 @@
 
 pub mod backends;
 pub mod common;
+pub mod policy;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backends::*;
 pub use common::*;
+pub use policy::*;
 
 /// API group of every kind this operator serves.
 pub const GROUP: &str = "celery.dev";
@@ -334,7 +336,7 @@ impl CeleryResultBackendSpec {
 /// Every CRD this operator serves, as multi-document YAML (what `crds/` holds).
 pub fn crds_yaml() -> Result<String, serde_norway::Error> {
     let mut out = String::new();
-    let crds = [CeleryResultBackend::crd()];
+    let crds = [CeleryResultBackend::crd(), CeleryResultCleanupPolicy::crd()];
     for crd in &crds {
         out.push_str("---\n");
         out.push_str(&serde_norway::to_string(crd)?);
@@ -367,11 +369,27 @@ mod tests {
 
     #[test]
     fn every_field_has_a_description() {
-        let crd = serde_json::to_value(CeleryResultBackend::crd()).unwrap();
-        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut missing = vec![];
-        undocumented(&schema["properties"]["spec"], ".spec", &mut missing);
-        undocumented(&schema["properties"]["status"], ".status", &mut missing);
+        for crd in [
+            serde_json::to_value(CeleryResultBackend::crd()).unwrap(),
+            serde_json::to_value(CeleryResultCleanupPolicy::crd()).unwrap(),
+        ] {
+            let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let kind = crd["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            undocumented(
+                &schema["properties"]["spec"],
+                &format!("{kind}.spec"),
+                &mut missing,
+            );
+            undocumented(
+                &schema["properties"]["status"],
+                &format!("{kind}.status"),
+                &mut missing,
+            );
+        }
         assert!(
             missing.is_empty(),
             "fields without description: {missing:#?}"

@@ -1,6 +1,7 @@
 //! The CeleryResultBackend controller: dereference Secrets (external) or provision the store
 //! (managed) -> build the URI (pure) -> server-side apply the URI Secret -> status and Events.
 
+pub mod cleanup;
 pub mod health;
 pub mod status;
 pub mod workloads;
@@ -198,6 +199,7 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         .webhook
         .clone()
         .map(|w| tokio::spawn(crate::webhook::maintain(client.clone(), w)));
+    let cleaner = tokio::spawn(cleanup::run(client.clone(), opts.namespace.clone()));
 
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lost_flag = lost.clone();
@@ -215,6 +217,7 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(h) = maintainer {
         h.abort();
     }
+    cleaner.abort();
     if opts.leader_election {
         crate::leader::release(&lease_api, &lease_cfg).await;
     }
