@@ -1,0 +1,203 @@
+//! A CeleryResultCleanupPolicy on the real control plane cleans a real PostgreSQL that a real
+//! Celery worker filled: on schedule, only the selected backend, only results past retention.
+
+mod support;
+
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace};
+use support::operator::{get, wait_until, Operator};
+use support::python::python;
+
+const BROKER: &str = "amqp://guest:guest@127.0.0.1:25672//";
+const PG_PW: &str = "pg p@ss:w/rd#?%";
+
+struct PolicyGuard(Vec<String>);
+impl Drop for PolicyGuard {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = kubectl(&[
+                "delete",
+                "celeryresultcleanuppolicy",
+                p,
+                "--ignore-not-found",
+            ]);
+        }
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn apply(yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+#[test]
+fn a_policy_cleans_the_selected_backend_on_schedule() {
+    install_crds();
+    let up = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
+        .args(["up", "postgresql", "rabbitmq"])
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let ns = TestNamespace::blocking("policy");
+    let n = ns.name.clone();
+    let id = format!("{:08x}", rand::random::<u32>());
+    let db = format!("celery_policy_{id}");
+    let created = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "15432",
+            "-U",
+            "postgres",
+            "-qc",
+        ])
+        .arg(format!("CREATE DATABASE {db} OWNER celery"))
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let names = [format!("clean-{id}"), format!("broken-{id}")];
+    let _guard = PolicyGuard(names.to_vec());
+
+    // Two backends: only the labelled one is selected.
+    let backend = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg, namespace: {n}}}\nstringData: {{password: {pw}}}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results, namespace: {n}, labels: {{tier: celery}}}}\nspec:\n  database:\n    external: {{engine: postgresql, host: 127.0.0.1, port: 15432, database: {db}, auth: {{username: celery, passwordSecretRef: {{name: pg, key: password}}}}}}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: other, namespace: {n}}}\nspec:\n  database:\n    external: {{engine: postgresql, host: 127.0.0.1, port: 15432, database: {db}, auth: {{username: celery, passwordSecretRef: {{name: pg, key: password}}}}}}\n",
+        pw = serde_json::to_string(PG_PW).unwrap()
+    );
+    apply(&backend);
+    let tmp = tempfile::tempdir().unwrap();
+    let _op = Operator::start(tmp.path(), &n);
+
+    // A real worker stores an old batch, then (12 s later) a fresh one.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let f = cfg_dir.path().join("b.yaml");
+    // The first two documents: the Secret and the selected backend.
+    let first_two: Vec<&str> = backend.split("---\n").take(2).collect();
+    std::fs::write(&f, first_two.join("---\n")).unwrap();
+    let out = Command::new(support::operator::BIN)
+        .args(["uri", "-f", f.to_str().unwrap(), "-o", "config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(cfg_dir.path().join("celeryconfig.py"), &out.stdout).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/stores/celery_results.py"
+    );
+    let d = cfg_dir.path().to_str().unwrap();
+    let w = Command::new(python())
+        .args([script, "write", d, BROKER, "12"])
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let ids: Value = serde_json::from_slice(
+        w.stdout
+            .rsplit(|b| *b == b'\n')
+            .find(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    let mark = ids["mark"].as_f64().unwrap();
+
+    // Run once, 5 s from now; retention puts the cutoff at the mark between the batches.
+    let run_at = now().ceil() as i64 + 5;
+    let t = k8s_openapi::jiff::Timestamp::from_second(run_at)
+        .unwrap()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+    let schedule = format!("{} {} {} * * *", t.second(), t.minute(), t.hour());
+    let retention = format!("{}s", (run_at as f64 - mark).round() as i64);
+    apply(&format!(
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {}}}\nspec:\n  schedule: '{schedule}'\n  retention: {retention}\n  batchSize: 3\n  maxDeletionsPerSecond: 1000\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}\n  backendSelector: {{matchLabels: {{tier: celery}}}}\n",
+        names[0]
+    ));
+    apply(&format!(
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {}}}\nspec:\n  schedule: 'every tuesday'\n  retention: 1h\n",
+        names[1]
+    ));
+
+    let status = wait_until("the policy's run", 40, || {
+        let s = kubectl(&["get", "celeryresultcleanuppolicy", &names[0], "-o", "json"]);
+        let v: Value = serde_json::from_slice(&s.stdout).ok()?;
+        v["status"]["lastRunTime"]
+            .is_string()
+            .then(|| v["status"].clone())
+    });
+    let backends = status["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "only the selected backend: {status}");
+    assert_eq!(backends[0]["name"], "results");
+    assert_eq!(
+        backends[0]["deletedTasks"],
+        ids["old_tasks"].as_array().unwrap().len(),
+        "{status}"
+    );
+    assert_eq!(backends[0]["deletedGroups"], 1, "{status}");
+    let ok = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "LastRunSucceeded")
+        .unwrap()
+        .clone();
+    assert_eq!(ok["status"], "True", "{ok}");
+    assert!(status["nextRunTime"].is_string());
+
+    // Old results are gone, fresh ones readable through Celery.
+    let r = Command::new(python())
+        .args([script, "read", d, BROKER, &ids.to_string()])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got: Value = serde_json::from_slice(
+        r.stdout
+            .rsplit(|b| *b == b'\n')
+            .find(|l| !l.is_empty())
+            .unwrap(),
+    )
+    .unwrap();
+    for id in ids["old_tasks"].as_array().unwrap() {
+        assert_eq!(got["tasks"][id.as_str().unwrap()][0], "PENDING");
+    }
+    for id in ids["fresh_tasks"].as_array().unwrap() {
+        assert_eq!(got["tasks"][id.as_str().unwrap()][0], "SUCCESS");
+    }
+    assert!(got["groups"][ids["old_group"].as_str().unwrap()].is_null());
+    assert!(got["groups"][ids["fresh_group"].as_str().unwrap()].is_array());
+
+    // A schedule that is not cron is reported on the policy.
+    let msg = wait_until("InvalidSpec", 20, || {
+        let s = get("default", &["get", "celeryresultcleanuppolicy", &names[1], "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}|{.status.conditions[?(@.type==\"Ready\")].message}"]);
+        s.starts_with("InvalidSpec|").then_some(s)
+    });
+    assert!(msg.contains("every tuesday"), "{msg}");
+}
