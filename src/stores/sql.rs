@@ -117,15 +117,35 @@ impl SqlStore {
     }
 
     /// Statements for one batch: count (dry run) and delete, bounded by the primary key.
-    fn statements(&self, table: &str, batch: u32, cutoff: &str) -> (String, String) {
+    /// Statements for one batch: count (dry run), the upper id bound of the next batch, and the
+    /// delete. PostgreSQL and SQLite walk the primary key (keyset: each batch is an id range after
+    /// the previous one, found and deleted through the primary-key index, so no batch rescans the
+    /// table or the dead rows of earlier batches). MySQL cannot LIMIT a subquery of IN but can
+    /// LIMIT a DELETE ordered by the primary key.
+    fn statements(
+        &self,
+        table: &str,
+        batch: u32,
+        cutoff: &str,
+        after: i64,
+        upto: Option<i64>,
+    ) -> (String, String, String) {
         let t = ident(self.engine, table);
         let count = format!("SELECT COUNT(*) FROM {t} WHERE date_done < '{cutoff}'");
-        let delete = match self.engine {
-            // MySQL cannot LIMIT inside IN (subquery) but can LIMIT a DELETE.
-            Engine::Mysql => format!("DELETE FROM {t} WHERE date_done < '{cutoff}' ORDER BY id LIMIT {batch}"),
-            _ => format!("DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE date_done < '{cutoff}' ORDER BY id LIMIT {batch})"),
+        let bound = format!(
+            "SELECT id FROM {t} WHERE id > {after} AND date_done < '{cutoff}' ORDER BY id LIMIT 1 OFFSET {}",
+            batch.saturating_sub(1)
+        );
+        let delete = match (self.engine, upto) {
+            (Engine::Mysql, _) => {
+                format!("DELETE FROM {t} WHERE date_done < '{cutoff}' ORDER BY id LIMIT {batch}")
+            }
+            (_, Some(upto)) => format!(
+                "DELETE FROM {t} WHERE id > {after} AND id <= {upto} AND date_done < '{cutoff}'"
+            ),
+            (_, None) => format!("DELETE FROM {t} WHERE id > {after} AND date_done < '{cutoff}'"),
         };
-        (count, delete)
+        (count, bound, delete)
     }
 
     async fn table_exists(&self, c: &mut sqlx::AnyConnection, table: &str) -> bool {
@@ -149,7 +169,7 @@ impl SqlStore {
             if !self.table_exists(&mut c, table).await {
                 continue; // Celery creates its tables lazily; no table, no results.
             }
-            let (count, delete) = self.statements(table, batch, &cutoff);
+            let (count, _, _) = self.statements(table, batch, &cutoff, 0, None);
             let n: u64 = if opts.dry_run {
                 let n: i64 = sqlx::query_scalar(&count)
                     .fetch_one(&mut c)
@@ -158,17 +178,38 @@ impl SqlStore {
                 n.max(0) as u64
             } else {
                 let mut total = 0u64;
+                let mut after = i64::MIN;
                 loop {
                     let t0 = Instant::now();
-                    let done = sqlx::query(&delete)
-                        .execute(&mut c)
-                        .await
-                        .map_err(|e| StoreError::protocol(self.engine(), e))?
-                        .rows_affected();
+                    let (done, last) = if self.engine == Engine::Mysql {
+                        let (_, _, delete) = self.statements(table, batch, &cutoff, after, None);
+                        let n = sqlx::query(&delete)
+                            .execute(&mut c)
+                            .await
+                            .map_err(|e| StoreError::protocol(self.engine(), e))?
+                            .rows_affected();
+                        (n, n < u64::from(batch))
+                    } else {
+                        let (_, bound, _) = self.statements(table, batch, &cutoff, after, None);
+                        let upto: Option<i64> = sqlx::query_scalar(&bound)
+                            .fetch_optional(&mut c)
+                            .await
+                            .map_err(|e| StoreError::protocol(self.engine(), e))?;
+                        let (_, _, delete) = self.statements(table, batch, &cutoff, after, upto);
+                        let n = sqlx::query(&delete)
+                            .execute(&mut c)
+                            .await
+                            .map_err(|e| StoreError::protocol(self.engine(), e))?
+                            .rows_affected();
+                        if let Some(u) = upto {
+                            after = u;
+                        }
+                        (n, upto.is_none())
+                    };
                     report.longest_batch = report.longest_batch.max(t0.elapsed());
                     report.batches += 1;
                     total += done;
-                    if done < u64::from(batch) {
+                    if last {
                         break;
                     }
                     pace(opts.rate, report.tasks + report.groups + total, started).await;
@@ -202,14 +243,22 @@ mod tests {
     fn urls_and_statements() {
         let pg = SqlStore::new(&cfg("db+postgresql+psycopg2://u:p%40w@h:5432/db"));
         assert_eq!(pg.url, "postgres://u:p%40w@h:5432/db");
-        let (count, delete) = pg.statements("celery_taskmeta", 500, "2026-01-01 00:00:00");
+        let (count, bound, delete) =
+            pg.statements("celery_taskmeta", 500, "2026-01-01 00:00:00", 42, Some(900));
         assert!(count.contains("\"celery_taskmeta\" WHERE date_done < '2026-01-01 00:00:00'"));
-        assert!(delete.contains("LIMIT 500)"), "{delete}");
+        assert!(
+            bound.contains("id > 42 AND") && bound.ends_with("LIMIT 1 OFFSET 499"),
+            "{bound}"
+        );
+        assert!(
+            delete.contains("id > 42 AND id <= 900 AND date_done <"),
+            "{delete}"
+        );
         let my = SqlStore::new(&cfg("db+mysql+pymysql://u:p@h:3306/db"));
         assert_eq!(my.url, "mysql://u:p@h:3306/db");
         assert!(my
-            .statements("s.t", 10, "x")
-            .1
+            .statements("s.t", 10, "x", 0, None)
+            .2
             .starts_with("DELETE FROM `s`.`t` WHERE"));
         let lite = SqlStore::new(&cfg("db+sqlite:////var/tmp/r.db"));
         assert_eq!(lite.url, "sqlite:///var/tmp/r.db?mode=rwc");
