@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq]   (default: all)
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -15,6 +15,7 @@ PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
 MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
 MC_PORT=21211
 AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
+COUCH_PORT=25984 POUCHDB_SERVER_VERSION=4.2.0
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
 need_pkg() { # need_pkg binary package
@@ -95,6 +96,20 @@ up_rabbitmq() {
   timeout 60 rabbitmqctl -n $RABBITMQ_NODENAME await_startup >/dev/null 2>&1 || die "rabbitmq did not start (logs in $STATE/rabbitmq/log)"
 }
 
+up_couchdb() {
+  # pouchdb-server: the CouchDB HTTP API (express-pouchdb), from npm; real CouchDB is not in Debian.
+  curl -sf http://127.0.0.1:$COUCH_PORT/ >/dev/null 2>&1 && return 0
+  command -v npm >/dev/null || die "npm is required for the CouchDB-compatible server (pouchdb-server)"
+  local dir=$STATE/npm
+  if [ ! -x $dir/node_modules/.bin/pouchdb-server ]; then
+    mkdir -p $dir && (cd $dir && npm install --no-audit --no-fund --silent pouchdb-server@$POUCHDB_SERVER_VERSION >/dev/null 2>&1) \
+      || die "npm install pouchdb-server@$POUCHDB_SERVER_VERSION failed"
+  fi
+  (cd $dir && nohup node_modules/.bin/pouchdb-server --host 127.0.0.1 --port $COUCH_PORT --in-memory \
+     >$STATE/pouchdb.log 2>&1 & echo $! >$STATE/pouchdb.pid)
+  wait_for couchdb 30 curl -sf http://127.0.0.1:$COUCH_PORT/
+}
+
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -102,14 +117,15 @@ down() {
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
+  [ -f $STATE/pouchdb.pid ] && kill "$(cat $STATE/pouchdb.pid)" 2>/dev/null || true
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq ...] | down" ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb ...] | down" ;;
 esac

@@ -267,6 +267,17 @@ fn mariadb_is_cleaned_in_batches() {
 }
 
 #[test]
+fn couchdb_compatible_server_is_cleaned_by_celery_timestamps() {
+    stores_up(&["couchdb", "rabbitmq"]);
+    // A database per run; pycouchdb creates it on first use.
+    cleanup_round_trip(
+        "couchdb",
+        &format!("  couchdb:\n    external:\n      host: 127.0.0.1\n      port: 25984\n      database: celery_{}\n", run_id()),
+        None,
+    );
+}
+
+#[test]
 fn sqlite_is_cleaned_in_batches() {
     stores_up(&["rabbitmq"]);
     let dir = tempfile::tempdir().unwrap();

@@ -262,17 +262,173 @@ pub async fn amqp_handshake(url: &str) -> Result<String, StoreError> {
     }
 }
 
+/// User name and optional password for HTTP basic auth.
+type BasicCreds = Option<(String, Option<String>)>;
+
+/// Base URL (no credentials) and basic-auth pair of an HTTP store URI. CouchDB URIs carry their
+/// credentials percent-encoded twice (pycouchdb decodes twice), so `decode_rounds` is 2 there.
+fn http_parts(
+    kind: &str,
+    url: &str,
+    decode_rounds: usize,
+) -> Result<(reqwest::Url, BasicCreds), StoreError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| StoreError::connect(kind, e))?;
+    let decode = |s: &str| {
+        let mut out = s.to_string();
+        for _ in 0..decode_rounds {
+            out = percent_encoding::percent_decode_str(&out)
+                .decode_utf8_lossy()
+                .to_string();
+        }
+        out
+    };
+    let user = decode(parsed.username());
+    let pass = parsed.password().map(decode);
+    let mut base = parsed.clone();
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    let auth = (!user.is_empty() || pass.is_some()).then_some((user, pass));
+    Ok((base, auth))
+}
+
+fn authed(
+    rb: reqwest::RequestBuilder,
+    auth: &Option<(String, Option<String>)>,
+) -> reqwest::RequestBuilder {
+    match auth {
+        Some((u, p)) => rb.basic_auth(u, p.clone()),
+        None => rb,
+    }
+}
+
+/// CouchDB: documents `celery-task-meta-*` (value: the JSON meta) whose `date_done` is before the
+/// cutoff, then `celery-taskset-meta-*` documents none of whose members remain; paged through
+/// `_all_docs` by key range and deleted with `_bulk_docs`.
+pub async fn couchdb_purge(url: &str, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
+    let (db, auth) = http_parts("couchdb", url, 2)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| StoreError::connect("couchdb", e))?;
+    let mut report = PurgeReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let err = |e: reqwest::Error| StoreError::protocol("couchdb", e.without_url());
+    let mut doomed: std::collections::HashSet<String> = Default::default();
+    let base = db.as_str().trim_end_matches('/').to_string();
+    for (prefix, is_group) in [(TASK_KEY, false), (GROUP_KEY, true)] {
+        let mut start = serde_json::to_string(prefix).unwrap_or_default();
+        let end = serde_json::to_string(&format!("{prefix}\u{fff0}")).unwrap_or_default();
+        loop {
+            let t0 = Instant::now();
+            let page: serde_json::Value = authed(
+                client.get(format!("{base}/_all_docs")).query(&[
+                    ("include_docs", "true"),
+                    ("startkey", start.as_str()),
+                    ("endkey", end.as_str()),
+                    ("limit", &(opts.batch.max(1) + 1).to_string()),
+                ]),
+                &auth,
+            )
+            .send()
+            .await
+            .map_err(err)?
+            .error_for_status()
+            .map_err(err)?
+            .json()
+            .await
+            .map_err(err)?;
+            let mut rows = page["rows"].as_array().cloned().unwrap_or_default();
+            let more = rows.len() > opts.batch.max(1) as usize;
+            let next = if more { rows.pop() } else { None };
+            let mut delete = vec![];
+            for row in &rows {
+                let doc = &row["doc"];
+                let id = doc["_id"].as_str().unwrap_or_default().to_string();
+                let value = doc["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .as_bytes()
+                    .to_vec();
+                let expired = if is_group {
+                    let members = group_members(&value);
+                    let mut all_gone = !members.is_empty();
+                    for m in &members {
+                        if doomed.contains(m) {
+                            continue;
+                        }
+                        let status = authed(client.head(format!("{base}/{TASK_KEY}{m}")), &auth)
+                            .send()
+                            .await
+                            .map_err(err)?
+                            .status();
+                        if status != reqwest::StatusCode::NOT_FOUND {
+                            all_gone = false;
+                            break;
+                        }
+                    }
+                    all_gone
+                } else {
+                    date_done_unix(&value).is_some_and(|t| t < opts.cutoff_unix)
+                };
+                if expired {
+                    if let Some(task) = id.strip_prefix(TASK_KEY) {
+                        doomed.insert(task.to_string());
+                    }
+                    delete.push(
+                        serde_json::json!({"_id": id, "_rev": doc["_rev"], "_deleted": true}),
+                    );
+                }
+            }
+            if !delete.is_empty() && !opts.dry_run {
+                let res: serde_json::Value =
+                    authed(client.post(format!("{base}/_bulk_docs")), &auth)
+                        .json(&serde_json::json!({"docs": delete}))
+                        .send()
+                        .await
+                        .map_err(err)?
+                        .error_for_status()
+                        .map_err(err)?
+                        .json()
+                        .await
+                        .map_err(err)?;
+                if let Some(bad) = res
+                    .as_array()
+                    .and_then(|a| a.iter().find(|r| r.get("error").is_some()))
+                {
+                    return Err(StoreError::protocol(
+                        "couchdb",
+                        format!("_bulk_docs refused a deletion: {bad}"),
+                    ));
+                }
+            }
+            report.batches += 1;
+            report.longest_batch = report.longest_batch.max(t0.elapsed());
+            if is_group {
+                report.groups += delete.len() as u64;
+            } else {
+                report.tasks += delete.len() as u64;
+            }
+            if !opts.dry_run {
+                pace(opts.rate, report.tasks + report.groups, started).await;
+            }
+            match next {
+                Some(n) => {
+                    start = serde_json::to_string(n["key"].as_str().unwrap_or_default())
+                        .unwrap_or_default()
+                }
+                None => break,
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// An authenticated GET of the API root (Elasticsearch cluster health, CouchDB, Consul, ArangoDB).
 pub async fn http_probe(kind: &str, url: &str) -> Result<String, StoreError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| StoreError::connect(kind, e))?;
-    let user = percent_encoding::percent_decode_str(parsed.username())
-        .decode_utf8_lossy()
-        .to_string();
-    let pass = parsed.password().map(|p| {
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8_lossy()
-            .to_string()
-    });
+    let (parsed, auth) = http_parts(kind, url, if kind == "couchdb" { 2 } else { 1 })?;
     let path = match kind {
         "elasticsearch" => "/_cluster/health",
         "consul" => "/v1/status/leader",
@@ -280,18 +436,13 @@ pub async fn http_probe(kind: &str, url: &str) -> Result<String, StoreError> {
         _ => "/",
     };
     let mut base = parsed.clone();
-    let _ = base.set_username("");
-    let _ = base.set_password(None);
     base.set_path(path);
     base.set_query(None);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| StoreError::connect(kind, e))?;
-    let mut req = client.get(base.clone());
-    if !user.is_empty() || pass.is_some() {
-        req = req.basic_auth(user, pass);
-    }
+    let req = authed(client.get(base.clone()), &auth);
     let resp = req
         .send()
         .await

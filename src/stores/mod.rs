@@ -240,6 +240,9 @@ impl Store {
             Store::Redis(r) => r.purge(opts).await,
             Store::Sql(s) => s.purge(opts).await,
             Store::Filesystem(path) => keyvalue::filesystem_purge(path, opts).await,
+            Store::Http { kind, url } if kind == "couchdb" => {
+                keyvalue::couchdb_purge(url, opts).await
+            }
             other => match other.expiry() {
                 Expiry::Native(why) => {
                     Err(StoreError::Unsupported(format!("nothing to purge: {why}")))
