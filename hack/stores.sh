@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb]   (default: all)
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -16,6 +16,8 @@ MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
 MC_PORT=21211
 AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
 COUCH_PORT=25984 POUCHDB_SERVER_VERSION=4.2.0
+S3_PORT=25000 MOTO_VERSION=5.1.18
+AZURITE_PORT=10000 AZURITE_VERSION=3.35.0
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
 need_pkg() { # need_pkg binary package
@@ -110,6 +112,37 @@ up_couchdb() {
   wait_for couchdb 30 curl -sf http://127.0.0.1:$COUCH_PORT/
 }
 
+npm_tool() { # npm_tool package@version binary -> path (installed once under $STATE/npm)
+  local dir=$STATE/npm
+  if [ ! -x $dir/node_modules/.bin/$2 ]; then
+    command -v npm >/dev/null || die "npm is required for $1"
+    mkdir -p $dir && (cd $dir && npm install --no-audit --no-fund --silent "$1" >/dev/null 2>&1) || die "npm install $1 failed"
+  fi
+  echo $dir/node_modules/.bin/$2
+}
+
+up_s3() {
+  # moto: an S3 emulator (PyPI). MinIO needs a Go build from an archived upstream; moto is enough
+  # for Celery's S3 backend and the operator's listing/get/delete calls.
+  curl -s http://127.0.0.1:$S3_PORT/ >/dev/null 2>&1 && return 0
+  local venv=$STATE/moto-venv
+  if [ ! -x $venv/bin/moto_server ]; then
+    python3 -m venv $venv && $venv/bin/pip install -q "moto[server]==$MOTO_VERSION" >/dev/null 2>&1 \
+      || die "pip install moto[server]==$MOTO_VERSION failed"
+  fi
+  (nohup $venv/bin/moto_server -H 127.0.0.1 -p $S3_PORT >$STATE/moto.log 2>&1 & echo $! >$STATE/moto.pid)
+  wait_for s3 30 curl -s http://127.0.0.1:$S3_PORT/
+}
+
+up_azure() {
+  # Azurite: Microsoft's Azure Storage emulator (npm), blob service only, in memory.
+  curl -s http://127.0.0.1:$AZURITE_PORT/ >/dev/null 2>&1 && return 0
+  local bin; bin=$(npm_tool azurite@$AZURITE_VERSION azurite-blob)
+  (nohup $bin --blobHost 127.0.0.1 --blobPort $AZURITE_PORT --inMemoryPersistence --disableTelemetry \
+     --skipApiVersionCheck --loose --silent >$STATE/azurite.log 2>&1 & echo $! >$STATE/azurite.pid)
+  wait_for azurite 30 curl -s http://127.0.0.1:$AZURITE_PORT/
+}
+
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -117,15 +150,15 @@ down() {
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  [ -f $STATE/pouchdb.pid ] && kill "$(cat $STATE/pouchdb.pid)" 2>/dev/null || true
+  for p in pouchdb moto azurite; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb ...] | down" ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure ...] | down" ;;
 esac

@@ -84,17 +84,35 @@ fn target_args<'a>(f: &'a str, s: &'a Option<String>) -> Vec<&'a str> {
     v
 }
 
+/// Like `cleanup_round_trip`, with a Secret manifest given verbatim.
+fn cleanup_round_trip_with_secret(label: &str, spec: &str, dir: &Path, secret: &str) {
+    let s = write(dir, "secret.yaml", secret);
+    let f = write(
+        dir,
+        "backend.yaml",
+        &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{spec}"),
+    );
+    let (ok, out, err) = cli(&["uri", "-f", &f, "-s", &s, "-o", "config"]);
+    assert!(ok, "uri: {err}");
+    std::fs::write(dir.join("celeryconfig.py"), out).unwrap();
+    round_trip(label, dir, &f, &Some(s));
+}
+
 /// Real worker writes old and fresh results; dry run counts; cleanup deletes exactly the old ones.
 fn cleanup_round_trip(label: &str, spec: &str, password: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let (f, s) = backend(dir.path(), spec, password);
-    let target = target_args(&f, &s);
+    round_trip(label, dir.path(), &f, &s);
+}
+
+fn round_trip(label: &str, dir: &Path, f: &str, s: &Option<String>) {
+    let target = target_args(f, s);
     let (ok, out, err) = cli(&[&["check"], target.as_slice()].concat());
     assert!(ok, "{label}: check failed: {err}");
     assert!(out.starts_with("healthy:"), "{out}");
 
     let py = python();
-    let d = dir.path().to_str().unwrap();
+    let d = dir.to_str().unwrap();
     let script = format!(
         "{}/tests/stores/celery_results.py",
         env!("CARGO_MANIFEST_DIR")
@@ -275,6 +293,42 @@ fn couchdb_compatible_server_is_cleaned_by_celery_timestamps() {
         &format!("  couchdb:\n    external:\n      host: 127.0.0.1\n      port: 25984\n      database: celery_{}\n", run_id()),
         None,
     );
+}
+
+#[test]
+fn s3_emulator_is_cleaned_by_celery_timestamps() {
+    stores_up(&["s3", "rabbitmq"]);
+    // Celery's S3 backend needs the bucket to exist: create a fresh one per run with boto3.
+    let bucket = format!("celery-{}", run_id());
+    let mk = Command::new(python())
+        .args(["-c", "import boto3, sys; boto3.client('s3', endpoint_url='http://127.0.0.1:25000', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[1])", &bucket])
+        .output()
+        .unwrap();
+    assert!(
+        mk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mk.stderr)
+    );
+    let spec = format!(
+        "  s3:\n    basePath: results/\n    external:\n      bucket: {bucket}\n      region: us-east-1\n      endpointUrl: http://127.0.0.1:25000\n      accessKeyIdSecretRef: {{name: store-auth, key: id}}\n      secretAccessKeySecretRef: {{name: store-auth, key: password}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: store-auth}\nstringData:\n  id: test\n  password: test\n";
+    cleanup_round_trip_with_secret("s3", &spec, dir.path(), secret);
+}
+
+#[test]
+fn azure_blob_emulator_is_cleaned_by_celery_timestamps() {
+    stores_up(&["azure", "rabbitmq"]);
+    // Azurite's documented development account; Celery creates the container.
+    let conn = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;";
+    let spec = format!(
+        "  azureBlockBlob:\n    external:\n      connectionStringSecretRef: {{name: store-auth, key: conn}}\n      container: celery-{}\n      basePath: run/\n",
+        run_id()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  conn: '{conn}'\n");
+    cleanup_round_trip_with_secret("azureBlockBlob", &spec, dir.path(), &secret);
 }
 
 #[test]

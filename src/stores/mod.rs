@@ -2,6 +2,7 @@
 //! per store family, chosen from the URI and settings the builder produced (Celery's own view).
 
 pub mod keyvalue;
+pub mod objects;
 pub mod sql;
 
 use std::time::{Duration, Instant};
@@ -107,6 +108,7 @@ pub enum Store {
     Amqp(String),
     Http { kind: String, url: String },
     Filesystem(String),
+    Object(objects::ObjectClient),
     Other { kind: String, expiry: Expiry },
 }
 
@@ -156,15 +158,39 @@ impl Store {
                 kind: scheme.into(),
                 url: uri.replacen(&format!("{scheme}://"), "http://", 1),
             },
+            "s3" => match objects::ObjectClient::s3(cfg) {
+                Ok(c) => Store::Object(c),
+                Err(e) => Store::Other {
+                    kind: "s3".into(),
+                    expiry: Expiry::Unsupported(e.to_string()),
+                },
+            },
+            "azureblockblob" => match objects::ObjectClient::azure(cfg) {
+                Ok(c) => Store::Object(c),
+                Err(e) => Store::Other {
+                    kind: "azureBlockBlob".into(),
+                    expiry: Expiry::Unsupported(e.to_string()),
+                },
+            },
             "dynamodb" => Store::Other {
                 kind: "dynamodb".into(),
-                expiry: Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into()),
+                expiry: if uri.contains("ttl_seconds=") {
+                    Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
+                } else {
+                    Expiry::Unsupported(
+                        "results never expire without ttlSeconds, and the operator has no DynamoDB client yet".into(),
+                    )
+                },
             },
             "cassandra" => Store::Other {
                 kind: "cassandra".into(),
-                expiry: Expiry::Native(
-                    "Cassandra row TTL (cassandra_entry_ttl) expires rows".into(),
-                ),
+                expiry: if cfg.settings.contains_key("cassandra_entry_ttl") {
+                    Expiry::Native("Cassandra row TTL (cassandra_entry_ttl) expires rows".into())
+                } else {
+                    Expiry::Unsupported(
+                        "rows never expire without entryTtlSeconds, and the operator has no Cassandra client yet".into(),
+                    )
+                },
             },
             other => Store::Other {
                 kind: other.into(),
@@ -184,19 +210,24 @@ impl Store {
             Store::Amqp(_) => "rpc (AMQP broker)".into(),
             Store::Http { kind, .. } | Store::Other { kind, .. } => kind.clone(),
             Store::Filesystem(_) => "filesystem".into(),
+            Store::Object(o) => o.kind().into(),
         }
     }
 
     pub fn expiry(&self) -> Expiry {
         match self {
             Store::Redis(r) => r.expiry(),
-            Store::Sql(_) | Store::Filesystem(_) => Expiry::Purgeable,
+            Store::Sql(_) | Store::Filesystem(_) | Store::Object(_) => Expiry::Purgeable,
             Store::Memcached(_) => {
                 Expiry::Native("memcached expires every result (result_expires is the TTL)".into())
             }
             Store::Amqp(_) => Expiry::Native(
                 "rpc results are messages consumed by the caller; nothing is stored".into(),
             ),
+            Store::Http { kind, .. } if kind == "consul" => {
+                Expiry::Native("Consul sessions carry result_expires as TTL".into())
+            }
+            Store::Http { kind, .. } if kind == "couchdb" => Expiry::Purgeable,
             Store::Http { kind, .. } => {
                 Expiry::Unsupported(format!("cleanup of {kind} is not implemented yet"))
             }
@@ -216,6 +247,7 @@ impl Store {
                 Store::Amqp(url) => keyvalue::amqp_handshake(url).await,
                 Store::Http { kind, url } => keyvalue::http_probe(kind, url).await,
                 Store::Filesystem(path) => keyvalue::filesystem_probe(path).await,
+                Store::Object(o) => o.probe().await,
                 Store::Other { kind, .. } => Err(StoreError::Unsupported(format!(
                     "no health check for {kind} yet"
                 ))),
@@ -240,6 +272,7 @@ impl Store {
             Store::Redis(r) => r.purge(opts).await,
             Store::Sql(s) => s.purge(opts).await,
             Store::Filesystem(path) => keyvalue::filesystem_purge(path, opts).await,
+            Store::Object(o) => o.purge(opts).await,
             Store::Http { kind, url } if kind == "couchdb" => {
                 keyvalue::couchdb_purge(url, opts).await
             }
@@ -310,6 +343,18 @@ mod tests {
         ));
         assert!(matches!(
             Store::from_config(&c("s3://"), true).expiry(),
+            Expiry::Purgeable
+        ));
+        assert!(matches!(
+            Store::from_config(&c("consul://h:8500/p"), true).expiry(),
+            Expiry::Native(_)
+        ));
+        assert!(matches!(
+            Store::from_config(&c("cosmosdbsql://:k@h:443"), true).expiry(),
+            Expiry::Unsupported(_)
+        ));
+        assert!(matches!(
+            Store::from_config(&c("dynamodb://k:s@us-east-1/t"), true).expiry(),
             Expiry::Unsupported(_)
         ));
     }
