@@ -29,19 +29,6 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-fn stores_up() {
-    let up = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
-        .args(["up", "postgresql", "redis"])
-        .output()
-        .expect("hack/stores.sh");
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-}
-
 const CELERY: &str = r#"
 import json, sys, time
 from celery import Celery
@@ -168,31 +155,9 @@ async fn redis_blunt(url: &str) -> Duration {
 }
 
 fn main() {
-    stores_up();
+    support::stores::up(&["postgresql", "redis"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = format!("celery_bench_{:08x}", rand::random::<u32>());
-    let made = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "15432",
-            "-U",
-            "postgres",
-            "-qc",
-        ])
-        .arg(format!("CREATE DATABASE {db} OWNER celery"))
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let db = support::stores::pg_database("celery_bench");
     let celery_uri = format!(
         "db+postgresql+psycopg2://celery:{}@127.0.0.1:15432/{db}",
         enc(PG_PW)
@@ -234,22 +199,7 @@ fn main() {
     );
     let c_total = theirs["total"].as_f64().unwrap();
     let c_longest = theirs["longest"].as_f64().unwrap();
-    let _ = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "15432",
-            "-U",
-            "postgres",
-            "-qc",
-        ])
-        .arg(format!("DROP DATABASE {db}"))
-        .output();
+    support::stores::pg_admin(&format!("DROP DATABASE {db}"));
 
     println!("PostgreSQL 15: purge {EXPIRED} expired task results + {GROUPS} groups, keep {FRESH} fresh (fill took {:.1} s)", fill.as_secs_f64());
     println!("| cleaner | total s | statements | longest statement s |");

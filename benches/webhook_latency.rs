@@ -39,11 +39,7 @@ fn main() {
     let ns = TestNamespace::blocking("bench-webhook");
     let n = ns.name.clone();
     let tmp = tempfile::tempdir().expect("tmp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::stores::free_port();
     let config = format!("cbo-bench-{n}");
     let (addr, url) = (
         format!("127.0.0.1:{port}"),

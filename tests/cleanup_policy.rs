@@ -45,42 +45,11 @@ fn apply(yaml: &str) {
 #[test]
 fn a_policy_cleans_the_selected_backend_on_schedule() {
     install_crds();
-    let up = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
-        .args(["up", "postgresql", "rabbitmq"])
-        .output()
-        .unwrap();
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    support::stores::up(&["postgresql", "rabbitmq"]);
     let ns = TestNamespace::blocking("policy");
     let n = ns.name.clone();
     let id = format!("{:08x}", rand::random::<u32>());
-    let db = format!("celery_policy_{id}");
-    let created = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "15432",
-            "-U",
-            "postgres",
-            "-qc",
-        ])
-        .arg(format!("CREATE DATABASE {db} OWNER celery"))
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    let db = support::stores::pg_database("celery_policy");
     let names = [format!("clean-{id}"), format!("broken-{id}")];
     let _guard = PolicyGuard(names.to_vec());
 

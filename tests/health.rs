@@ -64,21 +64,8 @@ impl Redis {
 #[test]
 fn healthy_follows_a_real_store_and_a_dead_one_does_not_delay_others() {
     install_crds();
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
-        .args(["up", "redis"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    support::stores::up(&["redis"]);
+    let port = support::stores::free_port();
     let redis = Redis::start(port, tempfile::tempdir().unwrap());
     // A store that accepts connections and never answers (the kernel completes the handshake).
     let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

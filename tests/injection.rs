@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::stores::free_port;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -89,14 +91,6 @@ impl Drop for WebhookConfigGuard {
             "--ignore-not-found",
         ]);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::stores::free_port;
+
 use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
@@ -229,14 +231,6 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (code, body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -15,19 +15,7 @@ use support::python::python;
 const BROKER: &str = "amqp://guest:guest@127.0.0.1:25672//";
 const GAP_SECONDS: &str = "5";
 
-fn stores_up(names: &[&str]) {
-    let out = Command::new("bash")
-        .arg(format!("{}/hack/stores.sh", env!("CARGO_MANIFEST_DIR")))
-        .arg("up")
-        .args(names)
-        .output()
-        .expect("run hack/stores.sh");
-    assert!(
-        out.status.success(),
-        "hack/stores.sh up {names:?} failed (these tests need real servers):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use support::stores::up as stores_up;
 
 /// Each run uses its own key prefix or tables, so results of earlier runs never count.
 fn run_id() -> String {
@@ -244,29 +232,7 @@ fn postgresql_is_cleaned_in_batches() {
     stores_up(&["postgresql", "rabbitmq"]);
     // A database per run: Celery names its date_done indexes after the default tables whatever
     // database_table_names says, so two table sets in one PostgreSQL schema collide.
-    let db = format!("celery_{}", run_id());
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "15432",
-            "-U",
-            "postgres",
-            "-qc",
-        ])
-        .arg(format!("CREATE DATABASE {db} OWNER celery"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let db = support::stores::pg_database("celery");
     cleanup_round_trip(
         "postgresql",
         &format!("  database:\n    tableNames: {{task: tasks, group: groups}}\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15432\n      database: {db}\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n"),
@@ -287,10 +253,16 @@ fn mariadb_is_cleaned_in_batches() {
 #[test]
 fn couchdb_compatible_server_is_cleaned_by_celery_timestamps() {
     stores_up(&["couchdb", "rabbitmq"]);
-    // A database per run; pycouchdb creates it on first use.
+    // A database per run, created up front (pycouchdb would create it lazily, racing under load).
+    let db = format!("celery_{}", run_id());
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("http://127.0.0.1:25984/{db}")])
+        .output()
+        .expect("curl");
+    assert!(put.status.success(), "cannot create CouchDB database {db}");
     cleanup_round_trip(
         "couchdb",
-        &format!("  couchdb:\n    external:\n      host: 127.0.0.1\n      port: 25984\n      database: celery_{}\n", run_id()),
+        &format!("  couchdb:\n    external:\n      host: 127.0.0.1\n      port: 25984\n      database: {db}\n"),
         None,
     );
 }

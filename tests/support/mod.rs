@@ -4,3 +4,4 @@
 pub mod cluster;
 pub mod operator;
 pub mod python;
+pub mod stores;

@@ -1,0 +1,62 @@
+//! Real store servers for tests and benches (hack/stores.sh), and small helpers around them.
+
+use std::process::Command;
+
+/// Start (or reuse) the named servers; a server that cannot start fails the caller with the
+/// script's message: these tests never skip.
+pub fn up(names: &[&str]) {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
+        .arg("up")
+        .args(names)
+        .output()
+        .expect("run hack/stores.sh");
+    assert!(
+        out.status.success(),
+        "hack/stores.sh up {names:?} failed (these tests need real servers):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run SQL as PostgreSQL's superuser on the test server (127.0.0.1:15432).
+pub fn pg_admin(sql: &str) {
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "15432",
+            "-U",
+            "postgres",
+            "-qc",
+        ])
+        .arg(sql)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A database owned by `celery`, new for each caller (Celery's default index names collide
+/// between table sets in one schema, so isolation is per database).
+pub fn pg_database(prefix: &str) -> String {
+    let db = format!("{prefix}_{:08x}", rand::random::<u32>());
+    pg_admin(&format!("CREATE DATABASE {db} OWNER celery"));
+    db
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
