@@ -304,6 +304,20 @@ fn azure_blob_emulator_is_cleaned_by_celery_timestamps() {
 }
 
 #[test]
+fn filesystem_is_cleaned_by_celery_timestamps() {
+    stores_up(&["rabbitmq"]);
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip(
+        "filesystem",
+        &format!(
+            "  filesystem:\n    external:\n      path: {}\n",
+            dir.path().display()
+        ),
+        None,
+    );
+}
+
+#[test]
 fn sqlite_is_cleaned_in_batches() {
     stores_up(&["rabbitmq"]);
     let dir = tempfile::tempdir().unwrap();
