@@ -59,13 +59,7 @@ fn celery(mode: &str, uri: &str) -> serde_json::Value {
         .output()
         .expect("python");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(
-        o.stdout
-            .rsplit(|b| *b == b'\n')
-            .find(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap()
+    support::python::last_json_line(&o.stdout)
 }
 
 async fn pg_fill(url: &str) -> Duration {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use support::cluster::{client, install_crds, kubectl, kubectl_ok, TestNamespace};
-use support::operator::{condition, wait_until, Operator};
+use support::cluster::{client, install_crds, kubectl, TestNamespace};
+use support::operator::{wait_until, Operator};
 
 const N: usize = 300;
 
@@ -58,20 +58,7 @@ fn main() {
             &config,
         ],
     );
-    kubectl_ok(&[
-        "apply",
-        "-n",
-        &n,
-        "-f",
-        "examples/redis-secret.yaml",
-        "-f",
-        "examples/redis.yaml",
-    ]);
-    wait_until("Ready", 60, || {
-        condition(&n, "orders-redis", "Ready")
-            .starts_with("True|")
-            .then_some(())
-    });
+    support::operator::apply_redis_example(&n, 60);
     wait_until("default ServiceAccount", 60, || {
         kubectl(&["-n", &n, "get", "serviceaccount", "default"])
             .status

@@ -90,13 +90,7 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
         .output()
         .unwrap();
     assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
-    let ids: Value = serde_json::from_slice(
-        w.stdout
-            .rsplit(|b| *b == b'\n')
-            .find(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap();
+    let ids: Value = support::python::last_json_line(&w.stdout);
     let mark = ids["mark"].as_f64().unwrap();
 
     // Run once, 5 s from now; retention puts the cutoff at the mark between the batches.
@@ -147,13 +141,7 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let got: Value = serde_json::from_slice(
-        r.stdout
-            .rsplit(|b| *b == b'\n')
-            .find(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap();
+    let got: Value = support::python::last_json_line(&r.stdout);
     for id in ids["old_tasks"].as_array().unwrap() {
         assert_eq!(got["tasks"][id.as_str().unwrap()][0], "PENDING");
     }

@@ -113,20 +113,7 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         config_name.as_str(),
     ];
     let mut op = Operator::start_with(tmp.path(), &n, "op1.log", &flags);
-    kubectl_ok(&[
-        "apply",
-        "-n",
-        &n,
-        "-f",
-        "examples/redis-secret.yaml",
-        "-f",
-        "examples/redis.yaml",
-    ]);
-    wait_until("Ready", 30, || {
-        condition(&n, "orders-redis", "Ready")
-            .starts_with("True|")
-            .then_some(())
-    });
+    support::operator::apply_redis_example(&n, 30);
     // Nothing opts in yet.
     assert!(condition(&n, "orders-redis", "Injected").starts_with("False|NoOptIn|"));
     // The leader issued a certificate and registered the webhook with its CA.

@@ -281,20 +281,7 @@ fn two_replicas_elect_one_leader_and_hand_over_on_sigterm() {
     );
 
     // Only the leader reconciles: the backend becomes Ready and the leader counts it.
-    kubectl_ok(&[
-        "apply",
-        "-n",
-        &n,
-        "-f",
-        "examples/redis-secret.yaml",
-        "-f",
-        "examples/redis.yaml",
-    ]);
-    wait_until("Ready", 30, || {
-        condition(&n, "orders-redis", "Ready")
-            .starts_with("True|")
-            .then_some(())
-    });
+    support::operator::apply_redis_example(&n, 30);
     wait_until("leader metrics", 10, || {
         let m = http_get(&aa, "/metrics").1;
         (m.contains(r#"celery_backend_operator_backends{condition="Ready",status="True"} 1"#)

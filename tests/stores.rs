@@ -114,13 +114,7 @@ fn round_trip(label: &str, dir: &Path, f: &str, s: &Option<String>) {
         "{label}: Celery worker run failed:\n{}",
         String::from_utf8_lossy(&w.stderr)
     );
-    let ids: Value = serde_json::from_slice(
-        w.stdout
-            .rsplit(|b| *b == b'\n')
-            .find(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap();
+    let ids: Value = support::python::last_json_line(&w.stdout);
     let old = ids["old_tasks"].as_array().unwrap().len() as u64;
 
     // The cutoff is the mark the script took half-way between the batches (2.5 s from each).
@@ -174,13 +168,7 @@ fn round_trip(label: &str, dir: &Path, f: &str, s: &Option<String>) {
         "{label}: read back failed:\n{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let got: Value = serde_json::from_slice(
-        r.stdout
-            .rsplit(|b| *b == b'\n')
-            .find(|l| !l.is_empty())
-            .unwrap(),
-    )
-    .unwrap();
+    let got: Value = support::python::last_json_line(&r.stdout);
     for id in ids["old_tasks"].as_array().unwrap() {
         assert_eq!(
             got["tasks"][id.as_str().unwrap()][0],

@@ -856,7 +856,6 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     };
 
     if let Ok(mut sel) = ctx.selectors.lock() {
-        let key = (ns.clone(), name.clone());
         match obj
             .spec
             .injection
@@ -864,7 +863,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             .and_then(|i| i.workload_selector.clone())
         {
             Some(s) => {
-                sel.insert(key, s);
+                sel.insert(key.clone(), s);
             }
             None => {
                 sel.remove(&key);
@@ -963,7 +962,6 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             })
             .inc();
     }
-    let key = (ns.clone(), name.clone());
     Ok(if ready.ready {
         if let Ok(mut f) = ctx.failures.lock() {
             f.remove(&key);

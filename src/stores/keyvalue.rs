@@ -176,13 +176,7 @@ impl RedisStore {
                             .await
                             .map_err(err)?;
                     }
-                    report.batches += 1;
-                    report.longest_batch = report.longest_batch.max(t0.elapsed());
-                    if is_group {
-                        report.groups += delete.len() as u64;
-                    } else {
-                        report.tasks += delete.len() as u64;
-                    }
+                    report.record(is_group, delete.len(), t0.elapsed());
                     if !opts.dry_run {
                         pace(opts.rate, report.tasks + report.groups, started).await;
                     }
@@ -404,13 +398,7 @@ pub async fn couchdb_purge(url: &str, opts: PurgeOptions) -> Result<PurgeReport,
                     ));
                 }
             }
-            report.batches += 1;
-            report.longest_batch = report.longest_batch.max(t0.elapsed());
-            if is_group {
-                report.groups += delete.len() as u64;
-            } else {
-                report.tasks += delete.len() as u64;
-            }
+            report.record(is_group, delete.len(), t0.elapsed());
             if !opts.dry_run {
                 pace(opts.rate, report.tasks + report.groups, started).await;
             }

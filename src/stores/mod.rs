@@ -38,6 +38,19 @@ pub struct PurgeReport {
     pub dry_run: bool,
 }
 
+impl PurgeReport {
+    /// Account for one deletion batch.
+    pub fn record(&mut self, is_group: bool, deleted: usize, took: Duration) {
+        self.batches += 1;
+        self.longest_batch = self.longest_batch.max(took);
+        if is_group {
+            self.groups += deleted as u64;
+        } else {
+            self.tasks += deleted as u64;
+        }
+    }
+}
+
 /// Limits of a purge.
 #[derive(Clone, Copy, Debug)]
 pub struct PurgeOptions {

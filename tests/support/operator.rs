@@ -140,3 +140,21 @@ pub fn condition(ns: &str, backend: &str, type_: &str) -> String {
         ],
     )
 }
+
+/// Apply the Redis example (Secret + backend) into `ns` and wait until it is Ready.
+pub fn apply_redis_example(ns: &str, secs: u64) {
+    super::cluster::kubectl_ok(&[
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "examples/redis-secret.yaml",
+        "-f",
+        "examples/redis.yaml",
+    ]);
+    wait_until("orders-redis Ready", secs, || {
+        condition(ns, "orders-redis", "Ready")
+            .starts_with("True|")
+            .then_some(())
+    });
+}

@@ -49,3 +49,12 @@ pub fn run_json(script: &str, input: &serde_json::Value) -> serde_json::Value {
         )
     })
 }
+
+/// The last non-empty line of a script's stdout, parsed as JSON (scripts may log before it).
+pub fn last_json_line(stdout: &[u8]) -> serde_json::Value {
+    let line = stdout
+        .rsplit(|b| *b == b'\n')
+        .find(|l| !l.is_empty())
+        .expect("the script printed nothing");
+    serde_json::from_slice(line).expect("the script's last line is JSON")
+}
