@@ -95,7 +95,12 @@ up_rabbitmq() {
   if { exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT; } 2>/dev/null; then exec 3>&-; return 0; fi
   mkdir -p $STATE/rabbitmq/mnesia $STATE/rabbitmq/log && chown -R rabbitmq: $STATE/rabbitmq
   rabbitmq-server -detached >/dev/null 2>&1 || true
-  timeout 60 rabbitmqctl -n $RABBITMQ_NODENAME await_startup >/dev/null 2>&1 || die "rabbitmq did not start (logs in $STATE/rabbitmq/log)"
+  # await_startup fails at once while the node is not yet registered with epmd: retry until it answers.
+  local deadline=$((SECONDS + 90))
+  until timeout 30 rabbitmqctl -n $RABBITMQ_NODENAME await_startup >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "rabbitmq did not start within 90s (logs in $STATE/rabbitmq/log)"
+    sleep 1
+  done
 }
 
 up_couchdb() {
