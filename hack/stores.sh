@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure]   (default: all)
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -18,6 +18,10 @@ AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
 COUCH_PORT=25984 POUCHDB_SERVER_VERSION=4.2.0
 S3_PORT=25000 MOTO_VERSION=5.1.18
 AZURITE_PORT=10000 AZURITE_VERSION=3.35.0
+MONGO_PORT=37017 FERRETDB_VERSION=1.24.2
+GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
+DDB_PORT=28000 DDB_LOCAL_VERSION=3.3.1
+BIN=$CBO_CACHE/stores-bin   # servers built from the Go module proxy and Maven Central (outside the repo)
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
 need_pkg() { # need_pkg binary package
@@ -148,6 +152,75 @@ up_azure() {
   wait_for azurite 30 curl -s http://127.0.0.1:$AZURITE_PORT/
 }
 
+port_open() { { exec 3<>/dev/tcp/127.0.0.1/$1; } 2>/dev/null && exec 3>&-; }
+
+up_mongodb() {
+  # FerretDB v1 (Go module proxy, SQLite handler): the MongoDB wire protocol; real mongod is not
+  # obtainable from the allowed registries. The proxy refuses FerretDB's version *list* (403), so
+  # `go install` fails; downloading the exact version and building it works.
+  port_open $MONGO_PORT && return 0
+  local bin=$BIN/ferretdb-$FERRETDB_VERSION/ferretdb
+  if [ ! -x $bin ]; then
+    command -v go >/dev/null || die "go is required to build FerretDB"
+    echo "building FerretDB v$FERRETDB_VERSION from the Go module proxy (once, ~3 min)" >&2
+    local dir; dir=$(go mod download -json github.com/FerretDB/FerretDB@v$FERRETDB_VERSION \
+      | python3 -c 'import sys,json; print(json.load(sys.stdin)["Dir"])') || die "go mod download FerretDB failed"
+    local src; src=$(mktemp -d) && cp -r "$dir"/. "$src" && chmod -R u+w "$src"
+    # Built as the main module, FerretDB reads its version from build/version/version.txt (made by
+    # its own `task gen-version` in a checkout); write what that task would.
+    echo "v$FERRETDB_VERSION" >"$src/build/version/version.txt"
+    (cd "$src" && go build -trimpath -o $bin.tmp ./cmd/ferretdb) || die "building FerretDB failed"
+    mv $bin.tmp $bin && rm -rf "$src"
+  fi
+  rm -rf $STATE/ferretdb && mkdir -p $STATE/ferretdb
+  # No authentication: FerretDB v1's SCRAM ("--test-enable-new-auth") ignores skipEmptyExchange,
+  # which the MongoDB Rust driver relies on (pymongo copes), so the operator could not log in.
+  (nohup $bin --handler=sqlite --sqlite-url=file:$STATE/ferretdb/ \
+     --state-dir=$STATE/ferretdb --listen-addr=127.0.0.1:$MONGO_PORT --debug-addr=- --telemetry=disable \
+     --log-level=warn \
+     >$STATE/ferretdb.log 2>&1 & echo $! >$STATE/ferretdb.pid)
+  wait_for mongodb 30 port_open $MONGO_PORT
+}
+
+up_gcs() {
+  # fake-gcs-server (Go module proxy): the GCS JSON API in memory. No real GCS exists offline.
+  curl -s http://127.0.0.1:$GCS_PORT/storage/v1/b >/dev/null 2>&1 && return 0
+  local bin=$BIN/fake-gcs-server-$FAKE_GCS_VERSION/fake-gcs-server
+  if [ ! -x $bin ]; then
+    command -v go >/dev/null || die "go is required to build fake-gcs-server"
+    echo "building fake-gcs-server v$FAKE_GCS_VERSION from the Go module proxy (once)" >&2
+    GOBIN=$(dirname $bin) go install github.com/fsouza/fake-gcs-server@v$FAKE_GCS_VERSION || die "go install fake-gcs-server failed"
+  fi
+  (nohup $bin -scheme http -host 127.0.0.1 -port $GCS_PORT -backend memory \
+     -public-host 127.0.0.1:$GCS_PORT -external-url http://127.0.0.1:$GCS_PORT -log-level warn \
+     >$STATE/fake-gcs.log 2>&1 & echo $! >$STATE/fake-gcs.pid)
+  wait_for gcs 30 curl -sf http://127.0.0.1:$GCS_PORT/storage/v1/b
+}
+
+up_dynamodb() {
+  # DynamoDB Local, AWS's own emulator, from Maven Central; hack/java/DdbLoopback.java binds it
+  # to 127.0.0.1 (it has no bind option of its own).
+  port_open $DDB_PORT && return 0
+  local dir=$BIN/dynamodb-local-$DDB_LOCAL_VERSION
+  if [ ! -f $dir/lib/DynamoDBLocal-$DDB_LOCAL_VERSION.jar ]; then
+    command -v mvn >/dev/null || die "mvn is required to fetch DynamoDB Local from Maven Central"
+    echo "fetching DynamoDB Local $DDB_LOCAL_VERSION from Maven Central (once)" >&2
+    mkdir -p $dir && cat >$dir/pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>dev.celery</groupId><artifactId>dynamodb-local-fetch</artifactId><version>1</version>
+  <dependencies><dependency><groupId>software.amazon.dynamodb</groupId><artifactId>DynamoDBLocal</artifactId>
+    <version>$DDB_LOCAL_VERSION</version></dependency></dependencies></project>
+POM
+    (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
+      || die "fetching DynamoDB Local from Maven Central failed (see $dir/mvn.log)"
+    rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+  fi
+  local launcher=$PWD/hack/java/DdbLoopback.java
+  (cd $dir && nohup java -Xmx512m -Djava.library.path=$dir/lib -cp "$dir/lib/*" "$launcher" \
+     -inMemory -sharedDb -port $DDB_PORT -disableTelemetry >$STATE/dynamodb.log 2>&1 & echo $! >$STATE/dynamodb.pid)
+  wait_for dynamodb 60 port_open $DDB_PORT
+}
+
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -155,15 +228,15 @@ down() {
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure ...] | down" ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb ...] | down" ;;
 esac

@@ -1,7 +1,9 @@
 //! Store clients: a real protocol round trip (`probe`) and result-expiry cleanup (`purge_expired`)
 //! per store family, chosen from the URI and settings the builder produced (Celery's own view).
 
+pub mod dynamodb;
 pub mod keyvalue;
+pub mod mongo;
 pub mod objects;
 pub mod sql;
 
@@ -41,13 +43,19 @@ pub struct PurgeReport {
 impl PurgeReport {
     /// Account for one deletion batch.
     pub fn record(&mut self, is_group: bool, deleted: usize, took: Duration) {
+        if is_group {
+            self.record_mixed(0, deleted, took);
+        } else {
+            self.record_mixed(deleted, 0, took);
+        }
+    }
+
+    /// Account for one deletion batch holding both task and group results.
+    pub fn record_mixed(&mut self, tasks: usize, groups: usize, took: Duration) {
         self.batches += 1;
         self.longest_batch = self.longest_batch.max(took);
-        if is_group {
-            self.groups += deleted as u64;
-        } else {
-            self.tasks += deleted as u64;
-        }
+        self.tasks += tasks as u64;
+        self.groups += groups as u64;
     }
 }
 
@@ -122,6 +130,8 @@ pub enum Store {
     Http { kind: String, url: String },
     Filesystem(String),
     Object(objects::ObjectClient),
+    Mongo(mongo::MongoStore),
+    Dynamo(dynamodb::DynamoStore),
     Other { kind: String, expiry: Expiry },
 }
 
@@ -185,14 +195,13 @@ impl Store {
                     expiry: Expiry::Unsupported(e.to_string()),
                 },
             },
-            "dynamodb" => Store::Other {
-                kind: "dynamodb".into(),
-                expiry: if uri.contains("ttl_seconds=") {
-                    Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
-                } else {
-                    Expiry::Unsupported(
-                        "results never expire without ttlSeconds, and the operator has no DynamoDB client yet".into(),
-                    )
+            "dynamodb" => Store::Dynamo(dynamodb::DynamoStore::new(cfg)),
+            "mongodb" | "mongodb+srv" => Store::Mongo(mongo::MongoStore::new(cfg)),
+            "gs" => match objects::ObjectClient::gcs(cfg) {
+                Ok(c) => Store::Object(c),
+                Err(e) => Store::Other {
+                    kind: "gcs".into(),
+                    expiry: Expiry::Unsupported(e.to_string()),
                 },
             },
             "cassandra" => Store::Other {
@@ -224,13 +233,21 @@ impl Store {
             Store::Http { kind, .. } | Store::Other { kind, .. } => kind.clone(),
             Store::Filesystem(_) => "filesystem".into(),
             Store::Object(o) => o.kind().into(),
+            Store::Mongo(_) => "mongodb".into(),
+            Store::Dynamo(_) => "dynamodb".into(),
         }
     }
 
     pub fn expiry(&self) -> Expiry {
         match self {
             Store::Redis(r) => r.expiry(),
-            Store::Sql(_) | Store::Filesystem(_) | Store::Object(_) => Expiry::Purgeable,
+            Store::Sql(_) | Store::Filesystem(_) | Store::Object(_) | Store::Mongo(_) => {
+                Expiry::Purgeable
+            }
+            Store::Dynamo(d) if d.has_ttl() => {
+                Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
+            }
+            Store::Dynamo(_) => Expiry::Purgeable,
             Store::Memcached(_) => {
                 Expiry::Native("memcached expires every result (result_expires is the TTL)".into())
             }
@@ -261,6 +278,8 @@ impl Store {
                 Store::Http { kind, url } => keyvalue::http_probe(kind, url).await,
                 Store::Filesystem(path) => keyvalue::filesystem_probe(path).await,
                 Store::Object(o) => o.probe().await,
+                Store::Mongo(m) => m.probe().await,
+                Store::Dynamo(d) => d.probe().await,
                 Store::Other { kind, .. } => Err(StoreError::Unsupported(format!(
                     "no health check for {kind} yet"
                 ))),
@@ -286,6 +305,8 @@ impl Store {
             Store::Sql(s) => s.purge(opts).await,
             Store::Filesystem(path) => keyvalue::filesystem_purge(path, opts).await,
             Store::Object(o) => o.purge(opts).await,
+            Store::Mongo(m) => m.purge(opts).await,
+            Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
             Store::Http { kind, url } if kind == "couchdb" => {
                 keyvalue::couchdb_purge(url, opts).await
             }
@@ -368,7 +389,15 @@ mod tests {
         ));
         assert!(matches!(
             Store::from_config(&c("dynamodb://k:s@us-east-1/t"), true).expiry(),
-            Expiry::Unsupported(_)
+            Expiry::Purgeable
         ));
+        assert!(matches!(
+            Store::from_config(&c("dynamodb://k:s@us-east-1/t?ttl_seconds=60"), true).expiry(),
+            Expiry::Native(_)
+        ));
+        assert_eq!(
+            Store::from_config(&c("mongodb://h:27017/db"), true).expiry(),
+            Expiry::Purgeable
+        );
     }
 }

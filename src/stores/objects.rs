@@ -93,6 +93,52 @@ impl ObjectClient {
         })
     }
 
+    /// Google Cloud Storage with Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS,
+    /// or the metadata server on GKE), like Celery's client. `STORAGE_EMULATOR_HOST` in the
+    /// operator's environment points it at an emulator instead, as it does Google's own clients.
+    pub fn gcs(cfg: &BackendConfig) -> Result<Self, StoreError> {
+        let rest = cfg.uri.trim_start_matches("gs://");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket = authority.split('?').next().unwrap_or_default();
+        let path = path.split('?').next().unwrap_or_default();
+        let base_path = percent_encoding::percent_decode_str(path)
+            .decode_utf8_lossy()
+            .trim_matches('/')
+            .to_string();
+        let mut b = object_store::gcp::GoogleCloudStorageBuilder::new().with_bucket_name(bucket);
+        if let Ok(host) = std::env::var("STORAGE_EMULATOR_HOST") {
+            let base_url = if host.contains("://") {
+                host
+            } else {
+                format!("http://{host}")
+            };
+            let key = serde_json::json!({
+                "gcs_base_url": base_url.trim_end_matches('/'),
+                "disable_oauth": true,
+                "client_email": "",
+                "private_key": "",
+                "private_key_id": "",
+            });
+            b = b
+                .with_service_account_key(key.to_string())
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(base_url.starts_with("http://")),
+                );
+        }
+        let store = b.build().map_err(|e| StoreError::connect("gcs", e))?;
+        Ok(ObjectClient {
+            kind: "gcs",
+            store: Arc::new(store),
+            // Celery writes `<base_path>/<key>` when a base path is set, else `<key>`.
+            base: if base_path.is_empty() {
+                String::new()
+            } else {
+                format!("{base_path}/")
+            },
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -143,7 +189,6 @@ impl ObjectClient {
         };
         let task_prefix = format!("{}{TASK_KEY}", self.base);
         let group_prefix = format!("{}{GROUP_KEY}", self.base);
-        let mut doomed: HashSet<String> = HashSet::new();
         let mut remaining: HashSet<String> = HashSet::new();
         let mut delete: Vec<Path> = vec![];
         let t0 = Instant::now();
@@ -161,7 +206,6 @@ impl ObjectClient {
                 .await
                 .map_err(err)?;
             if date_done_unix(&body).is_some_and(|t| t < opts.cutoff_unix) {
-                doomed.insert(id);
                 delete.push(p.clone());
             } else {
                 remaining.insert(id);
@@ -201,7 +245,6 @@ impl ObjectClient {
                 pace(opts.rate, report.batches * chunk.len() as u64, started).await;
             }
         }
-        let _ = doomed;
         Ok(report)
     }
 }

@@ -3,8 +3,12 @@ a real consumer on a real RabbitMQ broker) using the celeryconfig.py the operato
 
   celery_results.py write CONFIG_DIR BROKER GAP_SECONDS   -> JSON ids of old and fresh results
   celery_results.py read  CONFIG_DIR BROKER IDS_JSON      -> JSON {id: state, ...} and groups
+
+CELERY_BACKEND_CLASS=module:Class selects a backend class for the operator's URI through Celery's
+own `class+scheme://` syntax (the gs:// backend's Firestore part cannot run here: GCSBackendBase).
 """
 import json
+import os
 import sys
 import time
 
@@ -15,6 +19,8 @@ from celery.result import AsyncResult, GroupResult  # noqa: E402
 
 app = Celery("cbo_store_test", broker=sys.argv[3], set_as_current=True)
 app.config_from_object(celeryconfig)
+if os.environ.get("CELERY_BACKEND_CLASS"):
+    app.conf.result_backend = os.environ["CELERY_BACKEND_CLASS"] + "+" + celeryconfig.result_backend
 app.conf.task_default_queue = "cbo-" + str(abs(hash(sys.argv[2])) % 10**8)
 
 
@@ -52,5 +58,7 @@ else:
         out["tasks"][tid] = [r.state, r.result if r.state == "SUCCESS" else None]
     for gid in [ids["old_group"], ids["fresh_group"]]:
         g = GroupResult.restore(gid, app=app)
-        out["groups"][gid] = None if g is None else [r.id for r in g.results]
+        # KV backends restore a GroupResult; MongoDB restores the list of results itself.
+        members = None if g is None else getattr(g, "results", g)
+        out["groups"][gid] = None if members is None else [r.id for r in members]
     print(json.dumps(out))
