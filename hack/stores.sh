@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb]   (default: all)
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -21,6 +21,7 @@ AZURITE_PORT=10000 AZURITE_VERSION=3.35.0
 MONGO_PORT=37017 FERRETDB_VERSION=1.24.2
 GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
 DDB_PORT=28000 DDB_LOCAL_VERSION=3.3.1
+CONSUL_PORT=28500 CONSUL_VERSION=1.22.6
 BIN=$CBO_CACHE/stores-bin   # servers built from the Go module proxy and Maven Central (outside the repo)
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
@@ -221,6 +222,31 @@ POM
   wait_for dynamodb 60 port_open $DDB_PORT
 }
 
+up_consul() {
+  # Real Consul, built from its module zip on the Go module proxy (not in Debian). `go install`
+  # refuses it (go.mod has local replaces), so drop those and build; the published submodule
+  # versions it requires are used instead. Dev mode: in memory, one node.
+  curl -sf http://127.0.0.1:$CONSUL_PORT/v1/status/leader >/dev/null 2>&1 && return 0
+  local bin=$BIN/consul-$CONSUL_VERSION/consul
+  if [ ! -x $bin ]; then
+    command -v go >/dev/null || die "go is required to build Consul"
+    echo "building Consul v$CONSUL_VERSION from the Go module proxy (once, several minutes)" >&2
+    local dir; dir=$(GOFLAGS=-mod=mod go mod download -json github.com/hashicorp/consul@v$CONSUL_VERSION \
+      | python3 -c 'import sys,json; print(json.load(sys.stdin)["Dir"])') || die "go mod download consul failed"
+    local src; src=$(mktemp -d) && cp -r "$dir"/. "$src" && chmod -R u+w "$src"
+    sed -i -E '/=>[[:space:]]+\.\//d' "$src/go.mod"
+    mkdir -p $(dirname $bin)
+    # The checksum database has no entries for the consul submodules (404), so skip it for them only.
+    (cd "$src" && GOFLAGS=-mod=mod GONOSUMDB=github.com/hashicorp/consul go build -trimpath -o $bin.tmp .) >$STATE/consul-build.log 2>&1 \
+      || die "building Consul failed (see $STATE/consul-build.log)"
+    mv $bin.tmp $bin && rm -rf "$src"
+  fi
+  (nohup $bin agent -dev -client 127.0.0.1 -bind 127.0.0.1 -http-port $CONSUL_PORT -dns-port -1 \
+     -grpc-port -1 -grpc-tls-port -1 -serf-lan-port 28301 -serf-wan-port 28302 -server-port 28300 \
+     -log-level warn >$STATE/consul.log 2>&1 & echo $! >$STATE/consul.pid)
+  wait_for consul 60 sh -c "curl -sf http://127.0.0.1:$CONSUL_PORT/v1/status/leader | grep -q :"
+}
+
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -228,15 +254,15 @@ down() {
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb ...] | down" ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul ...] | down" ;;
 esac

@@ -50,7 +50,12 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
     let n = ns.name.clone();
     let id = format!("{:08x}", rand::random::<u32>());
     let db = support::stores::pg_database("celery_policy");
-    let names = [format!("clean-{id}"), format!("broken-{id}")];
+    let names = [
+        format!("clean-{id}"),
+        format!("broken-{id}"),
+        format!("dry-{id}"),
+        format!("paused-{id}"),
+    ];
     let _guard = PolicyGuard(names.to_vec());
 
     // Two backends: only the labelled one is selected.
@@ -93,13 +98,29 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
     let ids: Value = support::python::last_json_line(&w.stdout);
     let mark = ids["mark"].as_f64().unwrap();
 
-    // Run once, 5 s from now; retention puts the cutoff at the mark between the batches.
-    let run_at = now().ceil() as i64 + 5;
-    let t = k8s_openapi::jiff::Timestamp::from_second(run_at)
-        .unwrap()
-        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
-    let schedule = format!("{} {} {} * * *", t.second(), t.minute(), t.hour());
-    let retention = format!("{}s", (run_at as f64 - mark).round() as i64);
+    // Run once, 8 s from now; retention puts the cutoff at the mark between the batches. A dry-run
+    // policy over the same backend runs 4 s earlier and must count the same results and delete
+    // none; a suspended every-second policy must never run.
+    let at = |run_at: i64| {
+        let t = k8s_openapi::jiff::Timestamp::from_second(run_at)
+            .unwrap()
+            .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC);
+        (
+            format!("{} {} {} * * *", t.second(), t.minute(), t.hour()),
+            format!("{}s", (run_at as f64 - mark).round() as i64),
+        )
+    };
+    let run_at = now().ceil() as i64 + 8;
+    let (schedule, retention) = at(run_at);
+    let (dry_schedule, dry_retention) = at(run_at - 4);
+    apply(&format!(
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {}}}\nspec:\n  schedule: '{dry_schedule}'\n  retention: {dry_retention}\n  dryRun: true\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}\n  backendSelector: {{matchLabels: {{tier: celery}}}}\n",
+        names[2]
+    ));
+    apply(&format!(
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {}}}\nspec:\n  schedule: '* * * * * *'\n  retention: 1s\n  suspend: true\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}\n",
+        names[3]
+    ));
     apply(&format!(
         "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {}}}\nspec:\n  schedule: '{schedule}'\n  retention: {retention}\n  batchSize: 3\n  maxDeletionsPerSecond: 1000\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}\n  backendSelector: {{matchLabels: {{tier: celery}}}}\n",
         names[0]
@@ -134,6 +155,38 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
         .clone();
     assert_eq!(ok["status"], "True", "{ok}");
     assert!(status["nextRunTime"].is_string());
+
+    // The dry run counted exactly what the real run then deleted (so it deleted nothing itself).
+    let dry = kubectl(&["get", "celeryresultcleanuppolicy", &names[2], "-o", "json"]);
+    let dry: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let dry = &dry["status"];
+    assert_eq!(
+        dry["backends"][0]["deletedTasks"], backends[0]["deletedTasks"],
+        "{dry}"
+    );
+    assert_eq!(dry["backends"][0]["deletedGroups"], 1, "{dry}");
+    let dry_msg = dry["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "LastRunSucceeded")
+        .unwrap()["message"]
+        .clone();
+    assert!(
+        dry_msg
+            .as_str()
+            .unwrap()
+            .contains("would be deleted (dry run)"),
+        "{dry_msg}"
+    );
+    // The suspended policy never ran, though it was due every second.
+    let paused = kubectl(&["get", "celeryresultcleanuppolicy", &names[3], "-o", "json"]);
+    let paused: Value = serde_json::from_slice(&paused.stdout).unwrap();
+    assert!(
+        paused["status"]["lastRunTime"].is_null(),
+        "{}",
+        paused["status"]
+    );
 
     // Old results are gone, fresh ones readable through Celery.
     let r = Command::new(python())

@@ -408,6 +408,84 @@ fn gcs_emulator_is_cleaned_by_celery_timestamps() {
 }
 
 #[test]
+fn consul_results_expire_natively_through_session_ttls() {
+    stores_up(&["consul", "rabbitmq"]);
+    // Real Consul (dev agent). Celery ties each key to a session whose TTL is result_expires.
+    let prefix = format!("celery/{}", run_id());
+    let dir = tempfile::tempdir().unwrap();
+    let (f, s) = backend(
+        dir.path(),
+        &format!("  consul:\n    external:\n      host: 127.0.0.1\n      port: 28500\n      keyPrefix: {prefix}\n  resultExpires: 10s\n"),
+        None,
+    );
+    let (ok, out, err) = cli(&[&["check"], target_args(&f, &s).as_slice()].concat());
+    assert!(
+        ok && out.contains("healthy") && out.contains("native"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&[
+        &["cleanup"],
+        target_args(&f, &s).as_slice(),
+        &["--older-than", "1s"],
+    ]
+    .concat());
+    assert!(
+        !ok && err.contains("nothing to purge") && err.contains("Consul sessions"),
+        "{err}"
+    );
+
+    let script = format!(
+        "{}/tests/stores/celery_results.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let w = Command::new(python())
+        .args([
+            script.as_str(),
+            "write",
+            dir.path().to_str().unwrap(),
+            BROKER,
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        w.status.success(),
+        "Celery worker run failed:\n{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let keys = || {
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://127.0.0.1:28500/v1/kv/{prefix}?recurse&keys"),
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<String>>(&o.stdout)
+            .map(|v| v.len())
+            .unwrap_or(0)
+    };
+    let written = keys();
+    assert!(
+        written >= 16,
+        "expected the worker's results under {prefix}, found {written}"
+    );
+    // Consul deletes a session (and with behavior=delete its keys) between TTL and 2x TTL.
+    let started = std::time::Instant::now();
+    while keys() > 0 {
+        assert!(
+            started.elapsed().as_secs() < 90,
+            "results still in Consul after 90 s"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    eprintln!(
+        "consul: {written} keys expired natively {:?} after the last write",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn filesystem_is_cleaned_by_celery_timestamps() {
     stores_up(&["rabbitmq"]);
     let dir = tempfile::tempdir().unwrap();

@@ -112,7 +112,15 @@ impl DynamoStore {
 
     async fn client(&self) -> Client {
         let t = &self.target;
+        // rustls with ring, the provider the rest of the operator uses (the SDK's default client
+        // would bring aws-lc-rs, and two providers leave rustls unable to pick one).
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
             .region(aws_config::Region::new(t.region.clone()));
         if let Some((k, s)) = &t.credentials {
             loader = loader.credentials_provider(aws_credential_types::Credentials::from_keys(

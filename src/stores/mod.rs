@@ -127,12 +127,20 @@ pub enum Store {
     Sql(sql::SqlStore),
     Memcached(Vec<String>),
     Amqp(String),
-    Http { kind: String, url: String },
+    Http {
+        kind: String,
+        url: String,
+        /// `result_expires` is explicitly None: Consul sessions get no TTL.
+        no_ttl: bool,
+    },
     Filesystem(String),
     Object(objects::ObjectClient),
     Mongo(mongo::MongoStore),
     Dynamo(dynamodb::DynamoStore),
-    Other { kind: String, expiry: Expiry },
+    Other {
+        kind: String,
+        expiry: Expiry,
+    },
 }
 
 impl Store {
@@ -175,11 +183,16 @@ impl Store {
                 Store::Http {
                     kind: "elasticsearch".into(),
                     url: http,
+                    no_ttl: false,
                 }
             }
             "couchdb" | "consul" | "arangodb" => Store::Http {
                 kind: scheme.into(),
                 url: uri.replacen(&format!("{scheme}://"), "http://", 1),
+                no_ttl: matches!(
+                    cfg.settings.get("result_expires"),
+                    Some(serde_json::Value::Null)
+                ),
             },
             "s3" => match objects::ObjectClient::s3(cfg) {
                 Ok(c) => Store::Object(c),
@@ -254,8 +267,8 @@ impl Store {
             Store::Amqp(_) => Expiry::Native(
                 "rpc results are messages consumed by the caller; nothing is stored".into(),
             ),
-            Store::Http { kind, .. } if kind == "consul" => {
-                Expiry::Native("Consul sessions carry result_expires as TTL".into())
+            Store::Http { kind, no_ttl, .. } if kind == "consul" && !no_ttl => {
+                Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into())
             }
             Store::Http { kind, .. } if kind == "couchdb" => Expiry::Purgeable,
             Store::Http { kind, .. } => {
@@ -275,7 +288,7 @@ impl Store {
                 Store::Sql(s) => s.probe().await,
                 Store::Memcached(servers) => keyvalue::memcached_version(servers).await,
                 Store::Amqp(url) => keyvalue::amqp_handshake(url).await,
-                Store::Http { kind, url } => keyvalue::http_probe(kind, url).await,
+                Store::Http { kind, url, .. } => keyvalue::http_probe(kind, url).await,
                 Store::Filesystem(path) => keyvalue::filesystem_probe(path).await,
                 Store::Object(o) => o.probe().await,
                 Store::Mongo(m) => m.probe().await,
@@ -307,7 +320,7 @@ impl Store {
             Store::Object(o) => o.purge(opts).await,
             Store::Mongo(m) => m.purge(opts).await,
             Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
-            Store::Http { kind, url } if kind == "couchdb" => {
+            Store::Http { kind, url, .. } if kind == "couchdb" => {
                 keyvalue::couchdb_purge(url, opts).await
             }
             other => match other.expiry() {
