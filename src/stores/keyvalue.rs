@@ -15,8 +15,8 @@ pub struct RedisStore {
     ttl: bool,
 }
 
-const TASK_KEY: &str = "celery-task-meta-";
-const GROUP_KEY: &str = "celery-taskset-meta-";
+pub(super) const TASK_KEY: &str = "celery-task-meta-";
+pub(super) const GROUP_KEY: &str = "celery-taskset-meta-";
 
 /// Completion time of a Celery result meta (JSON with an ISO-8601 `date_done`), Unix seconds.
 pub fn date_done_unix(meta: &[u8]) -> Option<i64> {
@@ -261,7 +261,7 @@ type BasicCreds = Option<(String, Option<String>)>;
 
 /// Base URL (no credentials) and basic-auth pair of an HTTP store URI. CouchDB URIs carry their
 /// credentials percent-encoded twice (pycouchdb decodes twice), so `decode_rounds` is 2 there.
-fn http_parts(
+pub(super) fn http_parts(
     kind: &str,
     url: &str,
     decode_rounds: usize,
@@ -285,7 +285,7 @@ fn http_parts(
     Ok((base, auth))
 }
 
-fn authed(
+pub(super) fn authed(
     rb: reqwest::RequestBuilder,
     auth: &Option<(String, Option<String>)>,
 ) -> reqwest::RequestBuilder {

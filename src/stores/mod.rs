@@ -5,6 +5,7 @@ pub mod dynamodb;
 pub mod keyvalue;
 pub mod mongo;
 pub mod objects;
+pub mod search;
 pub mod sql;
 
 use std::time::{Duration, Instant};
@@ -270,7 +271,9 @@ impl Store {
             Store::Http { kind, no_ttl, .. } if kind == "consul" && !no_ttl => {
                 Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into())
             }
-            Store::Http { kind, .. } if kind == "couchdb" => Expiry::Purgeable,
+            Store::Http { kind, .. } if kind == "couchdb" || kind == "elasticsearch" => {
+                Expiry::Purgeable
+            }
             Store::Http { kind, .. } => {
                 Expiry::Unsupported(format!("cleanup of {kind} is not implemented yet"))
             }
@@ -320,6 +323,9 @@ impl Store {
             Store::Object(o) => o.purge(opts).await,
             Store::Mongo(m) => m.purge(opts).await,
             Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
+            Store::Http { kind, url, .. } if kind == "elasticsearch" => {
+                search::elasticsearch_purge(url, opts).await
+            }
             Store::Http { kind, url, .. } if kind == "couchdb" => {
                 keyvalue::couchdb_purge(url, opts).await
             }
