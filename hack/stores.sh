@@ -118,7 +118,7 @@ up_couchdb() {
     mkdir -p $dir && (cd $dir && npm install --no-audit --no-fund --silent pouchdb-server@$POUCHDB_SERVER_VERSION >/dev/null 2>&1) \
       || die "npm install pouchdb-server@$POUCHDB_SERVER_VERSION failed"
   fi
-  (cd $dir && nohup node_modules/.bin/pouchdb-server --host 127.0.0.1 --port $COUCH_PORT --in-memory \
+  (cd $dir || exit 1; nohup node_modules/.bin/pouchdb-server --host 127.0.0.1 --port $COUCH_PORT --in-memory \
      >$STATE/pouchdb.log 2>&1 & echo $! >$STATE/pouchdb.pid)
   wait_for couchdb 30 curl -sf http://127.0.0.1:$COUCH_PORT/
 }
@@ -218,7 +218,7 @@ POM
     rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
   fi
   local launcher=$PWD/hack/java/DdbLoopback.java
-  (cd $dir && nohup java -Xmx512m -Djava.library.path=$dir/lib -cp "$dir/lib/*" "$launcher" \
+  (cd $dir || exit 1; nohup java -Xmx512m -Djava.library.path=$dir/lib -cp "$dir/lib/*" "$launcher" \
      -inMemory -sharedDb -port $DDB_PORT -disableTelemetry >$STATE/dynamodb.log 2>&1 & echo $! >$STATE/dynamodb.pid)
   wait_for dynamodb 60 port_open $DDB_PORT
 }
@@ -269,7 +269,7 @@ POM
     fi
     local launcher=$PWD/hack/java/OpenSearchNode.java
     rm -rf $STATE/opensearch
-    (cd $dir && nohup java -Xms512m -Xmx1g -cp "$dir/lib/*" "$launcher" $STATE/opensearch $OS_PORT \
+    (cd $dir || exit 1; nohup java -Xms512m -Xmx1g -cp "$dir/lib/*" "$launcher" $STATE/opensearch $OS_PORT \
        >$STATE/opensearch.log 2>&1 & echo $! >$STATE/opensearch.pid)
     wait_for opensearch 120 curl -sf http://127.0.0.1:$OS_PORT/_cluster/health
   fi
