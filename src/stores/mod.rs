@@ -402,6 +402,19 @@ mod tests {
             Store::from_config(&c("consul://h:8500/p"), true).expiry(),
             Expiry::Native(_)
         ));
+        // resultExpires: 0s -> Celery's Consul sessions get no TTL: nothing expires them.
+        let mut never = c("consul://h:8500/p");
+        never
+            .settings
+            .insert("result_expires".into(), serde_json::Value::Null);
+        assert!(matches!(
+            Store::from_config(&never, true).expiry(),
+            Expiry::Unsupported(_)
+        ));
+        assert_eq!(
+            Store::from_config(&c("gs://bucket/base?gcs_project=p"), true).kind(),
+            "gcs"
+        );
         assert!(matches!(
             Store::from_config(&c("cosmosdbsql://:k@h:443"), true).expiry(),
             Expiry::Unsupported(_)
