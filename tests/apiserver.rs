@@ -5,10 +5,10 @@ mod support;
 
 use std::path::Path;
 
-use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace, ROOT};
+use support::cluster::{install_crds, kubectl, kubectl_ok, root, TestNamespace};
 
 fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(Path::new(ROOT).join(dir))
+    let mut v: Vec<_> = std::fs::read_dir(Path::new(root()).join(dir))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))

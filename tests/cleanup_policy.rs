@@ -85,13 +85,13 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::write(cfg_dir.path().join("celeryconfig.py"), &out.stdout).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/stores/celery_results.py"
+    let script = format!(
+        "{}/tests/stores/celery_results.py",
+        support::cluster::root()
     );
     let d = cfg_dir.path().to_str().unwrap();
     let w = Command::new(python())
-        .args([script, "write", d, BROKER, "12"])
+        .args([script.as_str(), "write", d, BROKER, "12"])
         .output()
         .unwrap();
     assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
@@ -190,7 +190,7 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
 
     // Old results are gone, fresh ones readable through Celery.
     let r = Command::new(python())
-        .args([script, "read", d, BROKER, &ids.to_string()])
+        .args([script.as_str(), "read", d, BROKER, &ids.to_string()])
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));

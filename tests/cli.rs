@@ -4,12 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_celery-backend-operator");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The checkout under test, read at run time (see tests/support/cluster.rs).
+fn root() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
-        .current_dir(ROOT)
+        .current_dir(root())
         .output()
         .unwrap();
     (
@@ -21,7 +24,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn crds_dir_matches_generated_crds() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("crds"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(&root()).join("crds"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
@@ -44,7 +47,7 @@ fn crds_dir_matches_generated_crds() {
 #[test]
 fn uri_prints_a_uri_for_every_example() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(Path::new(ROOT).join("examples")).unwrap() {
+    for entry in std::fs::read_dir(Path::new(&root()).join("examples")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         if name.ends_with("-secret.yaml")

@@ -7,13 +7,13 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace, ROOT};
+use support::cluster::{install_crds, kubectl, kubectl_ok, root, TestNamespace};
 use support::operator::{get, uri_of, wait_until, Operator, BIN};
 
 fn cli_uri(backend: &str, secret: &str) -> String {
     let o = Command::new(BIN)
         .args(["uri", "-f", backend, "-s", secret])
-        .current_dir(ROOT)
+        .current_dir(root())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -5,14 +5,14 @@ mod support;
 
 use std::process::Command;
 
-use support::cluster::{cluster, kubectl, TestNamespace, ROOT};
+use support::cluster::{cluster, kubectl, root, TestNamespace};
 
 fn helm(args: &[&str]) -> String {
     let (kubeconfig, bin) = cluster();
     let out = Command::new(bin.join("helm"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
-        .current_dir(ROOT)
+        .current_dir(root())
         .output()
         .expect("helm (hack/build-k8s.sh builds it)");
     assert!(
@@ -82,7 +82,7 @@ fn chart_renders_and_passes_server_side_dry_run() {
         "crds/celeryresultbackends.celery.dev.yaml",
         "crds/celeryresultcleanuppolicies.celery.dev.yaml",
     ] {
-        let crd = std::fs::read_to_string(format!("{ROOT}/{f}")).unwrap();
+        let crd = std::fs::read_to_string(format!("{}/{f}", root())).unwrap();
         let first_line = crd
             .lines()
             .find(|l| l.contains("name: celeryresult"))

@@ -12,7 +12,9 @@ use cbo::uri::{build, config_module, SecretValues};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle/oracle.py");
+fn oracle() -> String {
+    format!("{}/tests/oracle/oracle.py", support::cluster::root())
+}
 
 /// Passwords that break naive URI building.
 const NASTY: &[&str] = &[
@@ -70,7 +72,7 @@ fn check(cases: Vec<Case>) {
         .chunks(chunk.max(1))
         .map(|c| {
             let c = Value::Array(c.to_vec());
-            std::thread::spawn(move || support::python::run_json(ORACLE, &c))
+            std::thread::spawn(move || support::python::run_json(&oracle(), &c))
         })
         .collect();
     let mut results = vec![];
@@ -534,7 +536,7 @@ fn ironcache_is_refused_because_celery_cannot_load_it() {
     assert_eq!(err.reason(), "Unsupported");
     assert!(err.to_string().contains("spec.ironCache"), "{err}");
     let out = support::python::run_json(
-        ORACLE,
+        &oracle(),
         &json!([{"id": "ironcache", "kind": "ironCache",
             "config_module": "result_backend = 'ironcache://p1:x@/cache'\n", "expect": {"loadable": false}}]),
     );

@@ -124,7 +124,7 @@ fn round_trip(label: &str, dir: &Path, f: &str, s: &Option<String>, env: &[(&str
     let d = dir.to_str().unwrap();
     let script = format!(
         "{}/tests/stores/celery_results.py",
-        env!("CARGO_MANIFEST_DIR")
+        support::cluster::root()
     );
     let w = Command::new(&py)
         .args([script.as_str(), "write", d, BROKER, GAP_SECONDS])
@@ -436,7 +436,7 @@ fn consul_results_expire_natively_through_session_ttls() {
 
     let script = format!(
         "{}/tests/stores/celery_results.py",
-        env!("CARGO_MANIFEST_DIR")
+        support::cluster::root()
     );
     let w = Command::new(python())
         .args([

@@ -9,7 +9,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, Config};
 
-pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The checkout the tests run from. Read at run time: a test binary built by another clone that
+/// shares the target directory (CI does) must not run that clone's scripts.
+pub fn root() -> &'static str {
+    static ROOT: OnceLock<String> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+    })
+}
 
 /// `(kubeconfig, bin dir)` of the running cluster; starts it on first use. A cluster that cannot
 /// start fails the test with the script's output: these tests never skip.
@@ -17,7 +24,7 @@ pub fn cluster() -> &'static (PathBuf, PathBuf) {
     static CLUSTER: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     CLUSTER.get_or_init(|| {
         let up = Command::new("bash")
-            .arg(format!("{ROOT}/hack/cluster.sh"))
+            .arg(format!("{}/hack/cluster.sh", root()))
             .arg("up")
             .output()
             .expect("cannot run hack/cluster.sh");
@@ -27,7 +34,7 @@ pub fn cluster() -> &'static (PathBuf, PathBuf) {
             String::from_utf8_lossy(&up.stderr)
         );
         let env = Command::new("bash")
-            .arg(format!("{ROOT}/hack/cluster.sh"))
+            .arg(format!("{}/hack/cluster.sh", root()))
             .arg("env")
             .output()
             .unwrap();
@@ -61,7 +68,7 @@ pub fn kubectl(args: &[&str]) -> Output {
     Command::new(bin.join("kubectl"))
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(args)
-        .current_dir(ROOT)
+        .current_dir(root())
         .output()
         .expect("cannot run kubectl")
 }

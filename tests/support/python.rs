@@ -10,7 +10,7 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/python-env.sh"))
+        .arg(format!("{}/hack/python-env.sh", super::cluster::root()))
         .arg("--print")
         .output()
         .expect("cannot run hack/python-env.sh");

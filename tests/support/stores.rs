@@ -6,7 +6,7 @@ use std::process::Command;
 /// script's message: these tests never skip.
 pub fn up(names: &[&str]) {
     let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/stores.sh"))
+        .arg(format!("{}/hack/stores.sh", super::cluster::root()))
         .arg("up")
         .args(names)
         .output()
