@@ -1,11 +1,14 @@
 //! celery-backend-operator: Celery result backends as Kubernetes resources.
 //!
-//! Layout: `api` (CRD types), `uri` (pure URI and settings builder), `manifests` (reading YAML
-//! manifests for the CLI), `cli` (subcommands).
+//! Layout: `api` (CRD types), `uri` (pure URI and settings builder), `provision` (pure managed-mode
+//! manifests), `drift` (pure drift detection), `inject` (pure injection patches), `controller`
+//! (reconcilers), `webhook` (admission and certificates), `stores` (store clients), `leader`,
+//! `telemetry`, `manifests` (reading YAML manifests for the CLI), `cli` (subcommands).
 
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod drift;
 pub mod inject;
 pub mod leader;
 pub mod manifests;

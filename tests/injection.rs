@@ -293,6 +293,127 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         json_of(&n, &["pod", "elsewhere"]).is_none().then_some(())
     });
 
+    // 3b. Certificates. A serving certificate near its end is re-issued by the same CA; a deleted
+    // Secret gets a new CA that alone is trusted, so a Pod is only injected if the webhook
+    // reloaded its certificate; a caBundle edited by hand is put back.
+    let tls = |key: &str| {
+        get(
+            &n,
+            &[
+                "get",
+                "secret",
+                "celery-backend-operator-webhook-tls",
+                "-o",
+                &format!("jsonpath={{.data.{}}}", key.replace('.', "\\.")),
+            ],
+        )
+    };
+    let ca_bundle = || {
+        String::from_utf8_lossy(
+            &kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                &config_name,
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ])
+            .stdout,
+        )
+        .to_string()
+    };
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let unb64 = |s: &str| {
+        use base64::Engine;
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+    };
+    let (ca0, cert0) = (tls("ca.crt"), tls("tls.crt"));
+    assert!(!ca0.is_empty() && !cert0.is_empty());
+    let soon = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86400)
+        .to_string();
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "patch",
+        "secret",
+        "celery-backend-operator-webhook-tls",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"data":{{"tls.not-after":"{}"}}}}"#, b64(&soon)),
+    ]);
+    let t0 = Instant::now();
+    wait_until("serving certificate re-issued", 20, || {
+        (tls("tls.crt") != cert0).then_some(())
+    });
+    eprintln!(
+        "MEASURE serving certificate re-issued {} ms after it was found expiring",
+        t0.elapsed().as_millis()
+    );
+    assert_eq!(tls("ca.crt"), ca0, "a serving renewal keeps the CA");
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "delete",
+        "secret",
+        "celery-backend-operator-webhook-tls",
+    ]);
+    let t0 = Instant::now();
+    let ca1 = wait_until("new CA", 20, || {
+        let ca = tls("ca.crt");
+        (!ca.is_empty() && ca != ca0).then_some(ca)
+    });
+    wait_until("caBundle trusts only the new CA", 20, || {
+        (unb64(&ca_bundle()) == unb64(&ca1)).then_some(())
+    });
+    let mut tries = 0;
+    wait_until(
+        "a Pod injected through the reloaded certificate",
+        30,
+        || {
+            tries += 1;
+            let name = format!("after-rotation-{tries}");
+            let o = apply_yaml(&n, &bare_pod(&name, ""));
+            assert!(o.status.success());
+            let pod = json_of(&n, &["pod", &name])?;
+            has_uri_env(&pod["spec"]["containers"][0]).then_some(())
+        },
+    );
+    eprintln!(
+        "MEASURE certificate Secret deleted -> new CA trusted and served in {} ms ({tries} Pod(s))",
+        t0.elapsed().as_millis()
+    );
+    kubectl_ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        &config_name,
+        "--type=json",
+        "-p",
+        &format!(
+            r#"[{{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"{}"}}]"#,
+            ca0
+        ),
+    ]);
+    wait_until("caBundle restored", 20, || {
+        (unb64(&ca_bundle()) == unb64(&ca1)).then_some(())
+    });
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "delete",
+        "pods",
+        "-l",
+        "celery.dev/result-backend=orders-redis",
+        "--field-selector",
+        "metadata.name!=bare",
+        "--wait=false",
+    ]);
+
     // 4. Webhook down + Ignore: the Pod is still created; the status names it.
     op.kill();
     let missed = apply_yaml(&n, &bare_pod("missed", ""));

@@ -207,6 +207,61 @@ fn managed_stores_are_provisioned_and_retain_or_delete_their_data() {
         assert!(events.contains(reason), "event {reason} missing: {events}");
     }
 
+    // What the operator applied round-trips through the API server: no reconcile so far (Pods
+    // made ready, StatefulSet status changes) found drift where there was none.
+    assert!(
+        !op.log().contains("correcting drift"),
+        "false drift (a rendered field the API server normalises?):\n{}",
+        op.log()
+    );
+    // Drift in fields the operator owns is put back: a scaled-down StatefulSet, a swapped image,
+    // an edited Service port. A field it does not own (an extra label) is left alone.
+    kubectl_ok(&["-n", &n, "scale", "sts", "m-mongo-mongodb", "--replicas=0"]);
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "set",
+        "image",
+        "sts/m-es-elasticsearch",
+        "elasticsearch=registry.example/other:1",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "label",
+        "sts",
+        "m-es-elasticsearch",
+        "team=search",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "patch",
+        "service",
+        "m-mongo-mongodb",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ports/0/port","value":27018}]"#,
+    ]);
+    let t0 = std::time::Instant::now();
+    wait_until("drift corrected", 30, || {
+        let mongo = json_of(&n, &["statefulset", "m-mongo-mongodb"])?;
+        let es = json_of(&n, &["statefulset", "m-es-elasticsearch"])?;
+        let svc = json_of(&n, &["service", "m-mongo-mongodb"])?;
+        (mongo["spec"]["replicas"] == 1
+            && es["spec"]["template"]["spec"]["containers"][0]["image"]
+                == "docker.elastic.co/elasticsearch/elasticsearch:8.19.3"
+            && svc["spec"]["ports"][0]["port"] == 27017)
+            .then_some(())
+    });
+    eprintln!(
+        "MEASURE drift in 2 StatefulSets and a Service corrected in {} ms",
+        t0.elapsed().as_millis()
+    );
+    let es = json_of(&n, &["statefulset", "m-es-elasticsearch"]).unwrap();
+    assert_eq!(es["metadata"]["labels"]["team"], "search");
+    assert!(op.log().contains("correcting drift"));
+
     // Credentials are never regenerated: a spec change re-renders the StatefulSet only.
     let before = secret_key(&n, "m-redis-credentials", "password").unwrap();
     apply_yaml(&n, "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: m-redis}\nspec:\n  redis: {managed: {version: '7.4', storage: {size: 2Gi}}}\n");

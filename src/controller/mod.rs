@@ -355,6 +355,10 @@ async fn run_controller(
             scoped::<StatefulSet>(&client, &namespace),
             watcher::Config::default().labels(MANAGED_BY),
         )
+        .owns(
+            scoped::<Service>(&client, &namespace),
+            watcher::Config::default().labels(MANAGED_BY),
+        )
         .watches_stream(secret_changes, move |s| {
             let key = (s.namespace().unwrap_or_default(), s.name_any());
             index
@@ -538,8 +542,9 @@ fn hash_of(v: &Value) -> String {
     format!("{h:016x}")
 }
 
-/// Apply `desired` unless the live object already carries the same applied-hash (so a steady
-/// state issues reads only, never writes).
+/// Apply `desired` unless the live object already carries the same applied-hash *and* still
+/// holds every field of `desired` (so a steady state issues reads only, and an edit to a field
+/// the operator owns, such as a scaled-down StatefulSet, is put back).
 pub async fn apply_if_changed<K>(api: &Api<K>, mut desired: Value) -> Result<Option<K>, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
@@ -550,6 +555,7 @@ where
         .to_string();
     let hash = hash_of(&desired);
     desired["metadata"]["annotations"][APPLIED_HASH] = json!(hash);
+    let mut drifted = false;
     if let Some(live) = api.get_opt(&name).await? {
         if live
             .meta()
@@ -558,16 +564,67 @@ where
             .and_then(|a| a.get(APPLIED_HASH))
             == Some(&hash)
         {
-            return Ok(Some(live));
+            let live_json = serde_json::to_value(&live).map_err(kube::Error::SerdeError)?;
+            match crate::drift::first_drift(&desired, &live_json) {
+                None => return Ok(Some(live)),
+                Some(path) => {
+                    drifted = true;
+                    tracing::info!(
+                    kind = %desired["kind"].as_str().unwrap_or_default(),
+                    name = %name,
+                    field = %path,
+                    "correcting drift: a field the operator owns was changed"
+                    )
+                }
+            }
         }
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map(Some)
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await;
+    match applied {
+        // An edit re-keyed an element of a list the operator owns (a renumbered Service port):
+        // apply cannot remove the element it does not own, so replace those lists, then apply.
+        Err(kube::Error::Api(s)) if s.code == 422 && drifted => {
+            let Some(live) = api.get_opt(&name).await? else {
+                return Err(kube::Error::Api(s));
+            };
+            let live_json = serde_json::to_value(&live).map_err(kube::Error::SerdeError)?;
+            let lists = crate::drift::drifted_lists(&desired, &live_json);
+            if lists.is_empty() {
+                return Err(kube::Error::Api(s));
+            }
+            let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
+                "value": live.meta().resource_version})];
+            for (path, value) in &lists {
+                tracing::info!(name = %name, field = %path, "replacing a list the operator owns");
+                ops.push(json!({"op": "replace", "path": path, "value": value}));
+            }
+            let patch: json_patch::Patch =
+                serde_json::from_value(json!(ops)).map_err(kube::Error::SerdeError)?;
+            api.patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::<()>::Json(patch),
+            )
+            .await?;
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map(Some)
+        }
+        other => other.map(Some),
+    }
 }
 
 async fn provision(

@@ -294,99 +294,137 @@ pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> an
         backends: reader,
         metrics,
     });
-    loop {
-        match secrets.get_opt(&opts.secret_name).await {
-            Ok(Some(s)) => {
-                let data = secret_strings(&s);
-                if current.as_ref() != Some(&data) {
-                    match server_config(&data) {
-                        Ok(cfg) => {
-                            if let Some(r) = &rustls_cfg {
-                                r.reload_from_config(cfg);
-                                tracing::info!("webhook certificate reloaded");
-                            } else {
-                                let r = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
-                                rustls_cfg = Some(r.clone());
-                                let app = Router::new()
-                                    .route("/mutate-pods", post(mutate))
-                                    .with_state(state.clone());
-                                let addr = opts.listen;
-                                tracing::info!(%addr, "serving the Pod webhook over TLS");
-                                tokio::spawn(async move {
-                                    if let Err(e) = axum_server::bind_rustls(addr, r)
-                                        .serve(app.into_make_service())
-                                        .await
-                                    {
-                                        tracing::error!(error = %e, "webhook server stopped");
-                                    }
-                                });
-                            }
-                            current = Some(data);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "webhook certificate Secret is not usable yet")
-                        }
-                    }
-                }
+    // Watch the one certificate Secret: a re-issued certificate is served at once, by every
+    // replica, without a restart. A deleted Secret keeps the last certificate in service until
+    // the leader issues a new one.
+    let cert_events = watcher(
+        secrets,
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.secret_name)),
+    )
+    .default_backoff()
+    .applied_objects();
+    futures::pin_mut!(cert_events);
+    tracing::debug!(secret = %opts.secret_name, "waiting for the webhook certificate Secret");
+    while let Some(ev) = cert_events.next().await {
+        let s = match ev {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the webhook certificate Secret");
+                continue;
             }
-            Ok(None) => {
-                tracing::debug!(secret = %opts.secret_name, "waiting for the webhook certificate Secret")
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the webhook certificate Secret"),
+        };
+        let data = secret_strings(&s);
+        if current.as_ref() == Some(&data) {
+            continue;
         }
-        let wait = if current.is_some() { 30 } else { 1 };
-        tokio::time::sleep(Duration::from_secs(wait)).await;
+        match server_config(&data) {
+            Ok(cfg) => {
+                if let Some(r) = &rustls_cfg {
+                    r.reload_from_config(cfg);
+                    tracing::info!("webhook certificate reloaded");
+                } else {
+                    let r = axum_server::tls_rustls::RustlsConfig::from_config(cfg);
+                    rustls_cfg = Some(r.clone());
+                    let app = Router::new()
+                        .route("/mutate-pods", post(mutate))
+                        .with_state(state.clone());
+                    let addr = opts.listen;
+                    tracing::info!(%addr, "serving the Pod webhook over TLS");
+                    tokio::spawn(async move {
+                        if let Err(e) = axum_server::bind_rustls(addr, r)
+                            .serve(app.into_make_service())
+                            .await
+                        {
+                            tracing::error!(error = %e, "webhook server stopped");
+                        }
+                    });
+                }
+                current = Some(data);
+            }
+            Err(e) => tracing::warn!(error = %e, "webhook certificate Secret is not usable yet"),
+        }
     }
+    anyhow::bail!("the webhook certificate watch ended")
 }
 
 /// Leader only: keep the certificate Secret fresh and the MutatingWebhookConfiguration's caBundle
-/// current. Runs once an hour (and at once).
+/// current. Runs at once, whenever either object changes (a deleted Secret, an edited
+/// caBundle), and hourly for expiry; its own writes cause one more pass that finds nothing to do.
 pub async fn maintain(client: Client, opts: WebhookOptions) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.secret_namespace);
     let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let secret_changes = watcher(
+        secrets.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.secret_name)),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
+    let config_changes = watcher(
+        mwcs.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", opts.config_name)),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
+    let mut changes = Box::pin(futures::stream::select(secret_changes, config_changes));
     loop {
-        let res: anyhow::Result<()> = async {
-            let live = secrets.get_opt(&opts.secret_name).await?;
-            let mut data = live.as_ref().map(secret_strings).unwrap_or_default();
-            let now = k8s_openapi::jiff::Timestamp::now().as_second();
-            if let Some(next) =
-                certs::next_bundle(&data, &opts.sans(), now, certs::Lifetimes::default())?
-            {
-                let body = json!({
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {
-                        "name": opts.secret_name,
-                        "namespace": opts.secret_namespace,
-                        "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
-                    },
-                    "type": "Opaque",
-                    "data": next.iter().map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
-                });
-                secrets
-                    .patch(
-                        &opts.secret_name,
-                        &PatchParams::apply(crate::controller::FIELD_MANAGER).force(),
-                        &Patch::Apply(&body),
-                    )
-                    .await?;
-                tracing::info!(secret = %opts.secret_name, "issued the webhook serving certificate");
-                data = next;
-            }
-            let desired = webhook_configuration(&opts, &certs::ca_bundle(&data));
-            crate::controller::apply_if_changed(&mwcs, desired).await?;
-            Ok(())
-        }
-        .await;
-        let wait = match res {
+        let wait = match upkeep(&secrets, &mwcs, &opts).await {
             Ok(()) => 3600,
             Err(e) => {
                 tracing::warn!(error = %e, "webhook certificate upkeep failed; retrying");
                 10
             }
         };
-        tokio::time::sleep(Duration::from_secs(wait)).await;
+        tokio::select! {
+            next = changes.next() => {
+                if next.is_none() {
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+                // Let a burst of events (our own write, the watch's initial list) settle.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while futures::FutureExt::now_or_never(changes.next()).flatten().is_some() {}
+            }
+            _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+        }
     }
+}
+
+/// One pass: re-issue the certificate if it is missing, expiring or made for other names, then
+/// make the configuration trust the current CA bundle.
+async fn upkeep(
+    secrets: &Api<Secret>,
+    mwcs: &Api<MutatingWebhookConfiguration>,
+    opts: &WebhookOptions,
+) -> anyhow::Result<()> {
+    let live = secrets.get_opt(&opts.secret_name).await?;
+    let mut data = live.as_ref().map(secret_strings).unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    if let Some(next) = certs::next_bundle(&data, &opts.sans(), now, certs::Lifetimes::default())? {
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": opts.secret_name,
+                "namespace": opts.secret_namespace,
+                "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+            },
+            "type": "Opaque",
+            "data": next.iter().map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
+        });
+        secrets
+            .patch(
+                &opts.secret_name,
+                &PatchParams::apply(crate::controller::FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        tracing::info!(secret = %opts.secret_name, "issued the webhook serving certificate");
+        data = next;
+    }
+    let desired = webhook_configuration(opts, &certs::ca_bundle(&data));
+    crate::controller::apply_if_changed(mwcs, desired).await?;
+    Ok(())
 }
 
 #[cfg(test)]
