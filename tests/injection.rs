@@ -467,6 +467,54 @@ fn workloads_and_pods_get_the_uri_by_reference() {
             && c["image"] == "registry.invalid/celery-worker:1")
             .then_some(())
     });
+    // 6. The finalizer is held only while a workload carries the injection; deleting the
+    //    backend first releases those workloads, then the backend and its Secret go.
+    let finalizers = || {
+        get(
+            &n,
+            &[
+                "get",
+                "crb",
+                "orders-redis",
+                "-o",
+                "jsonpath={.metadata.finalizers}",
+            ],
+        )
+    };
+    wait_until("no finalizer once nothing is injected", 30, || {
+        (!finalizers().contains("celery.dev/release-workloads")).then_some(())
+    });
+    assert!(apply_yaml(&n, &deployment("worker2", true))
+        .status
+        .success());
+    wait_until("worker2 injected, finalizer held", 30, || {
+        let d = json_of(&n, &["deployment", "worker2"])?;
+        (has_uri_env(&d["spec"]["template"]["spec"]["containers"][0])
+            && finalizers().contains("celery.dev/release-workloads"))
+        .then_some(())
+    });
+    kubectl_ok(&["-n", &n, "delete", "crb", "orders-redis", "--wait=false"]);
+    wait_until("backend deleted after releasing worker2", 30, || {
+        json_of(&n, &["crb", "orders-redis"])
+            .is_none()
+            .then_some(())
+    });
+    let d = json_of(&n, &["deployment", "worker2"]).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert!(!has_uri_env(c), "released before the backend went: {c}");
+    assert!(d["metadata"]["annotations"]["celery.dev/injected"].is_null());
+    assert_eq!(c["env"][0]["name"], "LOG_LEVEL");
+    wait_until("URI Secret garbage-collected", 60, || {
+        json_of(&n, &["secret", SECRET]).is_none().then_some(())
+    });
+    let events = get(
+        &n,
+        &["get", "events", "-o", "custom-columns=R:.reason,M:.message"],
+    );
+    assert!(
+        events.contains("WorkloadsReleased") && events.contains("Deployment/worker2"),
+        "{events}"
+    );
     eprintln!(
         "MEASURE operator resident memory after the injection test: {} KiB",
         op.rss_kib()

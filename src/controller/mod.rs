@@ -242,7 +242,17 @@ async fn run_controller(
     .default_backoff()
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    // Spec changes and the start of a deletion (which also bumps the generation of an object
+    // with finalizers; the deletion timestamp is included to not depend on that).
+    .predicate_filter(
+        |o: &Guarded| {
+            predicates::generation(o).map(|g| {
+                g.wrapping_mul(2)
+                    .wrapping_add(u64::from(o.meta().deletion_timestamp.is_some()))
+            })
+        },
+        Default::default(),
+    );
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -832,9 +842,83 @@ async fn publish_uri_secret(
     Ok(checksum)
 }
 
+/// Held only while workloads carry an injection from the backend: deleting the backend then first
+/// removes exactly what it injected (as the Service Binding spec asks of a deleted binding), so no
+/// worker is left referring to a URI Secret that garbage collection is about to remove. A backend
+/// that injected nothing is deleted without a finalizer.
+pub const FINALIZER: &str = "celery.dev/release-workloads";
+
+/// Add or remove [`FINALIZER`] with a JSON patch that first tests the current list, so a
+/// concurrent change to another finalizer is never lost (the reconcile is retried instead).
+async fn set_finalizer(
+    ctx: &Context,
+    obj: &CeleryResultBackend,
+    ns: &str,
+    want: bool,
+) -> Result<(), kube::Error> {
+    let current = obj.metadata.finalizers.clone();
+    let list = current.clone().unwrap_or_default();
+    if list.iter().any(|f| f == FINALIZER) == want {
+        return Ok(());
+    }
+    let ops = match (want, &current) {
+        (true, None) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]),
+        (true, Some(list)) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": list},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ]),
+        (false, _) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": list},
+            {"op": "replace", "path": "/metadata/finalizers",
+             "value": list.iter().filter(|f| *f != FINALIZER).collect::<Vec<_>>()},
+        ]),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A backend being deleted: release the workloads it injected, then let it go.
+async fn finalize_backend(
+    obj: &CeleryResultBackend,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Action, Error> {
+    if obj.finalizers().iter().any(|f| f == FINALIZER) {
+        let report = workloads::sync(ctx, obj, ns, None).await?;
+        if !report.released.is_empty() {
+            publish(
+                ctx,
+                &obj.object_ref(&()),
+                true,
+                "WorkloadsReleased",
+                &format!(
+                    "backend deleted: removed the injection from {}",
+                    report.released.join(", ")
+                ),
+            )
+            .await;
+        }
+        set_finalizer(ctx, obj, ns, false).await?;
+    }
+    Ok(Action::await_change())
+}
+
 async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<Action, Error> {
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let name = obj.name_any();
+    if obj.metadata.deletion_timestamp.is_some() {
+        return finalize_backend(obj, ctx, &ns).await;
+    }
     let kind = uri::kind_of(&obj.spec).ok().map(|k| k.field().to_string());
     let secret_name = uri_secret_name(&name);
     let managed = obj.spec.is_managed();
@@ -934,6 +1018,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         Some(sum) => {
             let inj = crate::inject::Injection::new(&name, &obj.spec, &secret_name, sum);
             let r = workloads::sync(ctx, obj, &ns, Some(&inj)).await?;
+            set_finalizer(ctx, obj, &ns, !r.injected.is_empty()).await?;
             (
                 Some(injected_outcome(&name, &r)),
                 Some((r.injected.len() as i32, r.missed_pods)),

@@ -32,6 +32,8 @@ pub struct Report {
     pub failed: Vec<String>,
     /// Opted-in Pods admitted without injection.
     pub missed_pods: Vec<String>,
+    /// Workloads whose injection was removed in this pass.
+    pub released: Vec<String>,
 }
 
 /// The pod template of each supported kind.
@@ -172,6 +174,7 @@ where
                     .await?;
                 tracing::info!(backend = %name, workload = %label, "removed the injection from the pod template");
                 count("released");
+                report.released.push(label);
             }
             _ => {}
         }
