@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch]   (default: all)
+#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -23,6 +23,7 @@ GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
 DDB_PORT=28000 DDB_LOCAL_VERSION=3.3.1
 CONSUL_PORT=28500 CONSUL_VERSION=1.22.6
 OS_PORT=29200 ES_SHIM_PORT=29201 OS_RUNNER_VERSION=2.19.1.0
+CASS_PORT=29042 CASS_STORAGE_PORT=29700 CASSANDRA_VERSION=5.0.6
 BIN=$CBO_CACHE/stores-bin   # servers built from the Go module proxy and Maven Central (outside the repo)
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
@@ -278,6 +279,38 @@ POM
   wait_for es-shim 10 curl -sf http://127.0.0.1:$ES_SHIM_PORT/_cluster/health
 }
 
+up_cassandra() {
+  # Apache Cassandra 5.0 (the first line that runs on Java 17), the real server jar from Maven
+  # Central, started as the stock scripts would (JVM flags from its jvm17-server.options) with a
+  # minimal one-node config on loopback (hack/cassandra/). Fresh data on every start.
+  port_open $CASS_PORT && return 0
+  local dir=$BIN/cassandra-$CASSANDRA_VERSION
+  if [ ! -f $dir/lib/cassandra-all-$CASSANDRA_VERSION.jar ]; then
+    command -v mvn >/dev/null || die "mvn is required to fetch Cassandra from Maven Central"
+    echo "fetching Apache Cassandra $CASSANDRA_VERSION from Maven Central (once)" >&2
+    mkdir -p $dir && cat >$dir/pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>dev.celery</groupId><artifactId>cassandra-fetch</artifactId><version>1</version>
+  <dependencies><dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId>
+    <version>$CASSANDRA_VERSION</version></dependency></dependencies></project>
+POM
+    (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
+      || die "fetching Cassandra from Maven Central failed (see $dir/mvn.log)"
+    rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+  fi
+  local conf=$PWD/hack/cassandra data=$STATE/cassandra
+  local jamm; jamm=$(ls $dir/lib/jamm-*.jar | head -1)
+  rm -rf $data && mkdir -p $data
+  sed -e "s/@STORAGE_PORT@/$CASS_STORAGE_PORT/g" -e "s/@NATIVE_PORT@/$CASS_PORT/g" $conf/cassandra.yaml >$data/cassandra.yaml
+  (cd $data || exit 1; nohup java @$conf/jvm17.args -Xms768m -Xmx768m -javaagent:$jamm \
+     -Dcassandra.config=file://$data/cassandra.yaml -Dcassandra.storagedir=$data/storage \
+     -Dcassandra-foreground=yes -Dlogback.configurationFile=$conf/logback.xml \
+     -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=100 \
+     -Dcassandra.superuser_setup_delay_ms=0 \
+     -cp "$dir/lib/*" org.apache.cassandra.service.CassandraDaemon >$STATE/cassandra.log 2>&1 & echo $! >$STATE/cassandra.pid)
+  wait_for cassandra 120 port_open $CASS_PORT
+}
+
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -285,15 +318,15 @@ down() {
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul opensearch es-shim; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul opensearch es-shim cassandra; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch
+    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch ...] | down" ;;
+  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
 esac

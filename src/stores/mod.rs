@@ -1,6 +1,7 @@
 //! Store clients: a real protocol round trip (`probe`) and result-expiry cleanup (`purge_expired`)
 //! per store family, chosen from the URI and settings the builder produced (Celery's own view).
 
+pub mod cassandra;
 pub mod dynamodb;
 pub mod keyvalue;
 pub mod mongo;
@@ -138,6 +139,7 @@ pub enum Store {
     Object(objects::ObjectClient),
     Mongo(mongo::MongoStore),
     Dynamo(dynamodb::DynamoStore),
+    Cassandra(cassandra::CassandraStore),
     Other {
         kind: String,
         expiry: Expiry,
@@ -218,16 +220,7 @@ impl Store {
                     expiry: Expiry::Unsupported(e.to_string()),
                 },
             },
-            "cassandra" => Store::Other {
-                kind: "cassandra".into(),
-                expiry: if cfg.settings.contains_key("cassandra_entry_ttl") {
-                    Expiry::Native("Cassandra row TTL (cassandra_entry_ttl) expires rows".into())
-                } else {
-                    Expiry::Unsupported(
-                        "rows never expire without entryTtlSeconds, and the operator has no Cassandra client yet".into(),
-                    )
-                },
-            },
+            "cassandra" => Store::Cassandra(cassandra::CassandraStore::new(cfg)),
             other => Store::Other {
                 kind: other.into(),
                 expiry: Expiry::Unsupported(format!(
@@ -249,6 +242,7 @@ impl Store {
             Store::Object(o) => o.kind().into(),
             Store::Mongo(_) => "mongodb".into(),
             Store::Dynamo(_) => "dynamodb".into(),
+            Store::Cassandra(_) => "cassandra".into(),
         }
     }
 
@@ -262,6 +256,10 @@ impl Store {
                 Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
             }
             Store::Dynamo(_) => Expiry::Purgeable,
+            Store::Cassandra(c) if c.has_ttl() => Expiry::Native(
+                "Cassandra row TTL (cassandra_entry_ttl) expires rows".into(),
+            ),
+            Store::Cassandra(_) => Expiry::Purgeable,
             Store::Memcached(_) => {
                 Expiry::Native("memcached expires every result (result_expires is the TTL)".into())
             }
@@ -296,6 +294,7 @@ impl Store {
                 Store::Object(o) => o.probe().await,
                 Store::Mongo(m) => m.probe().await,
                 Store::Dynamo(d) => d.probe().await,
+                Store::Cassandra(c) => c.probe().await,
                 Store::Other { kind, .. } => Err(StoreError::Unsupported(format!(
                     "no health check for {kind} yet"
                 ))),
@@ -323,6 +322,7 @@ impl Store {
             Store::Object(o) => o.purge(opts).await,
             Store::Mongo(m) => m.purge(opts).await,
             Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
+            Store::Cassandra(c) if !c.has_ttl() => c.purge(opts).await,
             Store::Http { kind, url, .. } if kind == "elasticsearch" => {
                 search::elasticsearch_purge(url, opts).await
             }
