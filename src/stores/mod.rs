@@ -249,6 +249,9 @@ impl Store {
     pub fn expiry(&self) -> Expiry {
         match self {
             Store::Redis(r) => r.expiry(),
+            Store::Object(o) if o.native_expiry().is_some() => {
+                Expiry::Native(o.native_expiry().unwrap_or_default().to_string())
+            }
             Store::Sql(_) | Store::Filesystem(_) | Store::Object(_) | Store::Mongo(_) => {
                 Expiry::Purgeable
             }
@@ -319,7 +322,7 @@ impl Store {
             Store::Redis(r) => r.purge(opts).await,
             Store::Sql(s) => s.purge(opts).await,
             Store::Filesystem(path) => keyvalue::filesystem_purge(path, opts).await,
-            Store::Object(o) => o.purge(opts).await,
+            Store::Object(o) if o.native_expiry().is_none() => o.purge(opts).await,
             Store::Mongo(m) => m.purge(opts).await,
             Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
             Store::Cassandra(c) if !c.has_ttl() => c.purge(opts).await,
@@ -415,6 +418,14 @@ mod tests {
             Store::from_config(&c("gs://bucket/base?gcs_project=p"), true).kind(),
             "gcs"
         );
+        assert_eq!(
+            Store::from_config(&c("gs://bucket/base?gcs_project=p"), true).expiry(),
+            Expiry::Purgeable
+        );
+        assert!(matches!(
+            Store::from_config(&c("gs://bucket/base?gcs_project=p&gcs_ttl=86400"), true).expiry(),
+            Expiry::Native(why) if why.contains("lifecycle")
+        ));
         assert!(matches!(
             Store::from_config(&c("cosmosdbsql://:k@h:443"), true).expiry(),
             Expiry::Unsupported(_)

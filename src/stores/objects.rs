@@ -26,6 +26,8 @@ pub struct ObjectClient {
     store: Arc<dyn ObjectStore>,
     /// Celery's base path, prepended verbatim to every key (may end in `/` or not).
     base: String,
+    /// Why the store expires results itself, if it does (GCS with `gcs_ttl`).
+    native: Option<String>,
 }
 
 fn setting(cfg: &BackendConfig, key: &str) -> Option<String> {
@@ -36,6 +38,11 @@ fn setting(cfg: &BackendConfig, key: &str) -> Option<String> {
 }
 
 impl ObjectClient {
+    /// Why the store expires results itself, if it does.
+    pub fn native_expiry(&self) -> Option<&str> {
+        self.native.as_deref()
+    }
+
     pub fn s3(cfg: &BackendConfig) -> Result<Self, StoreError> {
         let mut b = object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(setting(cfg, "s3_bucket").unwrap_or_default())
@@ -54,6 +61,7 @@ impl ObjectClient {
             kind: "s3",
             store: Arc::new(store),
             base: setting(cfg, "s3_base_path").unwrap_or_default(),
+            native: None,
         })
     }
 
@@ -90,6 +98,7 @@ impl ObjectClient {
             kind: "azureBlockBlob",
             store: Arc::new(store),
             base: setting(cfg, "azureblockblob_base_path").unwrap_or_default(),
+            native: None,
         })
     }
 
@@ -127,8 +136,25 @@ impl ObjectClient {
                 );
         }
         let store = b.build().map_err(|e| StoreError::connect("gcs", e))?;
+        // With gcs_ttl Celery stamps each object's custom_time with its expiry and refuses to
+        // start unless the bucket has a Delete lifecycle rule: GCS itself removes the results.
+        let ttl = rest
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("gcs_ttl="))
+            .map(String::from)
+            .or_else(|| {
+                cfg.settings
+                    .get("gcs_ttl")
+                    .map(|v| v.to_string().trim_matches('"').to_string())
+            })
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|t| *t > 0.0);
         Ok(ObjectClient {
             kind: "gcs",
+            native: ttl.map(|t| format!("gcs_ttl ({t} s): Celery sets each object's custom_time to its expiry and requires a Delete lifecycle rule on the bucket, so GCS deletes expired results")),
             store: Arc::new(store),
             // Celery writes `<base_path>/<key>` when a base path is set, else `<key>`.
             base: if base_path.is_empty() {
