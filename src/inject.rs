@@ -154,6 +154,31 @@ pub fn target_containers(spec: &PodSpec, inj: &Injection) -> Vec<String> {
         .collect()
 }
 
+/// JSON patch turning a container's own value of the variable into the reference, for
+/// `overrideExisting` on a workload: server-side apply alone would leave the other manager's
+/// `value` next to the applied `valueFrom`, which the API server rejects. Each replaced entry is
+/// guarded by a `test` of exactly what was read.
+pub fn override_patch(kind: &str, spec: &PodSpec, inj: &Injection) -> Vec<Value> {
+    let base = format!("/{}/spec/containers", template_path(kind).join("/"));
+    let mut ops = vec![];
+    for (ci, c) in spec.containers.iter().enumerate() {
+        for (ei, e) in c.env.iter().flatten().enumerate() {
+            let ours = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == inj.secret);
+            if e.name != inj.env_var || (ours && e.value.is_none()) {
+                continue;
+            }
+            let path = format!("{base}/{ci}/env/{ei}");
+            ops.push(json!({"op": "test", "path": path, "value": e}));
+            ops.push(json!({"op": "replace", "path": path, "value": env_entries(inj)[0]}));
+        }
+    }
+    ops
+}
+
 /// Path of the pod template inside a workload kind.
 pub fn template_path(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -468,6 +493,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(record["backend"], "b");
+    }
+
+    #[test]
+    fn override_patch_replaces_only_foreign_values() {
+        let mut i = inj();
+        i.override_existing = true;
+        let spec: PodSpec = serde_json::from_value(json!({"containers": [
+            {"name": "a", "env": [{"name": "X", "value": "1"}, {"name": "CELERY_RESULT_BACKEND", "value": "redis://mine"}]},
+            {"name": "b", "env": [{"name": "CELERY_RESULT_BACKEND", "valueFrom": {"secretKeyRef": {"name": i.secret, "key": "CELERY_RESULT_BACKEND"}}}]},
+        ]}))
+        .unwrap();
+        let ops = override_patch("CronJob", &spec, &i);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert_eq!(
+            ops[0]["path"],
+            "/spec/jobTemplate/spec/template/spec/containers/0/env/1"
+        );
+        assert_eq!(ops[0]["op"], "test");
+        assert_eq!(ops[0]["value"]["value"], "redis://mine");
+        assert_eq!(ops[1]["op"], "replace");
+        assert!(ops[1]["value"]["value"].is_null());
+        assert_eq!(
+            ops[1]["value"]["valueFrom"]["secretKeyRef"]["name"],
+            i.secret
+        );
     }
 
     #[test]

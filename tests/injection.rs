@@ -520,3 +520,116 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         op.rss_kib()
     );
 }
+
+/// `injection.overrideExisting` and `injection.configModule` on a workload, and the result checked
+/// with a real Celery: the mounted module and the variable agree.
+#[test]
+fn override_existing_and_config_module_on_workloads() {
+    install_crds();
+    let ns = TestNamespace::blocking("inject-cfg");
+    let n = ns.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::start(tmp.path(), &n);
+    support::operator::apply_redis_example(&n, 30);
+    // A worker that sets the variable itself keeps its value by default: nothing is injected.
+    let own = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: own\n  labels: {celery.dev/result-backend: orders-redis}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: own}}\n  template:\n    metadata: {labels: {app: own}}\n    spec:\n      containers:\n      - {name: worker, image: registry.invalid/celery-worker:1, env: [{name: CELERY_RESULT_BACKEND, value: 'redis://mine:6379/0'}]}\n";
+    assert!(apply_yaml(&n, own).status.success());
+    wait_until("own workload skipped", 30, || {
+        let c = condition(&n, "orders-redis", "Injected");
+        c.contains("set the variable themselves: Deployment/own")
+            .then_some(c)
+    });
+    let d = json_of(&n, &["deployment", "own"]).unwrap();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["env"][0]["value"], "redis://mine:6379/0");
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["celery.dev/result-backend-checksum"]
+            .is_null()
+    );
+
+    // overrideExisting + configModule: the reference replaces the value, the module is mounted.
+    let backend =
+        std::fs::read_to_string(format!("{}/examples/redis.yaml", support::cluster::root()))
+            .unwrap();
+    let patched = backend.replace(
+        "  injection:\n",
+        "  injection:\n    overrideExisting: true\n    configModule: true\n",
+    );
+    assert_ne!(
+        patched, backend,
+        "examples/redis.yaml has an injection block"
+    );
+    assert!(apply_yaml(&n, &patched).status.success());
+    let d = wait_until("override and config module", 30, || {
+        let d = json_of(&n, &["deployment", "own"])?;
+        has_uri_env(&d["spec"]["template"]["spec"]["containers"][0]).then_some(d)
+    });
+    let tpl = &d["spec"]["template"]["spec"];
+    let c = &tpl["containers"][0];
+    let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        env.iter()
+            .filter(|e| e["name"] == "CELERY_RESULT_BACKEND")
+            .count(),
+        1,
+        "one variable, the reference: {env:?}"
+    );
+    let module = env
+        .iter()
+        .find(|e| e["name"] == "CELERY_CONFIG_MODULE")
+        .expect("CELERY_CONFIG_MODULE")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "celery-result-backend")
+        .expect("config mount")["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vol = tpl["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "celery-result-backend")
+        .expect("config volume");
+    assert_eq!(vol["secret"]["secretName"], SECRET);
+    let key = vol["secret"]["items"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = vol["secret"]["items"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // What the kubelet would project, then Celery as the worker would load it.
+    let secret_value = |k: &str| {
+        support::operator::secret_key(&n, SECRET, k).unwrap_or_else(|| panic!("{SECRET} has {k}"))
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(mount.trim_start_matches('/'));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(&file), secret_value(&key)).unwrap();
+    let o = std::process::Command::new(support::python::python())
+        .args([
+            "-c",
+            "import os\nfrom celery import Celery\napp = Celery('w')\napp.config_from_envvar('CELERY_CONFIG_MODULE')\nassert app.conf.result_backend == os.environ['CELERY_RESULT_BACKEND'], app.conf.result_backend\nprint('ok', app.backend.__class__.__name__)",
+        ])
+        .current_dir(root.path())
+        .env("CELERY_CONFIG_MODULE", &module)
+        .env("CELERY_RESULT_BACKEND", secret_value("CELERY_RESULT_BACKEND"))
+        .env("PYTHONPATH", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "Celery could not load the mounted module:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok RedisBackend"));
+    drop(op);
+}

@@ -127,7 +127,7 @@ pub struct InjectionSpec {
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
     )]
     pub env_var: Option<String>,
-    /// Also mount celeryconfig.py (settings that cannot live in the URI) and set CELERY_CONFIG_MODULE.
+    /// Also mount celeryconfig.py (settings that cannot live in the URI) in /etc/celery-result-backend and set CELERY_CONFIG_MODULE=celeryconfig; the worker must have that directory on its PYTHONPATH (the operator does not override the image's PYTHONPATH).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_module: Option<bool>,
     /// Overwrite a value the workload sets itself for the variable (default false: the user's value wins).

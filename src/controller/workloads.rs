@@ -151,6 +151,29 @@ where
                 }
                 let body =
                     inject::workload_apply(K::API_VERSION, K::KIND, &wname, ns, &containers, inj);
+                if inj.override_existing {
+                    let ops = inject::override_patch(K::KIND, spec, inj);
+                    if !ops.is_empty() {
+                        let patch: json_patch::Patch =
+                            serde_json::from_value(serde_json::Value::Array(ops))
+                                .map_err(kube::Error::SerdeError)?;
+                        let pp = PatchParams {
+                            field_manager: Some(INJECTOR.into()),
+                            ..Default::default()
+                        };
+                        if let Err(e) = api.patch(&wname, &pp, &Patch::<()>::Json(patch)).await {
+                            match e {
+                                kube::Error::Api(s) if s.code == 409 || s.code == 422 => {
+                                    count("conflict");
+                                    report.failed.push(format!("{label}: {}", s.message));
+                                    continue;
+                                }
+                                e => return Err(e),
+                            }
+                        }
+                        tracing::info!(backend = %name, workload = %label, "replaced the workload's own value of the variable (overrideExisting)");
+                    }
+                }
                 let mut pp = PatchParams::apply(INJECTOR);
                 pp.force = inj.override_existing;
                 match api.patch(&wname, &pp, &Patch::Apply(&body)).await {
