@@ -32,6 +32,24 @@ pub struct ConditionLabel {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyResultLabel {
+    pub policy: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyKindLabel {
+    pub policy: String,
+    /// `task` or `group`.
+    pub kind: String,
+}
+
 /// (condition type, status) pairs of one backend.
 type Conditions = Vec<(String, String)>;
 
@@ -52,6 +70,12 @@ pub struct Metrics {
     pub injected_workloads: Family<ResultLabel, Counter>,
     pub health_checks: Family<ResultLabel, Counter>,
     pub probe_latency: Histogram,
+    /// Cleanup runs by policy and result (succeeded, failed).
+    pub cleanup_runs: Family<PolicyResultLabel, Counter>,
+    /// Results deleted by cleanup, by policy and kind (dry runs count nothing).
+    pub cleanup_deleted: Family<PolicyKindLabel, Counter>,
+    /// Unix time of each policy's last fully successful run, for "cleanup is stuck" alerts.
+    pub cleanup_last_success: Family<PolicyLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -67,6 +91,24 @@ impl Default for Metrics {
         let injected_workloads = Family::<ResultLabel, Counter>::default();
         let health_checks = Family::<ResultLabel, Counter>::default();
         let probe_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let cleanup_runs = Family::<PolicyResultLabel, Counter>::default();
+        let cleanup_deleted = Family::<PolicyKindLabel, Counter>::default();
+        let cleanup_last_success = Family::<PolicyLabel, Gauge>::default();
+        registry.register(
+            "cleanup_runs",
+            "Cleanup policy runs by policy and result (succeeded, failed)",
+            cleanup_runs.clone(),
+        );
+        registry.register(
+            "cleanup_deleted_results",
+            "Results deleted by cleanup policies, by policy and kind (task, group)",
+            cleanup_deleted.clone(),
+        );
+        registry.register(
+            "cleanup_last_success_timestamp_seconds",
+            "Unix time of each cleanup policy's last successful run",
+            cleanup_last_success.clone(),
+        );
         registry.register(
             "health_checks",
             "Store health checks by outcome reason",
@@ -131,6 +173,9 @@ impl Default for Metrics {
             injected_workloads,
             health_checks,
             probe_latency,
+            cleanup_runs,
+            cleanup_deleted,
+            cleanup_last_success,
         }
     }
 }

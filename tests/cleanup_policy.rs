@@ -67,7 +67,13 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
     );
     apply(&backend);
     let tmp = tempfile::tempdir().unwrap();
-    let _op = Operator::start(tmp.path(), &n);
+    let metrics_addr = format!("127.0.0.1:{}", support::stores::free_port());
+    let _op = Operator::start_with(
+        tmp.path(),
+        &n,
+        "operator.log",
+        &["--metrics-addr", &metrics_addr],
+    );
 
     // A real worker stores an old batch, then (12 s later) a fresh one.
     let cfg_dir = tempfile::tempdir().unwrap();
@@ -155,6 +161,44 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
         .clone();
     assert_eq!(ok["status"], "True", "{ok}");
     assert!(status["nextRunTime"].is_string());
+
+    // Metrics: what the run deleted, one successful run, and when (for "cleanup stuck" alerts).
+    let metrics = support::operator::http_get(&metrics_addr, "/metrics").1;
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(String::from)
+            .unwrap_or_else(|| panic!("{name} not in:\n{metrics}"))
+    };
+    let policy = &names[0];
+    assert_eq!(
+        sample(&format!(
+            "celery_backend_operator_cleanup_deleted_results_total{{policy=\"{policy}\",kind=\"task\"}}"
+        )),
+        backends[0]["deletedTasks"].to_string()
+    );
+    assert_eq!(
+        sample(&format!(
+            "celery_backend_operator_cleanup_runs_total{{policy=\"{policy}\",result=\"succeeded\"}}"
+        )),
+        "1"
+    );
+    let last: i64 = sample(&format!(
+        "celery_backend_operator_cleanup_last_success_timestamp_seconds{{policy=\"{policy}\"}}"
+    ))
+    .parse()
+    .unwrap();
+    assert!((last - run_at).abs() <= 1, "{last} vs {run_at}");
+    assert_eq!(
+        sample(&format!(
+            "celery_backend_operator_cleanup_deleted_results_total{{policy=\"{}\",kind=\"task\"}}",
+            names[2]
+        )),
+        "0",
+        "a dry run deletes nothing"
+    );
 
     // The dry run counted exactly what the real run then deleted (so it deleted nothing itself).
     let dry = kubectl(&["get", "celeryresultcleanuppolicy", &names[2], "-o", "json"]);

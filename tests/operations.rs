@@ -6,12 +6,12 @@ mod support;
 
 use support::stores::free_port;
 
-use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::io::{BufRead, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::cluster::{install_crds, kubectl_ok, TestNamespace};
-use support::operator::{condition, get, secret_key, wait_until, Operator};
+use support::operator::{condition, get, http_get, secret_key, wait_until, Operator};
 
 const AUDIT_LOG: &str = "cluster/logs/audit.log";
 
@@ -213,24 +213,6 @@ fn kill_mid_reconcile_converges_and_steady_state_issues_no_writes() {
         "MEASURE operator resident memory with {COUNT} backends: {} KiB",
         second.rss_kib()
     );
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
-    use std::io::Write;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let code = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body)
 }
 
 #[test]

@@ -130,6 +130,7 @@ async fn write_status(client: &Client, name: &str, status: &CleanupPolicyStatus)
 /// One run of one policy.
 async fn run_policy(
     client: Client,
+    metrics: crate::telemetry::Metrics,
     scope: Option<String>,
     policy: CeleryResultCleanupPolicy,
     started: i64,
@@ -283,6 +284,35 @@ async fn run_policy(
             .filter(|c| c.type_ != "Ready" && c.type_ != "LastRunSucceeded")
             .cloned(),
     );
+    let policy_label = |kind: &str| crate::telemetry::PolicyKindLabel {
+        policy: name.clone(),
+        kind: kind.into(),
+    };
+    // A dry run deletes nothing: its series exist, at zero.
+    let counted = |n: u64| if opts.dry_run { 0 } else { n };
+    metrics
+        .cleanup_deleted
+        .get_or_create(&policy_label("task"))
+        .inc_by(counted(results.iter().map(|r| r.deleted_tasks).sum()));
+    metrics
+        .cleanup_deleted
+        .get_or_create(&policy_label("group"))
+        .inc_by(counted(results.iter().map(|r| r.deleted_groups).sum()));
+    metrics
+        .cleanup_runs
+        .get_or_create(&crate::telemetry::PolicyResultLabel {
+            policy: name.clone(),
+            result: if ok { "succeeded" } else { "failed" }.into(),
+        })
+        .inc();
+    if ok {
+        metrics
+            .cleanup_last_success
+            .get_or_create(&crate::telemetry::PolicyLabel {
+                policy: name.clone(),
+            })
+            .set(started);
+    }
     let status = CleanupPolicyStatus {
         observed_generation: policy.metadata.generation,
         last_run_time: Some(rfc3339(started)),
@@ -294,7 +324,7 @@ async fn run_policy(
 }
 
 /// Leader-only loop: check every policy's schedule every few seconds, start due runs.
-pub async fn run(client: Client, scope: Option<String>) {
+pub async fn run(client: Client, metrics: crate::telemetry::Metrics, scope: Option<String>) {
     let api: Api<CeleryResultCleanupPolicy> = Api::all(client.clone());
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
@@ -360,11 +390,16 @@ pub async fn run(client: Client, scope: Option<String>) {
                     if let Ok(mut r) = running.lock() {
                         r.insert(name.clone());
                     }
-                    let (c, s, run, n2) =
-                        (client.clone(), scope.clone(), running.clone(), name.clone());
+                    let (c, m, s, run, n2) = (
+                        client.clone(),
+                        metrics.clone(),
+                        scope.clone(),
+                        running.clone(),
+                        name.clone(),
+                    );
                     let next = next_run(&cron, now);
                     tokio::spawn(async move {
-                        run_policy(c, s, p, now, next).await;
+                        run_policy(c, m, s, p, now, next).await;
                         if let Ok(mut r) = run.lock() {
                             r.remove(&n2);
                         }

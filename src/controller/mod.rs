@@ -199,7 +199,11 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         .webhook
         .clone()
         .map(|w| tokio::spawn(crate::webhook::maintain(client.clone(), w)));
-    let cleaner = tokio::spawn(cleanup::run(client.clone(), opts.namespace.clone()));
+    let cleaner = tokio::spawn(cleanup::run(
+        client.clone(),
+        metrics.clone(),
+        opts.namespace.clone(),
+    ));
 
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lost_flag = lost.clone();
