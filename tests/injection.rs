@@ -521,10 +521,11 @@ fn workloads_and_pods_get_the_uri_by_reference() {
     );
 }
 
-/// `injection.overrideExisting` and `injection.configModule` on a workload, and the result checked
+/// StatefulSets, DaemonSets and CronJobs are injected at their template paths;
+/// `injection.overrideExisting` and `injection.configModule` on workloads, and the result checked
 /// with a real Celery: the mounted module and the variable agree.
 #[test]
-fn override_existing_and_config_module_on_workloads() {
+fn every_workload_kind_override_existing_and_config_module() {
     install_crds();
     let ns = TestNamespace::blocking("inject-cfg");
     let n = ns.name.clone();
@@ -547,6 +548,32 @@ fn override_existing_and_config_module_on_workloads() {
             .is_null()
     );
 
+    // Every workload kind with a pod template is injected, each at its own template path.
+    let kinds = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: sts\n  labels: {celery.dev/result-backend: orders-redis}\nspec:\n  replicas: 0\n  serviceName: sts\n  selector: {matchLabels: {app: sts}}\n  template:\n    metadata: {labels: {app: sts}}\n    spec:\n      containers: [{name: worker, image: registry.invalid/celery-worker:1}]\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: ds\n  labels: {celery.dev/result-backend: orders-redis}\nspec:\n  selector: {matchLabels: {app: ds}}\n  template:\n    metadata: {labels: {app: ds}}\n    spec:\n      containers: [{name: worker, image: registry.invalid/celery-worker:1}]\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: nightly\n  labels: {celery.dev/result-backend: orders-redis}\nspec:\n  schedule: '0 3 * * *'\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: beat, image: registry.invalid/celery-worker:1, env: [{name: CELERY_RESULT_BACKEND, value: 'redis://theirs:6379/1'}]}]\n";
+    assert!(apply_yaml(&n, kinds).status.success());
+    let template_of = |kind: &str, name: &str| -> Option<Value> {
+        let o = json_of(&n, &[kind, name])?;
+        Some(if kind == "cronjob" {
+            o["spec"]["jobTemplate"]["spec"]["template"].clone()
+        } else {
+            o["spec"]["template"].clone()
+        })
+    };
+    wait_until("StatefulSet and DaemonSet injected", 30, || {
+        ["statefulset/sts", "daemonset/ds"]
+            .iter()
+            .all(|w| {
+                let (k, name) = w.split_once('/').unwrap();
+                template_of(k, name).is_some_and(|t| has_uri_env(&t["spec"]["containers"][0]))
+            })
+            .then_some(())
+    });
+    let cron = template_of("cronjob", "nightly").unwrap();
+    assert_eq!(
+        cron["spec"]["containers"][0]["env"][0]["value"], "redis://theirs:6379/1",
+        "the CronJob keeps its own value until overrideExisting"
+    );
+
     // overrideExisting + configModule: the reference replaces the value, the module is mounted.
     let backend =
         std::fs::read_to_string(format!("{}/examples/redis.yaml", support::cluster::root()))
@@ -563,6 +590,16 @@ fn override_existing_and_config_module_on_workloads() {
     let d = wait_until("override and config module", 30, || {
         let d = json_of(&n, &["deployment", "own"])?;
         has_uri_env(&d["spec"]["template"]["spec"]["containers"][0]).then_some(d)
+    });
+    wait_until("CronJob overridden", 30, || {
+        let t = template_of("cronjob", "nightly")?;
+        let c = &t["spec"]["containers"][0];
+        (has_uri_env(c)
+            && t["spec"]["volumes"][0]["secret"]["secretName"] == SECRET
+            && c["env"]
+                .as_array()
+                .is_some_and(|e| e.iter().all(|e| e["value"] != "redis://theirs:6379/1")))
+        .then_some(())
     });
     let tpl = &d["spec"]["template"]["spec"];
     let c = &tpl["containers"][0];
