@@ -194,6 +194,12 @@ pub struct RunArgs {
         default_value = "celery-backend-operator-webhook-tls"
     )]
     pub webhook_secret: String,
+    /// Who issues the webhook certificate: "self-managed" (the leader runs a CA, rotates the
+    /// certificate and maintains the MutatingWebhookConfiguration) or "external" (cert-manager or
+    /// another issuer writes tls.crt/tls.key into the Secret and the configuration, with its
+    /// caBundle, is installed by the chart; the operator only serves and reloads).
+    #[arg(long, env = "CBO_WEBHOOK_CERTIFICATES", default_value = "self-managed", value_parser = ["self-managed", "external"])]
+    pub webhook_certificates: String,
     /// Ignore (default: Pods are admitted when the webhook is down; the controller reports them) or Fail.
     #[arg(long, env = "CBO_WEBHOOK_FAILURE_POLICY", default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
     pub webhook_failure_policy: String,
@@ -252,6 +258,7 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
             failure_policy: args.webhook_failure_policy.clone(),
             own_namespace: lease_namespace.clone(),
             only_namespace: args.namespace.clone(),
+            self_managed: args.webhook_certificates == "self-managed",
         })
     };
     let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;

@@ -670,3 +670,129 @@ fn every_workload_kind_override_existing_and_config_module() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("ok RedisBackend"));
     drop(op);
 }
+
+/// `--webhook-certificates external` (cert-manager): the operator serves whatever the Secret
+/// holds, reloads it when the issuer renews it, and never issues a certificate or touches the
+/// configuration itself.
+#[test]
+fn externally_issued_certificates_are_served_and_reloaded() {
+    use std::collections::BTreeMap;
+    install_crds();
+    let ns = TestNamespace::blocking("inject-ext");
+    let n = ns.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config_name = format!("cbo-test-{n}");
+    let _guard = WebhookConfigGuard(config_name.clone());
+    let url = format!("https://127.0.0.1:{port}");
+    let opts = cbo::webhook::WebhookOptions {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        endpoint: cbo::webhook::Endpoint::Url(url.clone()),
+        config_name: config_name.clone(),
+        secret_namespace: n.clone(),
+        secret_name: "celery-backend-operator-webhook-tls".into(),
+        failure_policy: "Ignore".into(),
+        own_namespace: "cbo-system".into(),
+        only_namespace: Some(n.clone()),
+        self_managed: false,
+    };
+    // What an issuer such as cert-manager writes: ca.crt, tls.crt, tls.key, nothing else.
+    let issue = |at: i64| {
+        let b = cbo::webhook::certs::next_bundle(
+            &BTreeMap::new(),
+            &opts.sans(),
+            at,
+            cbo::webhook::certs::Lifetimes::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let keep: BTreeMap<String, String> = ["ca.crt", "tls.crt", "tls.key"]
+            .iter()
+            .map(|k| (k.to_string(), b[*k].clone()))
+            .collect();
+        let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "celery-backend-operator-webhook-tls", "namespace": n},
+            "type": "kubernetes.io/tls", "stringData": keep});
+        let config = cbo::webhook::webhook_configuration(&opts, &keep["ca.crt"]);
+        (secret, config)
+    };
+    let install = |secret: &Value, config: &Value| {
+        for (i, doc) in [secret, config].iter().enumerate() {
+            let f = tmp.path().join(format!("ext-{i}.json"));
+            std::fs::write(&f, doc.to_string()).unwrap();
+            kubectl_ok(&[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                f.to_str().unwrap(),
+            ]);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (secret, config) = issue(now);
+    install(&secret, &config);
+    let op = Operator::start_with(
+        tmp.path(),
+        &n,
+        "op.log",
+        &[
+            "--webhook-addr",
+            &format!("127.0.0.1:{port}"),
+            "--webhook-url",
+            &url,
+            "--webhook-config-name",
+            &config_name,
+            "--webhook-certificates",
+            "external",
+        ],
+    );
+    support::operator::apply_redis_example(&n, 30);
+    wait_until("default ServiceAccount", 30, || {
+        json_of(&n, &["serviceaccount", "default"]).map(|_| ())
+    });
+    let injected = |prefix: &str| {
+        let mut tries = 0;
+        wait_until(&format!("{prefix}: a Pod injected"), 30, || {
+            tries += 1;
+            let name = format!("{prefix}-{tries}");
+            assert!(apply_yaml(&n, &bare_pod(&name, "")).status.success());
+            let pod = json_of(&n, &["pod", &name])?;
+            has_uri_env(&pod["spec"]["containers"][0]).then_some(())
+        });
+    };
+    injected("first");
+    // The issuer renews with a new CA (and updates the caBundle, as cert-manager's injector does):
+    // only the new CA is trusted, so injection resumes only if the operator reloaded.
+    let (secret2, config2) = issue(now + 1);
+    install(&secret2, &config2);
+    injected("renewed");
+    // Nothing was issued or rewritten by the operator.
+    let live = json_of(&n, &["secret", "celery-backend-operator-webhook-tls"]).unwrap();
+    let keys: Vec<&String> = live["data"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["ca.crt", "tls.crt", "tls.key"],
+        "the Secret is the issuer's"
+    );
+    let mwc: Value = serde_json::from_slice(
+        &kubectl(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            &config_name,
+            "-o",
+            "json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        mwc["webhooks"][0]["clientConfig"]["caBundle"],
+        config2["webhooks"][0]["clientConfig"]["caBundle"]
+    );
+    assert!(!op.log().contains("issued the webhook serving certificate"));
+    assert!(op.log().contains("webhook certificate reloaded"));
+}

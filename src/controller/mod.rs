@@ -198,6 +198,7 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     let maintainer = opts
         .webhook
         .clone()
+        .filter(|w| w.self_managed)
         .map(|w| tokio::spawn(crate::webhook::maintain(client.clone(), w)));
     let cleaner = tokio::spawn(cleanup::run(
         client.clone(),

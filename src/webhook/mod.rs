@@ -46,6 +46,9 @@ pub struct WebhookOptions {
     pub own_namespace: String,
     /// Only this namespace is served (tests, single-namespace installs).
     pub only_namespace: Option<String>,
+    /// The leader issues certificates and maintains the configuration (false: an external issuer
+    /// such as cert-manager does, and the operator only serves what the Secret holds).
+    pub self_managed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -446,6 +449,7 @@ mod tests {
             failure_policy: "Ignore".into(),
             own_namespace: "cbo".into(),
             only_namespace: None,
+            self_managed: true,
         };
         let c = webhook_configuration(&opts, "PEM");
         let w = &c["webhooks"][0];
