@@ -861,11 +861,20 @@ async fn set_finalizer(
     ns: &str,
     want: bool,
 ) -> Result<(), kube::Error> {
-    let current = obj.metadata.finalizers.clone();
-    let list = current.clone().unwrap_or_default();
-    if list.iter().any(|f| f == FINALIZER) == want {
+    let holds = |f: &Option<Vec<String>>| f.iter().flatten().any(|f| f == FINALIZER);
+    if holds(&obj.metadata.finalizers) == want {
         return Ok(());
     }
+    // The cached object may predate our own last change: decide on the live one.
+    let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(live) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(());
+    };
+    let current = live.metadata.finalizers.clone();
+    if holds(&current) == want {
+        return Ok(());
+    }
+    let list = current.clone().unwrap_or_default();
     let ops = match (want, &current) {
         (true, None) => json!([
             {"op": "test", "path": "/metadata/finalizers", "value": null},
@@ -882,7 +891,6 @@ async fn set_finalizer(
         ]),
     };
     let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
-    let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), ns);
     api.patch(
         &obj.name_any(),
         &PatchParams::default(),
