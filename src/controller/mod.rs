@@ -1,12 +1,27 @@
 //! The CeleryResultBackend controller: dereference Secrets (external) or provision the store
 //! (managed) -> build the URI (pure) -> server-side apply the URI Secret -> status and Events.
+//!
+//! Here: the runner (watches, leader gating, shutdown) and the reconcile pipeline. Its steps live
+//! in `secrets` (credentials in, URI Secret out), `managed` (provisioning), `apply` (apply with
+//! drift correction), `workloads` (injection), `finalizer`, `status` (conditions), `health`
+//! (probe tasks) and `cleanup` (policy runner).
 
+mod apply;
 pub mod cleanup;
+mod finalizer;
 pub mod health;
+mod managed;
+mod secrets;
 pub mod status;
 pub mod workloads;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+pub use apply::apply_if_changed;
+pub use finalizer::FINALIZER;
+use finalizer::{finalize_backend, set_finalizer};
+use managed::provision;
+use secrets::{dereference, publish_uri_secret};
+
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +30,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
-use k8s_openapi::ByteString;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -27,9 +41,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::api::{BindingRef, CeleryResultBackend, CeleryResultBackendStatus, SecretKeyRef};
-use crate::provision::{self, Plan};
+use crate::provision;
 use crate::telemetry::Metrics;
-use crate::uri::{self, BuildError, SecretValues};
+use crate::uri::{self, BuildError};
 use status::{Outcome, Report};
 
 /// Field manager of every server-side apply the operator makes.
@@ -487,53 +501,6 @@ async fn publish(
     }
 }
 
-/// Read every referenced Secret; missing ones are simply absent (the builder names the field).
-async fn dereference(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    refs: &[(String, SecretKeyRef)],
-) -> Result<SecretValues, Error> {
-    let names: HashSet<String> = refs.iter().map(|(_, r)| r.name.clone()).collect();
-    if let Ok(mut index) = ctx.index.lock() {
-        let me = (ns.to_string(), name.to_string());
-        for set in index.values_mut() {
-            set.remove(&me);
-        }
-        index.retain(|_, set| !set.is_empty());
-        for n in &names {
-            index
-                .entry((ns.to_string(), n.clone()))
-                .or_default()
-                .insert(me.clone());
-        }
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let mut values = SecretValues::new();
-    for n in names {
-        if let Some(s) = api.get_opt(&n).await? {
-            values.insert(n, secret_text(&s));
-        }
-    }
-    Ok(values)
-}
-
-fn secret_text(s: &Secret) -> BTreeMap<String, String> {
-    let mut data = BTreeMap::new();
-    for (k, v) in s.data.clone().unwrap_or_default() {
-        if let Ok(text) = String::from_utf8(v.0) {
-            data.insert(k, text);
-        }
-    }
-    data
-}
-
-/// Outcome of the provisioning half of a managed reconcile.
-struct Provisioned {
-    outcome: Outcome,
-    secrets: SecretValues,
-}
-
 fn api_failure(what: &str, e: kube::Error) -> Result<Outcome, Error> {
     match e {
         // The API server refused the object: the user can act on its message.
@@ -545,385 +512,6 @@ fn api_failure(what: &str, e: kube::Error) -> Result<Outcome, Error> {
         }
         other => Err(Error::Kube(other)),
     }
-}
-
-fn hash_of(v: &Value) -> String {
-    // FNV-1a over the canonical JSON; stable across releases, enough to detect a change.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in v.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
-}
-
-/// Apply `desired` unless the live object already carries the same applied-hash *and* still
-/// holds every field of `desired` (so a steady state issues reads only, and an edit to a field
-/// the operator owns, such as a scaled-down StatefulSet, is put back).
-pub async fn apply_if_changed<K>(api: &Api<K>, mut desired: Value) -> Result<Option<K>, kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let name = desired["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let hash = hash_of(&desired);
-    desired["metadata"]["annotations"][APPLIED_HASH] = json!(hash);
-    let mut drifted = false;
-    if let Some(live) = api.get_opt(&name).await? {
-        if live
-            .meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(APPLIED_HASH))
-            == Some(&hash)
-        {
-            let live_json = serde_json::to_value(&live).map_err(kube::Error::SerdeError)?;
-            match crate::drift::first_drift(&desired, &live_json) {
-                None => return Ok(Some(live)),
-                Some(path) => {
-                    drifted = true;
-                    tracing::info!(
-                    kind = %desired["kind"].as_str().unwrap_or_default(),
-                    name = %name,
-                    field = %path,
-                    "correcting drift: a field the operator owns was changed"
-                    )
-                }
-            }
-        }
-    }
-    let applied = api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await;
-    match applied {
-        // An edit re-keyed an element of a list the operator owns (a renumbered Service port):
-        // apply cannot remove the element it does not own, so replace those lists, then apply.
-        Err(kube::Error::Api(s)) if s.code == 422 && drifted => {
-            let Some(live) = api.get_opt(&name).await? else {
-                return Err(kube::Error::Api(s));
-            };
-            let live_json = serde_json::to_value(&live).map_err(kube::Error::SerdeError)?;
-            let lists = crate::drift::drifted_lists(&desired, &live_json);
-            if lists.is_empty() {
-                return Err(kube::Error::Api(s));
-            }
-            let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion",
-                "value": live.meta().resource_version})];
-            for (path, value) in &lists {
-                tracing::info!(name = %name, field = %path, "replacing a list the operator owns");
-                ops.push(json!({"op": "replace", "path": path, "value": value}));
-            }
-            let patch: json_patch::Patch =
-                serde_json::from_value(json!(ops)).map_err(kube::Error::SerdeError)?;
-            api.patch(
-                &name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &Patch::<()>::Json(patch),
-            )
-            .await?;
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .map(Some)
-        }
-        other => other.map(Some),
-    }
-}
-
-async fn provision(
-    obj: &CeleryResultBackend,
-    ctx: &Context,
-    ns: &str,
-    plan: &Plan,
-) -> Result<Provisioned, Error> {
-    let owner = obj
-        .controller_owner_ref(&())
-        .into_iter()
-        .collect::<Vec<_>>();
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let creds_name = &plan.credentials_secret_name;
-    // Credentials: created once, never regenerated. Owned by the backend only with Delete.
-    let cred_owner: Vec<_> = match plan.deletion_policy {
-        crate::api::DeletionPolicy::Delete => owner.clone(),
-        crate::api::DeletionPolicy::Retain => vec![],
-    };
-    let creds = match secrets_api.get_opt(creds_name).await? {
-        Some(s) => {
-            let current = s.metadata.owner_references.clone().unwrap_or_default();
-            if current != cred_owner {
-                let patch = json!({"metadata": {"ownerReferences": cred_owner}});
-                secrets_api
-                    .patch(creds_name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-            }
-            s
-        }
-        None => {
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {
-                    "name": creds_name,
-                    "namespace": ns,
-                    "labels": {
-                        "app.kubernetes.io/managed-by": FIELD_MANAGER,
-                        "app.kubernetes.io/instance": obj.name_any(),
-                        provision::BACKEND_LABEL: obj.name_any(),
-                    },
-                    "ownerReferences": cred_owner,
-                },
-                "type": "Opaque",
-                "stringData": {
-                    provision::USERNAME_KEY: plan.username,
-                    provision::PASSWORD_KEY: provision::generate_password(),
-                },
-            }))
-            .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
-            let pp = PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            match secrets_api.create(&pp, &secret).await {
-                Ok(s) => {
-                    publish(
-                        ctx,
-                        &obj.object_ref(&()),
-                        true,
-                        "CredentialsGenerated",
-                        &format!("generated credentials in Secret {creds_name}"),
-                    )
-                    .await;
-                    s
-                }
-                Err(kube::Error::Api(s)) if s.code == 409 => secrets_api.get(creds_name).await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    let mut secrets = SecretValues::new();
-    secrets.insert(creds_name.clone(), secret_text(&creds));
-    let has_password = secrets
-        .get(creds_name)
-        .is_some_and(|d| d.contains_key(provision::PASSWORD_KEY));
-    if !has_password {
-        return Ok(Provisioned {
-            outcome: Outcome::failed(
-                "CredentialsInvalid",
-                format!("Secret {creds_name} has no key {:?}; restore it (the operator never regenerates credentials, the store keeps the old ones)", provision::PASSWORD_KEY),
-            ),
-            secrets,
-        });
-    }
-    let mut sts_live = None;
-    for o in &plan.objects {
-        let mut o = o.clone();
-        o["metadata"]["ownerReferences"] = json!(owner);
-        let kind = o["kind"].as_str().unwrap_or_default().to_string();
-        let what = format!(
-            "{kind} {}",
-            o["metadata"]["name"].as_str().unwrap_or_default()
-        );
-        let res = if kind == "StatefulSet" {
-            apply_if_changed(&Api::<StatefulSet>::namespaced(ctx.client.clone(), ns), o)
-                .await
-                .map(|s| sts_live = s)
-        } else {
-            apply_if_changed(&Api::<Service>::namespaced(ctx.client.clone(), ns), o)
-                .await
-                .map(|_| ())
-        };
-        if let Err(e) = res {
-            return Ok(Provisioned {
-                outcome: api_failure(&what, e)?,
-                secrets,
-            });
-        }
-    }
-    let (ready, detail) = sts_live
-        .as_ref()
-        .map(provision::statefulset_ready)
-        .unwrap_or((false, "StatefulSet not found".into()));
-    let outcome = if ready {
-        Outcome {
-            ready: true,
-            reason: "StoreReady".into(),
-            message: format!("StatefulSet {}: {detail}", plan.statefulset_name),
-        }
-    } else {
-        Outcome::failed(
-            "Provisioning",
-            format!(
-                "waiting for StatefulSet {}: {detail}",
-                plan.statefulset_name
-            ),
-        )
-    };
-    Ok(Provisioned { outcome, secrets })
-}
-
-/// Server-side apply the URI Secret unless its content is already exactly right.
-async fn publish_uri_secret(
-    obj: &CeleryResultBackend,
-    ctx: &Context,
-    ns: &str,
-    secret_name: &str,
-    cfg: &uri::BackendConfig,
-) -> Result<String, kube::Error> {
-    let name = obj.name_any();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let live = api.get_opt(secret_name).await?;
-    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-    // A random salt, generated once per Secret, keeps the checksum on pod templates from
-    // revealing anything about a weak password.
-    let salt = live
-        .as_ref()
-        .and_then(|l| l.data.as_ref())
-        .and_then(|d| d.get(crate::inject::SALT_KEY).cloned())
-        .unwrap_or_else(|| ByteString(provision::generate_password().into_bytes()));
-    data.insert(crate::inject::SALT_KEY.to_string(), salt);
-    let mut put = |k: &str, v: &str| {
-        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
-    };
-    put(URI_KEY, &cfg.uri);
-    put(CONFIG_KEY, &uri::config_module(cfg));
-    for (k, v) in &cfg.binding {
-        put(k, v);
-    }
-    for (k, v) in &cfg.env {
-        put(k, v);
-    }
-    let owner = obj
-        .controller_owner_ref(&())
-        .into_iter()
-        .collect::<Vec<_>>();
-    let type_ = format!(
-        "servicebinding.io/{}",
-        cfg.binding
-            .get("type")
-            .map(String::as_str)
-            .unwrap_or("celery")
-    );
-    let checksum = crate::inject::checksum(&data);
-    if let Some(live) = &live {
-        let same = live.data.as_ref() == Some(&data)
-            && live.type_.as_deref() == Some(type_.as_str())
-            && live.metadata.owner_references.as_ref() == Some(&owner);
-        if same {
-            return Ok(checksum);
-        }
-    }
-    let secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": secret_name,
-            "namespace": ns,
-            "labels": {
-                "app.kubernetes.io/managed-by": FIELD_MANAGER,
-                "app.kubernetes.io/instance": name,
-                provision::BACKEND_LABEL: name,
-            },
-            "ownerReferences": owner,
-        },
-        "type": type_,
-        "data": data,
-    });
-    api.patch(
-        secret_name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await?;
-    Ok(checksum)
-}
-
-/// Held only while workloads carry an injection from the backend: deleting the backend then first
-/// removes exactly what it injected (as the Service Binding spec asks of a deleted binding), so no
-/// worker is left referring to a URI Secret that garbage collection is about to remove. A backend
-/// that injected nothing is deleted without a finalizer.
-pub const FINALIZER: &str = "celery.dev/release-workloads";
-
-/// Add or remove [`FINALIZER`] with a JSON patch that first tests the current list, so a
-/// concurrent change to another finalizer is never lost (the reconcile is retried instead).
-async fn set_finalizer(
-    ctx: &Context,
-    obj: &CeleryResultBackend,
-    ns: &str,
-    want: bool,
-) -> Result<(), kube::Error> {
-    let holds = |f: &Option<Vec<String>>| f.iter().flatten().any(|f| f == FINALIZER);
-    if holds(&obj.metadata.finalizers) == want {
-        return Ok(());
-    }
-    // The cached object may predate our own last change: decide on the live one.
-    let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(live) = api.get_opt(&obj.name_any()).await? else {
-        return Ok(());
-    };
-    let current = live.metadata.finalizers.clone();
-    if holds(&current) == want {
-        return Ok(());
-    }
-    let list = current.clone().unwrap_or_default();
-    let ops = match (want, &current) {
-        (true, None) => json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-        ]),
-        (true, Some(list)) => json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": list},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
-        ]),
-        (false, _) => json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": list},
-            {"op": "replace", "path": "/metadata/finalizers",
-             "value": list.iter().filter(|f| *f != FINALIZER).collect::<Vec<_>>()},
-        ]),
-    };
-    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await?;
-    Ok(())
-}
-
-/// A backend being deleted: release the workloads it injected, then let it go.
-async fn finalize_backend(
-    obj: &CeleryResultBackend,
-    ctx: &Context,
-    ns: &str,
-) -> Result<Action, Error> {
-    if obj.finalizers().iter().any(|f| f == FINALIZER) {
-        let report = workloads::sync(ctx, obj, ns, None).await?;
-        if !report.released.is_empty() {
-            publish(
-                ctx,
-                &obj.object_ref(&()),
-                true,
-                "WorkloadsReleased",
-                &format!(
-                    "backend deleted: removed the injection from {}",
-                    report.released.join(", ")
-                ),
-            )
-            .await;
-        }
-        set_finalizer(ctx, obj, ns, false).await?;
-    }
-    Ok(Action::await_change())
 }
 
 async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<Action, Error> {
@@ -1204,12 +792,5 @@ mod tests {
         assert_eq!(backoff(5), Duration::from_secs(160));
         assert_eq!(backoff(6), Duration::from_secs(300));
         assert_eq!(backoff(60), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn manifest_hash_is_stable_and_sensitive() {
-        let a = json!({"a": 1, "b": [1, 2]});
-        assert_eq!(hash_of(&a), hash_of(&a.clone()));
-        assert_ne!(hash_of(&a), hash_of(&json!({"a": 2, "b": [1, 2]})));
     }
 }

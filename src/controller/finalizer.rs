@@ -1,0 +1,89 @@
+//! The release-workloads finalizer: held only while workloads carry an injection, so deleting a
+//! backend first removes exactly what it injected.
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{publish, workloads, Context, Error};
+use crate::api::CeleryResultBackend;
+
+/// Held only while workloads carry an injection from the backend: deleting the backend then first
+/// removes exactly what it injected (as the Service Binding spec asks of a deleted binding), so no
+/// worker is left referring to a URI Secret that garbage collection is about to remove. A backend
+/// that injected nothing is deleted without a finalizer.
+pub const FINALIZER: &str = "celery.dev/release-workloads";
+
+/// Add or remove [`FINALIZER`] with a JSON patch that first tests the current list, so a
+/// concurrent change to another finalizer is never lost (the reconcile is retried instead).
+pub(super) async fn set_finalizer(
+    ctx: &Context,
+    obj: &CeleryResultBackend,
+    ns: &str,
+    want: bool,
+) -> Result<(), kube::Error> {
+    let holds = |f: &Option<Vec<String>>| f.iter().flatten().any(|f| f == FINALIZER);
+    if holds(&obj.metadata.finalizers) == want {
+        return Ok(());
+    }
+    // The cached object may predate our own last change: decide on the live one.
+    let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(live) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(());
+    };
+    let current = live.metadata.finalizers.clone();
+    if holds(&current) == want {
+        return Ok(());
+    }
+    let list = current.clone().unwrap_or_default();
+    let ops = match (want, &current) {
+        (true, None) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]),
+        (true, Some(list)) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": list},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ]),
+        (false, _) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": list},
+            {"op": "replace", "path": "/metadata/finalizers",
+             "value": list.iter().filter(|f| *f != FINALIZER).collect::<Vec<_>>()},
+        ]),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A backend being deleted: release the workloads it injected, then let it go.
+pub(super) async fn finalize_backend(
+    obj: &CeleryResultBackend,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Action, Error> {
+    if obj.finalizers().iter().any(|f| f == FINALIZER) {
+        let report = workloads::sync(ctx, obj, ns, None).await?;
+        if !report.released.is_empty() {
+            publish(
+                ctx,
+                &obj.object_ref(&()),
+                true,
+                "WorkloadsReleased",
+                &format!(
+                    "backend deleted: removed the injection from {}",
+                    report.released.join(", ")
+                ),
+            )
+            .await;
+        }
+        set_finalizer(ctx, obj, ns, false).await?;
+    }
+    Ok(Action::await_change())
+}

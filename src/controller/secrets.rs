@@ -1,0 +1,132 @@
+//! External credentials in, URI Secret out: read referenced Secrets (indexing who refers to
+//! which), and server-side apply the URI Secret with its salted checksum.
+
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, CONFIG_KEY, FIELD_MANAGER, URI_KEY};
+use crate::api::{CeleryResultBackend, SecretKeyRef};
+use crate::provision;
+use crate::uri::{self, SecretValues};
+
+/// Read every referenced Secret; missing ones are simply absent (the builder names the field).
+pub(super) async fn dereference(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    refs: &[(String, SecretKeyRef)],
+) -> Result<SecretValues, Error> {
+    let names: HashSet<String> = refs.iter().map(|(_, r)| r.name.clone()).collect();
+    if let Ok(mut index) = ctx.index.lock() {
+        let me = (ns.to_string(), name.to_string());
+        for set in index.values_mut() {
+            set.remove(&me);
+        }
+        index.retain(|_, set| !set.is_empty());
+        for n in &names {
+            index
+                .entry((ns.to_string(), n.clone()))
+                .or_default()
+                .insert(me.clone());
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut values = SecretValues::new();
+    for n in names {
+        if let Some(s) = api.get_opt(&n).await? {
+            values.insert(n, secret_text(&s));
+        }
+    }
+    Ok(values)
+}
+
+pub(super) fn secret_text(s: &Secret) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    for (k, v) in s.data.clone().unwrap_or_default() {
+        if let Ok(text) = String::from_utf8(v.0) {
+            data.insert(k, text);
+        }
+    }
+    data
+}
+
+/// Server-side apply the URI Secret unless its content is already exactly right.
+pub(super) async fn publish_uri_secret(
+    obj: &CeleryResultBackend,
+    ctx: &Context,
+    ns: &str,
+    secret_name: &str,
+    cfg: &uri::BackendConfig,
+) -> Result<String, kube::Error> {
+    let name = obj.name_any();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let live = api.get_opt(secret_name).await?;
+    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+    // A random salt, generated once per Secret, keeps the checksum on pod templates from
+    // revealing anything about a weak password.
+    let salt = live
+        .as_ref()
+        .and_then(|l| l.data.as_ref())
+        .and_then(|d| d.get(crate::inject::SALT_KEY).cloned())
+        .unwrap_or_else(|| ByteString(provision::generate_password().into_bytes()));
+    data.insert(crate::inject::SALT_KEY.to_string(), salt);
+    let mut put = |k: &str, v: &str| {
+        data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+    };
+    put(URI_KEY, &cfg.uri);
+    put(CONFIG_KEY, &uri::config_module(cfg));
+    for (k, v) in &cfg.binding {
+        put(k, v);
+    }
+    for (k, v) in &cfg.env {
+        put(k, v);
+    }
+    let owner = obj
+        .controller_owner_ref(&())
+        .into_iter()
+        .collect::<Vec<_>>();
+    let type_ = format!(
+        "servicebinding.io/{}",
+        cfg.binding
+            .get("type")
+            .map(String::as_str)
+            .unwrap_or("celery")
+    );
+    let checksum = crate::inject::checksum(&data);
+    if let Some(live) = &live {
+        let same = live.data.as_ref() == Some(&data)
+            && live.type_.as_deref() == Some(type_.as_str())
+            && live.metadata.owner_references.as_ref() == Some(&owner);
+        if same {
+            return Ok(checksum);
+        }
+    }
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name,
+            "namespace": ns,
+            "labels": {
+                "app.kubernetes.io/managed-by": FIELD_MANAGER,
+                "app.kubernetes.io/instance": name,
+                provision::BACKEND_LABEL: name,
+            },
+            "ownerReferences": owner,
+        },
+        "type": type_,
+        "data": data,
+    });
+    api.patch(
+        secret_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    Ok(checksum)
+}
