@@ -46,10 +46,10 @@ where
                 Some(path) => {
                     drifted = true;
                     tracing::info!(
-                    kind = %desired["kind"].as_str().unwrap_or_default(),
-                    name = %name,
-                    field = %path,
-                    "correcting drift: a field the operator owns was changed"
+                        kind = %desired["kind"].as_str().unwrap_or_default(),
+                        name = %name,
+                        field = %path,
+                        "correcting drift: a field the operator owns was changed"
                     )
                 }
             }
