@@ -28,14 +28,11 @@ fn chart_renders_and_passes_server_side_dry_run() {
     support::cluster::install_crds();
     helm(&["lint", "charts/celery-backend-operator"]);
     let ns = TestNamespace::blocking("helm");
+    // Its Roles go to the watched namespace, which must exist for the dry run: the test's own.
+    let watch = format!("watchNamespace={}", ns.name);
     for extra in [
         vec![],
-        vec![
-            "--set",
-            "watchNamespace=team-a",
-            "--set",
-            "webhook.enabled=false",
-        ],
+        vec!["--set", watch.as_str(), "--set", "webhook.enabled=false"],
         vec![
             "--set",
             "webhook.certificates=cert-manager",
@@ -168,8 +165,10 @@ fn chart_renders_and_passes_server_side_dry_run() {
             }
         } else {
             assert!(
-                rendered.contains("--namespace=team-a") && rendered.contains("--webhook-addr=off")
+                rendered.contains(&format!("--namespace={}", ns.name))
+                    && rendered.contains("--webhook-addr=off")
             );
+            assert!(rendered.contains("kind: Role\n") && rendered.contains("kind: RoleBinding"));
         }
     }
     // The chart's CRDs are the generated ones.

@@ -22,6 +22,17 @@ impl Operator {
 
     /// `extra` flags come after the defaults (metrics and webhook off), so they can override them.
     pub fn start_with(dir: &Path, ns: &str, log_name: &str, extra: &[&str]) -> Self {
+        Self::start_env(dir, ns, log_name, extra, &[])
+    }
+
+    /// Like `start_with`, with environment overrides (e.g. a KUBECONFIG with another identity).
+    pub fn start_env(
+        dir: &Path,
+        ns: &str,
+        log_name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let (kubeconfig, _) = cluster();
         let log = dir.join(log_name);
         let child = Command::new(BIN)
@@ -37,6 +48,7 @@ impl Operator {
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("create operator log"))
             .spawn()
