@@ -50,6 +50,13 @@ fn every_example_passes_server_dry_run_then_applies() {
         })
         .count();
     assert_eq!(names.lines().count(), expected, "{names}");
+    // Cluster-scoped examples outlive the namespace: remove them.
+    let _ = kubectl(&[
+        "delete",
+        "-f",
+        "examples/cleanup-policy.yaml",
+        "--ignore-not-found",
+    ]);
 }
 
 /// Each file in tests/invalid declares (`# expect: ...`) what the API server's error must contain.
