@@ -131,7 +131,7 @@ fn kubectl_get_shows_printer_columns() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "BACKEND", "MODE", "READY", "HEALTHY", "AGE"],
+        ["NAME", "BACKEND", "MODE", "READY", "HEALTHY", "WORKERS", "AGE"],
         "{out}"
     );
     assert!(out.contains("results-rpc"), "{out}");

@@ -37,6 +37,7 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode","description":"external or managed"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"URI Secret is published"}"#,
     printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Healthy\")].status","description":"Last health check succeeded"}"#,
+    printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.injectedWorkloads","description":"Workloads whose pod template carries the URI"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Time since creation"}"#
 )]
 #[serde(rename_all = "camelCase")]
