@@ -45,11 +45,23 @@ pub struct CrdArgs {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// CeleryResultBackend manifest (YAML; may also contain Secrets).
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
+    #[arg(
+        short = 'f',
+        long = "file",
+        required_unless_present = "backend",
+        conflicts_with = "backend"
+    )]
+    pub file: Option<PathBuf>,
     /// Secret manifests the backend references.
-    #[arg(short = 's', long = "secret")]
+    #[arg(short = 's', long = "secret", requires = "file")]
     pub secrets: Vec<PathBuf>,
+    /// A CeleryResultBackend in the cluster of the current kubeconfig instead of a file: its
+    /// Secrets (or generated credentials, for managed stores) are read from the cluster.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Namespace of --backend (default: the kubeconfig context's).
+    #[arg(short = 'n', long, requires = "backend")]
+    pub namespace: Option<String>,
     /// Give up after this long (Go duration).
     #[arg(long, default_value = "5s")]
     pub timeout: String,
@@ -73,17 +85,47 @@ pub struct CleanupArgs {
     pub rate: u32,
 }
 
-fn store_for(args: &CheckArgs) -> Result<crate::stores::Store> {
-    let (backend, mut secrets) = manifests::load_backend(&args.file)?;
+async fn store_for(args: &CheckArgs) -> Result<crate::stores::Store> {
+    if let Some(name) = &args.backend {
+        return live_store(name, args.namespace.as_deref()).await;
+    }
+    let Some(file) = &args.file else {
+        anyhow::bail!("give a manifest (-f) or a backend in the cluster (--backend)");
+    };
+    let (backend, mut secrets) = manifests::load_backend(file)?;
     for s in &args.secrets {
         manifests::load_secrets(s, &mut secrets)?;
     }
     let name = backend.metadata.name.clone().unwrap_or_default();
     if backend.spec.is_managed() {
-        anyhow::bail!("CeleryResultBackend {name:?} is managed: its credentials exist only in the cluster; check it there (status.conditions Healthy)");
+        anyhow::bail!("CeleryResultBackend {name:?} is managed: its credentials exist only in the cluster; use --backend {name} -n <namespace>");
     }
     let cfg = uri::build(&backend.spec, &secrets)
-        .with_context(|| format!("CeleryResultBackend {name:?} in {}", args.file.display()))?;
+        .with_context(|| format!("CeleryResultBackend {name:?} in {}", file.display()))?;
+    Ok(crate::stores::Store::from_config(
+        &cfg,
+        backend.spec.result_expires.is_some(),
+    ))
+}
+
+/// The store of a CeleryResultBackend in the cluster, with its Secrets read from there.
+async fn live_store(name: &str, namespace: Option<&str>) -> Result<crate::stores::Store> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot load kubeconfig or in-cluster config")?;
+    let ns = namespace
+        .map(String::from)
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let api: kube::Api<crate::api::CeleryResultBackend> =
+        kube::Api::namespaced(client.clone(), &ns);
+    let backend = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("cannot read CeleryResultBackend {ns}/{name}"))?
+        .ok_or_else(|| anyhow::anyhow!("CeleryResultBackend {ns}/{name} not found"))?;
+    let cfg = crate::controller::cleanup::backend_config(&client, &backend)
+        .await
+        .map_err(|e| anyhow::anyhow!("CeleryResultBackend {ns}/{name}: {e}"))?;
     Ok(crate::stores::Store::from_config(
         &cfg,
         backend.spec.result_expires.is_some(),
@@ -97,7 +139,7 @@ fn duration_arg(flag: &str, v: &str) -> Result<std::time::Duration> {
 
 /// `check`: a real round trip; an error (non-zero exit) when the store does not answer.
 pub async fn run_check(args: &CheckArgs) -> Result<String> {
-    let store = store_for(args)?;
+    let store = store_for(args).await?;
     let timeout = duration_arg("--timeout", &args.timeout)?;
     let p = store
         .probe(timeout)
@@ -118,7 +160,7 @@ pub async fn run_check(args: &CheckArgs) -> Result<String> {
 
 /// `cleanup`: purge results older than --older-than and print the counts.
 pub async fn run_cleanup(args: &CleanupArgs) -> Result<String> {
-    let store = store_for(&args.target)?;
+    let store = store_for(&args.target).await?;
     let age = duration_arg("--older-than", &args.older_than)?;
     let cutoff = k8s_openapi::jiff::Timestamp::now().as_second() - age.as_secs() as i64;
     let r = store

@@ -159,3 +159,64 @@ fn healthy_follows_a_real_store_and_a_dead_one_does_not_delay_others() {
     let _ = _redis.stop();
     drop(hang);
 }
+
+/// `check` and `cleanup` with `--backend`: the CLI reads the CeleryResultBackend and its Secrets
+/// from the cluster (what an on-call engineer has), managed or external, and names what is missing.
+#[test]
+fn check_and_cleanup_read_a_backend_from_the_cluster() {
+    install_crds();
+    support::stores::up(&["redis"]);
+    let ns = TestNamespace::blocking("cli-live");
+    let n = ns.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    // The Redis of hack/stores.sh (port 16379) and its password; results without a TTL.
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: pw}\nstringData: {password: 'r3dis p@ss:w/rd#?%'}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: live}\nspec:\n  resultExpires: 0s\n  redis: {external: {host: 127.0.0.1, port: 16379, db: 9, auth: {passwordSecretRef: {name: pw, key: password}}}}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: unresolved}\nspec:\n  redis: {external: {host: 127.0.0.1, port: 16379, auth: {passwordSecretRef: {name: absent, key: password}}}}\n";
+    let f = tmp.path().join("b.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    kubectl_ok(&["apply", "-n", &n, "-f", f.to_str().unwrap()]);
+    let (kubeconfig, _) = support::cluster::cluster();
+    let seen = std::cell::RefCell::new(String::new());
+    let cli = |args: &[&str]| {
+        let o = Command::new(support::operator::BIN)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .unwrap();
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        seen.borrow_mut().push_str(&out);
+        (o.status.success(), out)
+    };
+    let (ok, out) = cli(&["check", "--backend", "live", "-n", &n]);
+    assert!(ok && out.starts_with("healthy: redis"), "{out}");
+    assert!(out.contains("needs cleanup"), "{out}");
+    let (ok, out) = cli(&[
+        "cleanup",
+        "--backend",
+        "live",
+        "-n",
+        &n,
+        "--older-than",
+        "1h",
+        "--dry-run",
+    ]);
+    assert!(ok && out.contains("redis: would delete"), "{out}");
+    let (ok, out) = cli(&["check", "--backend", "unresolved", "-n", &n]);
+    assert!(
+        !ok && out.contains("absent"),
+        "names the missing Secret: {out}"
+    );
+    let (ok, out) = cli(&["check", "--backend", "nope", "-n", &n]);
+    assert!(!ok && out.contains(&format!("{n}/nope not found")), "{out}");
+    let (ok, out) = cli(&["check", "-n", &n]);
+    assert!(!ok && out.contains("--backend"), "{out}");
+    assert!(
+        !seen.borrow().contains("r3dis") && !seen.borrow().contains("p%40ss"),
+        "no password in any output"
+    );
+}
