@@ -162,6 +162,26 @@ fn a_policy_cleans_the_selected_backend_on_schedule() {
     assert_eq!(ok["status"], "True", "{ok}");
     assert!(status["nextRunTime"].is_string());
 
+    // The backend's Events say what the policy did to it (the dry run says nothing there).
+    let events = support::operator::get(
+        &n,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=ResultsCleaned",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    );
+    assert_eq!(
+        events,
+        format!(
+            "cleanup policy {} deleted {} task and 1 group results",
+            names[0], backends[0]["deletedTasks"]
+        ),
+        "one Event, on the selected backend"
+    );
     // Metrics: what the run deleted, one successful run, and when (for "cleanup stuck" alerts).
     let metrics = support::operator::http_get(&metrics_addr, "/metrics").1;
     let sample = |name: &str| {

@@ -223,6 +223,7 @@ async fn run_policy(
                         }
                     }
                 }
+                backend_event(&client, &b, &name, &r, opts.dry_run).await;
                 results.push(r);
             }
         }
@@ -321,6 +322,58 @@ async fn run_policy(
         conditions,
     };
     write_status(&client, &name, &status).await;
+}
+
+/// An Event on the backend for what a run did to it, so `kubectl describe crb` shows cleanup
+/// activity: `ResultsCleaned` when something was deleted, `CleanupFailed` (Warning) on failure.
+/// Skips and empty runs stay in the policy's status only.
+async fn backend_event(
+    client: &Client,
+    backend: &CeleryResultBackend,
+    policy: &str,
+    r: &BackendCleanup,
+    dry_run: bool,
+) {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::Resource;
+    let (type_, reason, note) = if r.failed {
+        (
+            EventType::Warning,
+            "CleanupFailed",
+            format!(
+                "cleanup policy {policy}: {}",
+                r.message.clone().unwrap_or_default()
+            ),
+        )
+    } else if !dry_run && r.deleted_tasks + r.deleted_groups > 0 {
+        (
+            EventType::Normal,
+            "ResultsCleaned",
+            format!(
+                "cleanup policy {policy} deleted {} task and {} group results",
+                r.deleted_tasks, r.deleted_groups
+            ),
+        )
+    } else {
+        return;
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &backend.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
 }
 
 /// Leader-only loop: check every policy's schedule every few seconds, start due runs.
