@@ -46,6 +46,16 @@ fn apply_json(dir: &std::path::Path, name: &str, v: &Value) {
     kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
 }
 
+/// Deletes this test's cluster-scoped objects even when the test fails.
+struct ClusterScoped(Vec<String>);
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = kubectl(&["delete", c, "--ignore-not-found", "--wait=false"]);
+        }
+    }
+}
+
 fn run_under_chart_rbac(watch_namespace: bool) {
     install_crds();
     let sys = TestNamespace::blocking("rbac-sys");
@@ -59,7 +69,7 @@ fn run_under_chart_rbac(watch_namespace: bool) {
     }
     // The chart's RBAC, with this test's names for the cluster-scoped objects.
     let unique = format!("celery-backend-operator-{n}");
-    let mut cluster_scoped = vec![];
+    let mut cluster_scoped = ClusterScoped(vec![]);
     for (i, mut doc) in helm_template(&sys_ns, &extra).into_iter().enumerate() {
         let kind = doc["kind"].as_str().unwrap_or_default().to_string();
         match kind.as_str() {
@@ -68,7 +78,9 @@ fn run_under_chart_rbac(watch_namespace: bool) {
                 if kind == "ClusterRoleBinding" {
                     doc["roleRef"]["name"] = unique.clone().into();
                 }
-                cluster_scoped.push(format!("{}/{unique}", kind.to_lowercase()));
+                cluster_scoped
+                    .0
+                    .push(format!("{}/{unique}", kind.to_lowercase()));
             }
             "ServiceAccount" | "Role" | "RoleBinding" => {}
             _ => continue,
@@ -121,7 +133,9 @@ fn run_under_chart_rbac(watch_namespace: bool) {
         format!("https://127.0.0.1:{port}"),
     );
     let config_name = unique.clone();
-    cluster_scoped.push(format!("mutatingwebhookconfiguration/{config_name}"));
+    cluster_scoped
+        .0
+        .push(format!("mutatingwebhookconfiguration/{config_name}"));
     let op = Operator::start_env(
         tmp.path(),
         &n,
@@ -176,7 +190,9 @@ fn run_under_chart_rbac(watch_namespace: bool) {
     });
     // A cluster-scoped cleanup policy runs and reports.
     let policy = format!("rbac-{n}");
-    cluster_scoped.push(format!("celeryresultcleanuppolicy/{policy}"));
+    cluster_scoped
+        .0
+        .push(format!("celeryresultcleanuppolicy/{policy}"));
     let pf = tmp.path().join("policy.yaml");
     std::fs::write(
         &pf,
@@ -203,9 +219,6 @@ fn run_under_chart_rbac(watch_namespace: bool) {
         .then_some(())
     });
     let log = op.log();
-    for c in &cluster_scoped {
-        let _ = kubectl(&["delete", c, "--ignore-not-found", "--wait=false"]);
-    }
     assert!(
         !log.contains("forbidden") && !log.contains("Forbidden"),
         "the chart's RBAC is missing a permission:\n{}",
