@@ -32,7 +32,13 @@ echo "redis: $(redis-cli -p 6379 --no-auth-warning -a "$PW" ping)"
 
 say "4/7 install the CRD and run the operator (log: $CBO_CACHE/quickstart-operator.log)"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+# `kubectl wait` fails at once on an object whose status has no conditions yet: retry it.
+wait_cond() {
+  local end=$((SECONDS + 60))
+  while [ $SECONDS -lt $end ]; do kubectl wait --timeout=10s "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  kubectl wait --timeout=10s "$@"
+}
+wait_cond --for=condition=Established -f crds/
 OPPID=$CBO_CACHE/quickstart-operator.pid
 if [ -f "$OPPID" ] && kill -0 "$(cat "$OPPID")" 2>/dev/null; then kill "$(cat "$OPPID")"; sleep 0.5; fi
 nohup "$BIN" run --metrics-addr 127.0.0.1:18080 \
@@ -43,7 +49,7 @@ echo "operator pid $(cat "$OPPID")"
 say "5/7 apply examples/redis.yaml and wait for Ready"
 kubectl create namespace celery-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -n celery-demo -f examples/redis-secret.yaml -f examples/redis.yaml
-kubectl wait -n celery-demo --for=condition=Ready --timeout=60s crb/orders-redis
+wait_cond -n celery-demo --for=condition=Ready crb/orders-redis && echo "celeryresultbackend.celery.dev/orders-redis condition met"
 kubectl get crb -n celery-demo
 SECRET=$(kubectl get crb -n celery-demo orders-redis -o jsonpath='{.status.uriSecretRef.name}')
 URI=$(kubectl get secret -n celery-demo "$SECRET" -o jsonpath='{.data.CELERY_RESULT_BACKEND}' | base64 -d)

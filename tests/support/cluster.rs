@@ -97,13 +97,27 @@ pub fn install_crds() {
             "-f",
             "crds/",
         ]);
-        kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            "crds/",
-        ]);
+        // `kubectl wait` fails at once ("status.conditions accessor error") on a CRD the API
+        // server has not given any condition yet, instead of waiting: retry until it can wait.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                "crds/",
+            ]);
+            if out.status.success() {
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                err.contains("accessor error") && std::time::Instant::now() < deadline,
+                "kubectl wait --for=condition=Established -f crds/ failed: {err}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     });
 }
 
