@@ -587,9 +587,14 @@ fn every_workload_kind_override_existing_and_config_module() {
         "examples/redis.yaml has an injection block"
     );
     assert!(apply_yaml(&n, &patched).status.success());
+    // Two steps on the API server (the guarded JSON patch, then the apply): wait for the second.
     let d = wait_until("override and config module", 30, || {
         let d = json_of(&n, &["deployment", "own"])?;
-        has_uri_env(&d["spec"]["template"]["spec"]["containers"][0]).then_some(d)
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let module = c["env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["name"] == "CELERY_CONFIG_MODULE"));
+        (has_uri_env(c) && module).then_some(d)
     });
     wait_until("CronJob overridden", 30, || {
         let t = template_of("cronjob", "nightly")?;
