@@ -3,25 +3,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::cluster::{cluster, kubectl, root, TestNamespace};
-
-fn helm(args: &[&str]) -> String {
-    let (kubeconfig, bin) = cluster();
-    let out = Command::new(bin.join("helm"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .current_dir(root())
-        .output()
-        .expect("helm (hack/build-k8s.sh builds it)");
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::cluster::{helm, kubectl, root, TestNamespace};
 
 #[test]
 fn chart_renders_and_passes_server_side_dry_run() {

@@ -9,31 +9,20 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::cluster::{cluster, install_crds, kubectl, kubectl_ok, root, TestNamespace};
+use support::cluster::{cluster, helm, install_crds, kubectl, kubectl_ok, TestNamespace};
 use support::operator::{condition, get, wait_until, Operator};
 use support::stores::free_port;
 
 fn helm_template(release_ns: &str, extra: &[&str]) -> Vec<Value> {
-    let (kubeconfig, bin) = cluster();
-    let out = Command::new(bin.join("helm"))
-        .args([
-            "template",
-            "cbo",
-            "charts/celery-backend-operator",
-            "--namespace",
-            release_ns,
-        ])
-        .args(extra)
-        .env("KUBECONFIG", kubeconfig)
-        .current_dir(root())
-        .output()
-        .expect("helm");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let mut args = vec![
+        "template",
+        "cbo",
+        "charts/celery-backend-operator",
+        "--namespace",
+        release_ns,
+    ];
+    args.extend_from_slice(extra);
+    helm(&args)
         .split("\n---")
         .filter_map(|d| serde_norway::from_str::<Value>(d).ok())
         .filter(|v| v.is_object())

@@ -80,6 +80,20 @@ fn target_args<'a>(f: &'a str, s: &'a Option<String>) -> Vec<&'a str> {
     v
 }
 
+/// `cleanup` refuses a store that expires results itself, and says why.
+fn cleanup_refused_as_native(f: &str, s: &Option<String>, why: &str) {
+    let (ok, _, err) = cli(&[
+        &["cleanup"],
+        target_args(f, s).as_slice(),
+        &["--older-than", "1h"],
+    ]
+    .concat());
+    assert!(
+        !ok && err.contains("nothing to purge") && err.contains(why),
+        "{err}"
+    );
+}
+
 /// Like `cleanup_round_trip`, with a Secret manifest given verbatim.
 fn cleanup_round_trip_with_secret(label: &str, spec: &str, dir: &Path, secret: &str) {
     cleanup_round_trip_env(label, spec, dir, Some(secret), &[]);
@@ -354,16 +368,7 @@ fn dynamodb_with_ttl_reports_native_expiry() {
         "  dynamodb:\n    external:\n      localEndpoint: {host: localhost, port: 28000}\n      table: absent\n      ttlSeconds: 60\n      accessKeyIdSecretRef: {name: store-auth, key: password}\n      secretAccessKeySecretRef: {name: store-auth, key: password}\n",
         Some("x"),
     );
-    let (ok, _, err) = cli(&[
-        &["cleanup"],
-        target_args(&f, &s).as_slice(),
-        &["--older-than", "1h"],
-    ]
-    .concat());
-    assert!(
-        !ok && err.contains("nothing to purge") && err.contains("DynamoDB TTL"),
-        "{err}"
-    );
+    cleanup_refused_as_native(&f, &s, "DynamoDB TTL");
     // The table does not exist yet: the probe is a real DescribeTable and says so.
     let (ok, out, err) = cli(&[&["check"], target_args(&f, &s).as_slice()].concat());
     assert!(
@@ -458,16 +463,7 @@ fn cassandra_with_ttl_reports_native_expiry() {
         "  cassandra:\n    external:\n      servers: [127.0.0.1]\n      keyspace: celery\n      table: results\n      entryTtlSeconds: 3600\n",
         None,
     );
-    let (ok, _, err) = cli(&[
-        &["cleanup"],
-        target_args(&f, &s).as_slice(),
-        &["--older-than", "1h"],
-    ]
-    .concat());
-    assert!(
-        !ok && err.contains("nothing to purge") && err.contains("Cassandra row TTL"),
-        "{err}"
-    );
+    cleanup_refused_as_native(&f, &s, "Cassandra row TTL");
 }
 
 #[test]
@@ -527,16 +523,7 @@ fn consul_results_expire_natively_through_session_ttls() {
         ok && out.contains("healthy") && out.contains("native"),
         "{out}{err}"
     );
-    let (ok, _, err) = cli(&[
-        &["cleanup"],
-        target_args(&f, &s).as_slice(),
-        &["--older-than", "1s"],
-    ]
-    .concat());
-    assert!(
-        !ok && err.contains("nothing to purge") && err.contains("Consul sessions"),
-        "{err}"
-    );
+    cleanup_refused_as_native(&f, &s, "Consul sessions");
 
     let script = format!(
         "{}/tests/stores/celery_results.py",
@@ -645,13 +632,7 @@ fn check_probes_native_expiry_stores_and_fails_on_a_stopped_one() {
         ok && out.contains("memcached 1.") && out.contains("native"),
         "{out}{err}"
     );
-    let (ok, _, err) = cli(&[
-        &["cleanup"],
-        target_args(&f, &s).as_slice(),
-        &["--older-than", "1h"],
-    ]
-    .concat());
-    assert!(!ok && err.contains("nothing to purge"), "{err}");
+    cleanup_refused_as_native(&f, &s, "memcached");
 
     let (f, _) = backend(dir.path(), "  rpc:\n    external: {}\n", None);
     let o = Command::new(BIN)

@@ -180,3 +180,20 @@ impl Drop for TestNamespace {
         .join();
     }
 }
+
+/// Run helm (built by hack/build-k8s.sh) from the checkout; must succeed; returns stdout.
+pub fn helm(args: &[&str]) -> String {
+    let (kubeconfig, bin) = cluster();
+    let out = Command::new(bin.join("helm"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .current_dir(root())
+        .output()
+        .expect("helm (hack/build-k8s.sh builds it)");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
