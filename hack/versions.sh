@@ -9,3 +9,16 @@ K8S_BIN=$CBO_CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION/bin
 export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 case "$GOPROXY" in *,direct) GOPROXY=${GOPROXY%,direct} ;; esac
 export GOTOOLCHAIN=local
+# The node (kubelet + containerd) and the images built here without a registry.
+COREDNS_VERSION=${COREDNS_VERSION:-1.12.4}
+LOCAL_PATH_VERSION=${LOCAL_PATH_VERSION:-0.0.32}
+CBO_NODE_DIR=${CBO_NODE_DIR:-$CBO_CACHE/node}
+CBO_NODE_NAME=${CBO_NODE_NAME:-cbo-node}
+CBO_BRIDGE=${CBO_BRIDGE:-cbo0}
+CBO_NODE_IP=${CBO_NODE_IP:-10.244.0.1}        # the bridge's own address: the node's INTERNAL-IP, API server, DNS
+CBO_POD_CIDR=${CBO_POD_CIDR:-10.244.0.0/24}
+CBO_SERVICE_CIDR=${CBO_SERVICE_CIDR:-10.0.0.0/24}
+CBO_CONTAINERD_SOCK=$CBO_NODE_DIR/containerd/state/containerd.sock
+CBO_IMAGE_PREFIX=${CBO_IMAGE_PREFIX:-cbo.local}
+CBO_PAUSE_IMAGE=$CBO_IMAGE_PREFIX/pause:3.10
+CBO_BUILDAH_ROOT=$CBO_CACHE/buildah
