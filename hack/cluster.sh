@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# A real local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager) on
-# 127.0.0.1, built from the Go module proxy and kept in a cache outside the repository.
+# A real local Kubernetes cluster built from the Go module proxy and Debian packages, kept in a cache
+# outside the repository: etcd + kube-apiserver + kube-controller-manager, and a node (hack/node.sh:
+# containerd, kubelet, kube-proxy, kube-scheduler, CoreDNS, a volume provisioner). The API server
+# listens on the node's bridge address, which Pods reach; etcd and the rest stay on 127.0.0.1.
 #   hack/cluster.sh up     build (once) and start, or reuse the running cluster
+#                          (CBO_NODE=0: control plane only, for the API-only tests)
 #   hack/cluster.sh env    print KUBECONFIG and PATH exports (eval "$(hack/cluster.sh env)")
 #   hack/cluster.sh down   stop exactly the processes `up` started
 set -euo pipefail
@@ -16,6 +19,7 @@ ETCD_PEER_PORT=${CBO_ETCD_PEER_PORT:-23800}
 API_PORT=${CBO_API_PORT:-16443}
 KCM_PORT=${CBO_KCM_PORT:-16257}
 COMPONENTS="etcd kube-apiserver kube-controller-manager"
+NODE=${CBO_NODE:-1}
 
 log() { echo "cluster: $*" >&2; }
 
@@ -23,7 +27,7 @@ alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null
 
 api_ready() {
   curl -fsS --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
-    "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1
+    "https://$CBO_NODE_IP:$API_PORT/readyz" >/dev/null 2>&1
 }
 
 wait_for() { # description seconds command...
@@ -50,7 +54,7 @@ gen_certs() {
       -days 3650 -out "$tmp/$1.crt" -extfile <(printf '%b' "$3") 2>/dev/null
     rm -f "$tmp/$1.csr"
   }
-  sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment"
+  sign apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$CBO_NODE_IP,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment"
   sign admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment"
   openssl genrsa -out "$tmp/sa.key" 2048 2>/dev/null
   openssl rsa -in "$tmp/sa.key" -pubout -out "$tmp/sa.pub" 2>/dev/null
@@ -65,7 +69,7 @@ kind: Config
 clusters:
 - name: cbo-local
   cluster:
-    server: https://127.0.0.1:${API_PORT}
+    server: https://${CBO_NODE_IP}:${API_PORT}
     certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: admin
@@ -89,16 +93,24 @@ up() {
   local t0 t1 t2
   t0=$(date +%s)
   bash "$HERE/build-k8s.sh"
+  [ "$NODE" = 0 ] || bash "$HERE/build-node.sh"
   t1=$(date +%s)
   mkdir -p "$STATE" "$LOGS"
-  [ -f "$PKI/ca.crt" ] && [ -f "$PKI/sa.key" ] || gen_certs
+  # Certificates from before the API server moved to the bridge address are re-issued.
+  if [ ! -f "$PKI/ca.crt" ] || [ ! -f "$PKI/sa.key" ] || ! openssl x509 -in "$PKI/apiserver.crt" -noout -text 2>/dev/null | grep -q "IP Address:$CBO_NODE_IP"; then
+    down_quiet
+    rm -rf "$PKI"
+    gen_certs
+  fi
   write_kubeconfig
   if alive etcd && alive kube-apiserver && alive kube-controller-manager && api_ready; then
-    log "reusing the running cluster"
-    log "ready: export KUBECONFIG=$KCFG"
+    log "reusing the running control plane"
+    [ "$NODE" = 0 ] || bash "$HERE/node.sh" up
+    log "ready: export KUBECONFIG=$KCFG (build check $((t1 - t0))s, start $(( $(date +%s) - t1 ))s)"
     return 0
   fi
   down_quiet
+  bash "$HERE/node.sh" net
   log "starting etcd v$ETCD_VERSION, kube-apiserver and kube-controller-manager v$K8S_VERSION on 127.0.0.1"
   # Test data only: a fresh etcd each start, no fsync.
   rm -rf "$STATE/etcd"
@@ -110,8 +122,7 @@ up() {
   wait_for etcd 30 curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" -o /dev/null
   spawn kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
-    --endpoint-reconciler-type=none \
+    --bind-address="$CBO_NODE_IP" --advertise-address="$CBO_NODE_IP" --secure-port="$API_PORT" \
     --cert-dir="$STATE/apiserver" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
@@ -119,7 +130,9 @@ up() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --authorization-mode=RBAC --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
+    --enable-admission-plugins=PodTolerationRestriction \
+    --kubelet-preferred-address-types=InternalIP \
+    --kubelet-client-certificate="$PKI/admin.crt" --kubelet-client-key="$PKI/admin.key" \
     --audit-log-path="$LOGS/audit.log" --audit-policy-file="$HERE/audit-policy.yaml" \
     --audit-log-maxsize=200 --audit-log-maxbackup=1 \
     --v=1
@@ -132,6 +145,7 @@ up() {
     --v=1
   wait_for kube-controller-manager 60 curl -fsSk --max-time 2 "https://127.0.0.1:$KCM_PORT/healthz" -o /dev/null
   wait_for "the default namespace" 60 "$K8S_BIN/kubectl" --kubeconfig="$KCFG" get namespace default -o name
+  [ "$NODE" = 0 ] || bash "$HERE/node.sh" up
   t2=$(date +%s)
   log "build check $((t1 - t0))s, start $((t2 - t1))s"
   log "ready: export KUBECONFIG=$KCFG"
@@ -151,10 +165,16 @@ down_quiet() {
 
 case "${1:-}" in
   up) up ;;
-  down) down_quiet; log "stopped" ;;
+  down)
+    bash "$HERE/node.sh" down
+    down_quiet
+    bash "$HERE/node.sh" net-down
+    log "stopped"
+    ;;
   env)
     echo "export KUBECONFIG=$KCFG"
     echo "export PATH=$K8S_BIN:\$PATH"
+    echo "export CBO_CONTAINERD_SOCK=$CBO_CONTAINERD_SOCK"
     ;;
   *) echo "usage: $0 up|down|env" >&2; exit 2 ;;
 esac

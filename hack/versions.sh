@@ -11,7 +11,7 @@ case "$GOPROXY" in *,direct) GOPROXY=${GOPROXY%,direct} ;; esac
 export GOTOOLCHAIN=local
 # The node (kubelet + containerd) and the images built here without a registry.
 COREDNS_VERSION=${COREDNS_VERSION:-1.12.4}
-LOCAL_PATH_VERSION=${LOCAL_PATH_VERSION:-0.0.32}
+LOCAL_PATH_VERSION=${LOCAL_PATH_VERSION:-0.0.30}
 CBO_NODE_DIR=${CBO_NODE_DIR:-$CBO_CACHE/node}
 CBO_NODE_NAME=${CBO_NODE_NAME:-cbo-node}
 CBO_BRIDGE=${CBO_BRIDGE:-cbo0}
