@@ -43,8 +43,10 @@ up_redis() {
   need_pkg redis-server redis-server
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" ping 2>/dev/null | grep -q PONG && return 0
   mkdir -p $STATE/redis
-  printf 'bind 127.0.0.1\nport %s\nsave ""\nappendonly no\ndaemonize yes\ndir %s\npidfile %s\nlogfile %s\nrequirepass "%s"\n' \
-    $REDIS_PORT $STATE/redis $STATE/redis/redis.pid $STATE/redis/redis.log "$REDIS_PW" >$STATE/redis/redis.conf
+  # Also on the node's bridge address (optional: "-"), so Pods reach it; kubelet drops Pod traffic
+  # to 127.0.0.1.
+  printf 'bind 127.0.0.1 -%s\nport %s\nsave ""\nappendonly no\ndaemonize yes\ndir %s\npidfile %s\nlogfile %s\nrequirepass "%s"\n' \
+    "$CBO_NODE_IP" $REDIS_PORT $STATE/redis $STATE/redis/redis.pid $STATE/redis/redis.log "$REDIS_PW" >$STATE/redis/redis.conf
   redis-server $STATE/redis/redis.conf
   wait_for redis 10 sh -c "redis-cli -p $REDIS_PORT --no-auth-warning -a '$REDIS_PW' ping | grep -q PONG"
 }
