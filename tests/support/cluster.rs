@@ -127,18 +127,55 @@ pub struct TestNamespace {
     pub name: String,
 }
 
+/// The taint on the local node (hack/node.sh); a namespace whose Pods may run there carries it as
+/// a default toleration, which the API server's PodTolerationRestriction plugin adds to each Pod.
+pub const NODE_TAINT: &str = "node.cbo.dev/local";
+
 impl TestNamespace {
+    /// A namespace whose Pods stay Pending (they never reach the node), as on a cluster without
+    /// nodes: for the tests of objects on the API server.
     pub async fn new(prefix: &str) -> Self {
+        Self::create(prefix, false).await
+    }
+
+    /// A namespace whose Pods run on the local node.
+    pub async fn on_node(prefix: &str) -> Self {
+        Self::create(prefix, true).await
+    }
+
+    async fn create(prefix: &str, on_node: bool) -> Self {
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
-        let api: Api<Namespace> = Api::all(client().await);
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"cbo-test": "true"}}
-        }))
-        .unwrap();
+        let client = client().await;
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut meta = serde_json::json!({"name": name, "labels": {"cbo-test": "true"}});
+        if on_node {
+            meta["annotations"] = serde_json::json!({
+                "scheduler.alpha.kubernetes.io/defaultTolerations":
+                    format!("[{{\"key\": \"{NODE_TAINT}\", \"operator\": \"Exists\"}}]")
+            });
+        }
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({ "metadata": meta })).unwrap();
         api.create(&PostParams::default(), &ns)
             .await
             .expect("create test namespace");
+        // The ServiceAccount admission plugin refuses Pods until the namespace's default
+        // ServiceAccount exists (kube-controller-manager creates it within moments).
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, &name);
+        for _ in 0..100 {
+            if sas.get_opt("default").await.ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         TestNamespace { name }
+    }
+
+    /// Same as `on_node`, for plain (non-async) tests.
+    pub fn blocking_on_node(prefix: &str) -> Self {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(Self::on_node(prefix))
     }
 
     /// Same as `new`, for plain (non-async) tests.

@@ -1,0 +1,286 @@
+//! Managed stores that really run on the node: the in-cluster operator (the chart, with the store
+//! images built here through `storeImages`) provisions Redis and PostgreSQL from the examples,
+//! unchanged; their Pods run as the operator's non-root user on bound claims, pass their probes and
+//! are probed by the operator through the Service's DNS name; Celery workers in Pods store results
+//! there; credentials survive restarts; drift is put back; Retain keeps data and password.
+
+mod support;
+
+use std::time::Duration;
+
+use support::cluster::{install_crds, kubectl_ok, root, TestNamespace};
+use support::node::{assert_results, client_job, image, images, json, pod_names, rollout, Release};
+use support::operator::{condition, get, secret_key, wait_until};
+
+/// The broker URL of one worker Deployment: its own database of the in-cluster broker.
+fn broker(worker: &str) -> String {
+    let db = if worker == "worker-redis" { 1 } else { 2 };
+    format!("redis://broker:6379/{db}")
+}
+
+fn all_true(ns: &str, backend: &str) -> Option<()> {
+    ["Provisioned", "Ready", "Healthy"]
+        .iter()
+        .all(|c| condition(ns, backend, c).starts_with("True"))
+        .then_some(())
+}
+
+fn wait_ready(ns: &str, backend: &str, secs: u64) {
+    wait_until(
+        &format!("{backend}: Provisioned, Ready and Healthy"),
+        secs,
+        || all_true(ns, backend),
+    );
+}
+
+/// The StatefulSet, its Pod and claim, checked as a platform engineer would.
+fn check_store_pod(ns: &str, backend: &str) -> String {
+    let sts = json(
+        ns,
+        &[
+            "statefulsets",
+            "-l",
+            &format!("celery.dev/result-backend={backend}"),
+        ],
+    );
+    let sts = &sts["items"][0];
+    let name = sts["metadata"]["name"]
+        .as_str()
+        .expect("a StatefulSet")
+        .to_string();
+    let pod = format!("{name}-0");
+    let uid = sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        .as_i64()
+        .expect("runAsUser set by the operator");
+    assert_ne!(uid, 0);
+    let inside = kubectl_ok(&["-n", ns, "exec", &pod, "--", "id", "-u"]);
+    assert_eq!(
+        inside.trim(),
+        uid.to_string(),
+        "{pod} runs as the operator's user"
+    );
+    let p = json(ns, &["pod", &pod]);
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .unwrap_or(false);
+    assert!(ready, "{pod} passed its readiness probe");
+    let claim = p["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        })
+        .expect("a claim")
+        .to_string();
+    assert_eq!(
+        get(
+            ns,
+            &["get", "pvc", &claim, "-o", "jsonpath={.status.phase}"]
+        ),
+        "Bound"
+    );
+    claim
+}
+
+#[test]
+fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
+    let images = images();
+    let operator_image = image(&images, "CBO_OPERATOR_IMAGE");
+    let worker_image = image(&images, "CBO_WORKER_IMAGE");
+    let redis_image = image(&images, "CBO_STORE_IMAGE_REDIS");
+    let pg_image = image(&images, "CBO_STORE_IMAGE_POSTGRESQL");
+    let (repo, tag) = operator_image.rsplit_once(':').expect("repository:tag");
+    install_crds();
+    let system = TestNamespace::blocking_on_node("cbo-managed");
+    let sys = system.name.clone();
+    let apps = TestNamespace::blocking_on_node("stores");
+    let n = apps.name.clone();
+    let release = Release::install(
+        &sys,
+        &[
+            &format!("image.repository={repo}"),
+            &format!("image.tag={tag}"),
+            "image.pullPolicy=Never",
+            &format!("storeImages.redis={redis_image}"),
+            &format!("storeImages.postgresql={pg_image}"),
+        ],
+    );
+    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+
+    // 1. The examples, unchanged.
+    for ex in ["managed-redis", "managed-postgresql"] {
+        kubectl_ok(&[
+            "apply",
+            "-n",
+            &n,
+            "-f",
+            &format!("{}/examples/{ex}.yaml", root()),
+        ]);
+    }
+    wait_ready(&n, "managed-redis", 240);
+    wait_ready(&n, "managed-postgresql", 300);
+    let redis_claim = check_store_pod(&n, "managed-redis");
+    check_store_pod(&n, "managed-postgresql");
+
+    // 2. Workers on each store; a client Job per store.
+    support::node::apply(
+        &n,
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: broker}}\nspec:\n  selector: {{matchLabels: {{app: broker}}}}\n  template:\n    metadata: {{labels: {{app: broker}}}}\n    spec:\n      containers:\n      - name: redis\n        image: {redis_image}\n        imagePullPolicy: Never\n        command: [redis-server, --port, '6379', --protected-mode, 'no', --save, '', --appendonly, 'no']\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: broker}}\nspec:\n  selector: {{app: broker}}\n  ports: [{{port: 6379}}]\n"
+        ),
+    );
+    // Each worker has its own broker database, so a task is executed by the worker of its store.
+    for (w, backend) in [
+        ("worker-redis", "managed-redis"),
+        ("worker-pg", "managed-postgresql"),
+    ] {
+        support::node::apply(
+            &n,
+            &format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {w}, labels: {{celery.dev/result-backend: {backend}}}}}\nspec:\n  selector: {{matchLabels: {{app: {w}}}}}\n  template:\n    metadata: {{labels: {{app: {w}}}}}\n    spec:\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: '{}'}}\n", broker(w)
+            ),
+        );
+    }
+    rollout(&n, "deployment/broker", 120);
+    for w in ["worker-redis", "worker-pg"] {
+        wait_until(&format!("{w} carries the URI reference"), 60, || {
+            json(&n, &["deployment", w])["spec"]["template"]["spec"]["containers"][0]["env"]
+                .to_string()
+                .contains("CELERY_RESULT_BACKEND")
+                .then_some(())
+        });
+        rollout(&n, &format!("deployment/{w}"), 180);
+    }
+    let first = client_job(
+        &n,
+        "redis-1",
+        &worker_image,
+        "managed-redis",
+        &broker("worker-redis"),
+        &["send", "4"],
+    );
+    assert_results(&first, 4);
+    let out = client_job(
+        &n,
+        "pg-1",
+        &worker_image,
+        "managed-postgresql",
+        &broker("worker-pg"),
+        &["send", "4"],
+    );
+    assert_results(&out, 4);
+
+    // 3. Credentials survive a restart of the store Pod and of the operator.
+    let pw = secret_key(&n, "managed-redis-credentials", "password");
+    let sts = pod_names(&n, "app.kubernetes.io/instance=managed-redis");
+    kubectl_ok(&["-n", &n, "delete", "pod", &sts[0], "--wait=true"]);
+    kubectl_ok(&[
+        "-n",
+        &sys,
+        "rollout",
+        "restart",
+        &format!("deployment/{}", release.deployment()),
+    ]);
+    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+    wait_ready(&n, "managed-redis", 180);
+    assert_eq!(secret_key(&n, "managed-redis-credentials", "password"), pw);
+    let ids = first["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let read = client_job(
+        &n,
+        "redis-read-1",
+        &worker_image,
+        "managed-redis",
+        &broker("worker-redis"),
+        &["read", &ids],
+    );
+    assert!(
+        read["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == "SUCCESS"),
+        "results survive the store Pod's restart (appendonly): {read}"
+    );
+
+    // 4. Drift: the StatefulSet scaled to 0 is put back, and the backend returns to Ready.
+    let pg_sts = json(
+        &n,
+        &[
+            "statefulsets",
+            "-l",
+            "celery.dev/result-backend=managed-postgresql",
+        ],
+    )["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kubectl_ok(&["-n", &n, "scale", "statefulset", &pg_sts, "--replicas=0"]);
+    wait_until("the operator puts the replicas back", 60, || {
+        (json(&n, &["statefulset", &pg_sts])["spec"]["replicas"] == 1).then_some(())
+    });
+    wait_ready(&n, "managed-postgresql", 240);
+    let out = client_job(
+        &n,
+        "pg-2",
+        &worker_image,
+        "managed-postgresql",
+        &broker("worker-pg"),
+        &["send", "2"],
+    );
+    assert_results(&out, 2);
+
+    // 5. Retain: deleting the backend keeps the claim and the credentials; re-created, it finds
+    //    its data and password again.
+    kubectl_ok(&["-n", &n, "delete", "crb", "managed-redis", "--timeout=120s"]);
+    wait_until("the Redis StatefulSet is gone", 120, || {
+        pod_names(&n, "app.kubernetes.io/instance=managed-redis")
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(
+        get(
+            &n,
+            &["get", "pvc", &redis_claim, "-o", "jsonpath={.status.phase}"]
+        ),
+        "Bound"
+    );
+    kubectl_ok(&[
+        "apply",
+        "-n",
+        &n,
+        "-f",
+        &format!("{}/examples/managed-redis.yaml", root()),
+    ]);
+    wait_ready(&n, "managed-redis", 240);
+    assert_eq!(secret_key(&n, "managed-redis-credentials", "password"), pw);
+    let read = client_job(
+        &n,
+        "redis-read-2",
+        &worker_image,
+        "managed-redis",
+        &broker("worker-redis"),
+        &["read", &ids],
+    );
+    assert!(
+        read["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == "SUCCESS"),
+        "Retain keeps the data: {read}"
+    );
+
+    std::thread::sleep(Duration::from_millis(10));
+    release.uninstall();
+}

@@ -1,0 +1,370 @@
+//! The operator as users run it, on the real node: the image built from the project's Dockerfile
+//! (hack/images.sh), installed by the Helm chart; two replicas and a Lease; the webhook reached
+//! through its Service; /metrics through the metrics Service; Celery workers in Pods that read the
+//! injected URI and store results in Redis; password rotation, leader hand-over, webhook outage,
+//! upgrade and uninstall.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::cluster::{install_crds, kubectl_ok, TestNamespace};
+use support::node::{
+    apply, assert_results, client_job, image, images, json, lease_holder, pod_names, rollout,
+    Release,
+};
+use support::operator::{condition, wait_until};
+
+/// The Redis of hack/stores.sh, as Pods reach it (the node's bridge address).
+const REDIS_HOST: &str = "10.244.0.1";
+const REDIS_PORT: &str = "16379";
+/// The in-cluster broker the workers consume from.
+const BROKER: &str = "redis://broker:6379/0";
+const REDIS_ADMIN_PW: &str = "r3dis p@ss:w/rd#?%";
+
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            REDIS_PORT,
+            "--no-auth-warning",
+            "-a",
+            REDIS_ADMIN_PW,
+        ])
+        .args(args)
+        .output()
+        .expect("redis-cli (hack/stores.sh installs redis-tools)");
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !s.starts_with("ERR"),
+        "redis-cli {args:?}: {s}"
+    );
+    s
+}
+
+#[test]
+fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() {
+    let images = images();
+    let operator_image = image(&images, "CBO_OPERATOR_IMAGE");
+    let worker_image = image(&images, "CBO_WORKER_IMAGE");
+    let redis_image = image(&images, "CBO_STORE_IMAGE_REDIS");
+    let (repo, tag) = operator_image
+        .rsplit_once(':')
+        .expect("CBO_OPERATOR_IMAGE is repository:tag");
+    install_crds();
+    support::stores::up(&["redis"]);
+
+    let system = TestNamespace::blocking_on_node("cbo-system");
+    let sys = system.name.clone();
+    let apps = TestNamespace::blocking_on_node("apps");
+    let n = apps.name.clone();
+    let release = Release::install(
+        &sys,
+        &[
+            &format!("image.repository={repo}"),
+            &format!("image.tag={tag}"),
+            "image.pullPolicy=Never",
+        ],
+    );
+
+    // 1. Both replicas Running and Ready, exactly one holds the Lease.
+    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+    let operators = pod_names(&sys, "app.kubernetes.io/name=celery-backend-operator");
+    assert_eq!(operators.len(), 2, "{operators:?}");
+    let leader = wait_until("a Lease holder", 60, || {
+        lease_holder(&sys).filter(|h| operators.contains(h))
+    });
+    eprintln!("operator Pods {operators:?}, leader {leader}");
+
+    // 2. An external Redis backend (an ACL user of the stores' Redis, so its password can rotate).
+    let user = format!("worker-{}", &n[n.len() - 8..]);
+    let (pw1, pw2) = ("first p@ss:w/rd#?%", "second p@ss:w/rd#?%");
+    redis_cli(&[
+        "ACL",
+        "SETUSER",
+        &user,
+        "reset",
+        "on",
+        &format!(">{pw1}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    apply(&n, &format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: redis-auth}}\nstringData: {{password: '{pw1}'}}\n---\n\
+         apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: orders}}\nspec:\n  redis:\n    external:\n      host: {REDIS_HOST}\n      port: {REDIS_PORT}\n      db: 6\n      auth: {{username: {user}, passwordSecretRef: {{name: redis-auth, key: password}}}}\n"
+    ));
+    wait_until(
+        "orders Ready=True and Healthy=True (probed from the in-cluster operator)",
+        90,
+        || {
+            (condition(&n, "orders", "Ready").starts_with("True")
+                && condition(&n, "orders", "Healthy").starts_with("True"))
+            .then_some(())
+        },
+    );
+
+    // 3. The webhook, through its Service, injects a labelled bare Pod in the application namespace.
+    apply(&n, &format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bare, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  containers:\n  - {{name: w, image: {worker_image}, imagePullPolicy: Never, command: [sleep, '3600']}}\n"
+    ));
+    let env = json(&n, &["pod", "bare"])["spec"]["containers"][0]["env"].clone();
+    assert!(
+        env.to_string()
+            .contains("\"name\":\"CELERY_RESULT_BACKEND\"")
+            && env.to_string().contains("secretKeyRef"),
+        "the bare Pod was admitted with the URI by reference: {env}"
+    );
+
+    // 4. /metrics through the metrics Service (the API server's service proxy).
+    let metrics = kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/{sys}/services/http:{}-metrics:8080/proxy/metrics",
+            release.deployment()
+        ),
+    ]);
+    assert!(
+        metrics.contains("celery_backend_operator_"),
+        "{}",
+        &metrics[..metrics.len().min(500)]
+    );
+    assert!(!metrics.contains(pw1), "no password in metrics");
+
+    // 5. A broker and a worker Deployment in Pods; a client Job sends tasks, reads results back.
+    apply(&n, &format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: broker}}\nspec:\n  selector: {{matchLabels: {{app: broker}}}}\n  template:\n    metadata: {{labels: {{app: broker}}}}\n    spec:\n      containers:\n      - name: redis\n        image: {redis_image}\n        imagePullPolicy: Never\n        command: [redis-server, --port, '6379', --protected-mode, 'no', --save, '', --appendonly, 'no']\n        ports: [{{containerPort: 6379}}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: broker}}\nspec:\n  selector: {{app: broker}}\n  ports: [{{port: 6379}}]\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: worker, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: worker}}}}\n  template:\n    metadata: {{labels: {{app: worker}}}}\n    spec:\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: 'redis://broker:6379/0'}}\n"
+    ));
+    rollout(&n, "deployment/broker", 120);
+    wait_until("the worker template carries the URI reference", 60, || {
+        json(&n, &["deployment", "worker"])["spec"]["template"]["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("CELERY_RESULT_BACKEND")
+            .then_some(())
+    });
+    rollout(&n, "deployment/worker", 180);
+    let workers = pod_names(&n, "app=worker");
+    let uri = support::operator::uri_of(&n, "orders-celery-result-backend").expect("URI Secret");
+    let inside = kubectl_ok(&[
+        "-n",
+        &n,
+        "exec",
+        &workers[0],
+        "--",
+        "printenv",
+        "CELERY_RESULT_BACKEND",
+    ]);
+    assert_eq!(
+        inside.trim_end(),
+        uri,
+        "the worker reads the published URI inside its container"
+    );
+    let out = client_job(
+        &n,
+        "client-1",
+        &worker_image,
+        "orders",
+        BROKER,
+        &["send", "5"],
+    );
+    assert_results(&out, 5);
+
+    // 6. Rotating the password rolls the workers once; the new Pods work with the new password.
+    redis_cli(&["ACL", "SETUSER", &user, &format!(">{pw2}")]);
+    let before = json(&n, &["deployment", "worker"])["metadata"]["generation"].as_i64();
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "patch",
+        "secret",
+        "redis-auth",
+        "--type=merge",
+        "-p",
+        &serde_json::json!({"stringData": {"password": pw2}}).to_string(),
+    ]);
+    wait_until("the worker Deployment rolls after the rotation", 60, || {
+        (json(&n, &["deployment", "worker"])["metadata"]["generation"].as_i64() > before)
+            .then_some(())
+    });
+    rollout(&n, "deployment/worker", 180);
+    redis_cli(&["ACL", "SETUSER", &user, &format!("<{pw1}")]);
+    let rolled = pod_names(&n, "app=worker");
+    assert!(
+        rolled.iter().all(|p| !workers.contains(p)),
+        "new worker Pods: {workers:?} -> {rolled:?}"
+    );
+    let out = client_job(
+        &n,
+        "client-2",
+        &worker_image,
+        "orders",
+        BROKER,
+        &["send", "3"],
+    );
+    assert_results(&out, 3);
+
+    // 7. Restarting the operator rolls nothing.
+    let generation = json(&n, &["deployment", "worker"])["metadata"]["generation"].clone();
+    kubectl_ok(&[
+        "-n",
+        &sys,
+        "rollout",
+        "restart",
+        &format!("deployment/{}", release.deployment()),
+    ]);
+    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+    wait_until("orders Ready after the operator restart", 60, || {
+        condition(&n, "orders", "Ready")
+            .starts_with("True")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        json(&n, &["deployment", "worker"])["metadata"]["generation"],
+        generation
+    );
+    assert_eq!(
+        pod_names(&n, "app=worker"),
+        rolled,
+        "no worker Pod replaced"
+    );
+
+    // 8. Killing the leader's Pod hands the Lease over within the lease duration (15 s).
+    let operators = pod_names(&sys, "app.kubernetes.io/name=celery-backend-operator");
+    let leader = wait_until("a Lease holder after the restart", 60, || {
+        lease_holder(&sys).filter(|h| operators.contains(h))
+    });
+    let t0 = Instant::now();
+    kubectl_ok(&[
+        "-n",
+        &sys,
+        "delete",
+        "pod",
+        &leader,
+        "--grace-period=0",
+        "--force",
+    ]);
+    let next = wait_until("a new Lease holder", 40, || {
+        lease_holder(&sys).filter(|h| *h != leader)
+    });
+    let took = t0.elapsed();
+    eprintln!("lease handed over from {leader} to {next} in {took:?}");
+    assert!(took <= Duration::from_secs(25), "hand-over took {took:?}");
+
+    // 9. Both operator Pods stopped: a labelled Pod is still admitted (fail open), and reported
+    //    once the operator is back.
+    kubectl_ok(&[
+        "-n",
+        &sys,
+        "scale",
+        &format!("deployment/{}", release.deployment()),
+        "--replicas=0",
+    ]);
+    wait_until("no operator Pod", 90, || {
+        pod_names(&sys, "app.kubernetes.io/name=celery-backend-operator")
+            .is_empty()
+            .then_some(())
+    });
+    apply(&n, &format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: missed, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  containers:\n  - {{name: w, image: {worker_image}, imagePullPolicy: Never, command: [sleep, '3600']}}\n"
+    ));
+    assert!(
+        !json(&n, &["pod", "missed"])["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("CELERY_RESULT_BACKEND")
+    );
+    kubectl_ok(&[
+        "-n",
+        &sys,
+        "scale",
+        &format!("deployment/{}", release.deployment()),
+        "--replicas=2",
+    ]);
+    let msg = wait_until("PodsMissed", 120, || {
+        let c = condition(&n, "orders", "Injected");
+        c.starts_with("False|PodsMissed|").then_some(c)
+    });
+    assert!(msg.contains("missed"), "{msg}");
+    kubectl_ok(&["-n", &n, "delete", "pod", "missed", "bare", "--wait=false"]);
+
+    // 10. helm upgrade with a changed value rolls the operator; the backend stays Ready.
+    let rs_before = json(
+        &sys,
+        &[
+            "replicasets",
+            "-l",
+            "app.kubernetes.io/name=celery-backend-operator",
+        ],
+    )["items"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
+    release.upgrade(&["podAnnotations.upgraded=yes"]);
+    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+    let rs_after = json(
+        &sys,
+        &[
+            "replicasets",
+            "-l",
+            "app.kubernetes.io/name=celery-backend-operator",
+        ],
+    )["items"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0);
+    assert!(
+        rs_after > rs_before,
+        "helm upgrade rolled the Deployment ({rs_before} -> {rs_after} ReplicaSets)"
+    );
+    assert!(condition(&n, "orders", "Ready").starts_with("True"));
+    let out = client_job(
+        &n,
+        "client-3",
+        &worker_image,
+        "orders",
+        BROKER,
+        &["send", "2"],
+    );
+    assert_results(&out, 2);
+
+    // 11. Uninstall as the README says: backends first, then the release; what is left is what
+    //     the README lists.
+    kubectl_ok(&["-n", &n, "delete", "crb", "orders", "--timeout=120s"]);
+    release.uninstall();
+    let left = kubectl_ok(&[
+        "-n",
+        &sys,
+        "get",
+        "all,serviceaccounts,roles,rolebindings,secrets,leases,poddisruptionbudgets",
+        "-o",
+        "name",
+    ]);
+    let left: Vec<&str> = left
+        .lines()
+        .filter(|l| !l.ends_with("/default") && !l.starts_with("configmap/kube-root-ca.crt"))
+        .collect();
+    assert!(
+        left.iter().all(|l| l.starts_with("secret/") && l.contains("webhook")
+            || l.starts_with("lease.coordination.k8s.io/")),
+        "after helm uninstall only the webhook certificate Secret and the Lease stay in the release namespace: {left:?}"
+    );
+    let cluster_left = kubectl_ok(&[
+        "get",
+        "clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !cluster_left
+            .lines()
+            .any(|l| l.contains("clusterrole") && l.ends_with("/celery-backend-operator")),
+        "the chart's ClusterRoles are gone: {cluster_left}"
+    );
+    redis_cli(&["ACL", "DELUSER", &user]);
+}

@@ -1,0 +1,290 @@
+//! Test support for the node: images built by hack/images.sh, Helm releases of the chart, Jobs
+//! and Deployments that run on the node, and the Celery client those Jobs run.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::cluster::{helm, kubectl, kubectl_ok, root};
+use super::operator::get;
+
+/// The client a Job runs in the worker image: `send N` sends N `cbo_tasks.add(i, i)` tasks by name
+/// and reads every result back through Celery; `read ID,...` reads stored results. Prints one JSON
+/// line. For the database backend it creates Celery's tables first, so that the worker's first
+/// write and the client's first poll do not both create them.
+pub const CLIENT: &str = r#"
+import json, os, sys
+from celery import Celery
+app = Celery("client", broker=os.environ["CELERY_BROKER_URL"], backend=os.environ["CELERY_RESULT_BACKEND"])
+if hasattr(app.backend, "ResultSession"):
+    app.backend.ResultSession().close()
+if sys.argv[1] == "send":
+    n = int(sys.argv[2])
+    rs = [app.send_task("cbo_tasks.add", args=[i, i]) for i in range(n)]
+    vals = [r.get(timeout=150) for r in rs]
+    print(json.dumps({"sent": n, "ok": sum(1 for i, v in enumerate(vals) if v == 2 * i), "ids": [r.id for r in rs]}))
+else:
+    rs = [app.AsyncResult(i) for i in sys.argv[2].split(",")]
+    print(json.dumps({"states": [r.state for r in rs], "results": [r.result for r in rs]}))
+"#;
+
+/// `hack/images.sh env` as a map; fails the test with the script's message when the images are
+/// not built (they are built by hack/test.sh before the tests run).
+pub fn images() -> BTreeMap<String, String> {
+    let out = Command::new("bash")
+        .arg(format!("{}/hack/images.sh", root()))
+        .arg("env")
+        .output()
+        .expect("run hack/images.sh env");
+    assert!(
+        out.status.success(),
+        "hack/images.sh env failed (run hack/images.sh build first):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.trim_matches('\'').trim_matches('"').to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn image(images: &BTreeMap<String, String>, key: &str) -> String {
+    images
+        .get(key)
+        .unwrap_or_else(|| panic!("hack/images.sh env does not export {key}: {images:?}"))
+        .clone()
+}
+
+pub fn apply(ns: &str, yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    kubectl_ok(&["apply", "-n", ns, "-f", f.to_str().unwrap()]);
+}
+
+pub fn json(ns: &str, what: &[&str]) -> Value {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    serde_json::from_str(&get(ns, &args)).unwrap_or(Value::Null)
+}
+
+pub fn rollout(ns: &str, what: &str, secs: u64) {
+    let out = kubectl(&[
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        what,
+        &format!("--timeout={secs}s"),
+    ]);
+    if !out.status.success() {
+        let dump = kubectl(&["-n", ns, "get", "pods,events", "-o", "wide"]);
+        panic!(
+            "{what} did not roll out in {secs}s: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&dump.stdout)
+        );
+    }
+}
+
+pub fn pod_names(ns: &str, selector: &str) -> Vec<String> {
+    let mut v: Vec<String> = json(ns, &["pods", "-l", selector])["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn lease_holder(ns: &str) -> Option<String> {
+    json(ns, &["leases"])["items"]
+        .as_array()?
+        .iter()
+        .filter_map(|l| l["spec"]["holderIdentity"].as_str())
+        .find(|h| h.starts_with("celery-backend-operator-"))
+        .map(String::from)
+}
+
+/// Run [`CLIENT`] as a Job in `ns` in the worker image, labelled for `backend` so the webhook
+/// injects its URI, sending to `broker`, with `args` (`["send", "5"]` or `["read", "id1,id2"]`); waits for it and
+/// returns its last JSON line. A failed Job fails the test with its logs and the namespace's Pods.
+pub fn client_job(
+    ns: &str,
+    name: &str,
+    worker_image: &str,
+    backend: &str,
+    broker: &str,
+    args: &[&str],
+) -> Value {
+    let mut command = vec!["python3", "-c", "$(CLIENT_SCRIPT)"];
+    command.extend_from_slice(args);
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0, "activeDeadlineSeconds": 240,
+            "template": {
+                "metadata": {"labels": {"celery.dev/result-backend": backend}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "client", "image": worker_image, "imagePullPolicy": "Never",
+                        "command": command,
+                        "env": [
+                            {"name": "CELERY_BROKER_URL", "value": broker},
+                            {"name": "CLIENT_SCRIPT", "value": CLIENT},
+                        ],
+                    }],
+                },
+            },
+        },
+    });
+    apply(ns, &job.to_string());
+    let t0 = Instant::now();
+    loop {
+        let j = json(ns, &["job", name]);
+        let conds = j["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let done = |t: &str| {
+            conds
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
+        let logs = || {
+            String::from_utf8_lossy(&kubectl(&["-n", ns, "logs", &format!("job/{name}")]).stdout)
+                .into_owned()
+        };
+        if done("Complete") {
+            let l = logs();
+            return super::python::last_json_line(l.as_bytes());
+        }
+        if done("Failed") || t0.elapsed() > Duration::from_secs(260) {
+            let pods = kubectl(&["-n", ns, "get", "pods,events", "-o", "wide"]);
+            panic!(
+                "client job {name} failed:\n{}\n{}",
+                logs(),
+                String::from_utf8_lossy(&pods.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+pub fn assert_results(out: &Value, n: u64) {
+    assert_eq!(out["sent"], n, "{out}");
+    assert_eq!(
+        out["ok"], n,
+        "every task's result read back through Celery: {out}"
+    );
+}
+
+/// A Helm release of the chart; uninstalled (best effort) when dropped, with the webhook
+/// configuration the operator maintained.
+pub struct Release {
+    pub name: String,
+    ns: String,
+    uninstalled: std::cell::Cell<bool>,
+}
+
+impl Release {
+    pub fn install(ns: &str, sets: &[&str]) -> Self {
+        let name = format!("cbo-{}", &ns[ns.len() - 8..]);
+        let mut args = vec![
+            "install",
+            name.as_str(),
+            "charts/celery-backend-operator",
+            "-n",
+            ns,
+        ];
+        for s in sets {
+            args.extend_from_slice(&["--set", s]);
+        }
+        helm(&args);
+        Release {
+            name,
+            ns: ns.to_string(),
+            uninstalled: std::cell::Cell::new(false),
+        }
+    }
+
+    pub fn deployment(&self) -> String {
+        let out = kubectl_ok(&[
+            "-n",
+            &self.ns,
+            "get",
+            "deployments",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ]);
+        assert!(!out.is_empty(), "the chart created a Deployment");
+        out
+    }
+
+    pub fn upgrade(&self, sets: &[&str]) {
+        let mut args = vec![
+            "upgrade",
+            self.name.as_str(),
+            "charts/celery-backend-operator",
+            "-n",
+            &self.ns,
+            "--reuse-values",
+        ];
+        for s in sets {
+            args.extend_from_slice(&["--set", s]);
+        }
+        helm(&args);
+    }
+
+    pub fn uninstall(&self) {
+        helm(&[
+            "uninstall",
+            &self.name,
+            "-n",
+            &self.ns,
+            "--wait",
+            "--timeout",
+            "120s",
+        ]);
+        self.uninstalled.set(true);
+        // The operator's own cluster-scoped object, which the chart does not own (README).
+        let _ = kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            "celery-backend-operator",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.uninstalled.get() {
+            let _ = Command::new(super::cluster::cluster().1.join("helm"))
+                .args(["uninstall", &self.name, "-n", &self.ns])
+                .env("KUBECONFIG", &super::cluster::cluster().0)
+                .output();
+            let _ = kubectl(&[
+                "delete",
+                "mutatingwebhookconfiguration",
+                "celery-backend-operator",
+                "--ignore-not-found",
+            ]);
+        }
+    }
+}
