@@ -207,11 +207,53 @@ cluster.local:53 in-addr.arpa:53 {
 EOF
 }
 
+BUSYBOX_IMAGE=$CBO_IMAGE_PREFIX/busybox:node
+
+# The node's own two images, built without an image builder and imported when missing: the
+# sandbox ("pause") image, a static C program, and a static busybox from Debian for the volume
+# provisioner's helper Pods (mkdir/chmod/rm of claim directories).
+node_images() {
+  local ctr="ctr --address $CBO_CONTAINERD_SOCK -n k8s.io" have dir
+  have=$($ctr images ls -q 2>/dev/null || true)
+  if ! grep -qx "$CBO_PAUSE_IMAGE" <<<"$have"; then
+    need gcc "apt-get install gcc libc6-dev"
+    dir=$(mktemp -d)
+    cat >"$dir/pause.c" <<'C'
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void done(int sig) { (void)sig; exit(0); }
+int main(void) { signal(SIGTERM, done); signal(SIGINT, done); for (;;) pause(); }
+C
+    mkdir -p "$dir/root"
+    gcc -static -O2 -o "$dir/root/pause" "$dir/pause.c"
+    python3 "$HERE/oci_archive.py" "$dir/root" "$CBO_PAUSE_IMAGE" "$dir/pause.tar" /pause
+    $ctr images import "$dir/pause.tar" >/dev/null
+    rm -rf "$dir"
+  fi
+  if ! grep -qx "$BUSYBOX_IMAGE" <<<"$have"; then
+    [ -x /bin/busybox ] && file_static /bin/busybox || {
+      log "installing busybox-static (apt)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static; } >/dev/null \
+        || { log "cannot install busybox-static from apt; the volume provisioner's helper Pods need it"; exit 1; }
+    }
+    dir=$(mktemp -d)
+    mkdir -p "$dir/root/bin" "$dir/root/tmp"
+    cp /bin/busybox "$dir/root/bin/busybox"
+    for a in sh mkdir chmod rm ls cat sleep; do ln -s busybox "$dir/root/bin/$a"; done
+    python3 "$HERE/oci_archive.py" "$dir/root" "$BUSYBOX_IMAGE" "$dir/busybox.tar" /bin/sh
+    $ctr images import "$dir/busybox.tar" >/dev/null
+    rm -rf "$dir"
+  fi
+}
+# Debian's busybox-static installs a static /bin/busybox; the dynamic one (package busybox) does not
+# run in an image without a libc.
+file_static() { ldd "$1" 2>&1 | grep -q "not a dynamic executable"; }
+
 cluster_objects() {
   # The volume provisioner: claims bind on this node in $D/volumes, made world-writable by a helper
   # Pod so a store running as its own non-root user can write (a host path has no fsGroup).
-  local helper
-  helper=$("$HERE/images.sh" ref base)
+  local helper=$BUSYBOX_IMAGE
   cat >"$D/local-path.json" <<EOF
 {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$D/volumes"]}]}
 EOF
@@ -279,7 +321,7 @@ up() {
   spawn containerd containerd --config "$D/containerd/config.toml"
   wait_for containerd 30 ctr --address "$CBO_CONTAINERD_SOCK" version
   # The sandbox image must be in containerd before the first Pod.
-  bash "$HERE/images.sh" pause
+  node_images
   spawn kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig="$KCFG" --leader-elect=false \
     --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
     --authentication-kubeconfig="$KCFG" --authorization-kubeconfig="$KCFG" --v=1
@@ -293,7 +335,7 @@ up() {
   spawn local-path-provisioner "$K8S_BIN/local-path-provisioner" start --kubeconfig="$KCFG" \
     --namespace=local-path-storage --config="$D/local-path.json" --helper-pod-file="$D/helper-pod.yaml" \
     --configmap-name=local-path-config --service-account-name=default \
-    --helper-image="$("$HERE/images.sh" ref base)"
+    --helper-image="$BUSYBOX_IMAGE"
   wait_for "CoreDNS" 30 bash -c "exec 3<>/dev/tcp/$CBO_NODE_IP/53"
   sleep 1
   for c in $NODE_COMPONENTS; do alive "$c" || { log "$c exited at start"; tails; return 1; }; done
