@@ -87,7 +87,7 @@ build_roots() {
   rootfs "runtime-$(runtime_hash)" "$RUNTIME_PKGS"
 }
 
-B() { buildah --root "$CBO_BUILDAH_ROOT/root" --runroot "$CBO_BUILDAH_ROOT/run" --storage-driver vfs "$@"; }
+B() { TMPDIR=$CBO_BUILDAH_ROOT/tmp buildah --root "$CBO_BUILDAH_ROOT/root" --runroot "$CBO_BUILDAH_ROOT/run" --storage-driver vfs "$@"; }
 
 # A buildah image from a root filesystem tarball (the Dockerfile's FROM needs it in buildah's store).
 buildah_base() { # ref tar [config args...]
@@ -164,8 +164,50 @@ EOF
   log "ready in $(( $(date +%s) - t0 ))s: $op $worker $redis $pg"
 }
 
+# The node's sandbox image $CBO_PAUSE_IMAGE: images/pause/pause.c, gcc -static, one layer, built
+# once (the archive's name carries the source's hash) and imported when the node's containerd runs.
+pause_hash() { { declare -f build_pause; cat "$ROOT/images/pause/pause.c"; } | h; }
+build_pause() {
+  command -v gcc >/dev/null || die "gcc is required for the pause image (apt-get install gcc libc6-dev)"
+  command -v buildah >/dev/null || die "buildah is required for the pause image (apt-get install buildah)"
+  local dir=$OUT/pause-build c
+  rm -rf "$dir"; mkdir -p "$dir" "$CBO_BUILDAH_ROOT/tmp"
+  gcc -static -O2 -s -o "$dir/pause" "$ROOT/images/pause/pause.c" \
+    || die "gcc -static failed for images/pause/pause.c (the static C library is in Debian's libc6-dev)"
+  c=$(B from scratch)
+  B copy --chmod 0755 "$c" "$dir/pause" /pause >/dev/null
+  B config --entrypoint '["/pause"]' --user 65535:65535 "$c"
+  B commit --quiet --rm "$c" "$CBO_PAUSE_IMAGE" >/dev/null
+  rm -f "$1.tmp"
+  B push --quiet -D "$CBO_PAUSE_IMAGE" "oci-archive:$1.tmp:$CBO_PAUSE_IMAGE" >/dev/null || die "buildah push of $CBO_PAUSE_IMAGE failed"
+  mv "$1.tmp" "$1"
+  B rmi "$CBO_PAUSE_IMAGE" >/dev/null
+  rm -rf "$dir"
+}
+archive_digest() { tar -xOf "$1" index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -1 | cut -d'"' -f4; }
+node_digest() { ctr_ images ls "name==$1" 2>/dev/null | awk -v r="$1" '$1 == r {print $3}'; }
+pause() {
+  local tar want
+  tar=$OUT/pause-$(pause_hash).tar
+  if [ ! -s "$tar" ]; then
+    mkdir -p "$OUT"
+    log "building $CBO_PAUSE_IMAGE (static C)"
+    build_pause "$tar"
+  fi
+  if ! { [ -S "$CBO_CONTAINERD_SOCK" ] && ctr_ version >/dev/null 2>&1; }; then
+    log "the node's containerd is not running ($CBO_CONTAINERD_SOCK): $tar is built, not imported"
+    return 0
+  fi
+  want=$(archive_digest "$tar")
+  [ "$(node_digest "$CBO_PAUSE_IMAGE")" = "$want" ] && return 0
+  log "importing $CBO_PAUSE_IMAGE into the node's containerd"
+  ctr_ images import "$tar" >/dev/null || die "ctr images import $tar failed"
+  [ "$(node_digest "$CBO_PAUSE_IMAGE")" = "$want" ] || die "$CBO_PAUSE_IMAGE is not listed in the node's containerd after the import"
+}
+
 case "${1:-}" in
+  pause) pause ;;
   build) build ;;
   env) env_lines ;;
-  *) echo "usage: $0 build|env" >&2; exit 2 ;;
+  *) echo "usage: $0 pause|build|env" >&2; exit 2 ;;
 esac
