@@ -9,7 +9,10 @@ mod support;
 use std::time::Duration;
 
 use support::cluster::{install_crds, kubectl_ok, root, TestNamespace};
-use support::node::{assert_results, client_job, image, images, json, pod_names, rollout, Release};
+use support::node::{
+    assert_results, client_job, image, images, json, pod_names, rollout, wait_no_terminating,
+    Release,
+};
 use support::operator::{condition, get, secret_key, wait_until};
 
 /// The broker URL of one worker Deployment: its own database of the in-cluster broker.
@@ -155,6 +158,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
                 .then_some(())
         });
         rollout(&n, &format!("deployment/{w}"), 180);
+        wait_no_terminating(&n, &format!("app={w}"), 90);
     }
     let first = client_job(
         &n,

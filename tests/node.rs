@@ -149,6 +149,7 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
             .then_some(())
     });
     rollout(&n, "deployment/worker", 180);
+    wait_no_terminating(&n, "app=worker", 90);
     let workers = pod_names(&n, "app=worker");
     let uri = support::operator::uri_of(&n, "orders-celery-result-backend").expect("URI Secret");
     let inside = kubectl_ok(&[
@@ -193,6 +194,7 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
             .then_some(())
     });
     rollout(&n, "deployment/worker", 180);
+    wait_no_terminating(&n, "app=worker", 90);
     redis_cli(&["ACL", "SETUSER", &user, &format!("<{pw1}")]);
     let rolled = pod_names(&n, "app=worker");
     assert!(

@@ -92,6 +92,7 @@ impl WebhookOptions {
 
 struct WebhookState {
     backends: Store<CeleryResultBackend>,
+    client: Client,
     metrics: Metrics,
 }
 
@@ -140,10 +141,50 @@ pub fn webhook_configuration(opts: &WebhookOptions, ca_bundle: &str) -> serde_js
     })
 }
 
-/// Decide the admission response for one Pod, from the cache only.
+/// `(namespace, backend)` a Pod under review opts in to, from its label.
+fn opted_in(req: &AdmissionRequest<DynamicObject>) -> Option<(String, String)> {
+    let backend = req
+        .object
+        .as_ref()?
+        .metadata
+        .labels
+        .as_ref()?
+        .get(OPT_IN_LABEL)?
+        .clone();
+    Some((req.namespace.clone().unwrap_or_default(), backend))
+}
+
+fn published(crb: &CeleryResultBackend) -> bool {
+    crb.status
+        .as_ref()
+        .is_some_and(|s| s.uri_secret_ref.is_some() && s.uri_checksum.is_some())
+}
+
+/// The backend a Pod opts in to: from the cache, or, when the cache does not show it published
+/// yet, read from the API server. A watch trails the API server by a moment, and a Pod created
+/// right after its backend turned Ready (a Job started by the same script) must not miss the URI.
+/// The read is bounded well inside the webhook's 5 s timeout; a failed read keeps the cached view.
+async fn lookup(
+    s: &WebhookState,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Option<Arc<CeleryResultBackend>> {
+    let (ns, backend) = opted_in(req)?;
+    let cached = s.backends.get(&ObjectRef::new(&backend).within(&ns));
+    if cached.as_deref().is_some_and(published) {
+        return cached;
+    }
+    let api: Api<CeleryResultBackend> = Api::namespaced(s.client.clone(), &ns);
+    match tokio::time::timeout(Duration::from_secs(2), api.get_opt(&backend)).await {
+        Ok(Ok(live)) => live.map(Arc::new),
+        _ => cached,
+    }
+}
+
+/// Decide the admission response for one Pod, given the backend it opts in to (`None`: no such
+/// backend).
 fn admit(
     req: &AdmissionRequest<DynamicObject>,
-    backends: &Store<CeleryResultBackend>,
+    found: Option<Arc<CeleryResultBackend>>,
 ) -> AdmissionResponse {
     let res = AdmissionResponse::from(req);
     let warn = |mut r: AdmissionResponse, w: String| {
@@ -180,7 +221,7 @@ fn admit(
             format!("celery-backend-operator: backend {other}/{backend} is in another namespace; a Pod can only use a backend in its own namespace ({ns}); not injected"),
         );
     }
-    let Some(crb) = backends.get(&ObjectRef::new(backend).within(&ns)) else {
+    let Some(crb) = found else {
         return warn(
             res,
             format!("celery-backend-operator: no CeleryResultBackend {backend} in namespace {ns}; not injected"),
@@ -226,7 +267,8 @@ async fn mutate(
         Ok(r) => r,
         Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
     };
-    let res = admit(&req, &s.backends);
+    let found = lookup(&s, &req).await;
+    let res = admit(&req, found);
     let patched = res.patch.is_some();
     s.metrics
         .admission_duration
@@ -295,6 +337,7 @@ pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> an
     let mut rustls_cfg: Option<axum_server::tls_rustls::RustlsConfig> = None;
     let state = Arc::new(WebhookState {
         backends: reader,
+        client: client.clone(),
         metrics,
     });
     // Watch the one certificate Secret: a re-issued certificate is served at once, by every

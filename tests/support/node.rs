@@ -110,6 +110,20 @@ pub fn pod_names(ns: &str, selector: &str) -> Vec<String> {
     v
 }
 
+/// Wait until no Pod matching `selector` is terminating: a Celery worker in warm shutdown can still
+/// take a task from the broker, which then waits out the broker's visibility timeout.
+pub fn wait_no_terminating(ns: &str, selector: &str, secs: u64) {
+    super::operator::wait_until(&format!("terminating Pods ({selector}) gone"), secs, || {
+        json(ns, &["pods", "-l", selector])["items"]
+            .as_array()
+            .is_some_and(|a| {
+                a.iter()
+                    .all(|p| p["metadata"]["deletionTimestamp"].is_null())
+            })
+            .then_some(())
+    });
+}
+
 pub fn lease_holder(ns: &str) -> Option<String> {
     json(ns, &["leases"])["items"]
         .as_array()?
@@ -177,13 +191,28 @@ pub fn client_job(
         if done("Failed") || t0.elapsed() > Duration::from_secs(260) {
             let pods = kubectl(&["-n", ns, "get", "pods,events", "-o", "wide"]);
             panic!(
-                "client job {name} failed:\n{}\n{}",
+                "client job {name} failed:\n{}\n{}\n{}",
                 logs(),
-                String::from_utf8_lossy(&pods.stdout)
+                String::from_utf8_lossy(&pods.stdout),
+                pod_logs(ns)
             );
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The last lines of every container's log in `ns`, for failure messages.
+pub fn pod_logs(ns: &str) -> String {
+    let mut out = String::new();
+    for pod in pod_names(ns, "job-name notin (none)") {
+        let l = kubectl(&["-n", ns, "logs", &pod, "--all-containers", "--tail=25"]);
+        out.push_str(&format!(
+            "---- logs of {pod}\n{}{}",
+            String::from_utf8_lossy(&l.stdout),
+            String::from_utf8_lossy(&l.stderr)
+        ));
+    }
+    out
 }
 
 pub fn assert_results(out: &Value, n: u64) {
