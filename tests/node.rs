@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use support::cluster::{install_crds, kubectl_ok, TestNamespace};
 use support::node::{
     apply, assert_results, client_job, image, images, json, lease_holder, pod_names, rollout,
-    Release,
+    wait_no_terminating, Release,
 };
 use support::operator::{condition, wait_until};
 
