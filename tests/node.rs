@@ -339,6 +339,12 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     //     the README lists.
     kubectl_ok(&["-n", &n, "delete", "crb", "orders", "--timeout=120s"]);
     release.uninstall();
+    wait_until("the operator Pods are gone", 90, || {
+        json(&sys, &["pods"])["items"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+            .then_some(())
+    });
     let left = kubectl_ok(&[
         "-n",
         &sys,
