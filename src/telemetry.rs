@@ -65,6 +65,10 @@ pub struct Metrics {
     per_backend: Arc<Mutex<HashMap<String, Conditions>>>,
     pub leader: Gauge,
     pub ready: Arc<AtomicBool>,
+    /// False while this replica's Pod webhook is enabled but not serving yet (no certificate, or
+    /// its backend cache not listed): /readyz then keeps the replica out of the webhook Service,
+    /// so the API server never calls a replica that would admit Pods without their URI.
+    pub webhook_ready: Arc<AtomicBool>,
     pub admissions: Family<ResultLabel, Counter>,
     pub admission_duration: Histogram,
     pub injected_workloads: Family<ResultLabel, Counter>,
@@ -168,6 +172,7 @@ impl Default for Metrics {
             per_backend: Arc::default(),
             leader,
             ready: Arc::new(AtomicBool::new(false)),
+            webhook_ready: Arc::new(AtomicBool::new(true)),
             admissions,
             admission_duration,
             injected_workloads,
@@ -243,7 +248,7 @@ async fn metrics(State(m): State<Metrics>) -> impl IntoResponse {
 }
 
 async fn readyz(State(m): State<Metrics>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Relaxed) {
+    if m.ready.load(Ordering::Relaxed) && m.webhook_ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

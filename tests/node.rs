@@ -108,6 +108,20 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     );
 
     // 3. The webhook, through its Service, injects a labelled bare Pod in the application namespace.
+    wait_until(
+        "the webhook configuration names this release's Service",
+        60,
+        || {
+            (kubectl_ok(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                "celery-backend-operator",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.service.namespace}",
+            ]) == sys)
+                .then_some(())
+        },
+    );
     apply(&n, &format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: bare, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  containers:\n  - {{name: w, image: {worker_image}, imagePullPolicy: Never, command: [sleep, '3600']}}\n"
     ));

@@ -180,6 +180,9 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         renew: Duration::from_secs(5),
     };
     if let Some(w) = opts.webhook.clone() {
+        metrics
+            .webhook_ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let (c, m) = (client.clone(), metrics.clone());
         tokio::spawn(async move {
             if let Err(e) = crate::webhook::serve(c, w, m).await {

@@ -335,6 +335,8 @@ pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> an
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.secret_namespace);
     let mut current: Option<BTreeMap<String, String>> = None;
     let mut rustls_cfg: Option<axum_server::tls_rustls::RustlsConfig> = None;
+    let ready = metrics.webhook_ready.clone();
+    let cache = reader.clone();
     let state = Arc::new(WebhookState {
         backends: reader,
         client: client.clone(),
@@ -382,6 +384,14 @@ pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> an
                             .await
                         {
                             tracing::error!(error = %e, "webhook server stopped");
+                        }
+                    });
+                    // Ready once serving with a listed cache of backends.
+                    let (cache, ready) = (cache.clone(), ready.clone());
+                    tokio::spawn(async move {
+                        if cache.wait_until_ready().await.is_ok() {
+                            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!("webhook ready");
                         }
                     });
                 }
