@@ -173,14 +173,18 @@ pub async fn run_cleanup(args: &CleanupArgs) -> Result<String> {
         .await
         .map_err(|e| anyhow::anyhow!("cleanup failed: {e}"))?;
     let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let notes = r.notes();
+    let rules = r.rules();
     Ok(format!(
-        "{}: {verb} {} task results and {} group results older than {} ({} batches, longest {} ms)\n",
+        "{}: {verb} {} task results and {} group results older than {} ({} batches, longest {} ms){}\n{}",
         store.kind(),
         r.tasks,
         r.groups,
         args.older_than,
         r.batches,
-        r.longest_batch.as_millis()
+        r.longest_batch.as_millis(),
+        if notes.is_empty() { String::new() } else { format!("; {notes}") },
+        if rules.is_empty() { String::new() } else { format!("rules: {rules}\n") },
     ))
 }
 

@@ -392,6 +392,8 @@ pub fn plan(
     };
     let mut external = CeleryResultBackendSpec {
         result_expires: spec.result_expires.clone(),
+        timezone: spec.timezone.clone(),
+        enable_utc: spec.enable_utc,
         injection: spec.injection.clone(),
         health_check: spec.health_check.clone(),
         ..Default::default()

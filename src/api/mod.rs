@@ -105,6 +105,13 @@ pub struct CeleryResultBackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub result_expires: Option<String>,
+    /// Celery's timezone setting of the workers writing to this backend (an IANA name such as Asia/Shanghai). Rendered into celeryconfig.py; cleanup reads stored times without an offset (MySQL/MariaDB and SQLite task rows, naive date_done strings) in this zone. Omitted: Celery's default (UTC, unless enableUtc is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+/-]+$"))]
+    pub timezone: Option<String>,
+    /// Celery's enable_utc setting of the workers writing to this backend (Celery's default true). Rendered into celeryconfig.py. false without timezone means each worker's local time zone, which cleanup cannot know: MySQL/MariaDB and SQLite cleanup then refuses to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_utc: Option<bool>,
     /// Which workers receive the URI, and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injection: Option<InjectionSpec>,

@@ -97,6 +97,12 @@ pub struct BackendCleanup {
     /// Why nothing was deleted: the store expires results itself, has no cleanup, or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The timestamp and group rule the run applied to this store (e.g. PostgreSQL: date_done is wall time in the database session time zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What the run kept or skipped and why, e.g. task results without date_done, groups not shown to be expired, chord bookkeeping keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
     /// Whether the cleanup of this backend failed.
     #[serde(default)]
     pub failed: bool,

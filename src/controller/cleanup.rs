@@ -213,6 +213,8 @@ async fn run_policy(
                                 Ok(rep) => {
                                     r.deleted_tasks = rep.tasks;
                                     r.deleted_groups = rep.groups;
+                                    r.rule = Some(rep.rules()).filter(|s| !s.is_empty());
+                                    r.notes = Some(rep.notes()).filter(|s| !s.is_empty());
                                     tracing::info!(policy = %name, namespace = %ns, backend = %r.name, tasks = rep.tasks, groups = rep.groups, dry_run = opts.dry_run, "cleanup done");
                                 }
                                 Err(e) => {

@@ -1,10 +1,13 @@
-//! Redis (probe and cleanup of TTL-less results), plus the simple probes: memcached `version`,
-//! the AMQP 0-9-1 handshake, HTTP APIs, and the filesystem backend (probe and cleanup).
+//! Redis (probe and cleanup of TTL-less results), CouchDB and filesystem cleanup, plus the simple
+//! probes: memcached `version`, the AMQP 0-9-1 handshake, HTTP APIs, a writable directory.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use jiff::tz::TimeZone;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
 use super::{pace, Expiry, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
@@ -13,39 +16,141 @@ pub struct RedisStore {
     prefix: String,
     /// `result_expires` is a number (keys get a TTL) rather than None (keys live forever).
     ttl: bool,
+    /// Celery's `timezone`/`enable_utc`, for naive `date_done` strings.
+    clock: CeleryClock,
 }
 
 pub(super) const TASK_KEY: &str = "celery-task-meta-";
 pub(super) const GROUP_KEY: &str = "celery-taskset-meta-";
 
-/// Completion time of a Celery result meta (JSON with an ISO-8601 `date_done`), Unix seconds.
-pub fn date_done_unix(meta: &[u8]) -> Option<i64> {
-    let v: serde_json::Value = serde_json::from_slice(meta).ok()?;
-    let s = v.get("date_done")?.as_str()?;
-    if let Ok(t) = s.parse::<k8s_openapi::jiff::Timestamp>() {
-        return Some(t.as_second());
-    }
-    // A naive timestamp is UTC (Celery's default timezone).
-    let dt: k8s_openapi::jiff::civil::DateTime = s.parse().ok()?;
-    dt.to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp().as_second())
+/// Suffixes of the chord bookkeeping keys Celery's Redis backend keeps beside a group key
+/// (`RedisBackend.on_chord_part_return` and its Lua scripts): `.j` joined results (ZSET, or LIST
+/// with `result_chord_ordered: False`), `.t` total counter, `.s` size, `.d` dedupe SET, `.c`
+/// claim or "done" marker.
+pub const CHORD_SUFFIXES: [&str; 5] = [".j", ".t", ".s", ".d", ".c"];
+
+/// What a Redis key under the result key prefix is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedisKey<'a> {
+    /// `celery-task-meta-<task id>`.
+    Task(&'a str),
+    /// `celery-taskset-meta-<group id>`.
+    Group(&'a str),
+    /// `celery-taskset-meta-<group id>.<j|t|s|d|c>`: a chord's counters and joined results.
+    ChordBookkeeping,
+    /// Anything else.
+    Other,
 }
 
-/// Task ids of a group meta (`{"result": [[group_id, parent], [[[task_id, parent], null], ...]]}`).
-pub fn group_members(meta: &[u8]) -> Vec<String> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(meta) else {
-        return vec![];
-    };
-    v["result"][1]
-        .as_array()
-        .map(|members| {
-            members
-                .iter()
-                .filter_map(|m| m[0][0].as_str().map(String::from))
-                .collect()
+/// Classify a key whose `global_keyprefix` is already removed.
+pub fn redis_key(key: &str) -> RedisKey<'_> {
+    if let Some(id) = key.strip_prefix(TASK_KEY) {
+        return RedisKey::Task(id);
+    }
+    if let Some(id) = key.strip_prefix(GROUP_KEY) {
+        if CHORD_SUFFIXES.iter().any(|s| id.ends_with(s)) {
+            return RedisKey::ChordBookkeeping;
+        }
+        return RedisKey::Group(id);
+    }
+    RedisKey::Other
+}
+
+/// The Redis timestamp rule, in words (for the report).
+pub fn redis_time_rule(zone: &Result<(String, TimeZone), String>) -> String {
+    match zone {
+        Ok((name, _)) => format!("date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings read in {name})"),
+        Err(_) => "date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings skipped: Celery's time zone is unknown)".into(),
+    }
+}
+
+/// A key as read for cleanup.
+enum Read {
+    Missing,
+    /// Not a string (a list, set, …): not something the rule can read.
+    WrongType,
+    Value {
+        bytes: Vec<u8>,
+        /// The key carries a TTL: Redis expires it itself.
+        expiring: bool,
+    },
+}
+
+fn redis_err(e: redis::RedisError) -> StoreError {
+    StoreError::protocol("redis", e)
+}
+
+/// TYPE and TTL of every key, then GET of the strings: never a command that fails on a key of
+/// another type, so an unexpected type is reported instead of aborting the run.
+async fn read_keys(
+    c: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+) -> Result<Vec<Read>, StoreError> {
+    if keys.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("TYPE").arg(k).cmd("TTL").arg(k);
+    }
+    let answers: Vec<redis::Value> = pipe.query_async(c).await.map_err(redis_err)?;
+    let mut kinds = Vec::with_capacity(keys.len());
+    for i in 0..keys.len() {
+        let ty: String = answers
+            .get(2 * i)
+            .cloned()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        let ttl: i64 = answers
+            .get(2 * i + 1)
+            .cloned()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(-2);
+        kinds.push((ty, ttl));
+    }
+    let strings: Vec<&String> = keys
+        .iter()
+        .zip(&kinds)
+        .filter(|(_, (ty, _))| ty == "string")
+        .map(|(k, _)| k)
+        .collect();
+    let mut values: Vec<Option<Vec<u8>>> = vec![];
+    if !strings.is_empty() {
+        let mut pipe = redis::pipe();
+        for k in &strings {
+            pipe.cmd("GET").arg(*k);
+        }
+        match pipe.query_async(c).await {
+            Ok(v) => values = v,
+            // A key changed type since TYPE: read one by one so only that key is skipped.
+            Err(_) => {
+                for k in &strings {
+                    let v: Result<Option<Vec<u8>>, _> =
+                        redis::cmd("GET").arg(*k).query_async(c).await;
+                    match v {
+                        Ok(v) => values.push(v),
+                        Err(e) if e.code() == Some("WRONGTYPE") => values.push(None),
+                        Err(e) => return Err(redis_err(e)),
+                    }
+                }
+            }
+        }
+    }
+    let mut values = values.into_iter();
+    Ok(kinds
+        .into_iter()
+        .map(|(ty, ttl)| match ty.as_str() {
+            "none" => Read::Missing,
+            "string" => match values.next().flatten() {
+                Some(bytes) => Read::Value {
+                    bytes,
+                    expiring: ttl != -1,
+                },
+                None => Read::Missing,
+            },
+            _ => Read::WrongType,
         })
-        .unwrap_or_default()
+        .collect())
 }
 
 impl RedisStore {
@@ -64,7 +169,12 @@ impl RedisStore {
             );
         // redis-rs reads `redis+unix://`; `sentinel://` needs a Sentinel client (not handled here).
         let uri = cfg.uri.replacen("redis+socket://", "redis+unix://", 1);
-        RedisStore { uri, prefix, ttl }
+        RedisStore {
+            uri,
+            prefix,
+            ttl,
+            clock: CeleryClock::from_settings(cfg),
+        }
     }
 
     pub fn expiry(&self) -> Expiry {
@@ -98,95 +208,188 @@ impl RedisStore {
         Ok(format!("PING answered {pong}"))
     }
 
-    /// Scan result keys without a TTL; delete task metas completed before the cutoff, then group
-    /// metas none of whose member results remain (Celery stores no timestamp with a group).
+    /// One SCAN page of keys matching `<prefix><pattern>*`, without the ones already seen.
+    async fn scan_page(
+        &self,
+        c: &mut redis::aio::MultiplexedConnection,
+        pattern: &str,
+        cursor: u64,
+        count: usize,
+        seen: &mut HashSet<String>,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}{pattern}*", self.prefix))
+            .arg("COUNT")
+            .arg(count)
+            .query_async(c)
+            .await
+            .map_err(redis_err)?;
+        // SCAN may return a key twice; count it once.
+        Ok((
+            next,
+            keys.into_iter()
+                .filter(|k| seen.insert(k.clone()))
+                .collect(),
+        ))
+    }
+
+    /// UNLINK (or, in a dry run, only count) the pending keys as one batch.
+    async fn flush(
+        &self,
+        c: &mut redis::aio::MultiplexedConnection,
+        pending: &mut Vec<String>,
+        is_group: bool,
+        opts: &PurgeOptions,
+        report: &mut PurgeReport,
+        started: Instant,
+    ) -> Result<(), StoreError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        if !opts.dry_run {
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(&*pending)
+                .query_async(c)
+                .await
+                .map_err(redis_err)?;
+        }
+        report.record(is_group, pending.len(), t0.elapsed());
+        pending.clear();
+        if !opts.dry_run {
+            pace(opts.rate, report.tasks + report.groups, started).await;
+        }
+        Ok(())
+    }
+
+    /// Cleanup of TTL-less result keys (keys with a TTL expire by themselves and are left alone).
+    ///
+    /// - Timestamp rule: a task meta's `date_done` is Celery's `app.now().isoformat()`, which
+    ///   carries its UTC offset, so it is compared as an instant; naive strings are read in
+    ///   Celery's zone (`CeleryClock`). Metas without `date_done` are kept and counted.
+    /// - Group rule: Celery stores no timestamp with a group (`_save_group`), so a group is
+    ///   deleted only when every member's task meta is present and expired (`plan::group_verdict`);
+    ///   a group whose members are missing (not stored yet, or gone) is kept and counted. Groups
+    ///   are decided and removed before the tasks, so an interrupted run cannot leave a group
+    ///   whose expiry can no longer be shown.
+    /// - Chord bookkeeping (`celery-taskset-meta-<id>.j/.t/.s/.d/.c`) is skipped and counted:
+    ///   it has no timestamp, Celery removes it when the chord completes and otherwise expires it
+    ///   only through `result_chord_expires`, and a chord still waiting for its header looks
+    ///   exactly like an abandoned one. Keys of any other unexpected type or shape are skipped
+    ///   and counted too; the run goes on.
+    /// - Batches: each kind is deleted in UNLINKs of `batch` keys plus one remainder, in a dry run
+    ///   counted the same way.
     pub async fn purge(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
         let mut c = self.conn().await?;
-        let mut report = PurgeReport {
-            dry_run: opts.dry_run,
-            ..Default::default()
-        };
+        let zone = self.clock.zone();
+        let naive = zone.as_ref().ok().map(|z| &z.1);
+        let mut report = PurgeReport::new(&opts);
+        report.time_rule = redis_time_rule(&zone);
+        report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in Redis)".into();
         let started = Instant::now();
         let batch = opts.batch.max(1) as usize;
-        let err = |e: redis::RedisError| StoreError::protocol("redis", e);
-        let mut doomed_tasks: std::collections::HashSet<String> = Default::default();
-        for (pattern, is_group) in [(TASK_KEY, false), (GROUP_KEY, true)] {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{}{pattern}*", self.prefix))
-                    .arg("COUNT")
-                    .arg(batch)
-                    .query_async(&mut c)
-                    .await
-                    .map_err(err)?;
-                if !keys.is_empty() {
-                    let t0 = Instant::now();
-                    let mut pipe = redis::pipe();
-                    for k in &keys {
-                        pipe.cmd("TTL").arg(k).cmd("GET").arg(k);
-                    }
-                    let answers: Vec<redis::Value> = pipe.query_async(&mut c).await.map_err(err)?;
-                    let mut delete = vec![];
-                    for (i, k) in keys.iter().enumerate() {
-                        let ttl: i64 = redis::from_redis_value(answers[2 * i].clone()).unwrap_or(0);
-                        let value: Option<Vec<u8>> =
-                            redis::from_redis_value(answers[2 * i + 1].clone()).ok();
-                        if ttl != -1 {
-                            continue; // expires by itself (or vanished)
-                        }
-                        let Some(value) = value else { continue };
-                        let expired = if is_group {
-                            let members = group_members(&value);
-                            let mut pipe = redis::pipe();
-                            for m in &members {
-                                pipe.cmd("EXISTS")
-                                    .arg(format!("{}{TASK_KEY}{m}", self.prefix));
-                            }
-                            let exists: Vec<i64> = if members.is_empty() {
-                                vec![]
-                            } else {
-                                pipe.query_async(&mut c).await.map_err(err)?
-                            };
-                            !members.is_empty()
-                                && members
-                                    .iter()
-                                    .zip(exists)
-                                    .all(|(m, e)| e == 0 || doomed_tasks.contains(m))
-                        } else {
-                            date_done_unix(&value).is_some_and(|t| t < opts.cutoff_unix)
-                        };
-                        if expired {
-                            if !is_group {
-                                if let Some(id) =
-                                    k.strip_prefix(&format!("{}{TASK_KEY}", self.prefix))
-                                {
-                                    doomed_tasks.insert(id.to_string());
-                                }
-                            }
-                            delete.push(k.clone());
-                        }
-                    }
-                    if !delete.is_empty() && !opts.dry_run {
-                        let _: i64 = redis::cmd("UNLINK")
-                            .arg(&delete)
-                            .query_async(&mut c)
-                            .await
-                            .map_err(err)?;
-                    }
-                    report.record(is_group, delete.len(), t0.elapsed());
-                    if !opts.dry_run {
-                        pace(opts.rate, report.tasks + report.groups, started).await;
-                    }
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
+        let mut seen = HashSet::new();
+        let mut pending: Vec<String> = vec![];
+
+        // Groups first, while their members are still there.
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = self
+                .scan_page(&mut c, GROUP_KEY, cursor, batch, &mut seen)
+                .await?;
+            let mut groups = vec![];
+            for k in keys {
+                match redis_key(k.strip_prefix(&self.prefix).unwrap_or(&k)) {
+                    RedisKey::Group(_) => groups.push(k),
+                    RedisKey::ChordBookkeeping => report.skip("chord bookkeeping keys"),
+                    _ => report.skip("unrecognised keys"),
                 }
             }
+            for (k, r) in groups.iter().zip(read_keys(&mut c, &groups).await?) {
+                let bytes = match r {
+                    Read::Missing | Read::Value { expiring: true, .. } => continue,
+                    Read::WrongType => {
+                        report.skip("keys of an unexpected type");
+                        continue;
+                    }
+                    Read::Value { bytes, .. } => bytes,
+                };
+                let Some(members) = plan::group_members(&bytes) else {
+                    report.skip("unreadable group results");
+                    continue;
+                };
+                let member_keys: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{}{TASK_KEY}{m}", self.prefix))
+                    .collect();
+                let verdicts: Vec<Option<TaskVerdict>> = read_keys(&mut c, &member_keys)
+                    .await?
+                    .into_iter()
+                    .map(|r| match r {
+                        Read::Missing => None,
+                        Read::WrongType => Some(TaskVerdict::Unrecognised),
+                        Read::Value { bytes, .. } => {
+                            Some(plan::task_verdict(&bytes, opts.cutoff_unix, naive))
+                        }
+                    })
+                    .collect();
+                match plan::group_verdict(&verdicts) {
+                    GroupVerdict::Expired => {
+                        pending.push(k.clone());
+                        if pending.len() >= batch {
+                            self.flush(&mut c, &mut pending, true, &opts, &mut report, started)
+                                .await?;
+                        }
+                    }
+                    GroupVerdict::InUse => {}
+                    GroupVerdict::Unproven => report.kept_groups_unproven += 1,
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
         }
+        self.flush(&mut c, &mut pending, true, &opts, &mut report, started)
+            .await?;
+
+        // Then the tasks.
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = self
+                .scan_page(&mut c, TASK_KEY, cursor, batch, &mut seen)
+                .await?;
+            for (k, r) in keys.iter().zip(read_keys(&mut c, &keys).await?) {
+                let bytes = match r {
+                    Read::Missing | Read::Value { expiring: true, .. } => continue,
+                    Read::WrongType => {
+                        report.skip("keys of an unexpected type");
+                        continue;
+                    }
+                    Read::Value { bytes, .. } => bytes,
+                };
+                match plan::task_verdict(&bytes, opts.cutoff_unix, naive) {
+                    TaskVerdict::Expired => {
+                        pending.push(k.clone());
+                        if pending.len() >= batch {
+                            self.flush(&mut c, &mut pending, false, &opts, &mut report, started)
+                                .await?;
+                        }
+                    }
+                    TaskVerdict::Fresh => {}
+                    TaskVerdict::NoDateDone => report.kept_without_date_done += 1,
+                    TaskVerdict::Unrecognised => report.skip("unreadable task results"),
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        self.flush(&mut c, &mut pending, false, &opts, &mut report, started)
+            .await?;
         Ok(report)
     }
 }
@@ -295,34 +498,103 @@ pub(super) fn authed(
     }
 }
 
-/// CouchDB: documents `celery-task-meta-*` (value: the JSON meta) whose `date_done` is before the
-/// cutoff, then `celery-taskset-meta-*` documents none of whose members remain; paged through
-/// `_all_docs` by key range and deleted with `_bulk_docs`.
-pub async fn couchdb_purge(url: &str, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
+/// A CouchDB database: client, base URL (no credentials) and basic auth.
+struct CouchDb {
+    client: reqwest::Client,
+    base: String,
+    auth: BasicCreds,
+}
+
+/// One deletion batch for CouchDB: `_bulk_docs` with `_deleted` stubs (nothing in a dry run).
+async fn couchdb_flush(
+    db: &CouchDb,
+    pending: &mut Vec<serde_json::Value>,
+    is_group: bool,
+    opts: &PurgeOptions,
+    report: &mut PurgeReport,
+    started: Instant,
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let err = |e: reqwest::Error| StoreError::protocol("couchdb", e.without_url());
+    let t0 = Instant::now();
+    if !opts.dry_run {
+        let res: serde_json::Value =
+            authed(db.client.post(format!("{}/_bulk_docs", db.base)), &db.auth)
+                .json(&serde_json::json!({"docs": pending}))
+                .send()
+                .await
+                .map_err(err)?
+                .error_for_status()
+                .map_err(err)?
+                .json()
+                .await
+                .map_err(err)?;
+        if let Some(bad) = res
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r.get("error").is_some()))
+        {
+            return Err(StoreError::protocol(
+                "couchdb",
+                format!("_bulk_docs refused a deletion: {bad}"),
+            ));
+        }
+    }
+    report.record(is_group, pending.len(), t0.elapsed());
+    pending.clear();
+    if !opts.dry_run {
+        pace(opts.rate, report.tasks + report.groups, started).await;
+    }
+    Ok(())
+}
+
+/// CouchDB cleanup (Celery's `couchdb://` backend: one document `{"_id": key, "value": "<JSON
+/// meta>"}` per key; Celery's own `cleanup()` is the empty base method).
+///
+/// - Timestamp rule: as Redis (the ISO-8601 `date_done` inside `value`, with its offset).
+/// - Group rule: as Redis (no group timestamp): a `celery-taskset-meta-*` document is deleted
+///   only when every member's task document is present and expired; groups are decided and
+///   deleted first. Documents of another shape are skipped and counted.
+/// - Paged through `_all_docs` by key range, deleted with `_bulk_docs` in batches of `batch`.
+pub async fn couchdb_purge(
+    url: &str,
+    clock: &CeleryClock,
+    opts: PurgeOptions,
+) -> Result<PurgeReport, StoreError> {
     let (db, auth) = http_parts("couchdb", url, 2)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| StoreError::connect("couchdb", e))?;
-    let mut report = PurgeReport {
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
+    let zone = clock.zone();
+    let naive = zone.as_ref().ok().map(|z| &z.1);
+    let mut report = PurgeReport::new(&opts);
+    report.time_rule = redis_time_rule(&zone).replace("date_done", "value.date_done");
+    report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in CouchDB)".into();
     let started = Instant::now();
     let err = |e: reqwest::Error| StoreError::protocol("couchdb", e.without_url());
-    let mut doomed: std::collections::HashSet<String> = Default::default();
     let base = db.as_str().trim_end_matches('/').to_string();
-    for (prefix, is_group) in [(TASK_KEY, false), (GROUP_KEY, true)] {
+    let couch = CouchDb {
+        client: client.clone(),
+        base: base.clone(),
+        auth: auth.clone(),
+    };
+    let batch = opts.batch.max(1) as usize;
+    let value_of = |doc: &serde_json::Value| -> Option<Vec<u8>> {
+        doc.get("value")?.as_str().map(|s| s.as_bytes().to_vec())
+    };
+    let mut pending: Vec<serde_json::Value> = vec![];
+    for (prefix, is_group) in [(GROUP_KEY, true), (TASK_KEY, false)] {
         let mut start = serde_json::to_string(prefix).unwrap_or_default();
         let end = serde_json::to_string(&format!("{prefix}\u{fff0}")).unwrap_or_default();
         loop {
-            let t0 = Instant::now();
             let page: serde_json::Value = authed(
                 client.get(format!("{base}/_all_docs")).query(&[
                     ("include_docs", "true"),
                     ("startkey", start.as_str()),
                     ("endkey", end.as_str()),
-                    ("limit", &(opts.batch.max(1) + 1).to_string()),
+                    ("limit", &(batch + 1).to_string()),
                 ]),
                 &auth,
             )
@@ -335,72 +607,72 @@ pub async fn couchdb_purge(url: &str, opts: PurgeOptions) -> Result<PurgeReport,
             .await
             .map_err(err)?;
             let mut rows = page["rows"].as_array().cloned().unwrap_or_default();
-            let more = rows.len() > opts.batch.max(1) as usize;
+            let more = rows.len() > batch;
             let next = if more { rows.pop() } else { None };
-            let mut delete = vec![];
             for row in &rows {
                 let doc = &row["doc"];
-                let id = doc["_id"].as_str().unwrap_or_default().to_string();
-                let value = doc["value"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .as_bytes()
-                    .to_vec();
-                let expired = if is_group {
-                    let members = group_members(&value);
-                    let mut all_gone = !members.is_empty();
-                    for m in &members {
-                        if doomed.contains(m) {
-                            continue;
-                        }
-                        let status = authed(client.head(format!("{base}/{TASK_KEY}{m}")), &auth)
-                            .send()
-                            .await
-                            .map_err(err)?
-                            .status();
-                        if status != reqwest::StatusCode::NOT_FOUND {
-                            all_gone = false;
-                            break;
-                        }
-                    }
-                    all_gone
-                } else {
-                    date_done_unix(&value).is_some_and(|t| t < opts.cutoff_unix)
+                let Some(id) = doc["_id"].as_str() else {
+                    continue;
                 };
-                if expired {
-                    if let Some(task) = id.strip_prefix(TASK_KEY) {
-                        doomed.insert(task.to_string());
+                let Some(value) = value_of(doc) else {
+                    report.skip("documents of another shape");
+                    continue;
+                };
+                let stub = serde_json::json!({"_id": id, "_rev": doc["_rev"], "_deleted": true});
+                if is_group {
+                    let Some(members) = plan::group_members(&value) else {
+                        report.skip("unreadable group results");
+                        continue;
+                    };
+                    let keys: Vec<String> =
+                        members.iter().map(|m| format!("{TASK_KEY}{m}")).collect();
+                    let found: serde_json::Value = authed(
+                        client
+                            .post(format!("{base}/_all_docs"))
+                            .query(&[("include_docs", "true")]),
+                        &auth,
+                    )
+                    .json(&serde_json::json!({ "keys": keys }))
+                    .send()
+                    .await
+                    .map_err(err)?
+                    .error_for_status()
+                    .map_err(err)?
+                    .json()
+                    .await
+                    .map_err(err)?;
+                    let found = found["rows"].as_array().cloned().unwrap_or_default();
+                    let verdicts: Vec<Option<TaskVerdict>> = keys
+                        .iter()
+                        .map(|k| {
+                            let doc = found
+                                .iter()
+                                .find(|r| r["key"].as_str() == Some(k.as_str()))
+                                .map(|r| &r["doc"])
+                                .filter(|d| d.is_object())?;
+                            Some(match value_of(doc) {
+                                Some(v) => plan::task_verdict(&v, opts.cutoff_unix, naive),
+                                None => TaskVerdict::Unrecognised,
+                            })
+                        })
+                        .collect();
+                    match plan::group_verdict(&verdicts) {
+                        GroupVerdict::Expired => pending.push(stub),
+                        GroupVerdict::InUse => {}
+                        GroupVerdict::Unproven => report.kept_groups_unproven += 1,
                     }
-                    delete.push(
-                        serde_json::json!({"_id": id, "_rev": doc["_rev"], "_deleted": true}),
-                    );
+                } else {
+                    match plan::task_verdict(&value, opts.cutoff_unix, naive) {
+                        TaskVerdict::Expired => pending.push(stub),
+                        TaskVerdict::Fresh => {}
+                        TaskVerdict::NoDateDone => report.kept_without_date_done += 1,
+                        TaskVerdict::Unrecognised => report.skip("unreadable task results"),
+                    }
                 }
-            }
-            if !delete.is_empty() && !opts.dry_run {
-                let res: serde_json::Value =
-                    authed(client.post(format!("{base}/_bulk_docs")), &auth)
-                        .json(&serde_json::json!({"docs": delete}))
-                        .send()
-                        .await
-                        .map_err(err)?
-                        .error_for_status()
-                        .map_err(err)?
-                        .json()
-                        .await
-                        .map_err(err)?;
-                if let Some(bad) = res
-                    .as_array()
-                    .and_then(|a| a.iter().find(|r| r.get("error").is_some()))
-                {
-                    return Err(StoreError::protocol(
-                        "couchdb",
-                        format!("_bulk_docs refused a deletion: {bad}"),
-                    ));
+                if pending.len() >= batch {
+                    couchdb_flush(&couch, &mut pending, is_group, &opts, &mut report, started)
+                        .await?;
                 }
-            }
-            report.record(is_group, delete.len(), t0.elapsed());
-            if !opts.dry_run {
-                pace(opts.rate, report.tasks + report.groups, started).await;
             }
             match next {
                 Some(n) => {
@@ -410,6 +682,7 @@ pub async fn couchdb_purge(url: &str, opts: PurgeOptions) -> Result<PurgeReport,
                 None => break,
             }
         }
+        couchdb_flush(&couch, &mut pending, is_group, &opts, &mut report, started).await?;
     }
     Ok(report)
 }
@@ -456,57 +729,75 @@ pub async fn filesystem_probe(path: &str) -> Result<String, StoreError> {
     Ok(format!("{path} is writable"))
 }
 
-/// Files `celery-task-meta-*` / `celery-taskset-meta-*` whose `date_done` (tasks) or modification
-/// time (groups, which carry no timestamp) is before the cutoff.
+/// Celery's filesystem key prefixes: tasks, groups and the chord counters (`chord-unlock-`).
+pub const FILESYSTEM_PREFIXES: [&str; 3] = [TASK_KEY, GROUP_KEY, "chord-unlock-"];
+
+/// The file rule of Celery's `FilesystemBackend.cleanup()`: a file whose name starts with one of
+/// `FILESYSTEM_PREFIXES` and whose modification time (Unix seconds) is before the cutoff.
+/// Returns whether it is a group-like file (`Some(true)`), a task file (`Some(false)`), or not
+/// Celery's (`None`) for the counts.
+pub fn filesystem_expired(name: &str, mtime: i64, cutoff: i64) -> Option<(bool, bool)> {
+    let i = FILESYSTEM_PREFIXES
+        .iter()
+        .position(|p| name.starts_with(p))?;
+    Some((i != 0, mtime < cutoff))
+}
+
+/// Filesystem cleanup, by Celery's own rule (`FilesystemBackend.cleanup`): files named with the
+/// task, group or chord prefix whose **modification time** is before the cutoff, whatever their
+/// content (Celery rewrites a task's file on every state change, so the mtime is the time of its
+/// last state). Unlike Celery, the cutoff is a true Unix time: Celery builds its epoch in the app
+/// time zone, which shifts its cutoff by that zone's 1970 UTC offset (none for UTC). Chord
+/// counters count as groups. Deleted in batches of `batch` files (a batch is only a unit of
+/// pacing here).
 pub async fn filesystem_purge(path: &str, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
-    let mut report = PurgeReport {
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
+    let mut report = PurgeReport::new(&opts);
+    report.time_rule = "file modification time, as Celery's FilesystemBackend.cleanup() (task, group and chord-unlock files)".into();
+    report.group_rule = "group and chord-unlock files by their own modification time".into();
     let started = Instant::now();
     let mut dir = tokio::fs::read_dir(path)
         .await
         .map_err(|e| StoreError::connect("filesystem", format!("{path}: {e}")))?;
+    let mut doomed: [Vec<std::path::PathBuf>; 2] = [vec![], vec![]];
     while let Some(entry) = dir
         .next_entry()
         .await
         .map_err(|e| StoreError::protocol("filesystem", e))?
     {
         let name = entry.file_name().to_string_lossy().to_string();
-        let is_group = name.starts_with(GROUP_KEY);
-        if !is_group && !name.starts_with(TASK_KEY) {
-            continue;
-        }
-        let when = if is_group {
-            entry
-                .metadata()
-                .await
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64)
-        } else {
-            tokio::fs::read(entry.path())
-                .await
-                .ok()
-                .and_then(|b| date_done_unix(&b))
+        let Some(mtime) = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+        else {
+            continue; // vanished meanwhile
         };
-        if when.is_some_and(|t| t < opts.cutoff_unix) {
+        if let Some((is_group, true)) = filesystem_expired(&name, mtime, opts.cutoff_unix) {
+            doomed[usize::from(is_group)].push(entry.path());
+        }
+    }
+    // Groups before tasks, as everywhere.
+    for (is_group, files) in [(true, &doomed[1]), (false, &doomed[0])] {
+        for chunk in files.chunks(opts.batch.max(1) as usize) {
+            let t0 = Instant::now();
             if !opts.dry_run {
-                tokio::fs::remove_file(entry.path())
-                    .await
-                    .map_err(|e| StoreError::protocol("filesystem", e))?;
-                pace(opts.rate, report.tasks + report.groups + 1, started).await;
+                for f in chunk {
+                    match tokio::fs::remove_file(f).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::protocol("filesystem", e)),
+                    }
+                }
             }
-            if is_group {
-                report.groups += 1;
-            } else {
-                report.tasks += 1;
+            report.record(is_group, chunk.len(), t0.elapsed());
+            if !opts.dry_run {
+                pace(opts.rate, report.tasks + report.groups, started).await;
             }
         }
     }
-    report.batches = 1;
-    report.longest_batch = started.elapsed();
     Ok(report)
 }
 
@@ -515,13 +806,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn celery_meta_parsing() {
-        let meta = br#"{"status": "SUCCESS", "result": 5, "date_done": "2026-11-24T03:30:00.123456+00:00"}"#;
-        assert_eq!(date_done_unix(meta), Some(1795491000));
-        let naive = br#"{"date_done": "2026-11-24T03:30:00.123456"}"#;
-        assert_eq!(date_done_unix(naive), Some(1795491000));
-        assert_eq!(date_done_unix(br#"{"date_done": null}"#), None);
-        let group = br#"{"result": [["g1", null], [[["t1", null], null], [["t2", null], null]]]}"#;
-        assert_eq!(group_members(group), vec!["t1", "t2"]);
+    fn redis_keys_are_classified() {
+        let table = [
+            ("celery-task-meta-t1", RedisKey::Task("t1")),
+            ("celery-taskset-meta-g1", RedisKey::Group("g1")),
+            ("celery-taskset-meta-g1.j", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.t", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.s", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.d", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.c", RedisKey::ChordBookkeeping),
+            ("chord-unlock-g1", RedisKey::Other),
+            ("unacked", RedisKey::Other),
+        ];
+        for (key, want) in table {
+            assert_eq!(redis_key(key), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn filesystem_rule_is_celerys_prefix_and_mtime() {
+        let table = [
+            ("celery-task-meta-t1", 99, Some((false, true))),
+            ("celery-task-meta-t1", 100, Some((false, false))),
+            ("celery-taskset-meta-g1", 99, Some((true, true))),
+            ("chord-unlock-g1", 99, Some((true, true))),
+            (".fs-backend-probe", 1, None),
+            ("notes.txt", 1, None),
+        ];
+        for (name, mtime, want) in table {
+            assert_eq!(filesystem_expired(name, mtime, 100), want, "{name}");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod dynamodb;
 pub mod keyvalue;
 pub mod mongo;
 pub mod objects;
+pub mod plan;
 pub mod search;
 pub mod sql;
 
@@ -31,18 +32,43 @@ pub struct Probe {
     pub detail: String,
 }
 
-/// What a purge did (or, in a dry run, would do).
+/// What a purge did (or, in a dry run, would do). A dry run and the real run that follows on the
+/// same data report the same numbers, batches included.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PurgeReport {
+    /// Task results deleted (or that would be).
     pub tasks: u64,
+    /// Group results deleted (or that would be).
     pub groups: u64,
+    /// Delete batches (statements, UNLINKs, bulk requests): per kind, full batches of `--batch`
+    /// plus one remainder (`plan::batches`).
     pub batches: u64,
     /// Longest single delete statement or batch, for lock-time visibility.
     pub longest_batch: Duration,
     pub dry_run: bool,
+    /// Task results kept because they have no `date_done` (PENDING, STARTED, RETRY: Celery
+    /// writes it only for ready states), so no age can be shown.
+    pub kept_without_date_done: u64,
+    /// Group results kept because nothing shows they expired (a member missing or unreadable).
+    pub kept_groups_unproven: u64,
+    /// Keys, rows or objects skipped because they are not what the rule reads (what -> count),
+    /// e.g. "chord bookkeeping keys"; the run goes on past them.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Which timestamp rule applied, in words (e.g. the PostgreSQL session time zone).
+    pub time_rule: String,
+    /// Which group rule applied, in words.
+    pub group_rule: String,
 }
 
 impl PurgeReport {
+    /// An empty report for a run with `opts`.
+    pub fn new(opts: &PurgeOptions) -> Self {
+        PurgeReport {
+            dry_run: opts.dry_run,
+            ..Default::default()
+        }
+    }
+
     /// Account for one deletion batch.
     pub fn record(&mut self, is_group: bool, deleted: usize, took: Duration) {
         if is_group {
@@ -58,6 +84,55 @@ impl PurgeReport {
         self.longest_batch = self.longest_batch.max(took);
         self.tasks += tasks as u64;
         self.groups += groups as u64;
+    }
+
+    /// Count one skipped item of kind `what`.
+    pub fn skip(&mut self, what: &str) {
+        self.skip_n(what, 1);
+    }
+
+    /// Count `n` skipped items of kind `what` (nothing when `n` is 0).
+    pub fn skip_n(&mut self, what: &str, n: u64) {
+        if n > 0 {
+            *self.skipped.entry(what.to_string()).or_default() += n;
+        }
+    }
+
+    /// What was kept and skipped, in words ("" when nothing), e.g. "kept 2 task results without
+    /// date_done; skipped 2 chord bookkeeping keys".
+    pub fn notes(&self) -> String {
+        let mut parts = vec![];
+        if self.kept_without_date_done > 0 {
+            parts.push(format!(
+                "kept {} task results without date_done",
+                self.kept_without_date_done
+            ));
+        }
+        if self.kept_groups_unproven > 0 {
+            parts.push(format!(
+                "kept {} group results not shown to be expired",
+                self.kept_groups_unproven
+            ));
+        }
+        if !self.skipped.is_empty() {
+            let s: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(what, n)| format!("{n} {what}"))
+                .collect();
+            parts.push(format!("skipped {}", s.join(", ")));
+        }
+        parts.join("; ")
+    }
+
+    /// The rules that applied, in one line ("" when the store states none).
+    pub fn rules(&self) -> String {
+        [&self.time_rule, &self.group_rule]
+            .iter()
+            .filter(|r| !r.is_empty())
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -134,6 +209,8 @@ pub enum Store {
         url: String,
         /// `result_expires` is explicitly None: Consul sessions get no TTL.
         no_ttl: bool,
+        /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
+        clock: plan::CeleryClock,
     },
     Filesystem(String),
     Object(objects::ObjectClient),
@@ -187,6 +264,7 @@ impl Store {
                     kind: "elasticsearch".into(),
                     url: http,
                     no_ttl: false,
+                    clock: plan::CeleryClock::from_settings(cfg),
                 }
             }
             "couchdb" | "consul" | "arangodb" => Store::Http {
@@ -196,6 +274,7 @@ impl Store {
                     cfg.settings.get("result_expires"),
                     Some(serde_json::Value::Null)
                 ),
+                clock: plan::CeleryClock::from_settings(cfg),
             },
             "s3" => match objects::ObjectClient::s3(cfg) {
                 Ok(c) => Store::Object(c),
@@ -329,9 +408,9 @@ impl Store {
             Store::Http { kind, url, .. } if kind == "elasticsearch" => {
                 search::elasticsearch_purge(url, opts).await
             }
-            Store::Http { kind, url, .. } if kind == "couchdb" => {
-                keyvalue::couchdb_purge(url, opts).await
-            }
+            Store::Http {
+                kind, url, clock, ..
+            } if kind == "couchdb" => keyvalue::couchdb_purge(url, clock, opts).await,
             other => match other.expiry() {
                 Expiry::Native(why) => {
                     Err(StoreError::Unsupported(format!("nothing to purge: {why}")))

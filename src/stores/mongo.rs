@@ -76,23 +76,45 @@ impl MongoStore {
         ))
     }
 
+    /// Cleanup by Celery's own rule (`MongoBackend.cleanup`: `delete_many({"date_done": {"$lt":
+    /// app.now() - result_expires}})` on the task and group collections).
+    ///
+    /// - Timestamp rule: `date_done` is a BSON Date, always UTC (pymongo converts Celery's aware
+    ///   `app.now()`, and the group's `datetime.now(timezone.utc)`); the cutoff is a BSON Date, so
+    ///   Celery's time zone does not matter. Documents whose `date_done` is a string (Celery before
+    ///   5.3) never match Celery's query either: skipped and counted. `null` (not ready) is kept
+    ///   and counted.
+    /// - Group rule: the group document's own `date_done`, written at `save()`.
+    /// - In `_id` batches of `batch` per collection; a dry run counts the same batches.
     pub async fn purge(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
         let client = self.client().await?;
         let db = client.database(&self.database);
         let cutoff = DateTime::from_millis(opts.cutoff_unix.saturating_mul(1000));
         let expired = doc! {"date_done": {"$lt": cutoff}};
-        let mut report = PurgeReport {
-            dry_run: opts.dry_run,
-            ..Default::default()
-        };
+        let mut report = PurgeReport::new(&opts);
+        report.time_rule =
+            "mongodb: date_done is a BSON Date (UTC), compared with the cutoff as Celery's cleanup() does".into();
+        report.group_rule =
+            "group documents by their own date_done (Celery writes it when the group is saved)"
+                .into();
         let started = Instant::now();
+        let err = |e: mongodb::error::Error| StoreError::protocol(STORE, e);
         for (name, is_group) in [(&self.tasks, false), (&self.groups, true)] {
             let coll = db.collection::<Document>(name);
-            if opts.dry_run {
-                let n = coll
-                    .count_documents(expired.clone())
+            if !is_group {
+                report.kept_without_date_done += coll
+                    .count_documents(doc! {"date_done": null})
                     .await
-                    .map_err(|e| StoreError::protocol(STORE, e))?;
+                    .map_err(err)?;
+            }
+            let strings = coll
+                .count_documents(doc! {"date_done": {"$type": "string"}})
+                .await
+                .map_err(err)?;
+            report.skip_n("documents with a string date_done (Celery < 5.3)", strings);
+            if opts.dry_run {
+                let n = coll.count_documents(expired.clone()).await.map_err(err)?;
+                report.batches += super::plan::batches(n, opts.batch);
                 if is_group {
                     report.groups += n;
                 } else {
@@ -107,10 +129,10 @@ impl MongoStore {
                     .projection(doc! {"_id": 1})
                     .limit(i64::from(opts.batch.max(1)))
                     .await
-                    .map_err(|e| StoreError::protocol(STORE, e))?
+                    .map_err(err)?
                     .try_collect::<Vec<Document>>()
                     .await
-                    .map_err(|e| StoreError::protocol(STORE, e))?
+                    .map_err(err)?
                     .into_iter()
                     .filter_map(|d| d.get("_id").cloned())
                     .collect();
@@ -122,8 +144,10 @@ impl MongoStore {
                 let res = coll
                     .delete_many(doc! {"_id": {"$in": ids}, "date_done": {"$lt": cutoff}})
                     .await
-                    .map_err(|e| StoreError::protocol(STORE, e))?;
-                report.record(is_group, res.deleted_count as usize, t.elapsed());
+                    .map_err(err)?;
+                if res.deleted_count > 0 {
+                    report.record(is_group, res.deleted_count as usize, t.elapsed());
+                }
                 pace(opts.rate, report.tasks + report.groups, started).await;
             }
         }

@@ -1,7 +1,7 @@
 //! Object stores (Celery's `s3://` and `azureblockblob://` backends) through the `object_store`
 //! crate: a listing round trip as the probe, and cleanup of result objects by their `date_done`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use super::keyvalue::{date_done_unix, group_members};
+use super::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
 use super::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
@@ -28,6 +28,8 @@ pub struct ObjectClient {
     base: String,
     /// Why the store expires results itself, if it does (GCS with `gcs_ttl`).
     native: Option<String>,
+    /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
+    clock: CeleryClock,
 }
 
 fn setting(cfg: &BackendConfig, key: &str) -> Option<String> {
@@ -62,6 +64,7 @@ impl ObjectClient {
             store: Arc::new(store),
             base: setting(cfg, "s3_base_path").unwrap_or_default(),
             native: None,
+            clock: CeleryClock::from_settings(cfg),
         })
     }
 
@@ -99,6 +102,7 @@ impl ObjectClient {
             store: Arc::new(store),
             base: setting(cfg, "azureblockblob_base_path").unwrap_or_default(),
             native: None,
+            clock: CeleryClock::from_settings(cfg),
         })
     }
 
@@ -156,6 +160,7 @@ impl ObjectClient {
             kind: "gcs",
             native: ttl.map(|t| format!("gcs_ttl ({t} s): Celery sets each object's custom_time to its expiry and requires a Delete lifecycle rule on the bucket, so GCS deletes expired results")),
             store: Arc::new(store),
+            clock: CeleryClock::from_settings(cfg),
             // Celery writes `<base_path>/<key>` when a base path is set, else `<key>`.
             base: if base_path.is_empty() {
                 String::new()
@@ -194,12 +199,37 @@ impl ObjectClient {
         ))
     }
 
+    /// The body of an object, `None` when it vanished meanwhile.
+    async fn body(&self, p: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.store.get(p).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => Ok(Some(b.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(StoreError::protocol(self.kind, e)),
+            },
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::protocol(self.kind, e)),
+        }
+    }
+
+    /// Cleanup of result objects under the base path (Celery's `cleanup()` is the empty base
+    /// method for S3, GCS and Azure Blob; each key is one object holding the JSON meta).
+    ///
+    /// - Timestamp rule: as Redis (`date_done` is ISO-8601 with its UTC offset; naive strings in
+    ///   Celery's zone). Task objects without `date_done` are kept and counted.
+    /// - Group rule: Celery writes no group timestamp; a group object is deleted only when every
+    ///   member's task object is present and expired (`plan::group_verdict`). All objects are
+    ///   read before anything is deleted, groups are deleted before tasks.
+    /// - Other objects under the prefix (chord counters, foreign files) are left alone; unreadable
+    ///   result objects are skipped and counted.
+    /// - Deleted in batches of `batch` per kind; a dry run counts the same batches.
     pub async fn purge(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
         let err = |e: object_store::Error| StoreError::protocol(self.kind, e);
-        let mut report = PurgeReport {
-            dry_run: opts.dry_run,
-            ..Default::default()
-        };
+        let zone = self.clock.zone();
+        let naive = zone.as_ref().ok().map(|z| &z.1);
+        let mut report = PurgeReport::new(&opts);
+        report.time_rule = super::keyvalue::redis_time_rule(&zone);
+        report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in object stores)".into();
         let started = Instant::now();
         let prefix = self.list_prefix();
         let names: Vec<Path> = match self
@@ -215,60 +245,72 @@ impl ObjectClient {
         };
         let task_prefix = format!("{}{TASK_KEY}", self.base);
         let group_prefix = format!("{}{GROUP_KEY}", self.base);
-        let mut remaining: HashSet<String> = HashSet::new();
-        let mut delete: Vec<Path> = vec![];
         let t0 = Instant::now();
+        let mut tasks: HashMap<String, (Path, TaskVerdict)> = HashMap::new();
         for p in names
             .iter()
             .filter(|p| p.as_ref().starts_with(&task_prefix))
         {
             let id = p.as_ref()[task_prefix.len()..].to_string();
-            let body = self
-                .store
-                .get(p)
-                .await
-                .map_err(err)?
-                .bytes()
-                .await
-                .map_err(err)?;
-            if date_done_unix(&body).is_some_and(|t| t < opts.cutoff_unix) {
-                delete.push(p.clone());
-            } else {
-                remaining.insert(id);
+            let Some(body) = self.body(p).await? else {
+                continue;
+            };
+            let v = plan::task_verdict(&body, opts.cutoff_unix, naive);
+            match v {
+                TaskVerdict::NoDateDone => report.kept_without_date_done += 1,
+                TaskVerdict::Unrecognised => report.skip("unreadable task results"),
+                _ => {}
             }
+            tasks.insert(id, (p.clone(), v));
         }
-        report.tasks = delete.len() as u64;
+        let mut groups: Vec<Path> = vec![];
         for p in names
             .iter()
             .filter(|p| p.as_ref().starts_with(&group_prefix))
         {
-            let body = self
-                .store
-                .get(p)
-                .await
-                .map_err(err)?
-                .bytes()
-                .await
-                .map_err(err)?;
-            let members = group_members(&body);
-            if !members.is_empty() && members.iter().all(|m| !remaining.contains(m)) {
-                delete.push(p.clone());
-                report.groups += 1;
+            let Some(body) = self.body(p).await? else {
+                continue;
+            };
+            let Some(members) = plan::group_members(&body) else {
+                report.skip("unreadable group results");
+                continue;
+            };
+            let verdicts: Vec<Option<TaskVerdict>> =
+                members.iter().map(|m| tasks.get(m).map(|t| t.1)).collect();
+            match plan::group_verdict(&verdicts) {
+                GroupVerdict::Expired => groups.push(p.clone()),
+                GroupVerdict::InUse => {}
+                GroupVerdict::Unproven => report.kept_groups_unproven += 1,
             }
         }
+        let mut expired: Vec<Path> = tasks
+            .into_values()
+            .filter(|(_, v)| *v == TaskVerdict::Expired)
+            .map(|(p, _)| p)
+            .collect();
+        expired.sort();
         report.longest_batch = t0.elapsed();
-        if !opts.dry_run {
-            for chunk in delete.chunks(opts.batch.max(1) as usize) {
+        for (is_group, list) in [(true, &groups), (false, &expired)] {
+            for chunk in list.chunks(opts.batch.max(1) as usize) {
                 let t = Instant::now();
-                let locations = futures::stream::iter(chunk.iter().cloned().map(Ok)).boxed();
-                self.store
-                    .delete_stream(locations)
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(err)?;
-                report.batches += 1;
-                report.longest_batch = report.longest_batch.max(t.elapsed());
-                pace(opts.rate, report.batches * chunk.len() as u64, started).await;
+                if !opts.dry_run {
+                    let locations = futures::stream::iter(chunk.iter().cloned().map(Ok)).boxed();
+                    for r in self
+                        .store
+                        .delete_stream(locations)
+                        .collect::<Vec<_>>()
+                        .await
+                    {
+                        match r {
+                            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(err(e)),
+                        }
+                    }
+                }
+                report.record(is_group, chunk.len(), t.elapsed());
+                if !opts.dry_run {
+                    pace(opts.rate, report.tasks + report.groups, started).await;
+                }
             }
         }
         Ok(report)

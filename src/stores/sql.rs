@@ -1,13 +1,97 @@
 //! SQL stores (Celery's `db+` backend): PostgreSQL, MySQL/MariaDB and SQLite through sqlx.
-//! Cleanup deletes exactly what Celery's `DatabaseBackend.cleanup` deletes (rows of the task and
-//! group tables with `date_done` before the cutoff), in bounded batches instead of one statement.
+//! Cleanup deletes the rows of the task and group tables whose `date_done` is before the cutoff,
+//! read the way Celery wrote it (see `SqlTimeRule`), in bounded batches instead of one statement.
 
 use std::time::Instant;
 
 use sqlx::Connection;
 
+use super::plan::{self, CeleryClock};
 use super::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
+
+/// How `date_done` (a naive `TIMESTAMP WITHOUT TIME ZONE` / `DATETIME` column, as Celery's
+/// SQLAlchemy models create it) holds an instant, per engine and table. Celery 5.7 writes
+/// timezone-aware datetimes: `app.now()` in Celery's zone for task rows
+/// (`BaseBackend._get_result_meta`), and UTC now for group rows (the models' `_get_utc_now`
+/// default). Its `cleanup()` compares with `datetime.now(timezone.utc) - result_expires`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlTimeRule {
+    /// PostgreSQL (psycopg2): an aware datetime is sent as `timestamptz` and stored as wall time
+    /// in the **session's** `TimeZone`, whatever Celery's zone; Celery's cleanup converts its
+    /// cutoff the same way (`::TIMESTAMP WITHOUT TIME ZONE`). The operator sets its own session
+    /// to the zone Celery's sessions get (role/database settings, else the server's) and uses
+    /// the same cast. Holds for task and group rows alike.
+    SessionZone {
+        /// The zone name, as PostgreSQL knows it.
+        zone: String,
+        /// Where it came from (for the report).
+        source: String,
+    },
+    /// MySQL/MariaDB (pymysql) and SQLite (SQLAlchemy's string format): the offset is dropped,
+    /// so a row holds the wall time of the datetime Celery passed: Celery's zone for task rows,
+    /// UTC for group rows. MySQL's `time_zone` does not apply to `DATETIME` columns. Celery's
+    /// own cleanup compares both with a UTC wall time, so with a non-UTC zone it deletes task
+    /// rows early (zones west of UTC) or late (east); the operator uses each table's zone.
+    DroppedOffset {
+        /// Celery's zone (task rows).
+        zone: String,
+        tz: jiff::tz::TimeZone,
+    },
+}
+
+impl SqlTimeRule {
+    /// The SQL expression of the cutoff for the task (`is_group` false) or group table.
+    pub fn cutoff_expr(&self, cutoff_unix: i64, is_group: bool) -> String {
+        match self {
+            SqlTimeRule::SessionZone { .. } => {
+                let utc = plan::wall_time(cutoff_unix, &jiff::tz::TimeZone::UTC);
+                format!("CAST(CAST('{utc}+00' AS TIMESTAMP WITH TIME ZONE) AS TIMESTAMP WITHOUT TIME ZONE)")
+            }
+            SqlTimeRule::DroppedOffset { tz, .. } => {
+                let zone = if is_group {
+                    &jiff::tz::TimeZone::UTC
+                } else {
+                    tz
+                };
+                format!("'{}'", plan::wall_time(cutoff_unix, zone))
+            }
+        }
+    }
+
+    /// The rule in words, for the report and status.
+    pub fn describe(&self, engine: &str) -> String {
+        match self {
+            SqlTimeRule::SessionZone { zone, source } => format!(
+                "{engine}: date_done is wall time in the database session time zone {zone} ({source}), compared as Celery's cleanup() does"
+            ),
+            SqlTimeRule::DroppedOffset { zone, .. } => format!(
+                "{engine}: task date_done is wall time in Celery's time zone {zone}, group date_done in UTC (the driver drops the offset)"
+            ),
+        }
+    }
+}
+
+/// The PostgreSQL time zone Celery's sessions get, from `pg_db_role_setting` rows
+/// (`setconfig` entries such as `TimeZone=America/Los_Angeles`), in PostgreSQL's precedence:
+/// role in this database, then role, then database. `None` when none sets it.
+pub fn pg_zone_from_settings(
+    role_in_db: &[String],
+    role: &[String],
+    db: &[String],
+) -> Option<(String, String)> {
+    let find = |entries: &[String]| {
+        entries.iter().find_map(|e| {
+            let (k, v) = e.split_once('=')?;
+            k.eq_ignore_ascii_case("timezone")
+                .then(|| v.trim_matches('\'').trim_matches('"').to_string())
+        })
+    };
+    find(role_in_db)
+        .map(|z| (z, "ALTER ROLE … IN DATABASE … SET timezone".to_string()))
+        .or_else(|| find(role).map(|z| (z, "ALTER ROLE … SET timezone".into())))
+        .or_else(|| find(db).map(|z| (z, "ALTER DATABASE … SET timezone".into())))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -22,6 +106,8 @@ pub struct SqlStore {
     url: String,
     task_table: String,
     group_table: String,
+    /// Celery's `timezone`/`enable_utc` (MySQL and SQLite task rows).
+    clock: CeleryClock,
 }
 
 /// Quote an identifier (optionally schema-qualified) for the engine.
@@ -73,6 +159,7 @@ impl SqlStore {
             url,
             task_table: table(cfg, "task", "celery_taskmeta"),
             group_table: table(cfg, "group", "celery_tasksetmeta"),
+            clock: CeleryClock::from_settings(cfg),
         }
     }
 
@@ -101,22 +188,6 @@ impl SqlStore {
         Ok(format!("SELECT 1 returned {one}"))
     }
 
-    /// The cutoff as a UTC timestamp literal the engine compares with Celery's naive UTC `date_done`.
-    fn cutoff_literal(cutoff_unix: i64) -> String {
-        let t = time::OffsetDateTime::from_unix_timestamp(cutoff_unix)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
-    }
-
-    /// Statements for one batch: count (dry run) and delete, bounded by the primary key.
     /// Statements for one batch: count (dry run), the upper id bound of the next batch, and the
     /// delete. PostgreSQL and SQLite walk the primary key (keyset: each batch is an id range after
     /// the previous one, found and deleted through the primary-key index, so no batch rescans the
@@ -131,19 +202,19 @@ impl SqlStore {
         upto: Option<i64>,
     ) -> (String, String, String) {
         let t = ident(self.engine, table);
-        let count = format!("SELECT COUNT(*) FROM {t} WHERE date_done < '{cutoff}'");
+        let count = format!("SELECT COUNT(*) FROM {t} WHERE date_done < {cutoff}");
         let bound = format!(
-            "SELECT id FROM {t} WHERE id > {after} AND date_done < '{cutoff}' ORDER BY id LIMIT 1 OFFSET {}",
+            "SELECT id FROM {t} WHERE id > {after} AND date_done < {cutoff} ORDER BY id LIMIT 1 OFFSET {}",
             batch.saturating_sub(1)
         );
         let delete = match (self.engine, upto) {
             (Engine::Mysql, _) => {
-                format!("DELETE FROM {t} WHERE date_done < '{cutoff}' ORDER BY id LIMIT {batch}")
+                format!("DELETE FROM {t} WHERE date_done < {cutoff} ORDER BY id LIMIT {batch}")
             }
             (_, Some(upto)) => format!(
-                "DELETE FROM {t} WHERE id > {after} AND id <= {upto} AND date_done < '{cutoff}'"
+                "DELETE FROM {t} WHERE id > {after} AND id <= {upto} AND date_done < {cutoff}"
             ),
-            (_, None) => format!("DELETE FROM {t} WHERE id > {after} AND date_done < '{cutoff}'"),
+            (_, None) => format!("DELETE FROM {t} WHERE id > {after} AND date_done < {cutoff}"),
         };
         (count, bound, delete)
     }
@@ -156,71 +227,154 @@ impl SqlStore {
         sqlx::query(&q).fetch_all(&mut *c).await.is_ok()
     }
 
+    /// The zone Celery's PostgreSQL sessions get: role/database settings, else the server's
+    /// configuration (readable only with `pg_read_all_settings`), else UTC, said so.
+    async fn pg_session_zone(
+        &self,
+        c: &mut sqlx::AnyConnection,
+    ) -> Result<(String, String), StoreError> {
+        let err = |e: sqlx::Error| StoreError::protocol("postgresql", e);
+        let q = |db: &str, role: &str| {
+            format!(
+                "SELECT array_to_string(setconfig, chr(1)) FROM pg_db_role_setting WHERE setdatabase = {db} AND setrole = {role}"
+            )
+        };
+        let this_db = "(SELECT oid FROM pg_database WHERE datname = current_database())";
+        let this_role = "(SELECT oid FROM pg_roles WHERE rolname = current_user)";
+        let mut rows = vec![];
+        for (db, role) in [(this_db, this_role), ("0", this_role), (this_db, "0")] {
+            let v: Option<String> = sqlx::query_scalar(&q(db, role))
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(err)?;
+            rows.push(
+                v.map(|s| s.split('\u{1}').map(String::from).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some(z) = pg_zone_from_settings(&rows[0], &rows[1], &rows[2]) {
+            return Ok(z);
+        }
+        let file: Result<Option<String>, _> = sqlx::query_scalar(
+            "SELECT setting FROM pg_file_settings WHERE lower(name) = 'timezone' AND error IS NULL ORDER BY seqno DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *c)
+        .await;
+        Ok(match file {
+            Ok(Some(z)) => (z, "the server's configuration".into()),
+            Ok(None) => ("GMT".into(), "PostgreSQL's built-in default".into()),
+            Err(_) => (
+                "UTC".into(),
+                "assumed: the server's configured timezone is not readable by this role (grant pg_read_all_settings, or set it per database)".into(),
+            ),
+        })
+    }
+
+    /// The timestamp rule for this store (PostgreSQL: also sets the session's time zone).
+    async fn time_rule(&self, c: &mut sqlx::AnyConnection) -> Result<SqlTimeRule, StoreError> {
+        match self.engine {
+            Engine::Postgres => {
+                let (zone, source) = self.pg_session_zone(c).await?;
+                sqlx::query("SELECT set_config('TimeZone', $1, false)")
+                    .bind(zone.clone())
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| StoreError::protocol("postgresql", e))?;
+                Ok(SqlTimeRule::SessionZone { zone, source })
+            }
+            Engine::Mysql | Engine::Sqlite => {
+                let (zone, tz) = self
+                    .clock
+                    .zone()
+                    .map_err(|e| StoreError::Unsupported(format!("{}: {e}", self.engine())))?;
+                Ok(SqlTimeRule::DroppedOffset { zone, tz })
+            }
+        }
+    }
+
+    /// Cleanup of the task and group tables by `date_done`, read by `SqlTimeRule`. Group rows
+    /// carry their own `date_done` (written by Celery at `save()`), which is the group rule.
+    /// Rows with `date_done` NULL (a task that reached only PENDING/STARTED/RETRY) are kept, as
+    /// Celery's cleanup keeps them, and counted. Each table is deleted in batches of `batch` rows
+    /// plus one remainder; a dry run counts the same batches.
     pub async fn purge(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
         let mut c = self.connect().await?;
-        let cutoff = Self::cutoff_literal(opts.cutoff_unix);
-        let mut report = PurgeReport {
-            dry_run: opts.dry_run,
-            ..Default::default()
-        };
+        let rule = self.time_rule(&mut c).await?;
+        let mut report = PurgeReport::new(&opts);
+        report.time_rule = rule.describe(self.engine());
+        report.group_rule =
+            "group rows by their own date_done (Celery writes it when the group is saved)".into();
         let started = Instant::now();
         let batch = opts.batch.max(1);
+        let err = |e: sqlx::Error| StoreError::protocol(self.engine(), e);
         for (is_group, table) in [(false, &self.task_table), (true, &self.group_table)] {
             if !self.table_exists(&mut c, table).await {
                 continue; // Celery creates its tables lazily; no table, no results.
             }
+            if !is_group {
+                let q = format!(
+                    "SELECT COUNT(*) FROM {} WHERE date_done IS NULL",
+                    ident(self.engine, table)
+                );
+                let n: i64 = sqlx::query_scalar(&q)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(err)?;
+                report.kept_without_date_done += n.max(0) as u64;
+            }
+            let cutoff = rule.cutoff_expr(opts.cutoff_unix, is_group);
             let (count, _, _) = self.statements(table, batch, &cutoff, 0, None);
-            let n: u64 = if opts.dry_run {
+            if opts.dry_run {
                 let n: i64 = sqlx::query_scalar(&count)
                     .fetch_one(&mut c)
                     .await
-                    .map_err(|e| StoreError::protocol(self.engine(), e))?;
-                n.max(0) as u64
-            } else {
-                let mut total = 0u64;
-                let mut after = i64::MIN;
-                loop {
-                    let t0 = Instant::now();
-                    let (done, last) = if self.engine == Engine::Mysql {
-                        let (_, _, delete) = self.statements(table, batch, &cutoff, after, None);
-                        let n = sqlx::query(&delete)
-                            .execute(&mut c)
-                            .await
-                            .map_err(|e| StoreError::protocol(self.engine(), e))?
-                            .rows_affected();
-                        (n, n < u64::from(batch))
-                    } else {
-                        let (_, bound, _) = self.statements(table, batch, &cutoff, after, None);
-                        let upto: Option<i64> = sqlx::query_scalar(&bound)
-                            .fetch_optional(&mut c)
-                            .await
-                            .map_err(|e| StoreError::protocol(self.engine(), e))?;
-                        let (_, _, delete) = self.statements(table, batch, &cutoff, after, upto);
-                        let n = sqlx::query(&delete)
-                            .execute(&mut c)
-                            .await
-                            .map_err(|e| StoreError::protocol(self.engine(), e))?
-                            .rows_affected();
-                        if let Some(u) = upto {
-                            after = u;
-                        }
-                        (n, upto.is_none())
-                    };
-                    report.longest_batch = report.longest_batch.max(t0.elapsed());
-                    report.batches += 1;
-                    total += done;
-                    if last {
-                        break;
-                    }
-                    pace(opts.rate, report.tasks + report.groups + total, started).await;
-                    tokio::task::yield_now().await;
+                    .map_err(err)?;
+                let n = n.max(0) as u64;
+                report.batches += plan::batches(n, batch);
+                if is_group {
+                    report.groups += n;
+                } else {
+                    report.tasks += n;
                 }
-                total
-            };
-            if is_group {
-                report.groups += n;
-            } else {
-                report.tasks += n;
+                continue;
+            }
+            let mut after = i64::MIN;
+            loop {
+                let t0 = Instant::now();
+                let (done, last) = if self.engine == Engine::Mysql {
+                    let (_, _, delete) = self.statements(table, batch, &cutoff, after, None);
+                    let n = sqlx::query(&delete)
+                        .execute(&mut c)
+                        .await
+                        .map_err(err)?
+                        .rows_affected();
+                    (n, n < u64::from(batch))
+                } else {
+                    let (_, bound, _) = self.statements(table, batch, &cutoff, after, None);
+                    let upto: Option<i64> = sqlx::query_scalar(&bound)
+                        .fetch_optional(&mut c)
+                        .await
+                        .map_err(err)?;
+                    let (_, _, delete) = self.statements(table, batch, &cutoff, after, upto);
+                    let n = sqlx::query(&delete)
+                        .execute(&mut c)
+                        .await
+                        .map_err(err)?
+                        .rows_affected();
+                    if let Some(u) = upto {
+                        after = u;
+                    }
+                    (n, upto.is_none())
+                };
+                // An empty last statement deleted nothing: not a batch (the dry run's count).
+                if done > 0 {
+                    report.record(is_group, done as usize, t0.elapsed());
+                }
+                if last {
+                    break;
+                }
+                pace(opts.rate, report.tasks + report.groups, started).await;
+                tokio::task::yield_now().await;
             }
         }
         let _ = c.close().await;
@@ -243,8 +397,13 @@ mod tests {
     fn urls_and_statements() {
         let pg = SqlStore::new(&cfg("db+postgresql+psycopg2://u:p%40w@h:5432/db"));
         assert_eq!(pg.url, "postgres://u:p%40w@h:5432/db");
-        let (count, bound, delete) =
-            pg.statements("celery_taskmeta", 500, "2026-01-01 00:00:00", 42, Some(900));
+        let (count, bound, delete) = pg.statements(
+            "celery_taskmeta",
+            500,
+            "'2026-01-01 00:00:00'",
+            42,
+            Some(900),
+        );
         assert!(count.contains("\"celery_taskmeta\" WHERE date_done < '2026-01-01 00:00:00'"));
         assert!(
             bound.contains("id > 42 AND") && bound.ends_with("LIMIT 1 OFFSET 499"),
@@ -262,7 +421,6 @@ mod tests {
             .starts_with("DELETE FROM `s`.`t` WHERE"));
         let lite = SqlStore::new(&cfg("db+sqlite:////var/tmp/r.db"));
         assert_eq!(lite.url, "sqlite:///var/tmp/r.db?mode=rwc");
-        assert_eq!(SqlStore::cutoff_literal(0), "1970-01-01 00:00:00");
     }
 
     #[test]
@@ -279,5 +437,64 @@ mod tests {
         let s = SqlStore::new(&c);
         assert_eq!(s.task_table, "results.my_tasks");
         assert_eq!(s.group_table, "results.my_groups");
+    }
+
+    #[test]
+    fn cutoff_expressions_per_rule() {
+        // 2026-01-15T12:00:00Z
+        let t = 1_768_478_400;
+        let pg = SqlTimeRule::SessionZone {
+            zone: "America/Los_Angeles".into(),
+            source: "x".into(),
+        };
+        let cast = "CAST(CAST('2026-01-15 12:00:00.000000+00' AS TIMESTAMP WITH TIME ZONE) AS TIMESTAMP WITHOUT TIME ZONE)";
+        assert_eq!(pg.cutoff_expr(t, false), cast);
+        assert_eq!(pg.cutoff_expr(t, true), cast);
+        let shanghai = SqlTimeRule::DroppedOffset {
+            zone: "Asia/Shanghai".into(),
+            tz: jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
+        };
+        let table = [
+            (false, "'2026-01-15 20:00:00.000000'"),
+            (true, "'2026-01-15 12:00:00.000000'"),
+        ];
+        for (is_group, want) in table {
+            assert_eq!(shanghai.cutoff_expr(t, is_group), want);
+        }
+        assert!(shanghai
+            .describe("mysql")
+            .contains("Celery's time zone Asia/Shanghai"));
+    }
+
+    #[test]
+    fn postgres_session_zone_precedence() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let table = [
+            (v(&[]), v(&[]), v(&[]), None),
+            (
+                v(&[]),
+                v(&[]),
+                v(&["search_path=x", "TimeZone=Asia/Shanghai"]),
+                Some("Asia/Shanghai"),
+            ),
+            (
+                v(&[]),
+                v(&["timezone=America/Los_Angeles"]),
+                v(&["TimeZone=Asia/Shanghai"]),
+                Some("America/Los_Angeles"),
+            ),
+            (
+                v(&["TimeZone=Europe/Berlin"]),
+                v(&["timezone=America/Los_Angeles"]),
+                v(&[]),
+                Some("Europe/Berlin"),
+            ),
+        ];
+        for (a, b, c, want) in table {
+            assert_eq!(
+                pg_zone_from_settings(&a, &b, &c).map(|z| z.0),
+                want.map(String::from)
+            );
+        }
     }
 }

@@ -312,6 +312,7 @@ pub fn build(
         BackendKind::Filesystem => filesystem(&mut cx, spec)?,
     }
     result_expires(&mut cx, spec, kind)?;
+    celery_clock(&mut cx, spec)?;
     let uri = cx.out.uri.clone();
     cx.bind("uri", uri);
     Ok(cx.out)
@@ -352,6 +353,24 @@ fn result_expires(
         cx.set("result_expires", secs as u64);
     } else {
         cx.set("result_expires", secs);
+    }
+    Ok(())
+}
+
+/// Celery's `timezone` and `enable_utc` (`spec.timezone`, `spec.enableUtc`), which decide how
+/// Celery stamps `date_done` and so how cleanup reads it (`stores::plan::CeleryClock`).
+fn celery_clock(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    if let Some(tz) = &spec.timezone {
+        if jiff::tz::TimeZone::get(tz).is_err() {
+            return Err(invalid(
+                "spec.timezone",
+                "not an IANA time zone name (such as Europe/Berlin or UTC)",
+            ));
+        }
+        cx.set("timezone", tz.as_str());
+    }
+    if let Some(utc) = spec.enable_utc {
+        cx.set("enable_utc", utc);
     }
     Ok(())
 }
