@@ -663,3 +663,376 @@ fn check_probes_native_expiry_stores_and_fails_on_a_stopped_one() {
     assert!(err.contains("unhealthy") && err.contains("redis"), "{err}");
     assert!(!err.contains("s3cret-value"), "password leaked: {err}");
 }
+
+// ---- Celery as the oracle for what cleanup deletes (issue 17) ----------------------------------
+
+/// The cutoff of the oracle runs: results older than one hour are expired.
+const ORACLE_EXPIRES: u64 = 3600;
+
+/// Which rule decides a group's expiry in a store.
+#[derive(Clone, Copy, PartialEq)]
+enum GroupRule {
+    /// The group's own date_done (database, MongoDB).
+    OwnTimestamp,
+    /// Every member present and expired (Redis, object stores, CouchDB).
+    AllMembersExpired,
+    /// Celery's filesystem rule: each file by its modification time, whatever its state.
+    Mtime,
+}
+
+/// A backend manifest with its rendered celeryconfig.py in a directory of its own.
+struct Target {
+    dir: tempfile::TempDir,
+    f: String,
+    s: Option<String>,
+}
+
+fn target(spec: &str, password: Option<&str>) -> Target {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, s) = backend(dir.path(), spec, password);
+    Target { dir, f, s }
+}
+
+/// Run tests/stores/celery_oracle.py; its last stdout line is JSON.
+fn oracle(cmd: &str, t: &Target, arg: &str, env: &[(&str, &str)]) -> Value {
+    let script = format!("{}/tests/stores/celery_oracle.py", support::cluster::root());
+    let o = Command::new(python())
+        .args([script.as_str(), cmd, t.dir.path().to_str().unwrap(), arg])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "celery_oracle.py {cmd} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    support::python::last_json_line(&o.stdout)
+}
+
+/// What must survive a cleanup of results older than `expires` seconds under `rule`.
+fn expected_survivors(plan: &Value, expires: u64, rule: GroupRule) -> Value {
+    let mut tasks: Vec<String> = vec![];
+    for (id, t) in plan["tasks"].as_object().unwrap() {
+        let old = t["age"].as_u64().unwrap() > expires;
+        let finished = matches!(t["state"].as_str(), Some("SUCCESS" | "FAILURE"));
+        let deleted = match rule {
+            GroupRule::Mtime => old,
+            _ => old && finished,
+        };
+        if t["stored"] == true && !deleted {
+            tasks.push(id.clone());
+        }
+    }
+    let mut groups: Vec<String> = vec![];
+    for (id, g) in plan["groups"].as_object().unwrap() {
+        let deleted = match rule {
+            GroupRule::AllMembersExpired => g["kind"] == "expired",
+            _ => g["age"].as_u64().unwrap() > expires,
+        };
+        if !deleted {
+            groups.push(id.clone());
+        }
+    }
+    tasks.sort();
+    groups.sort();
+    serde_json::json!({"tasks": tasks, "groups": groups})
+}
+
+fn sorted(v: &Value) -> Value {
+    let mut out = v.clone();
+    for k in ["tasks", "groups"] {
+        let mut a: Vec<String> = v[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        a.sort();
+        out[k] = serde_json::json!(a);
+    }
+    out
+}
+
+/// The first line of a cleanup output without the verb and the timing, for comparing a dry run
+/// with the real run.
+fn counts_of(out: &str) -> String {
+    let line = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .replace("would delete", "deleted");
+    match (line.find(", longest "), line.find(" ms)")) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &line[..a], &line[b + 3..]),
+        _ => line,
+    }
+}
+
+/// Write the same seeded mix into `celery` (if any) and `op`; run Celery's cleanup() on the first
+/// and the operator's (dry run, then real, `--batch 2`) on the second; the operator must leave
+/// exactly the expected survivors, and the same ones as Celery when `celery_agrees`. Returns the
+/// real run's output.
+fn oracle_case(
+    label: &str,
+    celery: Option<(&Target, bool)>,
+    op: &Target,
+    seed: u64,
+    rule: GroupRule,
+    env: &[(&str, &str)],
+) -> String {
+    let plan = oracle("write", op, &seed.to_string(), env);
+    let plan_file = op.dir.path().join("plan.json");
+    std::fs::write(&plan_file, plan.to_string()).unwrap();
+    if let Some((c, _)) = celery {
+        let twin = oracle("write", c, &seed.to_string(), env);
+        assert_eq!(
+            twin["tasks"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            plan["tasks"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            "{label}: the twins hold the same results"
+        );
+        oracle("cleanup", c, &ORACLE_EXPIRES.to_string(), env);
+    }
+    let older = format!("{ORACLE_EXPIRES}s");
+    let run = |dry: bool| {
+        let mut args = vec!["cleanup"];
+        args.extend(target_args(&op.f, &op.s));
+        args.extend(["--older-than", &older, "--batch", "2", "--rate", "1000"]);
+        if dry {
+            args.push("--dry-run");
+        }
+        let (ok, out, err) = cli_env(&args, env);
+        assert!(ok, "{label}: cleanup (dry run: {dry}) failed: {err}");
+        out
+    };
+    let dry = run(true);
+    let real = run(false);
+    eprintln!("{label}: dry run: {dry}{label}: real: {real}");
+    assert_eq!(
+        counts_of(&dry),
+        counts_of(&real),
+        "{label}: the dry run and the real run disagree"
+    );
+    let got = sorted(&oracle("survivors", op, plan_file.to_str().unwrap(), env));
+    let want = expected_survivors(&plan, ORACLE_EXPIRES, rule);
+    assert_eq!(
+        got, want,
+        "{label}: the operator must keep exactly the unexpired and unfinished results"
+    );
+    if let Some((c, agrees)) = celery {
+        let by_celery = sorted(&oracle("survivors", c, plan_file.to_str().unwrap(), env));
+        if agrees {
+            assert_eq!(
+                by_celery, got,
+                "{label}: Celery's cleanup() and the operator kept different results"
+            );
+        } else {
+            eprintln!("{label}: Celery's own cleanup() kept {by_celery} (the operator: {got})");
+        }
+    }
+    real
+}
+
+/// The issue's PostgreSQL case: database time zone America/Los_Angeles or Asia/Shanghai, Celery
+/// with enable_utc=False and the same timezone. date_done holds local wall time; Celery's
+/// cleanup() and the operator delete the same rows: exactly the finished ones older than 1 h.
+#[test]
+fn postgresql_in_a_non_utc_database_time_zone_matches_celerys_cleanup() {
+    stores_up(&["postgresql"]);
+    for (i, tz) in ["America/Los_Angeles", "Asia/Shanghai"].iter().enumerate() {
+        let spec = |db: &str| {
+            format!("  timezone: {tz}\n  enableUtc: false\n  database:\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15432\n      database: {db}\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n")
+        };
+        let (a, b) = (
+            support::stores::pg_database("oracle"),
+            support::stores::pg_database("oracle"),
+        );
+        for db in [&a, &b] {
+            support::stores::pg_admin(&format!("ALTER DATABASE {db} SET timezone = '{tz}'"));
+        }
+        let pw = Some("pg p@ss:w/rd#?%");
+        let (celery, op) = (target(&spec(&a), pw), target(&spec(&b), pw));
+        let out = oracle_case(
+            &format!("postgresql {tz}"),
+            Some((&celery, true)),
+            &op,
+            17 + i as u64,
+            GroupRule::OwnTimestamp,
+            &[],
+        );
+        assert!(
+            out.contains(&format!("session time zone {tz} (ALTER DATABASE"))
+                && out.contains("without date_done"),
+            "{out}"
+        );
+        for db in [&a, &b] {
+            support::stores::pg_admin(&format!("DROP DATABASE {db}"));
+        }
+    }
+}
+
+/// MariaDB: with UTC (Celery's default) Celery's cleanup() and the operator agree. With a zone
+/// east or west of UTC Celery compares local task times with a UTC cutoff; the operator reads task
+/// rows in Celery's zone and still deletes exactly the finished results older than 1 h.
+#[test]
+fn mariadb_matches_celerys_cleanup_and_reads_task_rows_in_celerys_zone() {
+    stores_up(&["mariadb"]);
+    for (i, clock) in [
+        "",
+        "  timezone: Asia/Shanghai\n  enableUtc: false\n",
+        "  timezone: America/Los_Angeles\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let spec = || {
+            format!("{clock}  database:\n    tableNames: {{task: tasks_{id}, group: groups_{id}}}\n    external:\n      engine: mysql\n      host: 127.0.0.1\n      port: 13306\n      database: celery\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n", id = run_id())
+        };
+        let pw = Some("my p@ss:w/rd#?%");
+        let (celery, op) = (target(&spec(), pw), target(&spec(), pw));
+        oracle_case(
+            &format!("mariadb {}", clock.trim()),
+            Some((&celery, i == 0)),
+            &op,
+            30 + i as u64,
+            GroupRule::OwnTimestamp,
+            &[],
+        );
+    }
+}
+
+/// SQLite keeps the wall time of Celery's zone for task rows, UTC for group rows.
+#[test]
+fn sqlite_matches_celerys_cleanup() {
+    for (i, clock) in ["", "  timezone: America/Los_Angeles\n"].iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |name: &str| {
+            format!(
+                "{clock}  database:\n    external:\n      engine: sqlite\n      path: {}\n",
+                dir.path().join(name).display()
+            )
+        };
+        let (celery, op) = (target(&spec("a.db"), None), target(&spec("b.db"), None));
+        oracle_case(
+            &format!("sqlite {}", clock.trim()),
+            Some((&celery, i == 0)),
+            &op,
+            40 + i as u64,
+            GroupRule::OwnTimestamp,
+            &[],
+        );
+    }
+}
+
+/// MongoDB stores BSON dates (UTC): Celery's zone does not matter, and Celery agrees.
+#[test]
+fn mongodb_matches_celerys_cleanup() {
+    stores_up(&["mongodb"]);
+    let spec = || {
+        let id = run_id();
+        format!("  timezone: America/Los_Angeles\n  enableUtc: false\n  mongodb:\n    taskmetaCollection: tasks_{id}\n    groupmetaCollection: groups_{id}\n    external:\n      hosts: [{{host: 127.0.0.1, port: 37017}}]\n      database: oracle_{id}\n")
+    };
+    let (celery, op) = (target(&spec(), None), target(&spec(), None));
+    oracle_case(
+        "mongodb",
+        Some((&celery, true)),
+        &op,
+        50,
+        GroupRule::OwnTimestamp,
+        &[],
+    );
+}
+
+/// Filesystem: Celery's own rule (name prefix and modification time); with UTC Celery agrees.
+/// In another zone Celery's cutoff moves by that zone's 1970 offset; the operator's does not.
+#[test]
+fn filesystem_matches_celerys_cleanup() {
+    for (i, clock) in ["", "  timezone: Asia/Shanghai\n"].iter().enumerate() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let spec = |d: &Path| {
+            format!(
+                "{clock}  filesystem:\n    external:\n      path: {}\n",
+                d.display()
+            )
+        };
+        let (celery, op) = (
+            target(&spec(da.path()), None),
+            target(&spec(db.path()), None),
+        );
+        oracle_case(
+            &format!("filesystem {}", clock.trim()),
+            Some((&celery, i == 0)),
+            &op,
+            60 + i as u64,
+            GroupRule::Mtime,
+            &[],
+        );
+    }
+}
+
+/// Redis without TTLs (Celery has no cleanup of its own here): random mixes written through
+/// Celery, a group whose members are not stored yet, an unfinished chord's `.j` list and `.t`
+/// counter. Exactly the finished results older than 1 h go, and groups only when every member
+/// did; the chord keys are skipped and reported, and the run goes on.
+#[test]
+fn redis_random_mixes_lose_exactly_the_expired_finished_results() {
+    stores_up(&["redis"]);
+    for seed in [1u64, 2, 3] {
+        let t = target(
+            &format!("  timezone: Asia/Shanghai\n  enableUtc: false\n  resultExpires: 0s\n  redis:\n    external:\n      host: 127.0.0.1\n      port: 16379\n      db: 4\n      keyPrefix: 'oracle-{}:'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n", run_id()),
+            Some("r3dis p@ss:w/rd#?%"),
+        );
+        let out = oracle_case(
+            &format!("redis seed {seed}"),
+            None,
+            &t,
+            seed,
+            GroupRule::AllMembersExpired,
+            &[],
+        );
+        assert!(
+            out.contains("skipped 2 chord bookkeeping keys")
+                && out.contains("group results not shown to be expired")
+                && out.contains("without date_done"),
+            "{out}"
+        );
+    }
+}
+
+/// S3 (moto): the same property, through Celery's S3 backend.
+#[test]
+fn s3_random_mix_loses_exactly_the_expired_finished_results() {
+    stores_up(&["s3"]);
+    let bucket = format!("oracle-{}", run_id());
+    let mk = Command::new(python())
+        .args(["-c", "import boto3, sys; boto3.client('s3', endpoint_url='http://127.0.0.1:25000', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[1])", &bucket])
+        .output()
+        .unwrap();
+    assert!(
+        mk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mk.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "backend.yaml",
+        &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n  timezone: America/Los_Angeles\n  s3:\n    basePath: results/\n    external:\n      bucket: {bucket}\n      region: us-east-1\n      endpointUrl: http://127.0.0.1:25000\n      accessKeyIdSecretRef: {{name: store-auth, key: id}}\n      secretAccessKeySecretRef: {{name: store-auth, key: password}}\n"),
+    );
+    let s = write(
+        dir.path(),
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: store-auth}\nstringData:\n  id: test\n  password: test\n",
+    );
+    let (ok, out, err) = cli(&["uri", "-f", &f, "-s", &s, "-o", "config"]);
+    assert!(ok, "uri: {err}");
+    std::fs::write(dir.path().join("celeryconfig.py"), out).unwrap();
+    let t = Target { dir, f, s: Some(s) };
+    oracle_case("s3", None, &t, 70, GroupRule::AllMembersExpired, &[]);
+}
