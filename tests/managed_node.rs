@@ -21,6 +21,22 @@ fn broker(worker: &str) -> String {
     format!("redis://broker:6379/{db}")
 }
 
+fn ids_of(out: &serde_json::Value) -> String {
+    out["ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn rand_suffix() -> String {
+    format!("{:06x}", rand::random::<u32>() & 0xffffff)
+}
+
 fn all_true(ns: &str, backend: &str) -> Option<()> {
     ["Provisioned", "Ready", "Healthy"]
         .iter()
@@ -193,13 +209,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
     rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
     wait_ready(&n, "managed-redis", 180);
     assert_eq!(secret_key(&n, "managed-redis-credentials", "password"), pw);
-    let ids = first["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join(",");
+    let ids = ids_of(&first);
     let read = client_job(
         &n,
         "redis-read-1",
@@ -244,7 +254,117 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
     );
     assert_results(&out, 2);
 
-    // 5. Retain: deleting the backend keeps the claim and the credentials; re-created, it finds
+    // 5. A cleanup policy removes expired results from the managed PostgreSQL while a client
+    //    keeps writing fresh ones: every expired result gone, every fresh one readable.
+    let old = client_job(
+        &n,
+        "pg-old",
+        &worker_image,
+        "managed-postgresql",
+        &broker("worker-pg"),
+        &["send", "4"],
+    );
+    assert_results(&old, 4);
+    let old_ids = ids_of(&old);
+    std::thread::sleep(Duration::from_secs(45));
+    support::node::apply(
+        &n,
+        &format!(
+            "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {n}}}\nspec:\n  schedule: '*/5 * * * * *'\n  retention: 40s\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}\n"
+        ),
+    );
+    let fresh = client_job(
+        &n,
+        "pg-fresh",
+        &worker_image,
+        "managed-postgresql",
+        &broker("worker-pg"),
+        &["send", "6"],
+    );
+    assert_results(&fresh, 6);
+    wait_until("the policy deleted the expired results", 90, || {
+        let read = client_job(
+            &n,
+            &format!("pg-read-{}", rand_suffix()),
+            &worker_image,
+            "managed-postgresql",
+            &broker("worker-pg"),
+            &["read", &old_ids],
+        );
+        read["states"]
+            .as_array()?
+            .iter()
+            .all(|s| s == "PENDING")
+            .then_some(())
+    });
+    let read = client_job(
+        &n,
+        "pg-read-fresh",
+        &worker_image,
+        "managed-postgresql",
+        &broker("worker-pg"),
+        &["read", &ids_of(&fresh)],
+    );
+    assert!(
+        read["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s == "SUCCESS"),
+        "fresh results stay readable: {read}"
+    );
+    kubectl_ok(&["delete", "celeryresultcleanuppolicy", &n]);
+
+    // 6. Deleting a backend first rolls its workers to a template without the variable, then its
+    //    Secret goes; with deletionPolicy Delete the claim goes too.
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "patch",
+        "crb",
+        "managed-postgresql",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"database": {"managed": {"deletionPolicy": "Delete"}}}}"#,
+    ]);
+    wait_ready(&n, "managed-postgresql", 120);
+    let pg_claim = check_store_pod(&n, "managed-postgresql");
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "delete",
+        "crb",
+        "managed-postgresql",
+        "--timeout=120s",
+    ]);
+    assert!(
+        !json(&n, &["deployment", "worker-pg"])["spec"]["template"]["spec"]["containers"][0]["env"]
+            .to_string()
+            .contains("CELERY_RESULT_BACKEND"),
+        "the worker template was released before the backend went"
+    );
+    wait_until("the URI Secret and the claim are gone", 120, || {
+        (get(
+            &n,
+            &[
+                "get",
+                "secret",
+                "managed-postgresql-celery-result-backend",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ],
+        )
+        .is_empty()
+            && get(
+                &n,
+                &["get", "pvc", &pg_claim, "--ignore-not-found", "-o", "name"],
+            )
+            .is_empty())
+        .then_some(())
+    });
+
+    // 7. Retain: deleting the backend keeps the claim and the credentials; re-created, it finds
     //    its data and password again.
     kubectl_ok(&["-n", &n, "delete", "crb", "managed-redis", "--timeout=120s"]);
     wait_until("the Redis StatefulSet is gone", 120, || {
