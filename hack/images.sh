@@ -1,213 +1,399 @@
 #!/usr/bin/env bash
-# Images without a registry, imported into the node's containerd (hack/node.sh):
-#   - the operator, built from the project's Dockerfile by buildah, on local bases;
-#   - a Celery worker (Celery and the Redis/PostgreSQL clients, images/worker/cbo_tasks.py);
-#   - Redis 7 and PostgreSQL 15 for managed stores, from Debian packages, honouring the official
-#     images' contracts (images/postgresql/docker-entrypoint.sh).
-# The Debian root filesystems come from mmdebstrap; Python wheels from the host's pip (Pods and
-# chroots here cannot verify the registry's certificate chain, the host can).
-#   hack/images.sh build   build what changed (content hashes in the tags) and import it
-#   hack/images.sh env     print the export lines that make a shell (an operator, helm install,
-#                          the tests) use these images
+# Container images without a registry, for the node of hack/cluster.sh (containerd under
+# $CBO_NODE_DIR, namespace k8s.io).
+#
+#   hack/images.sh pause   the node's sandbox image $CBO_PAUSE_IMAGE (static C, one layer); built
+#                          once, imported when the node's containerd runs. Cheap: cluster.sh calls it
+#                          on every `up`.
+#   hack/images.sh build   every image below: builds what changed, writes OCI archives under
+#                          $CBO_CACHE/images/, imports them into the node's containerd.
+#   hack/images.sh env     the export lines that make a shell (an operator started from it,
+#                          `helm install`, the tests) use these images. Computed without building.
+#
+# Images (every tag is a hash of that image's inputs, so `env` is right after any `build`):
+#   debian-base        bookworm from Debian packages (mmdebstrap): libc, libgcc, CA certificates,
+#                      user nonroot 65532. Only in buildah's store: the other images' first layer.
+#   celery-backend-operator
+#                      the project's Dockerfile, built by buildah with local bases (a builder with a
+#                      C toolchain and the host's Rust toolchain mounted; debian-base as runtime) and
+#                      the dev profile, sharing the test suite's cargo target directory.
+#   celery-worker      Debian's Python 3.11, a venv with the pinned Celery and the Redis/PostgreSQL
+#                      clients, images/worker/cbo_tasks.py and cbo_client.py; user celery 1000.
+#   redis              Redis 7.0 from Debian, user redis 999, the official image's contract.
+#   postgres           PostgreSQL 15 from Debian, user postgres 999, the official image's environment
+#                      contract (images/postgresql/docker-entrypoint.sh), read-only root filesystem.
+# buildah uses its own vfs storage under $CBO_BUILDAH_ROOT, never the system's. Python wheels are
+# downloaded by the host's pip (which has the machine's certificate configuration) and installed
+# offline inside the root filesystem.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 . "$HERE/versions.sh"
 OUT=$CBO_CACHE/images
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
+IMG=$ROOT/images
 P=$CBO_IMAGE_PREFIX
-# Packages of the shared root filesystem: the worker's Python, the stores, and the builder's C
-# toolchain (the Rust toolchain is the host's, mounted into the build).
-FULL_PKGS=ca-certificates,python3,python3-venv,redis-server,postgresql-15,gcc,libc6-dev,pkg-config,make,binutils,procps
-RUNTIME_PKGS=ca-certificates
+SUITE=bookworm
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
+# The host's Rust toolchain, mounted into the operator's build at the same paths.
+RUSTUP_DIR=${RUSTUP_HOME:-$HOME/.rustup}
+CARGO_DIR=${CARGO_HOME:-$HOME/.cargo}
+# dev: the profile `cargo test` builds, so the image carries the suite's binary and compiles nothing.
+OPERATOR_PROFILE=${CBO_OPERATOR_PROFILE:-dev}
+
+# Debian packages per image (the base's are in every image).
+BASE_PKGS=ca-certificates,libgcc-s1
+BUILDER_PKGS=gcc,libc6-dev,pkg-config,make,binutils
+WORKER_PKGS=python3,python3-venv,tzdata
+REDIS_PKGS=redis-server
+POSTGRES_PKGS=postgresql-15
 PG_BIN=/usr/lib/postgresql/15/bin
 
 log() { echo "images: $*" >&2; }
-die() { log "$*"; exit 1; }
+die() { echo "images: error: $*" >&2; exit 1; }
 h() { sha256sum | cut -c1-12; }
+files_hash() { (cd "$ROOT" && sha256sum "$@") | h; }
 
-# Tags from the inputs' content, computable without building (for `env`).
-full_hash() { { echo "$FULL_PKGS"; cat "$ROOT/images/worker/requirements.txt"; declare -f rootfs; } | h; }
-runtime_hash() { { echo "$RUNTIME_PKGS"; declare -f rootfs; } | h; }
-operator_hash() {
-  { full_hash; runtime_hash; cat "$ROOT/Dockerfile" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock"
-    (cd "$ROOT" && find src -type f -print0 | sort -z | xargs -0 cat); } | h
+# ---------------------------------------------------------------------------------------------
+# Root filesystems from Debian packages.
+
+# Documentation, manuals and translations are not installed.
+DPKG_OPTS=(
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*'
+)
+# Fixed users, added before the packages whose maintainer scripts would otherwise pick a uid.
+# Runs in mmdebstrap's essential hook: "$1" is the new root.
+users_hook() { # name:uid:home ...
+  local s='set -e'
+  for u in "$@"; do
+    IFS=: read -r name uid home <<<"$u"
+    s+="; echo '$name:x:$uid:$uid::$home:/bin/sh' >>\"\$1/etc/passwd\""
+    s+="; echo '$name:x:$uid:' >>\"\$1/etc/group\""
+    s+="; echo '$name:*:19000:0:99999:7:::' >>\"\$1/etc/shadow\""
+    s+="; mkdir -p \"\$1$home\"; chown $uid:$uid \"\$1$home\""
+  done
+  printf '%s' "$s"
 }
-worker_hash() { { full_hash; cat "$ROOT/images/worker/cbo_tasks.py"; } | h; }
-postgresql_hash() { { full_hash; cat "$ROOT/images/postgresql/docker-entrypoint.sh"; } | h; }
-redis_hash() { full_hash; }
+BASE_USERS=(nonroot:65532:/home/nonroot)
 
-env_lines() {
-  echo "export CBO_OPERATOR_IMAGE=$P/celery-backend-operator:$(operator_hash)"
-  echo "export CBO_WORKER_IMAGE=$P/celery-worker:$(worker_hash)"
-  echo "export CBO_STORE_IMAGE_REDIS=$P/redis:7.0-$(redis_hash)"
-  echo "export CBO_STORE_IMAGE_POSTGRESQL=$P/postgres:15-$(postgresql_hash)"
-}
-
-need_tools() {
-  local missing=()
-  command -v buildah >/dev/null || missing+=(buildah)
-  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
-  command -v ctr >/dev/null || missing+=(containerd)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]} (apt)"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null \
-    || die "cannot install ${missing[*]} from apt; the images need them"
-}
-
-# rootfs NAME PACKAGES [extra mmdebstrap args]: a Debian bookworm tarball with fixed users:
-# postgres 999 (the operator runs managed stores as 999; initdb needs a passwd entry),
-# celery 1000 (the worker), nonroot 65532 (the operator, as on distroless).
+# rootfs FORMAT OUT PACKAGES [mmdebstrap args]: variant essential (no apt, no package manager in
+# the image) plus PACKAGES. FORMAT is tar or directory. Kept once built.
 rootfs() {
-  local name=$1 pkgs=$2; shift 2
-  local tar=$OUT/$name.tar
-  [ -s "$tar" ] && return 0
-  mkdir -p "$OUT"
-  log "assembling the $name root filesystem from Debian packages (mmdebstrap)"
-  mmdebstrap --quiet --variant=minbase --include="$pkgs" \
-    --essential-hook='printf "postgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh\ncelery:x:1000:1000:Celery:/home/celery:/bin/sh\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n" >>"$1/etc/passwd"; printf "postgres:x:999:\ncelery:x:1000:\nnonroot:x:65532:\n" >>"$1/etc/group"; printf "postgres:*:19000:0:99999:7:::\ncelery:*:19000:0:99999:7:::\nnonroot:*:19000:0:99999:7:::\n" >>"$1/etc/shadow"; mkdir -p "$1/home/celery" "$1/home/nonroot"; chown 1000:1000 "$1/home/celery"; chown 65532:65532 "$1/home/nonroot"' \
-    "$@" bookworm "$tar.tmp" || { rm -rf "$tar.tmp"; die "mmdebstrap failed for $name (see above)"; }
-  mv "$tar.tmp" "$tar"
+  local format=$1 out=$2 pkgs=$3; shift 3
+  [ -e "$out" ] && return 0
+  mkdir -p "$(dirname "$out")"
+  rm -rf "$out.tmp"
+  log "assembling $(basename "$out") from Debian packages (mmdebstrap $SUITE: $pkgs)"
+  mmdebstrap --quiet --variant=essential --format="$format" --include="$pkgs" "${DPKG_OPTS[@]}" \
+    --essential-hook="$(users_hook "${BASE_USERS[@]}")" "$@" "$SUITE" "$out.tmp" \
+    || { rm -rf "$out.tmp"; die "mmdebstrap failed for $(basename "$out") (see above)"; }
+  mv "$out.tmp" "$out"
 }
 
-build_roots() {
-  local wheels=$OUT/wheels-$(full_hash)
-  if [ ! -f "$wheels/.complete" ]; then
-    log "downloading the worker's wheels"
-    rm -rf "$wheels"; mkdir -p "$wheels"
-    PIP_FIND_LINKS= python3 -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.11.2 \
-      --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-      -d "$wheels" -r "$ROOT/images/worker/requirements.txt" || die "pip download failed"
-    touch "$wheels/.complete"
-  fi
-  rootfs "full-$(full_hash)" "$FULL_PKGS" \
-    --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp $wheels/*.whl $ROOT/images/worker/requirements.txt \"\$1/tmp/wheels/\"" \
-    --customize-hook='chroot "$1" python3 -m venv /opt/celery' \
-    --customize-hook='PIP_FIND_LINKS= chroot "$1" /opt/celery/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check -r /tmp/wheels/requirements.txt && rm -rf "$1/tmp/wheels"'
-  rootfs "runtime-$(runtime_hash)" "$RUNTIME_PKGS"
-}
+# ---------------------------------------------------------------------------------------------
+# buildah, with its own storage.
 
 B() { TMPDIR=$CBO_BUILDAH_ROOT/tmp buildah --root "$CBO_BUILDAH_ROOT/root" --runroot "$CBO_BUILDAH_ROOT/run" --storage-driver vfs "$@"; }
+exists() { B inspect --type image "$1" >/dev/null 2>&1; }
 
-# A buildah image from a root filesystem tarball (the Dockerfile's FROM needs it in buildah's store).
-buildah_base() { # ref tar [config args...]
-  local ref=$1 tar=$2; shift 2
-  B inspect --type image "$ref" >/dev/null 2>&1 && return 0
-  local c
-  c=$(B from scratch)
-  B add "$c" "$tar" / >/dev/null
-  B config "$@" "$c"
-  B commit --quiet "$c" "$ref" >/dev/null
-  B rm "$c" >/dev/null
+need_tools() { # command:debian-package ...
+  local missing=() c
+  for c in "$@"; do command -v "${c%%:*}" >/dev/null || missing+=("${c##*:}"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "missing ${missing[*]} (Debian packages) and no apt-get to install them"
+  log "installing ${missing[*]} (apt)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/dev/null \
+    || die "cannot install ${missing[*]} with apt-get; the images need them"
+  for c in "$@"; do command -v "${c%%:*}" >/dev/null || die "${c%%:*} (Debian package ${c##*:}) is still missing"; done
 }
 
-ctr_() { ctr --address "$CBO_CONTAINERD_SOCK" -n k8s.io "$@"; }
-have() { ctr_ images ls -q | grep -qx "$1"; }
-
-build() {
-  local t0 refs op worker pg redis full runtime
-  t0=$(date +%s)
-  [ -S "$CBO_CONTAINERD_SOCK" ] || die "the node's containerd is not running ($CBO_CONTAINERD_SOCK); run hack/cluster.sh up first"
-  need_tools
-  eval "$(env_lines)"
-  op=$CBO_OPERATOR_IMAGE worker=$CBO_WORKER_IMAGE pg=$CBO_STORE_IMAGE_POSTGRESQL redis=$CBO_STORE_IMAGE_REDIS
-  full=$OUT/full-$(full_hash).tar runtime=$OUT/runtime-$(runtime_hash).tar
-
-  # Worker and stores: one archive, the shared root filesystem stored once, plus small layers.
-  if ! have "$worker" || ! have "$pg" || ! have "$redis"; then
-    build_roots
-    local top=$OUT/layers; rm -rf "$top"; mkdir -p "$top/worker/app" "$top/pg/usr/local/bin"
-    cp "$ROOT/images/worker/cbo_tasks.py" "$top/worker/app/"
-    install -m 0755 "$ROOT/images/postgresql/docker-entrypoint.sh" "$top/pg/usr/local/bin/"
-    cat >"$OUT/spec.json" <<EOF
-{"images": [
- {"ref": "$worker", "layers": ["$full", "$top/worker"],
-  "config": {"User": "1000:1000", "WorkingDir": "/app", "Env": ["PATH=/opt/celery/bin:/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/app", "PYTHONUNBUFFERED=1", "HOME=/home/celery"],
-             "Cmd": ["celery", "-A", "cbo_tasks", "worker", "--loglevel=INFO", "--concurrency=2"]}},
- {"ref": "$redis", "layers": ["$full"],
-  "config": {"User": "999:999", "WorkingDir": "/data", "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["redis-server"], "ExposedPorts": {"6379/tcp": {}}}},
- {"ref": "$pg", "layers": ["$full", "$top/pg"],
-  "config": {"User": "999:999", "Env": ["PATH=$PG_BIN:/usr/local/bin:/usr/bin:/bin", "PGDATA=/var/lib/postgresql/data"],
-             "Entrypoint": ["docker-entrypoint.sh"], "Cmd": ["postgres"], "ExposedPorts": {"5432/tcp": {}}, "StopSignal": "SIGINT"}}
-]}
-EOF
-    log "importing $worker, $redis, $pg"
-    python3 "$HERE/oci_archive.py" "$OUT/spec.json" "$OUT/shared.tar"
-    ctr_ images import "$OUT/shared.tar" >/dev/null
-    rm -f "$OUT/shared.tar"
-  fi
-
-  # The operator, from the project's Dockerfile. Its build stage reuses the host's Rust toolchain
-  # and cargo caches (mounted), with the dev profile the test suite already built: the binary is
-  # the suite's, and a warm build compiles nothing.
-  if ! have "$op"; then
-    build_roots
-    buildah_base "$P/builder:$(full_hash)" "$full" \
-      --env PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin --env RUSTUP_HOME=/root/.rustup --env CARGO_HOME=/root/.cargo
-    buildah_base "$P/runtime:$(runtime_hash)" "$runtime" --env PATH=/usr/local/bin:/usr/bin:/bin
-    [ -d /root/.rustup ] && [ -d /root/.cargo ] || die "the build mounts the host's Rust toolchain from /root/.rustup and /root/.cargo (rustup)"
-    mkdir -p "$CARGO_TARGET_DIR"
-    log "building $op from the Dockerfile (buildah)"
-    B bud --quiet --isolation chroot --layers=false \
-      --build-arg BUILDER_IMAGE="$P/builder:$(full_hash)" --build-arg RUNTIME_IMAGE="$P/runtime:$(runtime_hash)" \
-      --build-arg CARGO_PROFILE=dev --build-arg CARGO_TARGET_DIR="$CARGO_TARGET_DIR" --build-arg SRC_DIR="$ROOT" \
-      --build-arg CARGO_NET_OFFLINE=true \
-      -v /root/.cargo:/root/.cargo -v /root/.rustup:/root/.rustup:ro -v "$CARGO_TARGET_DIR:$CARGO_TARGET_DIR" \
-      -t "$op" -f "$ROOT/Dockerfile" "$ROOT" >/dev/null || die "buildah bud of the Dockerfile failed"
-    B push --quiet "$op" "oci-archive:$OUT/operator.tar:$op" >/dev/null
-    ctr_ images import "$OUT/operator.tar" >/dev/null
-    rm -f "$OUT/operator.tar"
-    # Keep buildah's store small: only the bases stay.
-    B rmi "$op" >/dev/null 2>&1 || true
-  fi
-  for r in "$op" "$worker" "$redis" "$pg"; do have "$r" || die "$r is not in the node's containerd after the import"; done
-  log "ready in $(( $(date +%s) - t0 ))s: $op $worker $redis $pg"
+# image_from_rootfs ROOTFS_DIR: a container on debian-base whose files become ROOTFS_DIR's
+# (rsync; buildah records only what differs from the base, deletions included). Prints its id.
+image_from_rootfs() {
+  local c m
+  c=$(B from --pull=never --quiet "$(base_ref)")
+  m=$(B mount "$c")
+  rsync -aH --delete "$1/" "$m/" || { B rm "$c" >/dev/null; die "copying $1 into the image failed"; }
+  B umount "$c" >/dev/null
+  echo "$c"
 }
 
-# The node's sandbox image $CBO_PAUSE_IMAGE: images/pause/pause.c, gcc -static, one layer, built
-# once (the archive's name carries the source's hash) and imported when the node's containerd runs.
-pause_hash() { { declare -f build_pause; cat "$ROOT/images/pause/pause.c"; } | h; }
+# commit_archive CONTAINER REF ARCHIVE: commits, writes ARCHIVE (oci-archive), drops the image
+# from buildah's store (the archive is what is kept and imported).
+commit_archive() {
+  local c=$1 ref=$2 tar=$3
+  B commit --quiet --rm "$c" "$ref" >/dev/null
+  push_archive "$ref" "$tar"
+  B rmi "$ref" >/dev/null
+}
+push_archive() {
+  rm -f "$2.tmp"
+  B push --quiet -D "$1" "oci-archive:$2.tmp:$1" >/dev/null || die "buildah push of $1 failed"
+  mv "$2.tmp" "$2"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The images. NAME_hash prints the tag part from the inputs; build_NAME builds $OUT/NAME-HASH.tar.
+
+pause_hash() { { declare -f build_pause; cat "$IMG/pause/pause.c"; } | h; }
 build_pause() {
-  command -v gcc >/dev/null || die "gcc is required for the pause image (apt-get install gcc libc6-dev)"
-  command -v buildah >/dev/null || die "buildah is required for the pause image (apt-get install buildah)"
+  need_tools gcc:gcc
   local dir=$OUT/pause-build c
-  rm -rf "$dir"; mkdir -p "$dir" "$CBO_BUILDAH_ROOT/tmp"
-  gcc -static -O2 -s -o "$dir/pause" "$ROOT/images/pause/pause.c" \
+  rm -rf "$dir"; mkdir -p "$dir"
+  gcc -static -O2 -s -o "$dir/pause" "$IMG/pause/pause.c" \
     || die "gcc -static failed for images/pause/pause.c (the static C library is in Debian's libc6-dev)"
   c=$(B from scratch)
   B copy --chmod 0755 "$c" "$dir/pause" /pause >/dev/null
   B config --entrypoint '["/pause"]' --user 65535:65535 "$c"
-  B commit --quiet --rm "$c" "$CBO_PAUSE_IMAGE" >/dev/null
-  rm -f "$1.tmp"
-  B push --quiet -D "$CBO_PAUSE_IMAGE" "oci-archive:$1.tmp:$CBO_PAUSE_IMAGE" >/dev/null || die "buildah push of $CBO_PAUSE_IMAGE failed"
-  mv "$1.tmp" "$1"
-  B rmi "$CBO_PAUSE_IMAGE" >/dev/null
+  commit_archive "$c" "$CBO_PAUSE_IMAGE" "$OUT/pause-$(pause_hash).tar"
   rm -rf "$dir"
 }
-archive_digest() { tar -xOf "$1" index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -1 | cut -d'"' -f4; }
-node_digest() { ctr_ images ls "name==$1" 2>/dev/null | awk -v r="$1" '$1 == r {print $3}'; }
-pause() {
-  local tar want
-  tar=$OUT/pause-$(pause_hash).tar
-  if [ ! -s "$tar" ]; then
-    mkdir -p "$OUT"
-    log "building $CBO_PAUSE_IMAGE (static C)"
-    build_pause "$tar"
-  fi
-  if ! { [ -S "$CBO_CONTAINERD_SOCK" ] && ctr_ version >/dev/null 2>&1; }; then
-    log "the node's containerd is not running ($CBO_CONTAINERD_SOCK): $tar is built, not imported"
-    return 0
-  fi
-  want=$(archive_digest "$tar")
-  [ "$(node_digest "$CBO_PAUSE_IMAGE")" = "$want" ] && return 0
-  log "importing $CBO_PAUSE_IMAGE into the node's containerd"
-  ctr_ images import "$tar" >/dev/null || die "ctr images import $tar failed"
-  [ "$(node_digest "$CBO_PAUSE_IMAGE")" = "$want" ] || die "$CBO_PAUSE_IMAGE is not listed in the node's containerd after the import"
+
+base_hash() { { echo "$SUITE $BASE_PKGS"; declare -p DPKG_OPTS BASE_USERS; declare -f users_hook rootfs build_base; } | h; }
+base_ref() { echo "$P/debian-base:$(base_hash)"; }
+build_base() {
+  exists "$(base_ref)" && return 0
+  local tar=$OUT/rootfs/debian-base-$(base_hash).tar c
+  rootfs tar "$tar" "$BASE_PKGS"
+  c=$(B from scratch)
+  B add "$c" "$tar" / >/dev/null
+  B config --env PATH=/usr/local/bin:/usr/bin:/bin --env LANG=C.UTF-8 "$c"
+  B commit --quiet --rm "$c" "$(base_ref)" >/dev/null
 }
 
-case "${1:-}" in
-  pause) pause ;;
-  build) build ;;
-  env) env_lines ;;
-  *) echo "usage: $0 pause|build|env" >&2; exit 2 ;;
-esac
+# The operator's build stage: the base, a C toolchain, and the host's Rust toolchain's locations.
+builder_hash() { { base_hash; echo "$BUILDER_PKGS $RUSTUP_DIR $CARGO_DIR"; declare -f build_builder; } | h; }
+builder_ref() { echo "$P/operator-builder:$(builder_hash)"; }
+build_builder() {
+  exists "$(builder_ref)" && return 0
+  local dir=$OUT/rootfs/operator-builder-$(builder_hash) c
+  rootfs directory "$dir" "$BASE_PKGS,$BUILDER_PKGS"
+  c=$(image_from_rootfs "$dir")
+  B config --env RUSTUP_HOME="$RUSTUP_DIR" --env CARGO_HOME="$CARGO_DIR" \
+    --env PATH="$CARGO_DIR/bin:/usr/local/bin:/usr/bin:/bin" "$c"
+  B commit --quiet --rm "$c" "$(builder_ref)" >/dev/null
+}
+
+operator_hash() {
+  { base_hash; builder_hash; echo "$OPERATOR_PROFILE"; declare -f build_operator
+    "$CARGO_DIR/bin/rustc" -V 2>/dev/null || rustc -V
+    (cd "$ROOT" && { printf '%s\0' Dockerfile .dockerignore Cargo.toml Cargo.lock; find src -type f -print0 | LC_ALL=C sort -z; } \
+      | xargs -0 sha256sum); } | h
+}
+build_operator() {
+  local ref=$1 t0
+  [ -d "$RUSTUP_DIR/toolchains" ] && [ -x "$CARGO_DIR/bin/cargo" ] \
+    || die "the operator's build mounts the host's Rust toolchain (rustup) from $RUSTUP_DIR and $CARGO_DIR; install rustup there or set RUSTUP_HOME/CARGO_HOME"
+  build_base
+  build_builder
+  mkdir -p "$CARGO_TARGET_DIR"
+  log "building $ref from the Dockerfile (buildah; profile $OPERATOR_PROFILE, target dir $CARGO_TARGET_DIR)"
+  t0=$(date +%s)
+  B bud --quiet --isolation chroot --pull=never --layers=false \
+    --build-arg BUILDER_IMAGE="$(builder_ref)" --build-arg RUNTIME_IMAGE="$(base_ref)" \
+    --build-arg CARGO_PROFILE="$OPERATOR_PROFILE" --build-arg CARGO_TARGET_DIR="$CARGO_TARGET_DIR" \
+    --build-arg SRC_DIR="$ROOT" --build-arg CARGO_NET_OFFLINE=true \
+    -v "$CARGO_DIR:$CARGO_DIR" -v "$RUSTUP_DIR:$RUSTUP_DIR:ro" -v "$CARGO_TARGET_DIR:$CARGO_TARGET_DIR" \
+    -t "$ref" -f "$ROOT/Dockerfile" "$ROOT" >/dev/null || die "buildah bud of the Dockerfile failed (see above)"
+  log "Dockerfile built in $(( $(date +%s) - t0 ))s"
+  push_archive "$ref" "$2"
+  B rmi "$ref" >/dev/null
+}
+
+# The worker's Python packages: wheels for CPython 3.11 (Debian 12's), fetched by the host's pip.
+worker_deps_hash() { { base_hash; echo "$WORKER_PKGS"; declare -f build_worker_deps; cat "$IMG/worker/requirements.txt"; } | h; }
+build_worker_deps() {
+  local dir=$OUT/rootfs/celery-worker-deps-$(worker_deps_hash) wheels=$OUT/wheels-$(files_hash images/worker/requirements.txt)
+  [ -e "$dir" ] && return 0
+  need_tools python3:python3
+  if [ ! -f "$wheels/.complete" ]; then
+    log "downloading the worker's wheels (pip, CPython 3.11)"
+    rm -rf "$wheels"; mkdir -p "$wheels"
+    PIP_FIND_LINKS='' python3 -m pip download -q --disable-pip-version-check --only-binary=:all: \
+      --python-version 3.11.2 --implementation cp \
+      --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+      -d "$wheels" -r "$IMG/worker/requirements.txt" || die "pip download of images/worker/requirements.txt failed"
+    touch "$wheels/.complete"
+  fi
+  rootfs directory "$dir" "$BASE_PKGS,$WORKER_PKGS" \
+    --essential-hook="$(users_hook celery:1000:/home/celery)" \
+    --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp '$wheels'/*.whl '$IMG/worker/requirements.txt' \"\$1/tmp/wheels/\"" \
+    --customize-hook='chroot "$1" python3 -m venv /opt/celery' \
+    --customize-hook='chroot "$1" env PIP_FIND_LINKS= /opt/celery/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check -r /tmp/wheels/requirements.txt' \
+    --customize-hook='rm -rf "$1/tmp/wheels" && find "$1/opt/celery" -name __pycache__ -prune -exec rm -rf {} + && mkdir -p "$1/app"'
+}
+worker_hash() { { worker_deps_hash; declare -f build_worker; files_hash images/worker/cbo_tasks.py images/worker/cbo_client.py; } | h; }
+build_worker() {
+  local ref=$1 c
+  build_base
+  build_worker_deps
+  c=$(image_from_rootfs "$OUT/rootfs/celery-worker-deps-$(worker_deps_hash)")
+  B copy "$c" "$IMG/worker/cbo_tasks.py" "$IMG/worker/cbo_client.py" /app/ >/dev/null
+  B config --user 1000:1000 --workingdir /app \
+    --env PATH=/opt/celery/bin:/usr/local/bin:/usr/bin:/bin --env PYTHONPATH=/app --env PYTHONUNBUFFERED=1 \
+    --env HOME=/home/celery --entrypoint '[]' \
+    --cmd '["celery", "-A", "cbo_tasks", "worker", "--loglevel=INFO", "--concurrency=2"]' "$c"
+  commit_archive "$c" "$ref" "$2"
+}
+
+redis_deps_hash() { { base_hash; echo "$REDIS_PKGS"; declare -f build_redis_deps; } | h; }
+build_redis_deps() {
+  rootfs directory "$OUT/rootfs/redis-deps-$(redis_deps_hash)" "$BASE_PKGS,$REDIS_PKGS" \
+    --essential-hook="$(users_hook redis:999:/var/lib/redis)" \
+    --customize-hook='mkdir -p "$1/data" && chown 999:999 "$1/data" && rm -rf "$1/var/log/redis"'
+}
+redis_hash() { { redis_deps_hash; declare -f build_redis; files_hash images/redis/redis-server; } | h; }
+build_redis() {
+  local ref=$1 c
+  build_base
+  build_redis_deps
+  c=$(image_from_rootfs "$OUT/rootfs/redis-deps-$(redis_deps_hash)")
+  B copy --chmod 0755 "$c" "$IMG/redis/redis-server" /usr/local/bin/redis-server >/dev/null
+  B config --user 999:999 --workingdir /data --volume /data --port 6379 --entrypoint '[]' \
+    --cmd '["redis-server"]' "$c"
+  commit_archive "$c" "$ref" "$2"
+}
+
+postgres_deps_hash() { { base_hash; echo "$POSTGRES_PKGS"; declare -f build_postgres_deps; } | h; }
+build_postgres_deps() {
+  # No cluster at install time (postgresql-common would create one in /var/lib/postgresql/15):
+  # the entrypoint runs initdb into PGDATA on the first start. listen_addresses='*' in the sample
+  # configuration that initdb copies, as the official image does.
+  rootfs directory "$OUT/rootfs/postgres-deps-$(postgres_deps_hash)" "$BASE_PKGS,$POSTGRES_PKGS" \
+    --essential-hook="$(users_hook postgres:999:/var/lib/postgresql)" \
+    --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" && echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.d/00-no-main-cluster.conf"' \
+    --customize-hook='install -d -o 999 -g 999 -m 1777 "$1/var/lib/postgresql/data" && install -d -o 999 -g 999 -m 3777 "$1/var/run/postgresql"' \
+    --customize-hook="sed -ri \"s/^#?(listen_addresses)\\s*=\\s*\\S+.*/\\1 = '*'/\" \"\$1/usr/share/postgresql/15/postgresql.conf.sample\" && grep -qx \"listen_addresses = '\\*'\" \"\$1/usr/share/postgresql/15/postgresql.conf.sample\""
+}
+postgres_hash() { { postgres_deps_hash; declare -f build_postgres; files_hash images/postgresql/docker-entrypoint.sh; } | h; }
+build_postgres() {
+  local ref=$1 c
+  build_base
+  build_postgres_deps
+  c=$(image_from_rootfs "$OUT/rootfs/postgres-deps-$(postgres_deps_hash)")
+  B copy --chmod 0755 "$c" "$IMG/postgresql/docker-entrypoint.sh" /usr/local/bin/docker-entrypoint.sh >/dev/null
+  B config --user 999:999 --env PATH="$PG_BIN:/usr/local/bin:/usr/bin:/bin" --env PGDATA=/var/lib/postgresql/data \
+    --volume /var/lib/postgresql/data --port 5432 --stop-signal SIGINT \
+    --entrypoint '["docker-entrypoint.sh"]' --cmd '["postgres"]' "$c"
+  commit_archive "$c" "$ref" "$2"
+}
+
+# name|ref|archive|builder (called as builder REF ARCHIVE), in the order `build` follows.
+images() {
+  local w r p o
+  w=$(worker_hash) r=$(redis_hash) p=$(postgres_hash) o=$(operator_hash)
+  echo "celery-worker|$P/celery-worker:$w|$OUT/celery-worker-$w.tar|build_worker"
+  echo "redis|$P/redis:7.0-$r|$OUT/redis-$r.tar|build_redis"
+  echo "postgres|$P/postgres:15-$p|$OUT/postgres-$p.tar|build_postgres"
+  echo "celery-backend-operator|$P/celery-backend-operator:$o|$OUT/celery-backend-operator-$o.tar|build_operator"
+}
+
+env_lines() {
+  local name ref _
+  while IFS='|' read -r name ref _ _; do
+    case $name in
+      celery-backend-operator) echo "export CBO_OPERATOR_IMAGE=$ref" ;;
+      celery-worker) echo "export CBO_WORKER_IMAGE=$ref" ;;
+      redis) echo "export CBO_STORE_IMAGE_REDIS=$ref" ;;
+      postgres) echo "export CBO_STORE_IMAGE_POSTGRESQL=$ref" ;;
+    esac
+  done < <(images)
+  echo "export CBO_IMAGE_PULL_POLICY=IfNotPresent"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The node's containerd.
+
+ctr_() { ctr --address "$CBO_CONTAINERD_SOCK" -n k8s.io "$@"; }
+node_up() { [ -S "$CBO_CONTAINERD_SOCK" ] && ctr_ version >/dev/null 2>&1; }
+archive_digest() { tar -xOf "$1" index.json | grep -o '"digest":"sha256:[0-9a-f]*"' | head -1 | cut -d'"' -f4; }
+node_digest() { ctr_ images ls "name==$1" 2>/dev/null | awk -v r="$1" '$1 == r {print $3}'; }
+# import REF TAR: into the node unless it already has REF with the archive's manifest.
+import() {
+  local want
+  want=$(archive_digest "$2")
+  [ -n "$want" ] || die "$2 has no manifest; delete it and build again"
+  [ "$(node_digest "$1")" = "$want" ] && return 0
+  log "importing $1 into the node's containerd"
+  ctr_ images import "$2" >/dev/null || die "ctr images import $2 failed"
+  [ "$(node_digest "$1")" = "$want" ] || die "$1 is not listed in the node's containerd after importing $2"
+}
+
+# Drop what earlier inputs left: cached files and directories not named in the arguments, and
+# buildah images of ours other than the current bases.
+prune() {
+  local keep=" $* " f ref
+  for f in "$OUT"/* "$OUT"/rootfs/*; do
+    [ -e "$f" ] && [ "$f" != "$OUT/rootfs" ] || continue
+    case "$keep" in *" $(basename "$f") "*) continue ;; esac
+    rm -rf "$f"
+  done
+  local refs
+  refs=$(B images --format '{{.Name}}:{{.Tag}}') || die "buildah images failed"
+  for ref in $refs; do
+    case "$ref" in
+      "$(base_ref)" | "$(builder_ref)") ;;
+      "$P"/*) B rmi "$ref" >/dev/null || log "could not remove $ref from buildah's store" ;;
+    esac
+  done
+}
+
+cmd_pause() {
+  local tar
+  mkdir -p "$OUT"
+  exec 9>"$OUT/.pause.lock"
+  flock 9
+  tar=$OUT/pause-$(pause_hash).tar
+  if [ ! -s "$tar" ]; then
+    need_tools buildah:buildah
+    mkdir -p "$OUT" "$CBO_BUILDAH_ROOT/tmp"
+    log "building $CBO_PAUSE_IMAGE (static C)"
+    build_pause
+  fi
+  if node_up; then
+    import "$CBO_PAUSE_IMAGE" "$tar"
+  else
+    log "the node's containerd is not running ($CBO_CONTAINERD_SOCK): $tar is built, not imported"
+  fi
+}
+
+cmd_build() {
+  local t0 name ref fn tar list built=() failed=() keep=()
+  t0=$(date +%s)
+  need_tools buildah:buildah mmdebstrap:mmdebstrap rsync:rsync ctr:containerd flock:util-linux
+  mkdir -p "$OUT" "$CBO_BUILDAH_ROOT/tmp"
+  # One build at a time (test.sh and the quick start may overlap).
+  exec 9>"$OUT/.build.lock"
+  flock 9
+  keep+=("pause-$(pause_hash).tar" "debian-base-$(base_hash).tar" "operator-builder-$(builder_hash)"
+         "celery-worker-deps-$(worker_deps_hash)" "wheels-$(files_hash images/worker/requirements.txt)"
+         "redis-deps-$(redis_deps_hash)" "postgres-deps-$(postgres_deps_hash)")
+  list=$(images)
+  # One image after the other (2 shared cores). Each builder runs as its own job, so that `set -e`
+  # stops it at its first failure while the other images are still built and imported.
+  # (The list comes on fd 3: the builders' commands may read standard input.)
+  while IFS='|' read -r -u 3 name ref tar fn; do
+    keep+=("$(basename "$tar")")
+    [ -s "$tar" ] && continue
+    "$fn" "$ref" "$tar" </dev/null &
+    if wait $!; then built+=("$name"); else failed+=("$name"); fi
+  done 3<<<"$list"
+  prune "${keep[@]}"
+  node_up || die "the node's containerd is not running ($CBO_CONTAINERD_SOCK); the archives are in $OUT: run hack/cluster.sh up, then hack/images.sh build again to import them"
+  while IFS='|' read -r -u 3 name ref tar fn; do
+    if [ -s "$tar" ]; then import "$ref" "$tar" </dev/null; fi
+  done 3<<<"$list"
+  [ ${#failed[@]} -eq 0 ] || die "failed to build: ${failed[*]} (see above); the others are imported"
+  log "images ready in $(( $(date +%s) - t0 ))s (built: ${built[*]:-nothing, all inputs unchanged})"
+}
+
+# (Sourcing the file defines the functions only.)
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  case "${1:-}" in
+    pause) cmd_pause ;;
+    build) cmd_build ;;
+    env) env_lines ;;
+    *) echo "usage: $0 pause|build|env" >&2; exit 2 ;;
+  esac
+fi
