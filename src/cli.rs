@@ -28,7 +28,7 @@ pub enum Command {
     /// Print the result_backend URI (or settings) the operator would publish for a backend manifest.
     Uri(UriArgs),
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Probe the store a backend manifest names (a real round trip); exit 0 when healthy.
     Check(CheckArgs),
     /// Delete (or count, with --dry-run) the results older than a duration from the store.
@@ -249,11 +249,101 @@ pub struct RunArgs {
     /// Ignore (default: Pods are admitted when the webhook is down; the controller reports them) or Fail.
     #[arg(long, env = "CBO_WEBHOOK_FAILURE_POLICY", default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
     pub webhook_failure_policy: String,
+    /// Registry/repository prefix for every default managed-store image.
+    ///
+    /// Replaces everything before the image's last path component and keeps that component and
+    /// the tag: `registry.corp/mirror` turns docker.io/library/redis:7.4 into
+    /// registry.corp/mirror/redis:7.4, quay.io/minio/minio:<tag> into registry.corp/mirror/minio:<tag>
+    /// and docker.elastic.co/elasticsearch/elasticsearch:8.19.3 into
+    /// registry.corp/mirror/elasticsearch:8.19.3. A backend's `managed.version` is the tag when
+    /// set.
+    ///
+    /// Which image a store Pod runs, first match wins: the backend's own `managed.image` > the
+    /// per-store flag below (used as is) > this prefix on the default image > the default image.
+    #[arg(
+        long,
+        env = "CBO_STORE_IMAGE_REGISTRY",
+        value_name = "PREFIX",
+        help_heading = "Managed store images"
+    )]
+    pub store_image_registry: Option<String>,
+    /// Image for managed Redis (a full reference, used as is; beats --store-image-registry).
+    #[arg(
+        long,
+        env = "CBO_STORE_IMAGE_REDIS",
+        value_name = "IMAGE",
+        help_heading = "Managed store images"
+    )]
+    pub redis_image: Option<String>,
+    /// Image for managed PostgreSQL (`database.managed`; a full reference, used as is).
+    #[arg(
+        long,
+        env = "CBO_STORE_IMAGE_POSTGRESQL",
+        value_name = "IMAGE",
+        help_heading = "Managed store images"
+    )]
+    pub postgresql_image: Option<String>,
+    /// Image for managed MongoDB (a full reference, used as is).
+    #[arg(
+        long,
+        env = "CBO_STORE_IMAGE_MONGODB",
+        value_name = "IMAGE",
+        help_heading = "Managed store images"
+    )]
+    pub mongodb_image: Option<String>,
+    /// Image for managed Elasticsearch (a full reference, used as is).
+    #[arg(
+        long,
+        env = "CBO_STORE_IMAGE_ELASTICSEARCH",
+        value_name = "IMAGE",
+        help_heading = "Managed store images"
+    )]
+    pub elasticsearch_image: Option<String>,
+    /// Image for managed S3 storage (MinIO's contract; a full reference, used as is).
+    #[arg(
+        long,
+        env = "CBO_STORE_IMAGE_S3",
+        value_name = "IMAGE",
+        help_heading = "Managed store images"
+    )]
+    pub s3_image: Option<String>,
+    /// Secret listed in `imagePullSecrets` of every managed store Pod (repeatable; the
+    /// environment variable takes a comma-separated list). The Secret must exist in each
+    /// backend's namespace.
+    #[arg(
+        long = "store-image-pull-secret",
+        env = "CBO_STORE_IMAGE_PULL_SECRETS",
+        value_name = "NAME",
+        value_delimiter = ',',
+        help_heading = "Managed store images"
+    )]
+    pub store_image_pull_secrets: Vec<String>,
+}
+
+impl RunArgs {
+    /// The managed-store image settings, checked (`provision::images::StoreImages::validated`):
+    /// an empty or blank reference, whitespace, uppercase in a repository path, a malformed tag
+    /// or digest, or a pull secret that is not a Secret name is an error naming the flag and its
+    /// environment variable.
+    pub fn store_images(&self) -> Result<crate::provision::StoreImages> {
+        crate::provision::StoreImages {
+            registry: self.store_image_registry.clone(),
+            redis: self.redis_image.clone(),
+            postgresql: self.postgresql_image.clone(),
+            mongodb: self.mongodb_image.clone(),
+            elasticsearch: self.elasticsearch_image.clone(),
+            s3: self.s3_image.clone(),
+            pull_secrets: self.store_image_pull_secrets.clone(),
+        }
+        .validated()
+        .map_err(anyhow::Error::from)
+    }
 }
 
 /// Start logging (RUST_LOG filters, default info) and run the controller until a signal.
 pub async fn run_controller(args: &RunArgs) -> Result<()> {
     crate::telemetry::init_logging(args.log_json);
+    let store_images = args.store_images()?;
     let metrics_addr =
         if args.metrics_addr == "off" {
             None
@@ -323,6 +413,7 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
             lease_namespace: lease_namespace.clone(),
             identity,
             webhook,
+            store_images,
         },
     )
     .await
@@ -394,4 +485,109 @@ pub fn run_crd(args: &CrdArgs) -> Result<String> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["celery-backend-operator", "run"];
+        argv.extend(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(a) => Ok(*a),
+            _ => unreachable!("parsed the run subcommand"),
+        }
+    }
+
+    #[test]
+    fn store_image_flags_have_their_environment_variables() {
+        let cli = Cli::command();
+        let run = cli
+            .get_subcommands()
+            .find(|c| c.get_name() == "run")
+            .unwrap();
+        for (flag, env) in [
+            ("store-image-registry", "CBO_STORE_IMAGE_REGISTRY"),
+            ("redis-image", "CBO_STORE_IMAGE_REDIS"),
+            ("postgresql-image", "CBO_STORE_IMAGE_POSTGRESQL"),
+            ("mongodb-image", "CBO_STORE_IMAGE_MONGODB"),
+            ("elasticsearch-image", "CBO_STORE_IMAGE_ELASTICSEARCH"),
+            ("s3-image", "CBO_STORE_IMAGE_S3"),
+            ("store-image-pull-secret", "CBO_STORE_IMAGE_PULL_SECRETS"),
+        ] {
+            let arg = run
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .unwrap_or_else(|| panic!("--{flag}"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(env),
+                "--{flag}"
+            );
+            // The error messages name the same flag and variable.
+            let named = [
+                crate::provision::images::REGISTRY_FLAG,
+                crate::provision::images::REDIS_FLAG,
+                crate::provision::images::POSTGRESQL_FLAG,
+                crate::provision::images::MONGODB_FLAG,
+                crate::provision::images::ELASTICSEARCH_FLAG,
+                crate::provision::images::S3_FLAG,
+                crate::provision::images::PULL_SECRET_FLAG,
+            ];
+            assert!(
+                named.contains(&format!("--{flag} ({env})").as_str()),
+                "--{flag}"
+            );
+        }
+        let help = run.clone().render_long_help().to_string();
+        assert!(help.contains("Managed store images"), "{help}");
+        assert!(help.contains("first match wins"), "{help}");
+    }
+
+    #[test]
+    fn store_image_flags_parse_and_validate() {
+        let a = run_args(&[
+            "--store-image-registry=registry.corp/mirror",
+            "--redis-image=cbo.local/redis:7.0-abc",
+            "--store-image-pull-secret=a",
+            "--store-image-pull-secret",
+            "b,c",
+        ])
+        .unwrap();
+        let images = a.store_images().unwrap();
+        assert_eq!(images.registry.as_deref(), Some("registry.corp/mirror"));
+        assert_eq!(images.redis.as_deref(), Some("cbo.local/redis:7.0-abc"));
+        assert_eq!(images.pull_secrets, ["a", "b", "c"]);
+        assert_eq!(
+            run_args(&[]).unwrap().store_images().unwrap(),
+            crate::provision::StoreImages::default()
+        );
+        for (argv, starts) in [
+            (
+                vec!["--postgresql-image="],
+                "--postgresql-image (CBO_STORE_IMAGE_POSTGRESQL) \"\": empty",
+            ),
+            (
+                vec!["--mongodb-image", "docker.io/library/Mongo:8"],
+                "--mongodb-image (CBO_STORE_IMAGE_MONGODB) \"docker.io/library/Mongo:8\": uppercase",
+            ),
+            (
+                vec!["--s3-image", "minio :1"],
+                "--s3-image (CBO_STORE_IMAGE_S3) \"minio :1\": contains whitespace",
+            ),
+            (
+                vec!["--store-image-registry", "registry.corp/mirror:1"],
+                "--store-image-registry (CBO_STORE_IMAGE_REGISTRY)",
+            ),
+            (
+                vec!["--store-image-pull-secret", "ok,"],
+                "--store-image-pull-secret (CBO_STORE_IMAGE_PULL_SECRETS) \"\": empty",
+            ),
+        ] {
+            let e = run_args(&argv).unwrap().store_images().unwrap_err().to_string();
+            assert!(e.starts_with(starts), "{argv:?}: {e}");
+        }
+    }
 }

@@ -12,6 +12,9 @@ use crate::api::{
     SecretKeyRef,
 };
 
+pub mod images;
+pub use images::StoreImages;
+
 /// Key of the generated user name in the credentials Secret.
 pub const USERNAME_KEY: &str = "username";
 /// Key of the generated password in the credentials Secret.
@@ -177,10 +180,17 @@ fn secret_env(name: &str, secret: &str, key: &str) -> Value {
 }
 
 /// Render the plan for a managed backend. `None`-free: every default is filled in here.
+///
+/// `images` are the operator-wide image settings: the container image follows the precedence in
+/// [`images`] (the backend's `managed.image`, then the operator's per-store image, then the
+/// registry prefix applied to the default image, then the default), and `images.pull_secrets`
+/// become the Pod template's `imagePullSecrets` (left out when empty, so `StoreImages::default()`
+/// renders exactly what the operator rendered before these settings existed).
 pub fn plan(
     name: &str,
     namespace: &str,
     spec: &CeleryResultBackendSpec,
+    images: &StoreImages,
 ) -> Result<Plan, PlanError> {
     let (profile, common, extra): (&Profile, &ManagedCommon, Option<String>) =
         if let Some(m) = spec.redis.as_ref().and_then(|b| b.managed.as_ref()) {
@@ -200,13 +210,13 @@ pub fn plan(
     let headless = child_name(name, &format!("{}-hl", profile.component));
     let creds = child_name(name, "credentials");
     let host = format!("{sts}.{namespace}.svc");
-    let image = common.image.clone().unwrap_or_else(|| {
-        format!(
-            "{}:{}",
-            profile.default_image,
-            common.version.as_deref().unwrap_or(profile.default_version)
-        )
-    });
+    let image = images.resolve(
+        profile.store,
+        common.image.as_deref(),
+        common.version.as_deref(),
+        profile.default_image,
+        profile.default_version,
+    );
     let labels = json!({
         "app.kubernetes.io/name": profile.component,
         "app.kubernetes.io/instance": name,
@@ -336,6 +346,26 @@ pub fn plan(
         DeletionPolicy::Retain => "Retain",
         DeletionPolicy::Delete => "Delete",
     };
+    let mut pod_spec = json!({
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": profile.uid,
+            "runAsGroup": profile.uid,
+            "fsGroup": profile.uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    });
+    if !images.pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = images
+            .pull_secrets
+            .iter()
+            .map(|n| json!({"name": n}))
+            .collect();
+    }
     let statefulset = json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -347,19 +377,7 @@ pub fn plan(
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": "Retain"},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": profile.uid,
-                        "runAsGroup": profile.uid,
-                        "fsGroup": profile.uid,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": volumes,
-                },
+                "spec": pod_spec,
             },
             "volumeClaimTemplates": [{
                 "metadata": {"name": "data", "labels": selector},
@@ -546,7 +564,7 @@ mod tests {
     #[test]
     fn every_store_renders_typed_objects_with_a_restrictive_security_context() {
         for (component, s) in all_kinds() {
-            let p = plan("results", "team-a", &s).unwrap();
+            let p = plan("results", "team-a", &s, &StoreImages::default()).unwrap();
             assert_eq!(p.statefulset_name, format!("results-{component}"));
             let sts: StatefulSet = serde_json::from_value(p.objects[2].clone()).unwrap();
             let _: Service = serde_json::from_value(p.objects[0].clone()).unwrap();
@@ -595,7 +613,7 @@ mod tests {
     #[test]
     fn external_equivalent_builds_a_uri_pointing_at_the_service() {
         for (component, s) in all_kinds() {
-            let p = plan("results", "team-a", &s).unwrap();
+            let p = plan("results", "team-a", &s, &StoreImages::default()).unwrap();
             let mut secrets = crate::uri::SecretValues::new();
             secrets.insert(
                 p.credentials_secret_name.clone(),
@@ -635,7 +653,7 @@ mod tests {
     #[test]
     fn provisioned_stores_never_opt_in_to_injection() {
         for (_, s) in all_kinds() {
-            let p = plan("results", "ns", &s).unwrap();
+            let p = plan("results", "ns", &s, &StoreImages::default()).unwrap();
             for o in &p.objects {
                 let labels: std::collections::BTreeMap<String, String> =
                     serde_json::from_value(o["metadata"]["labels"].clone()).unwrap();
@@ -650,7 +668,7 @@ mod tests {
     #[test]
     fn deletion_policy_maps_to_claim_retention() {
         let s = spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {redis: {managed: {deletionPolicy: Delete, storage: {size: 3Gi, storageClassName: fast}}}}");
-        let p = plan("r", "ns", &s).unwrap();
+        let p = plan("r", "ns", &s, &StoreImages::default()).unwrap();
         assert_eq!(p.deletion_policy, DeletionPolicy::Delete);
         let sts = &p.objects[2]["spec"];
         assert_eq!(
@@ -665,7 +683,7 @@ mod tests {
             sts["volumeClaimTemplates"][0]["spec"]["storageClassName"],
             "fast"
         );
-        let d = plan("r", "ns", &all_kinds()[0].1).unwrap();
+        let d = plan("r", "ns", &all_kinds()[0].1, &StoreImages::default()).unwrap();
         assert_eq!(
             d.objects[2]["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
             "Retain"
@@ -675,17 +693,117 @@ mod tests {
     #[test]
     fn image_and_version() {
         let s = spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {database: {managed: {version: '16'}}}");
-        let p = plan("r", "ns", &s).unwrap();
+        let p = plan("r", "ns", &s, &StoreImages::default()).unwrap();
         assert_eq!(
             p.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"],
             "docker.io/library/postgres:16"
         );
         let s = spec("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec: {redis: {managed: {image: 'registry.local/redis:7', version: '6'}}}");
-        let p = plan("r", "ns", &s).unwrap();
+        let p = plan("r", "ns", &s, &StoreImages::default()).unwrap();
         assert_eq!(
             p.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"],
             "registry.local/redis:7"
         );
+    }
+
+    fn image_of(p: &Plan) -> &str {
+        p.objects[2]["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn operator_wide_images_follow_the_precedence() {
+        let m = |body: &str| {
+            spec(&format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: r}}\nspec: {body}"))
+        };
+        let prefix = StoreImages {
+            registry: Some("registry.corp/mirror".into()),
+            ..Default::default()
+        };
+        let per_store = StoreImages {
+            registry: Some("registry.corp/mirror".into()),
+            redis: Some("cbo.local/redis:7.0-abc".into()),
+            postgresql: Some("cbo.local/postgres:15-def".into()),
+            mongodb: Some("cbo.local/ferretdb:1.24".into()),
+            elasticsearch: Some("cbo.local/opensearch:2.19".into()),
+            s3: Some("cbo.local/s3:1".into()),
+            pull_secrets: vec![],
+        };
+        let none = StoreImages::default();
+        #[rustfmt::skip]
+        let table: Vec<(&str, &StoreImages, &str)> = vec![
+            // 1. the backend's own image wins over everything.
+            ("{redis: {managed: {image: 'mine/redis:6', version: '5'}}}", &per_store, "mine/redis:6"),
+            ("{redis: {managed: {image: 'mine/redis:6'}}}", &prefix, "mine/redis:6"),
+            // 2. then the operator's per-store image, as is (version does not retag it).
+            ("{redis: {managed: {}}}", &per_store, "cbo.local/redis:7.0-abc"),
+            ("{redis: {managed: {version: '6.2'}}}", &per_store, "cbo.local/redis:7.0-abc"),
+            ("{database: {managed: {}}}", &per_store, "cbo.local/postgres:15-def"),
+            ("{mongodb: {managed: {}}}", &per_store, "cbo.local/ferretdb:1.24"),
+            ("{elasticsearch: {managed: {}}}", &per_store, "cbo.local/opensearch:2.19"),
+            ("{s3: {managed: {}}}", &per_store, "cbo.local/s3:1"),
+            // 3. then the registry prefix on the default image, tagged with the version if given.
+            ("{redis: {managed: {}}}", &prefix, "registry.corp/mirror/redis:7.4"),
+            ("{redis: {managed: {version: '6.2'}}}", &prefix, "registry.corp/mirror/redis:6.2"),
+            ("{database: {managed: {version: '16'}}}", &prefix, "registry.corp/mirror/postgres:16"),
+            ("{mongodb: {managed: {}}}", &prefix, "registry.corp/mirror/mongo:8.0"),
+            ("{elasticsearch: {managed: {}}}", &prefix, "registry.corp/mirror/elasticsearch:8.19.3"),
+            ("{s3: {managed: {}}}", &prefix, "registry.corp/mirror/minio:RELEASE.2025-09-07T16-13-09Z"),
+            // 4. then the default.
+            ("{redis: {managed: {}}}", &none, "docker.io/library/redis:7.4"),
+            ("{database: {managed: {}}}", &none, "docker.io/library/postgres:17"),
+            ("{mongodb: {managed: {version: '7.0'}}}", &none, "docker.io/library/mongo:7.0"),
+            ("{elasticsearch: {managed: {}}}", &none, "docker.elastic.co/elasticsearch/elasticsearch:8.19.3"),
+            ("{s3: {managed: {}}}", &none, "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"),
+        ];
+        for (body, images, want) in table {
+            let p = plan("r", "ns", &m(body), images).unwrap();
+            assert_eq!(image_of(&p), want, "{body} with {images:?}");
+        }
+    }
+
+    #[test]
+    fn pull_secrets_go_on_every_store_pod_template_and_are_drift() {
+        let images = StoreImages {
+            pull_secrets: vec!["corp-pull".into(), "mirror-pull".into()],
+            ..Default::default()
+        };
+        for (component, s) in all_kinds() {
+            let p = plan("results", "ns", &s, &images).unwrap();
+            let sts: StatefulSet = serde_json::from_value(p.objects[2].clone()).unwrap();
+            let pod = sts.spec.unwrap().template.spec.unwrap();
+            let names: Vec<String> = pod
+                .image_pull_secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            assert_eq!(names, ["corp-pull", "mirror-pull"], "{component}");
+            // Without pull secrets the field is absent: the manifest (and its applied-hash) is
+            // what it was before the setting existed.
+            let d = plan("results", "ns", &s, &StoreImages::default()).unwrap();
+            let tpl = &d.objects[2]["spec"]["template"]["spec"];
+            assert!(tpl.get("imagePullSecrets").is_none(), "{component}");
+            // Drift detection sees a pull secret removed from the live object, and does not
+            // mistake the API server's extra fields for drift.
+            let desired = &p.objects[2];
+            let mut live = desired.clone();
+            live["spec"]["template"]["spec"]["dnsPolicy"] = json!("ClusterFirst");
+            assert_eq!(crate::drift::first_drift(desired, &live), None);
+            live["spec"]["template"]["spec"]["imagePullSecrets"] = json!([{"name": "corp-pull"}]);
+            assert_eq!(
+                crate::drift::first_drift(desired, &live).as_deref(),
+                Some("/spec/template/spec/imagePullSecrets/1")
+            );
+            // ... and an image changed by hand.
+            let mut live = desired.clone();
+            live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil:1");
+            assert_eq!(
+                crate::drift::first_drift(desired, &live).as_deref(),
+                Some("/spec/template/spec/containers/0")
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,16 @@ fn chart_renders_and_passes_server_side_dry_run() {
             "--set",
             "replicaCount=3",
         ],
+        vec![
+            "--set",
+            "storeImages.registry=registry.corp/mirror",
+            "--set",
+            "storeImages.redis=cbo.local/redis:7.0-abc",
+            "--set",
+            "storeImages.s3=registry.corp/s3/minio:RELEASE.2025-09-07T16-13-09Z",
+            "--set",
+            "storeImagePullSecrets={corp-pull,mirror-pull}",
+        ],
     ] {
         let mut args = vec![
             "template",
@@ -76,6 +86,37 @@ fn chart_renders_and_passes_server_side_dry_run() {
             "{}\n{rendered}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let store_env = store_image_env(&rendered);
+        if extra.iter().any(|a| a.starts_with("storeImage")) {
+            assert_eq!(
+                store_env,
+                [
+                    ("CBO_STORE_IMAGE_REDIS", "cbo.local/redis:7.0-abc"),
+                    ("CBO_STORE_IMAGE_REGISTRY", "registry.corp/mirror"),
+                    (
+                        "CBO_STORE_IMAGE_S3",
+                        "registry.corp/s3/minio:RELEASE.2025-09-07T16-13-09Z"
+                    ),
+                    ("CBO_STORE_IMAGE_PULL_SECRETS", "corp-pull,mirror-pull"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+            );
+            // The operator reads exactly these variables and accepts their values.
+            let images = operator_store_images(&store_env);
+            assert_eq!(
+                images,
+                cbo::provision::StoreImages {
+                    registry: Some("registry.corp/mirror".into()),
+                    redis: Some("cbo.local/redis:7.0-abc".into()),
+                    s3: Some("registry.corp/s3/minio:RELEASE.2025-09-07T16-13-09Z".into()),
+                    pull_secrets: vec!["corp-pull".into(), "mirror-pull".into()],
+                    ..Default::default()
+                }
+            );
+            continue;
+        }
+        // Unset values render no variable (the operator's defaults apply).
+        assert_eq!(store_env, vec![], "{rendered}");
         if extra.is_empty() {
             assert!(rendered.contains("--webhook-service=celery-backend-operator-webhook"));
             assert!(rendered.contains("kind: PodDisruptionBudget"));
@@ -172,4 +213,48 @@ fn chart_renders_and_passes_server_side_dry_run() {
             .trim();
         assert!(with_crds.contains(first_line), "the chart ships {f}");
     }
+}
+
+/// The `CBO_STORE_IMAGE*` variables of the operator container in the rendered Deployment, in order.
+fn store_image_env(rendered: &str) -> Vec<(String, String)> {
+    let deployment: serde_json::Value = rendered
+        .split("\n---")
+        .find(|d| d.lines().any(|l| l == "kind: Deployment"))
+        .map(|d| serde_norway::from_str(d).unwrap())
+        .unwrap();
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let name = e["name"].as_str()?;
+            name.starts_with("CBO_STORE_IMAGE")
+                .then(|| (name.to_string(), e["value"].as_str().unwrap().to_string()))
+        })
+        .collect()
+}
+
+/// What `run` makes of these variables: each is mapped to the flag whose `env` it is (so a name
+/// the operator does not read fails here) and parsed and validated like the operator does at
+/// start-up.
+fn operator_store_images(env: &[(String, String)]) -> cbo::provision::StoreImages {
+    use clap::{CommandFactory, Parser};
+    let cli = cbo::cli::Cli::command();
+    let run = cli
+        .get_subcommands()
+        .find(|c| c.get_name() == "run")
+        .unwrap();
+    let mut argv = vec!["celery-backend-operator".to_string(), "run".to_string()];
+    for (name, value) in env {
+        let flag = run
+            .get_arguments()
+            .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(name.as_str()))
+            .and_then(|a| a.get_long())
+            .unwrap_or_else(|| panic!("the operator reads no {name}"));
+        argv.push(format!("--{flag}={value}"));
+    }
+    let cbo::cli::Command::Run(args) = cbo::cli::Cli::try_parse_from(argv).unwrap().command else {
+        panic!("run")
+    };
+    args.store_images().unwrap()
 }

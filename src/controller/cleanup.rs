@@ -59,8 +59,15 @@ pub async fn backend_config(
     let ns = obj.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let (spec, names) = if obj.spec.is_managed() {
-        let plan =
-            crate::provision::plan(&obj.name_any(), &ns, &obj.spec).map_err(|e| e.to_string())?;
+        // Only the external-equivalent spec and the credentials Secret's name are used here, and
+        // neither depends on the operator-wide image settings: the defaults do.
+        let plan = crate::provision::plan(
+            &obj.name_any(),
+            &ns,
+            &obj.spec,
+            &crate::provision::StoreImages::default(),
+        )
+        .map_err(|e| e.to_string())?;
         (plan.external_spec, vec![plan.credentials_secret_name])
     } else {
         let names: HashSet<String> = uri::secret_refs(&obj.spec)

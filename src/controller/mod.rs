@@ -99,6 +99,8 @@ pub struct RunOptions {
     pub identity: String,
     /// The Pod webhook (None: not served).
     pub webhook: Option<crate::webhook::WebhookOptions>,
+    /// Operator-wide images and pull secrets for managed stores (validated by the caller).
+    pub store_images: provision::StoreImages,
 }
 
 pub struct Context {
@@ -115,6 +117,8 @@ pub struct Context {
     /// Consecutive failures per backend, for exponential backoff.
     failures: Mutex<HashMap<(String, String), u32>>,
     store: Store<Guarded>,
+    /// Operator-wide images and pull secrets for the stores this operator provisions.
+    pub store_images: provision::StoreImages,
 }
 
 /// Name of the Secret holding the URI for a backend (fits 253 characters).
@@ -234,7 +238,14 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     };
-    run_controller(client, opts.namespace.clone(), metrics.clone(), shutdown).await;
+    run_controller(
+        client,
+        opts.namespace.clone(),
+        metrics.clone(),
+        opts.store_images.clone(),
+        shutdown,
+    )
+    .await;
     metrics.leader.set(0);
     if let Some(h) = maintainer {
         h.abort();
@@ -253,6 +264,7 @@ async fn run_controller(
     client: Client,
     namespace: Option<String>,
     metrics: Metrics,
+    store_images: provision::StoreImages,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store::<Guarded>();
@@ -292,6 +304,7 @@ async fn run_controller(
         health: health::Registry::default(),
         wake: wake_tx,
         store: reader.clone(),
+        store_images,
     });
     let index = ctx.index.clone();
     // Secrets: metadata only, so memory does not grow with Secret data; mapped through the index.
@@ -529,7 +542,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
 
     // 1. Provision (managed) or dereference (external), then build the URI.
     let (provisioned, built) = if managed {
-        match provision::plan(&name, &ns, &obj.spec) {
+        match provision::plan(&name, &ns, &obj.spec, &ctx.store_images) {
             Ok(plan) => {
                 let p = provision(obj, ctx, &ns, &plan).await?;
                 let built = if p.outcome.ready || p.outcome.reason == "Provisioning" {
