@@ -170,6 +170,9 @@ impl DynamoStore {
             dry_run: opts.dry_run,
             ..Default::default()
         };
+        report.time_rule = "dynamodb: Celery's timestamp attribute (Unix seconds, time.time()): no time zone involved".into();
+        report.group_rule =
+            "group items by their own timestamp (Celery stamps every item it writes)".into();
         let started = Instant::now();
         let batch = (opts.batch.max(1) as usize).min(MAX_BATCH);
         let mut start_key: Option<HashMap<String, AttributeValue>> = None;
@@ -210,8 +213,8 @@ impl DynamoStore {
                     .filter(|k| result_key(k).starts_with(GROUP_KEY))
                     .count();
                 if opts.dry_run {
-                    report.groups += groups as u64;
-                    report.tasks += (chunk.len() - groups) as u64;
+                    // The same chunks the real run deletes: the same batch count.
+                    report.record_mixed(chunk.len() - groups, groups, Default::default());
                     continue;
                 }
                 let t = Instant::now();

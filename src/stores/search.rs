@@ -46,6 +46,10 @@ pub async fn elasticsearch_purge(url: &str, opts: PurgeOptions) -> Result<PurgeR
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    report.time_rule =
+        "elasticsearch: Celery's @timestamp (UTC, milliseconds): no time zone involved".into();
+    report.group_rule =
+        "group documents by their own @timestamp (Celery stamps every document it writes)".into();
     let started = Instant::now();
     let query = serde_json::json!({
         "size": opts.batch.max(1),
