@@ -1257,6 +1257,27 @@ mod tests {
     }
 
     #[test]
+    fn celery_timezone_settings_are_rendered_and_checked() {
+        let secrets = SecretValues::new();
+        let fs = |extra: serde_json::Value| {
+            let mut v = json!({"filesystem": {"external": {"path": "/r"}}});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            build(&spec(v), &secrets)
+        };
+        let cfg = fs(json!({"timezone": "Asia/Shanghai", "enableUtc": false})).unwrap();
+        assert_eq!(cfg.settings["timezone"], "Asia/Shanghai");
+        assert_eq!(cfg.settings["enable_utc"], false);
+        let cfg = fs(json!({})).unwrap();
+        assert!(!cfg.settings.contains_key("timezone") && !cfg.settings.contains_key("enable_utc"));
+        let e = fs(json!({"timezone": "Mars/Olympus"}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.timezone") && e.contains("IANA"), "{e}");
+    }
+
+    #[test]
     fn build_errors_name_the_field_and_never_the_value() {
         let mut secrets = SecretValues::new();
         secrets
