@@ -59,7 +59,7 @@ fn check_store_pod(ns: &str, backend: &str) -> String {
         &[
             "statefulsets",
             "-l",
-            &format!("celery.dev/result-backend={backend}"),
+            &format!("celery.dev/backend={backend}"),
         ],
     );
     let sts = &sts["items"][0];
@@ -233,7 +233,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         &[
             "statefulsets",
             "-l",
-            "celery.dev/result-backend=managed-postgresql",
+            "celery.dev/backend=managed-postgresql",
         ],
     )["items"][0]["metadata"]["name"]
         .as_str()
