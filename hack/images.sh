@@ -9,6 +9,7 @@
 #                          $CBO_CACHE/images/, imports them into the node's containerd.
 #   hack/images.sh env     the export lines that make a shell (an operator started from it,
 #                          `helm install`, the tests) use these images. Computed without building.
+#   hack/images.sh test    smoke test of the built store and worker images in containerd (below).
 #
 # Images (every tag is a hash of that image's inputs, so `env` is right after any `build`):
 #   debian-base        bookworm from Debian packages (mmdebstrap): libc, libgcc, CA certificates,
@@ -44,7 +45,7 @@ OPERATOR_PROFILE=${CBO_OPERATOR_PROFILE:-dev}
 BASE_PKGS=ca-certificates,libgcc-s1
 BUILDER_PKGS=gcc,libc6-dev,pkg-config,make,binutils
 WORKER_PKGS=python3,python3-venv,tzdata
-REDIS_PKGS=redis-server
+REDIS_PKGS="redis-server"
 POSTGRES_PKGS=postgresql-15
 PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -154,7 +155,8 @@ base_hash() { { echo "$SUITE $BASE_PKGS"; declare -p DPKG_OPTS BASE_USERS; decla
 base_ref() { echo "$P/debian-base:$(base_hash)"; }
 build_base() {
   exists "$(base_ref)" && return 0
-  local tar=$OUT/rootfs/debian-base-$(base_hash).tar c
+  local tar c
+  tar=$OUT/rootfs/debian-base-$(base_hash).tar
   rootfs tar "$tar" "$BASE_PKGS"
   c=$(B from scratch)
   B add "$c" "$tar" / >/dev/null
@@ -167,7 +169,8 @@ builder_hash() { { base_hash; echo "$BUILDER_PKGS $RUSTUP_DIR $CARGO_DIR"; decla
 builder_ref() { echo "$P/operator-builder:$(builder_hash)"; }
 build_builder() {
   exists "$(builder_ref)" && return 0
-  local dir=$OUT/rootfs/operator-builder-$(builder_hash) c
+  local dir c
+  dir=$OUT/rootfs/operator-builder-$(builder_hash)
   rootfs directory "$dir" "$BASE_PKGS,$BUILDER_PKGS"
   c=$(image_from_rootfs "$dir")
   B config --env RUSTUP_HOME="$RUSTUP_DIR" --env CARGO_HOME="$CARGO_DIR" \
@@ -204,7 +207,9 @@ build_operator() {
 # The worker's Python packages: wheels for CPython 3.11 (Debian 12's), fetched by the host's pip.
 worker_deps_hash() { { base_hash; echo "$WORKER_PKGS"; declare -f build_worker_deps; cat "$IMG/worker/requirements.txt"; } | h; }
 build_worker_deps() {
-  local dir=$OUT/rootfs/celery-worker-deps-$(worker_deps_hash) wheels=$OUT/wheels-$(files_hash images/worker/requirements.txt)
+  local dir wheels
+  dir=$OUT/rootfs/celery-worker-deps-$(worker_deps_hash)
+  wheels=$OUT/wheels-$(files_hash images/worker/requirements.txt)
   [ -e "$dir" ] && return 0
   need_tools python3:python3
   if [ ! -f "$wheels/.complete" ]; then
@@ -221,7 +226,7 @@ build_worker_deps() {
     --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp '$wheels'/*.whl '$IMG/worker/requirements.txt' \"\$1/tmp/wheels/\"" \
     --customize-hook='chroot "$1" python3 -m venv /opt/celery' \
     --customize-hook='chroot "$1" env PIP_FIND_LINKS= /opt/celery/bin/pip install -q --no-index --find-links /tmp/wheels --disable-pip-version-check -r /tmp/wheels/requirements.txt' \
-    --customize-hook='rm -rf "$1/tmp/wheels" && find "$1/opt/celery" -name __pycache__ -prune -exec rm -rf {} + && mkdir -p "$1/app"'
+    --customize-hook='rm -rf "$1/tmp/wheels" && mkdir -p "$1/app"'
 }
 worker_hash() { { worker_deps_hash; declare -f build_worker; files_hash images/worker/cbo_tasks.py images/worker/cbo_client.py; } | h; }
 build_worker() {
@@ -388,12 +393,90 @@ cmd_build() {
   log "images ready in $(( $(date +%s) - t0 ))s (built: ${built[*]:-nothing, all inputs unchanged})"
 }
 
+# Smoke test of the built images in the node's containerd, in a namespace of its own (kubelet
+# never sees it), under the operator's contracts: the stores as uid 999 with a read-only root
+# filesystem and only their volumes and /tmp (and /var/run/postgresql) writable, started with the
+# operator's own command and probed with its readiness commands; then the worker and the client
+# with Redis as broker and PostgreSQL as result backend (all in the PostgreSQL container's network
+# namespace), and PostgreSQL restarted on its volume keeps data and password.
+TEST_NS=cbo-images-test
+cmd_test() {
+  local list name ref tar fn pg="" redis="" worker="" work pw='p@ss w:/#%?' enc='p%40ss%20w%3A%2F%23%25%3F' i
+  node_up || die "the node's containerd is not running ($CBO_CONTAINERD_SOCK); run hack/cluster.sh up"
+  list=$(images)
+  while IFS='|' read -r -u 3 name ref tar fn; do
+    [ -s "$tar" ] || die "$tar is missing; run hack/images.sh build first"
+    case $name in postgres) pg=$ref ;; redis) redis=$ref ;; celery-worker) worker=$ref ;; *) continue ;; esac
+    T images import "$tar" >/dev/null </dev/null || die "importing $tar into the $TEST_NS namespace failed"
+  done 3<<<"$list"
+  work=$(mktemp -d "$CBO_CACHE/images-test.XXXXXX")
+  # shellcheck disable=SC2064 # expand now
+  trap "test_cleanup '$work'" EXIT
+  install -d -o 999 -g 999 -m 2770 "$work/pgdata" "$work/redis"
+  local ro=(--read-only --mount "type=tmpfs,src=tmpfs,dst=/tmp,options=rw:nosuid:nodev:mode=1777")
+  local pgenv=(--env POSTGRES_USER=celery --env "POSTGRES_PASSWORD=$pw" --env POSTGRES_DB=celery --env PGDATA=/var/lib/postgresql/data/pgdata)
+  local pgmounts=(--mount "type=bind,src=$work/pgdata,dst=/var/lib/postgresql/data,options=rbind:rw"
+    --mount "type=tmpfs,src=tmpfs,dst=/var/run/postgresql,options=rw:nosuid:nodev:mode=1777")
+  log "test: PostgreSQL first start (initdb) as 999, read-only root"
+  T run -d "${ro[@]}" "${pgenv[@]}" "${pgmounts[@]}" "$pg" t-pg >/dev/null
+  wait_ready t-pg 'pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"' || test_fail t-pg
+  T tasks exec --exec-id id t-pg sh -c '[ "$(id -u)" = 999 ] && ! touch /x 2>/dev/null' || die "test: PostgreSQL does not run as 999 on a read-only root"
+  local net=(--with-ns "network:/proc/$(T tasks ls | awk '$1 == "t-pg" {print $2}')/ns/net")
+  log "test: Redis with the operator's command as 999, read-only root"
+  T run -d "${ro[@]}" "${net[@]}" --env "REDIS_PASSWORD=$pw" --mount "type=bind,src=$work/redis,dst=/data,options=rbind:rw" \
+    "$redis" t-redis sh -c 'exec redis-server --dir /data --appendonly yes --requirepass "$REDIS_PASSWORD"' >/dev/null
+  wait_ready t-redis 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep -q PONG' || test_fail t-redis
+  log "test: worker and client (broker Redis, results in PostgreSQL)"
+  local cenv=(--env "CELERY_BROKER_URL=redis://:$enc@127.0.0.1:6379/0" --env "CELERY_RESULT_BACKEND=db+postgresql+psycopg2://celery:$enc@127.0.0.1:5432/celery")
+  T run -d "${ro[@]}" "${net[@]}" "${cenv[@]}" "$worker" t-worker >/dev/null
+  T run --rm "${ro[@]}" "${net[@]}" "${cenv[@]}" "$worker" t-client python -m cbo_client --count 3 --timeout 60 >"$work/client.json" \
+    || { cat "$work/client.json" >&2; test_fail t-worker; }
+  grep -q '"ok": true' "$work/client.json" || die "test: the client's results: $(cat "$work/client.json")"
+  log "test: PostgreSQL restarted on its volume keeps the results and the password"
+  T tasks kill -s SIGKILL t-worker >/dev/null 2>&1 || true
+  T tasks kill -s SIGINT t-pg >/dev/null
+  for i in $(seq 1 30); do T tasks ls | grep -q '^t-pg .*RUNNING' || break; sleep 1; done
+  T tasks delete t-pg >/dev/null 2>&1 || true
+  T containers delete t-pg >/dev/null
+  T run -d "${ro[@]}" "${pgenv[@]}" "${pgmounts[@]}" --env POSTGRES_PASSWORD=ignored-after-initdb "$pg" t-pg >/dev/null
+  wait_ready t-pg 'pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"' || test_fail t-pg
+  i=$(T tasks exec --exec-id q t-pg env "PGPASSWORD=$pw" psql -h 127.0.0.1 -U celery -d celery -Atc \
+    "select count(*) from celery_taskmeta where status = 'SUCCESS'") || test_fail t-pg
+  [ "$i" -ge 3 ] || die "test: PostgreSQL has $i results after its restart, expected 3"
+  log "test: passed (PostgreSQL $pg, Redis $redis, worker $worker)"
+}
+T() { ctr --address "$CBO_CONTAINERD_SOCK" -n "$TEST_NS" "$@"; }
+wait_ready() { # container probe-command
+  local i
+  for i in $(seq 1 60); do
+    T tasks exec --exec-id "probe$i" "$1" sh -c "$2" >/dev/null 2>&1 && return 0
+    T tasks ls | grep -q "^$1 .*RUNNING" || return 1
+    sleep 1
+  done
+  return 1
+}
+test_fail() { die "test: $1 is not ready (its task: $(T tasks ls | awk -v c="$1" '$1 == c'))"; }
+test_cleanup() {
+  local c
+  for c in t-client t-worker t-redis t-pg; do
+    T tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
+  done
+  sleep 1
+  for c in t-client t-worker t-redis t-pg; do
+    T tasks delete "$c" >/dev/null 2>&1 || true
+    T containers delete "$c" >/dev/null 2>&1 || true
+  done
+  T images ls -q 2>/dev/null | xargs -r ctr --address "$CBO_CONTAINERD_SOCK" -n "$TEST_NS" images rm >/dev/null 2>&1 || true
+  rm -rf "$1"
+}
+
 # (Sourcing the file defines the functions only.)
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
     pause) cmd_pause ;;
     build) cmd_build ;;
     env) env_lines ;;
-    *) echo "usage: $0 pause|build|env" >&2; exit 2 ;;
+    test) cmd_test ;;
+    *) echo "usage: $0 pause|build|env|test" >&2; exit 2 ;;
   esac
 fi

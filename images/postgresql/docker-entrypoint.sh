@@ -80,6 +80,7 @@ SQL
   fi
   for f in /docker-entrypoint-initdb.d/*; do
     [ -e "$f" ] || continue
+    # shellcheck disable=SC1090 # the init scripts a user mounts
     case "$f" in
       *.sh) if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
       *.sql) psql_ --dbname "$POSTGRES_DB" -f "$f" ;;
