@@ -325,22 +325,25 @@ import() {
   [ "$(node_digest "$1")" = "$want" ] || die "$1 is not listed in the node's containerd after importing $2"
 }
 
-# Drop what earlier inputs left: cached files and directories not named in the arguments, and
-# buildah images of ours other than the current bases.
+# Cached files and directories unused for a day go (what this build uses is touched first, so
+# that two checkouts at different commits sharing $CBO_CACHE do not delete each other's), and
+# buildah images of ours whose root filesystem went with them.
 prune() {
-  local keep=" $* " f ref
-  for f in "$OUT"/* "$OUT"/rootfs/*; do
-    [ -e "$f" ] && [ "$f" != "$OUT/rootfs" ] || continue
-    case "$keep" in *" $(basename "$f") "*) continue ;; esac
-    rm -rf "$f"
+  local name ref refs
+  for name in "$@"; do
+    [ -e "$OUT/$name" ] && touch -c "$OUT/$name"
+    [ -e "$OUT/rootfs/$name" ] && touch -c "$OUT/rootfs/$name"
   done
-  local refs
+  find "$OUT" "$OUT/rootfs" -mindepth 1 -maxdepth 1 ! -name rootfs ! -name '.*' -mmin +1440 -exec rm -rf {} +
   refs=$(B images --format '{{.Name}}:{{.Tag}}') || die "buildah images failed"
   for ref in $refs; do
     case "$ref" in
-      "$(base_ref)" | "$(builder_ref)") ;;
-      "$P"/*) B rmi "$ref" >/dev/null || log "could not remove $ref from buildah's store" ;;
+      "$P"/debian-base:*) [ -e "$OUT/rootfs/debian-base-${ref##*:}.tar" ] && continue ;;
+      "$P"/operator-builder:*) [ -e "$OUT/rootfs/operator-builder-${ref##*:}" ] && continue ;;
+      "$P"/*) ;;
+      *) continue ;;
     esac
+    B rmi "$ref" >/dev/null || log "could not remove $ref from buildah's store"
   done
 }
 
