@@ -22,6 +22,14 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
 
 step "cluster: control plane and node (build once, then start or reuse)"
 bash hack/cluster.sh up
+# The quick start's release watches every namespace with the same webhook configuration the tests'
+# operators use: the two would take it from each other. Remove it (and its demo) first, loudly.
+if "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" get namespace cbo-system >/dev/null 2>&1; then
+  echo "test: removing the quick start's operator (helm release cbo in cbo-system) and namespace celery-demo: the tests install their own" >&2
+  "$K8S_BIN/helm" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" uninstall cbo -n cbo-system --wait >/dev/null 2>&1 || true
+  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete namespace celery-demo cbo-system --ignore-not-found --wait=false >/dev/null
+  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete mutatingwebhookconfiguration celery-backend-operator --ignore-not-found >/dev/null
+fi
 step "real store servers (Debian, npm, PyPI, Go module proxy, Maven Central): Redis, PostgreSQL, MariaDB, memcached, RabbitMQ, pouchdb-server, moto, Azurite, FerretDB, fake-gcs-server, DynamoDB Local, Consul, OpenSearch, Cassandra"
 bash hack/stores.sh up
 step "Python virtualenv with Celery $CELERY_VERSION"
