@@ -209,28 +209,14 @@ EOF
 
 BUSYBOX_IMAGE=$CBO_IMAGE_PREFIX/busybox:node
 
-# The node's own two images, built without an image builder and imported when missing: the
-# sandbox ("pause") image, a static C program, and a static busybox from Debian for the volume
-# provisioner's helper Pods (mkdir/chmod/rm of claim directories).
+# The node's own images, imported when missing: the sandbox ("pause") image from images.sh, and a
+# static busybox from Debian for the volume provisioner's helper Pods (mkdir/chmod/rm of claim
+# directories), written as an OCI archive without an image builder.
 node_images() {
   local ctr="ctr --address $CBO_CONTAINERD_SOCK -n k8s.io" have dir
   have=$($ctr images ls -q 2>/dev/null || true)
-  if ! grep -qx "$CBO_PAUSE_IMAGE" <<<"$have"; then
-    need gcc "apt-get install gcc libc6-dev"
-    dir=$(mktemp -d)
-    cat >"$dir/pause.c" <<'C'
-#include <signal.h>
-#include <stdlib.h>
-#include <unistd.h>
-static void done(int sig) { (void)sig; exit(0); }
-int main(void) { signal(SIGTERM, done); signal(SIGINT, done); for (;;) pause(); }
-C
-    mkdir -p "$dir/root"
-    gcc -static -O2 -o "$dir/root/pause" "$dir/pause.c"
-    python3 "$HERE/oci_archive.py" "$dir/root" "$CBO_PAUSE_IMAGE" "$dir/pause.tar" /pause
-    $ctr images import "$dir/pause.tar" >/dev/null
-    rm -rf "$dir"
-  fi
+  # The sandbox image (images/pause, static C) is built and imported by images.sh.
+  bash "$HERE/images.sh" pause
   if ! grep -qx "$BUSYBOX_IMAGE" <<<"$have"; then
     [ -x /bin/busybox ] && file_static /bin/busybox || {
       log "installing busybox-static (apt)"
