@@ -124,7 +124,8 @@ spec:
           from celery import Celery
           app = Celery("quickstart", broker=os.environ["CELERY_BROKER_URL"], backend=os.environ["CELERY_RESULT_BACKEND"])
           r = app.send_task("cbo_tasks.add", args=[20, 22])
-          print(f"task {r.id}: state={r.state} result={r.get(timeout=120)} (stored by the worker in the managed Redis)")
+          value = r.get(timeout=120)
+          print(f"task {r.id}: state={r.state} result={value} (stored by the worker in the managed Redis)")
 EOF
 kubectl wait -n $NS --for=condition=Complete job/quickstart-client --timeout=180s >/dev/null || {
   kubectl logs -n $NS job/quickstart-client; exit 1; }
