@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use support::cluster::{install_crds, kubectl_ok, root, TestNamespace};
 use support::node::{
-    assert_results, client_job, image, images, json, pod_names, rollout, wait_no_terminating,
-    Release,
+    all_states, apply_broker, assert_results, client_job, image, images, install_operator, json,
+    pod_names, rollout, wait_no_terminating,
 };
 use support::operator::{condition, get, secret_key, wait_until};
 
@@ -108,27 +108,22 @@ fn check_store_pod(ns: &str, backend: &str) -> String {
 #[test]
 fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
     let images = images();
-    let operator_image = image(&images, "CBO_OPERATOR_IMAGE");
     let worker_image = image(&images, "CBO_WORKER_IMAGE");
     let redis_image = image(&images, "CBO_STORE_IMAGE_REDIS");
     let pg_image = image(&images, "CBO_STORE_IMAGE_POSTGRESQL");
-    let (repo, tag) = operator_image.rsplit_once(':').expect("repository:tag");
     install_crds();
     let system = TestNamespace::blocking_on_node("cbo-managed");
     let sys = system.name.clone();
     let apps = TestNamespace::blocking_on_node("stores");
     let n = apps.name.clone();
-    let release = Release::install(
+    let release = install_operator(
         &sys,
+        &images,
         &[
-            &format!("image.repository={repo}"),
-            &format!("image.tag={tag}"),
-            "image.pullPolicy=Never",
             &format!("storeImages.redis={redis_image}"),
             &format!("storeImages.postgresql={pg_image}"),
         ],
     );
-    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
 
     // 1. The examples, unchanged.
     for ex in ["managed-redis", "managed-postgresql"] {
@@ -146,13 +141,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
     check_store_pod(&n, "managed-postgresql");
 
     // 2. Workers on each store; a client Job per store.
-    support::node::apply(
-        &n,
-        &format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: broker}}\nspec:\n  selector: {{matchLabels: {{app: broker}}}}\n  template:\n    metadata: {{labels: {{app: broker}}}}\n    spec:\n      containers:\n      - name: redis\n        image: {redis_image}\n        imagePullPolicy: Never\n        command: [redis-server, --port, '6379', --protected-mode, 'no', --save, '', --appendonly, 'no']\n---\n\
-             apiVersion: v1\nkind: Service\nmetadata: {{name: broker}}\nspec:\n  selector: {{app: broker}}\n  ports: [{{port: 6379}}]\n"
-        ),
-    );
+    apply_broker(&n, &redis_image);
     // Each worker has its own broker database, so a task is executed by the worker of its store.
     for (w, backend) in [
         ("worker-redis", "managed-redis"),
@@ -165,7 +154,6 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
             ),
         );
     }
-    rollout(&n, "deployment/broker", 120);
     for w in ["worker-redis", "worker-pg"] {
         wait_until(&format!("{w} carries the URI reference"), 60, || {
             json(&n, &["deployment", w])["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -219,11 +207,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         &["read", &ids],
     );
     assert!(
-        read["states"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s == "SUCCESS"),
+        all_states(&read, "SUCCESS"),
         "results survive the store Pod's restart (appendonly): {read}"
     );
 
@@ -306,11 +290,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         &["read", &ids_of(&fresh)],
     );
     assert!(
-        read["states"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s == "SUCCESS"),
+        all_states(&read, "SUCCESS"),
         "fresh results stay readable: {read}"
     );
     kubectl_ok(&["delete", "celeryresultcleanuppolicy", &n]);
@@ -397,11 +377,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         &["read", &ids],
     );
     assert!(
-        read["states"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s == "SUCCESS"),
+        all_states(&read, "SUCCESS"),
         "Retain keeps the data: {read}"
     );
 

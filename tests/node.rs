@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{install_crds, kubectl_ok, TestNamespace};
 use support::node::{
-    apply, assert_results, client_job, image, images, json, lease_holder, pod_names, rollout,
-    wait_no_terminating, Release,
+    all_states, apply, apply_broker, assert_results, client_job, image, images, install_operator,
+    json, lease_holder, pod_names, replicasets, rollout, wait_no_terminating, Release,
 };
 use support::operator::{condition, wait_until};
 
@@ -48,12 +48,8 @@ fn redis_cli(args: &[&str]) -> String {
 #[test]
 fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() {
     let images = images();
-    let operator_image = image(&images, "CBO_OPERATOR_IMAGE");
     let worker_image = image(&images, "CBO_WORKER_IMAGE");
     let redis_image = image(&images, "CBO_STORE_IMAGE_REDIS");
-    let (repo, tag) = operator_image
-        .rsplit_once(':')
-        .expect("CBO_OPERATOR_IMAGE is repository:tag");
     install_crds();
     support::stores::up(&["redis"]);
 
@@ -61,17 +57,9 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     let sys = system.name.clone();
     let apps = TestNamespace::blocking_on_node("apps");
     let n = apps.name.clone();
-    let release = Release::install(
-        &sys,
-        &[
-            &format!("image.repository={repo}"),
-            &format!("image.tag={tag}"),
-            "image.pullPolicy=Never",
-        ],
-    );
+    let release = install_operator(&sys, &images, &[]);
 
     // 1. Both replicas Running and Ready, exactly one holds the Lease.
-    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
     let operators = pod_names(&sys, "app.kubernetes.io/name=celery-backend-operator");
     assert_eq!(operators.len(), 2, "{operators:?}");
     let leader = wait_until("a Lease holder", 60, || {
@@ -150,12 +138,10 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     assert!(!metrics.contains(pw1), "no password in metrics");
 
     // 5. A broker and a worker Deployment in Pods; a client Job sends tasks, reads results back.
+    apply_broker(&n, &redis_image);
     apply(&n, &format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: broker}}\nspec:\n  selector: {{matchLabels: {{app: broker}}}}\n  template:\n    metadata: {{labels: {{app: broker}}}}\n    spec:\n      containers:\n      - name: redis\n        image: {redis_image}\n        imagePullPolicy: Never\n        command: [redis-server, --port, '6379', --protected-mode, 'no', --save, '', --appendonly, 'no']\n        ports: [{{containerPort: 6379}}]\n---\n\
-         apiVersion: v1\nkind: Service\nmetadata: {{name: broker}}\nspec:\n  selector: {{app: broker}}\n  ports: [{{port: 6379}}]\n---\n\
-         apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: worker, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: worker}}}}\n  template:\n    metadata: {{labels: {{app: worker}}}}\n    spec:\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: 'redis://broker:6379/0'}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: worker, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: worker}}}}\n  template:\n    metadata: {{labels: {{app: worker}}}}\n    spec:\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: 'redis://broker:6379/0'}}\n"
     ));
-    rollout(&n, "deployment/broker", 120);
     wait_until("the worker template carries the URI reference", 60, || {
         json(&n, &["deployment", "worker"])["spec"]["template"]["spec"]["containers"][0]["env"]
             .to_string()
@@ -310,30 +296,10 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     kubectl_ok(&["-n", &n, "delete", "pod", "missed", "bare", "--wait=false"]);
 
     // 10. helm upgrade with a changed value rolls the operator; the backend stays Ready.
-    let rs_before = json(
-        &sys,
-        &[
-            "replicasets",
-            "-l",
-            "app.kubernetes.io/name=celery-backend-operator",
-        ],
-    )["items"]
-        .as_array()
-        .map(|a| a.len())
-        .unwrap_or(0);
+    let rs_before = replicasets(&sys, "app.kubernetes.io/name=celery-backend-operator");
     release.upgrade(&["podAnnotations.upgraded=yes"]);
     rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
-    let rs_after = json(
-        &sys,
-        &[
-            "replicasets",
-            "-l",
-            "app.kubernetes.io/name=celery-backend-operator",
-        ],
-    )["items"]
-        .as_array()
-        .map(|a| a.len())
-        .unwrap_or(0);
+    let rs_after = replicasets(&sys, "app.kubernetes.io/name=celery-backend-operator");
     assert!(
         rs_after > rs_before,
         "helm upgrade rolled the Deployment ({rs_before} -> {rs_after} ReplicaSets)"

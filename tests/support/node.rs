@@ -223,6 +223,52 @@ pub fn assert_results(out: &Value, n: u64) {
     );
 }
 
+/// Install the chart into `ns` with the operator image of `images` (never pulled) and `sets`;
+/// waits for the rollout.
+pub fn install_operator(ns: &str, images: &BTreeMap<String, String>, sets: &[&str]) -> Release {
+    let operator_image = image(images, "CBO_OPERATOR_IMAGE");
+    let (repo, tag) = operator_image
+        .rsplit_once(':')
+        .expect("CBO_OPERATOR_IMAGE is repository:tag");
+    let mut all = vec![
+        format!("image.repository={repo}"),
+        format!("image.tag={tag}"),
+        "image.pullPolicy=Never".to_string(),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let release = Release::install(ns, &refs);
+    rollout(ns, &format!("deployment/{}", release.deployment()), 180);
+    release
+}
+
+/// A Redis broker Deployment and Service named `broker` in `ns`, from the Redis image.
+pub fn apply_broker(ns: &str, redis_image: &str) {
+    apply(
+        ns,
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: broker}}\nspec:\n  selector: {{matchLabels: {{app: broker}}}}\n  template:\n    metadata: {{labels: {{app: broker}}}}\n    spec:\n      containers:\n      - name: redis\n        image: {redis_image}\n        imagePullPolicy: Never\n        command: [redis-server, --port, '6379', --protected-mode, 'no', --save, '', --appendonly, 'no']\n        ports: [{{containerPort: 6379}}]\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {{name: broker}}\nspec:\n  selector: {{app: broker}}\n  ports: [{{port: 6379}}]\n"
+        ),
+    );
+    rollout(ns, "deployment/broker", 120);
+}
+
+/// How many ReplicaSets match `selector` in `ns`.
+pub fn replicasets(ns: &str, selector: &str) -> usize {
+    json(ns, &["replicasets", "-l", selector])["items"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or(0)
+}
+
+/// Whether every state of a `read` client's output is `state`.
+pub fn all_states(read: &Value, state: &str) -> bool {
+    read["states"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(|s| s == state))
+}
+
 /// A Helm release of the chart; uninstalled (best effort) when dropped, with the webhook
 /// configuration the operator maintained.
 pub struct Release {
