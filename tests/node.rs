@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{install_crds, kubectl_ok, TestNamespace};
 use support::node::{
-    all_states, apply, apply_broker, assert_results, client_job, image, images, install_operator,
-    json, lease_holder, pod_names, replicasets, rollout, wait_no_terminating, Release,
+    apply, apply_broker, assert_results, client_job, image, images, install_operator, json,
+    lease_holder, pod_names, replicasets, rollout, wait_no_terminating,
 };
 use support::operator::{condition, wait_until};
 
