@@ -249,6 +249,13 @@ pub struct RunArgs {
     /// Ignore (default: Pods are admitted when the webhook is down; the controller reports them) or Fail.
     #[arg(long, env = "CBO_WEBHOOK_FAILURE_POLICY", default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
     pub webhook_failure_policy: String,
+    /// After SIGTERM, how long a replica with the webhook keeps serving it, not Ready, before it
+    /// exits: the API server learns of a removed endpoint only after kube-proxy and the
+    /// EndpointSlice controller catch up, and with failurePolicy Ignore a Pod admitted by a replica
+    /// that is already gone misses its URI. Kubernetes duration (`5s`); `0s` exits at once. Keep it
+    /// below the Pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "CBO_SHUTDOWN_DRAIN", default_value = "5s")]
+    pub shutdown_drain: String,
     /// Registry/repository prefix for every default managed-store image.
     ///
     /// Replaces everything before the image's last path component and keeps that component and
@@ -414,6 +421,7 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
             identity,
             webhook,
             store_images,
+            shutdown_drain: duration_arg("--shutdown-drain", &args.shutdown_drain)?,
         },
     )
     .await

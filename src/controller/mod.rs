@@ -101,6 +101,8 @@ pub struct RunOptions {
     pub webhook: Option<crate::webhook::WebhookOptions>,
     /// Operator-wide images and pull secrets for managed stores (validated by the caller).
     pub store_images: provision::StoreImages,
+    /// After a shutdown signal, keep serving the webhook (not Ready) this long (`--shutdown-drain`).
+    pub shutdown_drain: Duration,
 }
 
 pub struct Context {
@@ -206,7 +208,11 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
                 break;
             }
             tokio::select! {
-                _ = &mut signal => { tracing::info!("signal received while standing by"); return Ok(()); }
+                _ = &mut signal => {
+                    tracing::info!("signal received while standing by");
+                    drain(&opts, &metrics).await;
+                    return Ok(());
+                }
                 changed = rx.changed() => { if changed.is_err() { anyhow::bail!("leader election stopped"); } }
             }
         }
@@ -257,7 +263,21 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     if lost.load(std::sync::atomic::Ordering::Relaxed) {
         anyhow::bail!("lost the leader lease; exiting so that the new leader works alone");
     }
+    drain(&opts, &metrics).await;
     Ok(())
+}
+
+/// On a signal: report not Ready and keep the webhook serving for `shutdown_drain`, so that
+/// admissions routed here while the endpoint removal propagates are still answered.
+async fn drain(opts: &RunOptions, metrics: &Metrics) {
+    if opts.webhook.is_none() || opts.shutdown_drain.is_zero() {
+        return;
+    }
+    metrics
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(drain = ?opts.shutdown_drain, "not ready; serving the webhook until the drain ends");
+    tokio::time::sleep(opts.shutdown_drain).await;
 }
 
 async fn run_controller(
