@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::cluster::{install_crds, kubectl_ok, TestNamespace};
+use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace};
 use support::node::{
     apply, apply_broker, assert_results, client_job, image, images, install_operator, json,
     lease_holder, pod_names, replicasets, rollout, wait_no_terminating,
@@ -110,6 +110,30 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
                 .then_some(())
         },
     );
+    // kube-proxy programs a new Service's endpoints a moment after they exist; until then the
+    // API server's call is refused and the Pod is admitted without the URI (failurePolicy Ignore,
+    // reported as missed). A server-side dry run goes through the same admission path.
+    let dry = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: probe, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  containers:\n  - {{name: w, image: {worker_image}}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("probe.yaml");
+    std::fs::write(&f, &dry).unwrap();
+    wait_until("the webhook answers through its Service", 60, || {
+        let out = kubectl(&[
+            "-n",
+            &n,
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            f.to_str().unwrap(),
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("CELERY_RESULT_BACKEND")
+            .then_some(())
+    });
     apply(&n, &format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: bare, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  containers:\n  - {{name: w, image: {worker_image}, imagePullPolicy: Never, command: [sleep, '3600']}}\n"
     ));
@@ -268,9 +292,18 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
         &format!("deployment/{}", release.deployment()),
         "--replicas=0",
     ]);
+    // Gone, not only terminating: a terminating replica keeps serving through its shutdown drain.
     wait_until("no operator Pod", 90, || {
-        pod_names(&sys, "app.kubernetes.io/name=celery-backend-operator")
-            .is_empty()
+        json(
+            &sys,
+            &[
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=celery-backend-operator",
+            ],
+        )["items"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
             .then_some(())
     });
     apply(&n, &format!(
