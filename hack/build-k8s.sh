@@ -23,7 +23,6 @@ if [ ! -x "$OUT/kube-apiserver" ] || [ ! -x "$OUT/kube-controller-manager" ] || 
   mkdir -p "$WORK/k8s"; cd "$WORK/k8s"
   json=$(dl "k8s.io/kubernetes@v$K8S_VERSION") || { echo "build-k8s: cannot download k8s.io/kubernetes@v$K8S_VERSION: $json" >&2; exit 1; }
   upmod=$(printf '%s\n' "$json" | field GoMod)
-  commit=$(printf '%s\n' "$json" | field Hash || true)
   [ -s "$upmod" ] || { echo "build-k8s: no go.mod for k8s.io/kubernetes@v$K8S_VERSION" >&2; exit 1; }
   staging="v0.${K8S_VERSION#1.}"
   {
@@ -33,17 +32,7 @@ if [ ! -x "$OUT/kube-apiserver" ] || [ ! -x "$OUT/kube-controller-manager" ] || 
     # upstream maps its staging modules to ./staging; use their published tags instead
     awk -v v="$staging" '$2 == "=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " v}' "$upmod"
   } > go.mod
-  pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl"
-  args=""; for p in $pkgs; do args="$args $p@v$K8S_VERSION"; done
-  # shellcheck disable=SC2086
-  go get -tool $args
-  ldf="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf="$ldf -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
-    [ -n "$commit" ] && ldf="$ldf -X $p.gitCommit=$commit"
-  done
-  # shellcheck disable=SC2086
-  go build -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$OUT/" $pkgs
+  k8s_go_build kube-apiserver kube-controller-manager kubectl
 fi
 
 if [ ! -x "$OUT/etcd" ]; then

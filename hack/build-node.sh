@@ -18,25 +18,10 @@ bash "$HERE/build-k8s.sh"
 start=$(date +%s)
 echo "build-node: building ${missing[*]} into $OUT" >&2
 export CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
-MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
-pkgs=""
-for c in kube-scheduler kubelet kube-proxy; do
-  [ -x "$OUT/$c" ] || pkgs="$pkgs k8s.io/kubernetes/cmd/$c"
-done
-if [ -n "$pkgs" ]; then
-  cd "$WORK/k8s"
-  args=""; for p in $pkgs; do args="$args $p@v$K8S_VERSION"; done
-  # shellcheck disable=SC2086
-  go get -tool $args
-  commit=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"Hash": "\(.*\)",\{0,1\}$/\1/p' | head -n1 || true)
-  ldf="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf="$ldf -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
-    [ -n "$commit" ] && ldf="$ldf -X $p.gitCommit=$commit"
-  done
-  # shellcheck disable=SC2086
-  go build -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$OUT/" $pkgs
-fi
+cmds=""
+for c in kube-scheduler kubelet kube-proxy; do [ -x "$OUT/$c" ] || cmds="$cmds $c"; done
+# shellcheck disable=SC2086
+[ -z "$cmds" ] || (cd "$WORK/k8s" && k8s_go_build $cmds)
 if [ ! -x "$OUT/coredns" ]; then
   GOBIN="$OUT" go install -ldflags="-s -w" "github.com/coredns/coredns@v$COREDNS_VERSION"
 fi

@@ -22,3 +22,20 @@ CBO_CONTAINERD_SOCK=$CBO_NODE_DIR/containerd/state/containerd.sock
 CBO_IMAGE_PREFIX=${CBO_IMAGE_PREFIX:-cbo.local}
 CBO_PAUSE_IMAGE=$CBO_IMAGE_PREFIX/pause:3.10
 CBO_BUILDAH_ROOT=$CBO_CACHE/buildah
+
+# k8s_go_build CMD...: run in the wrapper module of build-k8s.sh; adds k8s.io/kubernetes/cmd/CMD as
+# tools and builds them into $K8S_BIN, version-stamped like upstream's release builds.
+k8s_go_build() {
+  local pkgs="" args="" ldf="-s -w" commit p minor
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  for p in "$@"; do pkgs="$pkgs k8s.io/kubernetes/cmd/$p"; args="$args k8s.io/kubernetes/cmd/$p@v$K8S_VERSION"; done
+  # shellcheck disable=SC2086
+  go get -tool $args
+  commit=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"Hash": "\(.*\)",\{0,1\}$/\1/p' | head -n1 || true)
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf="$ldf -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    [ -n "$commit" ] && ldf="$ldf -X $p.gitCommit=$commit"
+  done
+  # shellcheck disable=SC2086
+  CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false" go build -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$K8S_BIN/" $pkgs
+}
