@@ -112,8 +112,10 @@ up() {
   down_quiet
   bash "$HERE/node.sh" net
   log "starting etcd v$ETCD_VERSION, kube-apiserver and kube-controller-manager v$K8S_VERSION on 127.0.0.1"
-  # Test data only: a fresh etcd each start, no fsync.
-  rm -rf "$STATE/etcd"
+  # Test data only: a fresh etcd each start, no fsync. What the node ran and provisioned for the
+  # old etcd's objects goes with it.
+  bash "$HERE/node.sh" down
+  rm -rf "$STATE/etcd" "$CBO_NODE_DIR/volumes"
   spawn etcd "$K8S_BIN/etcd" --name=cbo --data-dir="$STATE/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \

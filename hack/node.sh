@@ -375,15 +375,23 @@ down_quiet() {
   # Network namespaces of this node's sandboxes, if any survived.
   if [ -d "$D/cni/data" ]; then rm -rf "$D/cni/data"; fi
   if [ -x "$K8S_BIN/kube-proxy" ]; then "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
-  for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-PROXY-CANARY; do
+  # Every KUBE-* chain the kubelet and kube-proxy made, in both families (they manage IPv6 too):
+  # the jumps into them from the built-in chains first, then the chains themselves.
+  local ipt t rule chain
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
     for t in filter nat mangle; do
-      while iptables -t "$t" -S 2>/dev/null | grep -- "-j $chain" | head -n1 | grep -q .; do
-        rule=$(iptables -t "$t" -S | grep -- "-j $chain" | head -n1 | sed 's/^-A/-D/')
-        # shellcheck disable=SC2086
-        iptables -t "$t" $rule 2>/dev/null || break
+      $ipt -t "$t" -S 2>/dev/null | grep -E -- '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A/-D/' \
+        | while read -r rule; do
+            # shellcheck disable=SC2086
+            eval "$ipt -t $t $rule" 2>/dev/null || true
+          done || true
+      for chain in $($ipt -t "$t" -S 2>/dev/null | sed -n 's/^-N \(KUBE-[^ ]*\)$/\1/p'); do
+        $ipt -t "$t" -F "$chain" 2>/dev/null || true
       done
-      iptables -t "$t" -F "$chain" 2>/dev/null || true
-      iptables -t "$t" -X "$chain" 2>/dev/null || true
+      for chain in $($ipt -t "$t" -S 2>/dev/null | sed -n 's/^-N \(KUBE-[^ ]*\)$/\1/p'); do
+        $ipt -t "$t" -X "$chain" 2>/dev/null || true
+      done
     done
   done
   if $KUBECTL get --raw=/readyz >/dev/null 2>&1; then
