@@ -31,7 +31,8 @@ for ns in $SYS $NS; do
 done
 helm upgrade --install cbo charts/celery-backend-operator -n $SYS \
   --set image.repository="${CBO_OPERATOR_IMAGE%:*}" --set image.tag="${CBO_OPERATOR_IMAGE##*:}" \
-  --set image.pullPolicy=Never --set storeImages.redis="$CBO_STORE_IMAGE_REDIS" \
+  --set image.pullPolicy=Never \
+  --set storeImages.redis="$CBO_STORE_IMAGE_REDIS" --set storeImages.postgresql="$CBO_STORE_IMAGE_POSTGRESQL" \
   --wait --timeout 300s >/dev/null
 kubectl get pods -n $SYS -o wide
 
@@ -95,7 +96,13 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 kubectl rollout status -n $NS deployment/celery-worker --timeout=180s
-POD=$(kubectl get pods -n $NS -l app=celery-worker -o jsonpath='{.items[0].metadata.name}')
+# The Pod of the injected template (the first one, from before the injection, may still be going).
+POD=$(kubectl get pods -n $NS -l app=celery-worker -o json | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    env = p["spec"]["containers"][0].get("env", [])
+    if not p["metadata"].get("deletionTimestamp") and any(e["name"] == "CELERY_RESULT_BACKEND" for e in env):
+        print(p["metadata"]["name"]); break')
 echo "worker Pod $POD reads the URI from the Secret by reference:"
 kubectl get pod -n $NS "$POD" -o jsonpath='{range .spec.containers[0].env[?(@.valueFrom)]}  {.name} <- secret {.valueFrom.secretKeyRef.name}, key {.valueFrom.secretKeyRef.key}{"\n"}{end}'
 
