@@ -38,6 +38,18 @@ pub struct Registry {
     inner: Arc<Mutex<HashMap<(String, String), Entry>>>,
 }
 
+/// Delay before the next check: the interval after a success; after `failures` failed checks in a
+/// row, 2 s, 4 s, 8 s, … capped at the interval. A store that just started (a managed Pod Ready a
+/// moment before its Service's endpoints are programmed) is seen healthy within seconds, not one
+/// whole interval later.
+pub fn next_check(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let backoff = Duration::from_secs(2u64.saturating_mul(1u64 << (failures - 1).min(20)));
+    backoff.min(interval)
+}
+
 /// Schedule of a backend's checks: (enabled, interval, timeout).
 pub fn schedule(obj: &CeleryResultBackend) -> (bool, Duration, Duration) {
     let h = obj.spec.health_check.clone().unwrap_or_default();
@@ -137,12 +149,20 @@ impl Registry {
         let k = key.clone();
         let fp = fingerprint.clone();
         let handle = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failures = 0u32;
+            let mut first = true;
             loop {
-                ticker.tick().await;
+                if !first {
+                    tokio::time::sleep(next_check(interval, failures)).await;
+                }
+                first = false;
                 let res = store.probe(timeout).await;
                 let outcome = outcome_of(&store, &res);
+                failures = if outcome.ready {
+                    0
+                } else {
+                    failures.saturating_add(1)
+                };
                 metrics
                     .health_checks
                     .get_or_create(&crate::telemetry::ResultLabel {
@@ -225,5 +245,22 @@ impl Registry {
     /// Stop everything (losing leadership, shutdown).
     pub fn stop_all(&self) {
         self.retain(|_| false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failed_checks_are_retried_sooner_up_to_the_interval() {
+        use super::next_check;
+        use std::time::Duration;
+        let i = Duration::from_secs(30);
+        let got: Vec<u64> = (0..6).map(|f| next_check(i, f).as_secs()).collect();
+        assert_eq!(got, vec![30, 2, 4, 8, 16, 30]);
+        assert_eq!(
+            next_check(Duration::from_secs(1), 3),
+            Duration::from_secs(1)
+        );
+        assert_eq!(next_check(i, u32::MAX), i);
     }
 }
