@@ -285,6 +285,22 @@ pub fn init_logging(json: bool) {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn not_ready_until_the_webhook_serves() {
+        let status = |m: &Metrics| {
+            let m = m.clone();
+            async move { readyz(State(m)).await.into_response().status() }
+        };
+        let m = Metrics::default();
+        m.ready.store(true, Ordering::Relaxed);
+        assert_eq!(status(&m).await, StatusCode::OK);
+        m.webhook_ready.store(false, Ordering::Relaxed);
+        assert_eq!(status(&m).await, StatusCode::SERVICE_UNAVAILABLE);
+        m.webhook_ready.store(true, Ordering::Relaxed);
+        m.ready.store(false, Ordering::Relaxed);
+        assert_eq!(status(&m).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
     #[test]
     fn backends_gauge_counts_each_backend_once() {
         let m = Metrics::default();

@@ -125,6 +125,13 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         ],
     );
 
+    // A client Job on each store's worker (its own broker database).
+    let job = |name: &str, backend: &str, worker: &str, args: &[&str]| {
+        client_job(&n, name, &worker_image, backend, &broker(worker), args)
+    };
+    let redis_job = |name: &str, args: &[&str]| job(name, "managed-redis", "worker-redis", args);
+    let pg_job = |name: &str, args: &[&str]| job(name, "managed-postgresql", "worker-pg", args);
+
     // 1. The examples, unchanged.
     for ex in ["managed-redis", "managed-postgresql"] {
         kubectl_ok(&[
@@ -164,48 +171,20 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         rollout(&n, &format!("deployment/{w}"), 180);
         wait_no_terminating(&n, &format!("app={w}"), 90);
     }
-    let first = client_job(
-        &n,
-        "redis-1",
-        &worker_image,
-        "managed-redis",
-        &broker("worker-redis"),
-        &["send", "4"],
-    );
+    let first = redis_job("redis-1", &["send", "4"]);
     assert_results(&first, 4);
-    let out = client_job(
-        &n,
-        "pg-1",
-        &worker_image,
-        "managed-postgresql",
-        &broker("worker-pg"),
-        &["send", "4"],
-    );
+    let out = pg_job("pg-1", &["send", "4"]);
     assert_results(&out, 4);
 
     // 3. Credentials survive a restart of the store Pod and of the operator.
     let pw = secret_key(&n, "managed-redis-credentials", "password");
     let sts = pod_names(&n, "app.kubernetes.io/instance=managed-redis");
     kubectl_ok(&["-n", &n, "delete", "pod", &sts[0], "--wait=true"]);
-    kubectl_ok(&[
-        "-n",
-        &sys,
-        "rollout",
-        "restart",
-        &format!("deployment/{}", release.deployment()),
-    ]);
-    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+    release.restart();
     wait_ready(&n, "managed-redis", 180);
     assert_eq!(secret_key(&n, "managed-redis-credentials", "password"), pw);
     let ids = ids_of(&first);
-    let read = client_job(
-        &n,
-        "redis-read-1",
-        &worker_image,
-        "managed-redis",
-        &broker("worker-redis"),
-        &["read", &ids],
-    );
+    let read = redis_job("redis-read-1", &["read", &ids]);
     assert!(
         all_states(&read, "SUCCESS"),
         "results survive the store Pod's restart (appendonly): {read}"
@@ -228,26 +207,12 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         (json(&n, &["statefulset", &pg_sts])["spec"]["replicas"] == 1).then_some(())
     });
     wait_ready(&n, "managed-postgresql", 240);
-    let out = client_job(
-        &n,
-        "pg-2",
-        &worker_image,
-        "managed-postgresql",
-        &broker("worker-pg"),
-        &["send", "2"],
-    );
+    let out = pg_job("pg-2", &["send", "2"]);
     assert_results(&out, 2);
 
     // 5. A cleanup policy removes expired results from the managed PostgreSQL while a client
     //    keeps writing fresh ones: every expired result gone, every fresh one readable.
-    let old = client_job(
-        &n,
-        "pg-old",
-        &worker_image,
-        "managed-postgresql",
-        &broker("worker-pg"),
-        &["send", "4"],
-    );
+    let old = pg_job("pg-old", &["send", "4"]);
     assert_results(&old, 4);
     let old_ids = ids_of(&old);
     std::thread::sleep(Duration::from_secs(45));
@@ -257,38 +222,13 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
             "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {n}}}\nspec:\n  schedule: '*/5 * * * * *'\n  retention: 40s\n  namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {n}}}}}\n"
         ),
     );
-    let fresh = client_job(
-        &n,
-        "pg-fresh",
-        &worker_image,
-        "managed-postgresql",
-        &broker("worker-pg"),
-        &["send", "6"],
-    );
+    let fresh = pg_job("pg-fresh", &["send", "6"]);
     assert_results(&fresh, 6);
     wait_until("the policy deleted the expired results", 90, || {
-        let read = client_job(
-            &n,
-            &format!("pg-read-{}", rand_suffix()),
-            &worker_image,
-            "managed-postgresql",
-            &broker("worker-pg"),
-            &["read", &old_ids],
-        );
-        read["states"]
-            .as_array()?
-            .iter()
-            .all(|s| s == "PENDING")
-            .then_some(())
+        let read = pg_job(&format!("pg-read-{}", rand_suffix()), &["read", &old_ids]);
+        all_states(&read, "PENDING").then_some(())
     });
-    let read = client_job(
-        &n,
-        "pg-read-fresh",
-        &worker_image,
-        "managed-postgresql",
-        &broker("worker-pg"),
-        &["read", &ids_of(&fresh)],
-    );
+    let read = pg_job("pg-read-fresh", &["read", &ids_of(&fresh)]);
     assert!(
         all_states(&read, "SUCCESS"),
         "fresh results stay readable: {read}"
@@ -368,14 +308,7 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
     ]);
     wait_ready(&n, "managed-redis", 240);
     assert_eq!(secret_key(&n, "managed-redis-credentials", "password"), pw);
-    let read = client_job(
-        &n,
-        "redis-read-2",
-        &worker_image,
-        "managed-redis",
-        &broker("worker-redis"),
-        &["read", &ids],
-    );
+    let read = redis_job("redis-read-2", &["read", &ids]);
     assert!(
         all_states(&read, "SUCCESS"),
         "Retain keeps the data: {read}"

@@ -237,14 +237,7 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
 
     // 7. Restarting the operator rolls nothing.
     let generation = json(&n, &["deployment", "worker"])["metadata"]["generation"].clone();
-    kubectl_ok(&[
-        "-n",
-        &sys,
-        "rollout",
-        "restart",
-        &format!("deployment/{}", release.deployment()),
-    ]);
-    rollout(&sys, &format!("deployment/{}", release.deployment()), 180);
+    release.restart();
     wait_until("orders Ready after the operator restart", 60, || {
         condition(&n, "orders", "Ready")
             .starts_with("True")

@@ -311,6 +311,13 @@ impl Release {
         out
     }
 
+    /// `kubectl rollout restart` of the operator, waiting for the new replicas.
+    pub fn restart(&self) {
+        let deployment = format!("deployment/{}", self.deployment());
+        kubectl_ok(&["-n", &self.ns, "rollout", "restart", &deployment]);
+        rollout(&self.ns, &deployment, 180);
+    }
+
     pub fn upgrade(&self, sets: &[&str]) {
         let mut args = vec![
             "upgrade",
