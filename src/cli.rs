@@ -226,13 +226,32 @@ pub struct RunArgs {
         default_value = "celery-backend-operator-webhook"
     )]
     pub webhook_service: String,
-    /// Name of the MutatingWebhookConfiguration the leader maintains.
-    #[arg(
-        long,
-        env = "CBO_WEBHOOK_CONFIG",
-        default_value = "celery-backend-operator"
-    )]
-    pub webhook_config_name: String,
+    /// Name of the MutatingWebhookConfiguration the leader maintains, which also records this
+    /// installation (default: `celery-backend-operator` for a cluster-wide installation,
+    /// `celery-backend-operator.<namespace>` with --namespace).
+    #[arg(long, env = "CBO_WEBHOOK_CONFIG")]
+    pub webhook_config_name: Option<String>,
+    /// This installation's identity, a label value written on the objects it owns (its record,
+    /// Lease and webhook certificate Secret); another installation's objects are never taken
+    /// over. Default: `<lease namespace>.<lease name>` (`dev.<host>` with --dev).
+    #[arg(long, env = "CBO_INSTALLATION")]
+    pub installation: Option<String>,
+    /// ClusterRole that owns this installation's record, Lease and webhook certificate Secret,
+    /// so that deleting it (`helm uninstall`) removes them (the chart passes its own).
+    #[arg(long, env = "CBO_OWNER_CLUSTER_ROLE")]
+    pub owner_cluster_role: Option<String>,
+    /// Start even if another installation owns this one's record, Lease or certificate Secret,
+    /// serves the whole cluster, or serves the same namespace (only when that one is gone for
+    /// good).
+    #[arg(long, env = "CBO_TAKE_OVER")]
+    pub take_over: bool,
+    /// A local debug run beside the cluster's installation: requires --namespace; the identity
+    /// defaults to `dev.<host>`, the Lease to `celery-backend-operator-dev` in that namespace,
+    /// the webhook is off unless --webhook-url is given (the API server must reach it), the
+    /// metrics server listens on 127.0.0.1, and the run removes its record and webhook
+    /// configuration on exit, so a cluster-wide installation serves the namespace again.
+    #[arg(long, env = "CBO_DEV")]
+    pub dev: bool,
     /// Secret (operator namespace) with the webhook CA and serving certificate.
     #[arg(
         long,
@@ -351,24 +370,18 @@ impl RunArgs {
 pub async fn run_controller(args: &RunArgs) -> Result<()> {
     crate::telemetry::init_logging(args.log_json);
     let store_images = args.store_images()?;
-    let metrics_addr =
-        if args.metrics_addr == "off" {
-            None
-        } else {
-            Some(args.metrics_addr.parse().with_context(|| {
-                format!("--metrics-addr {:?} is not host:port", args.metrics_addr)
-            })?)
-        };
+    let profile = Profile::of(args)?;
+    let metrics_addr = if profile.metrics_addr == "off" {
+        None
+    } else {
+        Some(profile.metrics_addr.parse().with_context(|| {
+            format!("--metrics-addr {:?} is not host:port", profile.metrics_addr)
+        })?)
+    };
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .or_else(|| args.namespace.clone())
-        .unwrap_or_else(|| "default".into());
     let mut config = kube::Config::infer()
         .await
         .context("cannot load kubeconfig or in-cluster config")?;
@@ -380,12 +393,13 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
             env!("CARGO_PKG_VERSION")
         )),
     ));
-    let webhook = if args.webhook_addr == "off" {
+    let lease_namespace = profile.lease_namespace.clone();
+    let webhook = if profile.webhook_addr == "off" {
         None
     } else {
         Some(crate::webhook::WebhookOptions {
-            listen: args.webhook_addr.parse().with_context(|| {
-                format!("--webhook-addr {:?} is not host:port", args.webhook_addr)
+            listen: profile.webhook_addr.parse().with_context(|| {
+                format!("--webhook-addr {:?} is not host:port", profile.webhook_addr)
             })?,
             endpoint: match &args.webhook_url {
                 Some(u) => crate::webhook::Endpoint::Url(u.clone()),
@@ -395,7 +409,7 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
                     port: 443,
                 },
             },
-            config_name: args.webhook_config_name.clone(),
+            config_name: profile.installation.record.clone(),
             secret_namespace: lease_namespace.clone(),
             secret_name: args.webhook_secret.clone(),
             failure_policy: args.webhook_failure_policy.clone(),
@@ -408,6 +422,8 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        installation = %profile.installation.id,
+        dev = args.dev,
         "celery-backend-operator starting"
     );
     crate::controller::run(
@@ -415,16 +431,110 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
         crate::controller::RunOptions {
             namespace: args.namespace.clone(),
             metrics_addr,
-            leader_election: args.leader_election,
-            lease_name: args.lease_name.clone(),
+            leader_election: profile.leader_election,
+            lease_name: profile.lease_name.clone(),
             lease_namespace: lease_namespace.clone(),
             identity,
             webhook,
             store_images,
             shutdown_drain: duration_arg("--shutdown-drain", &args.shutdown_drain)?,
+            installation: profile.installation,
+            owner_cluster_role: args.owner_cluster_role.clone(),
+            take_over: args.take_over,
+            remove_record_on_exit: args.dev,
         },
     )
     .await
+}
+
+/// The settings `run` derives from its flags (with `--dev` applied), checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub installation: crate::installation::Identity,
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub leader_election: bool,
+    pub webhook_addr: String,
+    pub metrics_addr: String,
+}
+
+impl Profile {
+    /// `--dev` defaults, the installation identity and the record name. Errors name the flag.
+    pub fn of(args: &RunArgs) -> Result<Profile> {
+        use crate::installation::{default_id, is_label_value, Identity, Scope};
+        let scope = match &args.namespace {
+            Some(n) => Scope::Namespace(n.clone()),
+            None if args.dev => anyhow::bail!(
+                "--dev needs --namespace: a local run serves one namespace, beside the cluster's installation"
+            ),
+            None => Scope::Cluster,
+        };
+        let lease_namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let lease_name = if args.dev && args.lease_name == "celery-backend-operator" {
+            "celery-backend-operator-dev".to_string()
+        } else {
+            args.lease_name.clone()
+        };
+        let id = match &args.installation {
+            Some(i) => i.clone(),
+            None if args.dev => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let host: String = host
+                    .trim()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .take(56)
+                    .collect();
+                format!("dev.{}", host.trim_matches('-'))
+                    .trim_end_matches('.')
+                    .to_string()
+            }
+            None => default_id(&lease_namespace, &lease_name),
+        };
+        if !is_label_value(&id) {
+            anyhow::bail!("--installation {id:?} is not a label value (at most 63 characters: letters, digits, '-', '_' and '.', starting and ending with a letter or digit)");
+        }
+        let record = args
+            .webhook_config_name
+            .clone()
+            .unwrap_or_else(|| scope.default_record());
+        let dev_default = |flag: &str, given: &str, default: &str, dev: &str| {
+            if args.dev && given == default {
+                tracing::debug!(flag, value = dev, "--dev default");
+                dev.to_string()
+            } else {
+                given.to_string()
+            }
+        };
+        Ok(Profile {
+            installation: Identity { id, scope, record },
+            lease_name,
+            lease_namespace,
+            leader_election: args.leader_election,
+            webhook_addr: if args.dev && args.webhook_url.is_none() {
+                "off".to_string()
+            } else {
+                args.webhook_addr.clone()
+            },
+            metrics_addr: dev_default(
+                "--metrics-addr",
+                &args.metrics_addr,
+                "0.0.0.0:8080",
+                "127.0.0.1:8080",
+            ),
+        })
+    }
 }
 
 /// What `uri` prints.

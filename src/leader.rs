@@ -20,6 +20,10 @@ pub struct LeaseConfig {
     pub identity: String,
     pub duration: Duration,
     pub renew: Duration,
+    /// The installation the Lease belongs to (`crate::installation::INSTALLATION` annotation).
+    pub installation: String,
+    /// What owns the Lease (the installation's ClusterRole), so uninstalling removes it.
+    pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 }
 
 /// What one attempt concluded.
@@ -71,6 +75,14 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<Attempt,
                 metadata: ObjectMeta {
                     name: Some(cfg.name.clone()),
                     namespace: Some(cfg.namespace.clone()),
+                    annotations: Some(
+                        [(
+                            crate::installation::INSTALLATION.to_string(),
+                            cfg.installation.clone(),
+                        )]
+                        .into(),
+                    ),
+                    owner_references: cfg.owner.clone().map(|o| vec![o]),
                     ..Default::default()
                 },
                 spec: Some(spec_for(cfg, None, now)),
@@ -88,6 +100,13 @@ pub async fn try_acquire(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<Attempt,
                 return Ok(Attempt::Following);
             }
             lease.spec = Some(spec_for(cfg, Some(&spec), now));
+            // A Lease from before installation identities becomes this installation's.
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .entry(crate::installation::INSTALLATION.to_string())
+                .or_insert_with(|| cfg.installation.clone());
             // replace() sends the resourceVersion we read: a concurrent writer makes this 409.
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
                 Ok(_) => Ok(Attempt::Leading),
@@ -156,6 +175,8 @@ mod tests {
             identity: id.into(),
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(5),
+            installation: "i".into(),
+            owner: None,
         }
     }
 

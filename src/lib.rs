@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod drift;
 pub mod inject;
+pub mod installation;
 pub mod leader;
 pub mod manifests;
 pub mod provision;

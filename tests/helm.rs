@@ -149,7 +149,19 @@ fn chart_renders_and_passes_server_side_dry_run() {
                 only_namespace: None,
                 self_managed: false,
             };
-            let mut want = cbo::webhook::webhook_configuration(&opts, "")["webhooks"].clone();
+            let me = cbo::installation::Identity {
+                id: format!("{}.cbo", ns.name),
+                scope: cbo::installation::Scope::Cluster,
+                record: "celery-backend-operator".into(),
+            };
+            let mut want = cbo::webhook::webhook_configuration(&opts, &me, "", &Default::default())
+                ["webhooks"]
+                .clone();
+            assert_eq!(
+                mwc["metadata"]["annotations"]["celery.dev/installation"], me.id,
+                "the chart records the same installation the operator does"
+            );
+            assert!(rendered.contains(&format!("--installation={}", me.id)));
             want[0]["clientConfig"]
                 .as_object_mut()
                 .unwrap()

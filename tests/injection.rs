@@ -712,7 +712,14 @@ fn externally_issued_certificates_are_served_and_reloaded() {
         let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "celery-backend-operator-webhook-tls", "namespace": n},
             "type": "kubernetes.io/tls", "stringData": keep});
-        let config = cbo::webhook::webhook_configuration(&opts, &keep["ca.crt"]);
+        // The identity the operator below takes by default: `<lease namespace>.<lease name>`.
+        let me = cbo::installation::Identity {
+            id: format!("{n}.celery-backend-operator"),
+            scope: cbo::installation::Scope::Namespace(n.clone()),
+            record: config_name.clone(),
+        };
+        let config =
+            cbo::webhook::webhook_configuration(&opts, &me, &keep["ca.crt"], &Default::default());
         (secret, config)
     };
     let install = |secret: &Value, config: &Value| {

@@ -139,6 +139,7 @@ async fn run_policy(
     client: Client,
     metrics: crate::telemetry::Metrics,
     scope: Option<String>,
+    claimed: HashSet<String>,
     policy: CeleryResultCleanupPolicy,
     started: i64,
     next: Option<i64>,
@@ -191,6 +192,10 @@ async fn run_policy(
         Ok(list) => {
             for b in list.items {
                 let ns = b.namespace().unwrap_or_default();
+                // Another installation serves it (and runs the policy there).
+                if claimed.contains(&ns) {
+                    continue;
+                }
                 if namespaces.as_ref().is_some_and(|set| !set.contains(&ns)) {
                     continue;
                 }
@@ -386,7 +391,12 @@ async fn backend_event(
 }
 
 /// Leader-only loop: check every policy's schedule every few seconds, start due runs.
-pub async fn run(client: Client, metrics: crate::telemetry::Metrics, scope: Option<String>) {
+pub async fn run(
+    client: Client,
+    metrics: crate::telemetry::Metrics,
+    scope: Option<String>,
+    claims: crate::installation::Claims,
+) {
     let api: Api<CeleryResultCleanupPolicy> = Api::all(client.clone());
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
@@ -460,8 +470,9 @@ pub async fn run(client: Client, metrics: crate::telemetry::Metrics, scope: Opti
                         name.clone(),
                     );
                     let next = next_run(&cron, now);
+                    let claimed: HashSet<String> = claims.borrow().iter().cloned().collect();
                     tokio::spawn(async move {
-                        run_policy(c, m, s, p, now, next).await;
+                        run_policy(c, m, s, claimed, p, now, next).await;
                         if let Ok(mut r) = run.lock() {
                             r.remove(&n2);
                         }

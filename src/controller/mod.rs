@@ -103,6 +103,14 @@ pub struct RunOptions {
     pub store_images: provision::StoreImages,
     /// After a shutdown signal, keep serving the webhook (not Ready) this long (`--shutdown-drain`).
     pub shutdown_drain: Duration,
+    /// Who this installation is and what it serves (`crate::installation`).
+    pub installation: crate::installation::Identity,
+    /// ClusterRole owning the record, Lease and webhook certificate Secret (`--owner-cluster-role`).
+    pub owner_cluster_role: Option<String>,
+    /// Start despite another installation's record, Lease or Secret (`--take-over`).
+    pub take_over: bool,
+    /// Remove the record (and webhook configuration) on exit (`--dev`).
+    pub remove_record_on_exit: bool,
 }
 
 pub struct Context {
@@ -121,6 +129,8 @@ pub struct Context {
     store: Store<Guarded>,
     /// Operator-wide images and pull secrets for the stores this operator provisions.
     pub store_images: provision::StoreImages,
+    /// Namespaces other (namespace-scoped) installations serve: left alone.
+    pub claims: crate::installation::Claims,
 }
 
 /// Name of the Secret holding the URI for a backend (fits 253 characters).
@@ -152,6 +162,45 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
         anyhow::bail!("cannot list CeleryResultBackends ({e}); are the CRDs installed? kubectl apply -f crds/");
     }
+    // Installation identity: refuse to act where another installation does, before anything else.
+    let owner = crate::installation::owner(
+        &client,
+        opts.owner_cluster_role.as_deref(),
+        &opts.installation.scope,
+    )
+    .await?;
+    let secret = opts
+        .webhook
+        .as_ref()
+        .map(|w| (w.secret_namespace.as_str(), w.secret_name.as_str()));
+    let records = crate::installation::records(&client).await?;
+    let conflict = match crate::installation::check(&opts.installation, &records) {
+        Err(c) => Some(c.to_string()),
+        Ok(()) => {
+            crate::installation::foreign_objects(
+                &client,
+                &opts.installation,
+                (&opts.lease_namespace, &opts.lease_name),
+                secret,
+            )
+            .await?
+        }
+    };
+    if let Some(conflict) = conflict {
+        if opts.take_over {
+            tracing::warn!(conflict = %conflict, "--take-over: starting anyway");
+        } else {
+            anyhow::bail!(conflict);
+        }
+    }
+    crate::installation::apply_record(&client, &opts.installation, owner.as_ref()).await?;
+    let (claims_tx, claims) = tokio::sync::watch::channel(Default::default());
+    let claims_task = tokio::spawn(crate::installation::watch_claims(
+        client.clone(),
+        opts.installation.clone(),
+        owner.clone(),
+        claims_tx,
+    ));
     let metrics = Metrics::default();
     if let Some(addr) = opts.metrics_addr {
         let m = metrics.clone();
@@ -184,14 +233,16 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         identity: opts.identity.clone(),
         duration: Duration::from_secs(15),
         renew: Duration::from_secs(5),
+        installation: opts.installation.id.clone(),
+        owner: owner.clone(),
     };
     if let Some(w) = opts.webhook.clone() {
         metrics
             .webhook_ready
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        let (c, m) = (client.clone(), metrics.clone());
+        let (c, m, cl) = (client.clone(), metrics.clone(), claims.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::webhook::serve(c, w, m).await {
+            if let Err(e) = crate::webhook::serve(c, w, m, cl).await {
                 tracing::error!(error = %e, "webhook stopped");
             }
         });
@@ -211,6 +262,8 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
                 _ = &mut signal => {
                     tracing::info!("signal received while standing by");
                     drain(&opts, &metrics).await;
+                    claims_task.abort();
+                    leave(&client, &opts).await;
                     return Ok(());
                 }
                 changed = rx.changed() => { if changed.is_err() { anyhow::bail!("leader election stopped"); } }
@@ -222,15 +275,20 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
     metrics
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let maintainer = opts
-        .webhook
-        .clone()
-        .filter(|w| w.self_managed)
-        .map(|w| tokio::spawn(crate::webhook::maintain(client.clone(), w)));
+    let maintainer = opts.webhook.clone().filter(|w| w.self_managed).map(|w| {
+        tokio::spawn(crate::webhook::maintain(
+            client.clone(),
+            w,
+            opts.installation.clone(),
+            owner.clone(),
+            claims.clone(),
+        ))
+    });
     let cleaner = tokio::spawn(cleanup::run(
         client.clone(),
         metrics.clone(),
         opts.namespace.clone(),
+        claims.clone(),
     ));
 
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -245,10 +303,11 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     run_controller(
-        client,
+        client.clone(),
         opts.namespace.clone(),
         metrics.clone(),
         opts.store_images.clone(),
+        claims,
         shutdown,
     )
     .await;
@@ -264,7 +323,18 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         anyhow::bail!("lost the leader lease; exiting so that the new leader works alone");
     }
     drain(&opts, &metrics).await;
+    // No more re-writing of the record, which `leave` may remove.
+    claims_task.abort();
+    leave(&client, &opts).await;
     Ok(())
+}
+
+/// A `--dev` run removes its record (and webhook configuration) on the way out, so that a
+/// cluster-wide installation serves the namespace again.
+async fn leave(client: &Client, opts: &RunOptions) {
+    if opts.remove_record_on_exit {
+        crate::installation::unregister(client, &opts.installation).await;
+    }
 }
 
 /// On a signal: report not Ready and keep the webhook serving for `shutdown_drain`, so that
@@ -285,6 +355,7 @@ async fn run_controller(
     namespace: Option<String>,
     metrics: Metrics,
     store_images: provision::StoreImages,
+    claims: crate::installation::Claims,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store::<Guarded>();
@@ -325,8 +396,27 @@ async fn run_controller(
         wake: wake_tx,
         store: reader.clone(),
         store_images,
+        claims,
     });
     let index = ctx.index.clone();
+    // A namespace another installation gave back is reconciled at once, not at the next retry.
+    {
+        let (mut claims, store, wake) = (ctx.claims.clone(), reader.clone(), ctx.wake.clone());
+        tokio::spawn(async move {
+            let mut before = claims.borrow_and_update().clone();
+            while claims.changed().await.is_ok() {
+                let now = claims.borrow_and_update().clone();
+                for ns in before.difference(&now) {
+                    for b in store.state() {
+                        if b.namespace().as_deref() == Some(ns.as_str()) {
+                            let _ = wake.unbounded_send(ObjectRef::from_obj(&*b));
+                        }
+                    }
+                }
+                before = now;
+            }
+        });
+    }
     // Secrets: metadata only, so memory does not grow with Secret data; mapped through the index.
     let secret_changes = watcher(
         scoped::<PartialObjectMeta<Secret>>(&client, &namespace),
@@ -553,6 +643,14 @@ fn api_failure(what: &str, e: kube::Error) -> Result<Outcome, Error> {
 async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<Action, Error> {
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let name = obj.name_any();
+    if ctx.claims.borrow().contains(&ns) {
+        // Another installation serves this namespace: no writes, no health check; look again
+        // later in case it leaves.
+        let key = (ns.clone(), name.clone());
+        ctx.health.retain(|k| k != &key);
+        tracing::debug!(namespace = %ns, backend = %name, "served by another installation; left alone");
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize_backend(obj, ctx, &ns).await;
     }

@@ -94,10 +94,20 @@ struct WebhookState {
     backends: Store<CeleryResultBackend>,
     client: Client,
     metrics: Metrics,
+    /// Namespaces other installations serve (a Pod from one is admitted untouched).
+    claims: crate::installation::Claims,
 }
 
-/// The MutatingWebhookConfiguration, as applied by the leader.
-pub fn webhook_configuration(opts: &WebhookOptions, ca_bundle: &str) -> serde_json::Value {
+/// The MutatingWebhookConfiguration, as applied by the leader: the webhook of installation `me`,
+/// which serves its one namespace, or (cluster-wide) every namespace but its own, kube-system and
+/// `excluded` (those other installations serve). Either way a namespace labelled
+/// `celery.dev/injection: disabled` is never sent.
+pub fn webhook_configuration(
+    opts: &WebhookOptions,
+    me: &crate::installation::Identity,
+    ca_bundle: &str,
+    excluded: &std::collections::BTreeSet<String>,
+) -> serde_json::Value {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_bundle);
     let client_config = match &opts.endpoint {
         Endpoint::Url(u) => {
@@ -112,19 +122,35 @@ pub fn webhook_configuration(opts: &WebhookOptions, ca_bundle: &str) -> serde_js
             "caBundle": ca,
         }),
     };
+    let opted_out =
+        json!({"key": "celery.dev/injection", "operator": "NotIn", "values": ["disabled"]});
     let namespace_selector = match &opts.only_namespace {
-        Some(ns) => {
-            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]}]})
-        }
-        None => json!({"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [opts.own_namespace, "kube-system"]},
-            {"key": "celery.dev/injection", "operator": "NotIn", "values": ["disabled"]},
+        Some(ns) => json!({"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]},
+            opted_out,
         ]}),
+        None => {
+            let mut not_in: std::collections::BTreeSet<&str> =
+                excluded.iter().map(String::as_str).collect();
+            not_in.insert(&opts.own_namespace);
+            not_in.insert("kube-system");
+            json!({"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": not_in},
+                opted_out,
+            ]})
+        }
     };
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": opts.config_name, "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER}},
+        "metadata": {
+            "name": opts.config_name,
+            "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+            "annotations": {
+                crate::installation::INSTALLATION: me.id,
+                crate::installation::SCOPE: me.scope.annotation(),
+            },
+        },
         "webhooks": [{
             "name": "pods.celery.dev",
             "clientConfig": client_config,
@@ -267,8 +293,17 @@ async fn mutate(
         Ok(r) => r,
         Err(e) => return Json(AdmissionResponse::invalid(e.to_string()).into_review()),
     };
-    let found = lookup(&s, &req).await;
-    let res = admit(&req, found);
+    let res = if req
+        .namespace
+        .as_ref()
+        .is_some_and(|ns| s.claims.borrow().contains(ns))
+    {
+        // Another installation serves this namespace (its webhook does the work).
+        AdmissionResponse::from(&req)
+    } else {
+        let found = lookup(&s, &req).await;
+        admit(&req, found)
+    };
     let patched = res.patch.is_some();
     s.metrics
         .admission_duration
@@ -314,7 +349,12 @@ fn server_config(data: &BTreeMap<String, String>) -> anyhow::Result<Arc<rustls::
 
 /// Serve the webhook on every replica: wait for the certificate Secret, then serve and reload it
 /// whenever it changes.
-pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> anyhow::Result<()> {
+pub async fn serve(
+    client: Client,
+    opts: WebhookOptions,
+    metrics: Metrics,
+    claims: crate::installation::Claims,
+) -> anyhow::Result<()> {
     let backends_api: Api<CeleryResultBackend> = match &opts.only_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -341,6 +381,7 @@ pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> an
         backends: reader,
         client: client.clone(),
         metrics,
+        claims,
     });
     // Watch the one certificate Secret: a re-issued certificate is served at once, by every
     // replica, without a restart. A deleted Secret keeps the last certificate in service until
@@ -406,7 +447,13 @@ pub async fn serve(client: Client, opts: WebhookOptions, metrics: Metrics) -> an
 /// Leader only: keep the certificate Secret fresh and the MutatingWebhookConfiguration's caBundle
 /// current. Runs at once, whenever either object changes (a deleted Secret, an edited
 /// caBundle), and hourly for expiry; its own writes cause one more pass that finds nothing to do.
-pub async fn maintain(client: Client, opts: WebhookOptions) {
+pub async fn maintain(
+    client: Client,
+    opts: WebhookOptions,
+    me: crate::installation::Identity,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    mut claims: crate::installation::Claims,
+) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &opts.secret_namespace);
     let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let secret_changes = watcher(
@@ -425,7 +472,8 @@ pub async fn maintain(client: Client, opts: WebhookOptions) {
     .map(|_| ());
     let mut changes = Box::pin(futures::stream::select(secret_changes, config_changes));
     loop {
-        let wait = match upkeep(&secrets, &mwcs, &opts).await {
+        let excluded = claims.borrow_and_update().clone();
+        let wait = match upkeep(&secrets, &mwcs, &opts, &me, owner.as_ref(), &excluded).await {
             Ok(()) => 3600,
             Err(e) => {
                 tracing::warn!(error = %e, "webhook certificate upkeep failed; retrying");
@@ -442,6 +490,12 @@ pub async fn maintain(client: Client, opts: WebhookOptions) {
                 while futures::FutureExt::now_or_never(changes.next()).flatten().is_some() {}
             }
             _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+            // Another installation came or went: the namespaces to leave out changed.
+            changed = claims.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+            }
         }
     }
 }
@@ -452,6 +506,9 @@ async fn upkeep(
     secrets: &Api<Secret>,
     mwcs: &Api<MutatingWebhookConfiguration>,
     opts: &WebhookOptions,
+    me: &crate::installation::Identity,
+    owner: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    excluded: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
     let live = secrets.get_opt(&opts.secret_name).await?;
     let mut data = live.as_ref().map(secret_strings).unwrap_or_default();
@@ -464,6 +521,8 @@ async fn upkeep(
                 "name": opts.secret_name,
                 "namespace": opts.secret_namespace,
                 "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+                "annotations": {crate::installation::INSTALLATION: me.id},
+                "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
             },
             "type": "Opaque",
             "data": next.iter().map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
@@ -478,7 +537,7 @@ async fn upkeep(
         tracing::info!(secret = %opts.secret_name, "issued the webhook serving certificate");
         data = next;
     }
-    let desired = webhook_configuration(opts, &certs::ca_bundle(&data));
+    let desired = webhook_configuration(opts, me, &certs::ca_bundle(&data), excluded);
     crate::controller::apply_if_changed(mwcs, desired).await?;
     Ok(())
 }
@@ -504,7 +563,12 @@ mod tests {
             only_namespace: None,
             self_managed: true,
         };
-        let c = webhook_configuration(&opts, "PEM");
+        let me = crate::installation::Identity {
+            id: "cbo.cbo".into(),
+            scope: crate::installation::Scope::Cluster,
+            record: "cbo".into(),
+        };
+        let c = webhook_configuration(&opts, &me, "PEM", &["demo".to_string()].into());
         let w = &c["webhooks"][0];
         assert_eq!(w["failurePolicy"], "Ignore");
         assert_eq!(w["timeoutSeconds"], 5);
@@ -515,6 +579,12 @@ mod tests {
         );
         let ns = serde_json::to_string(&w["namespaceSelector"]).unwrap();
         assert!(ns.contains("NotIn") && ns.contains("\"cbo\""), "{ns}");
+        // Namespaces other installations serve are left out; opted-out ones too.
+        assert!(ns.contains("\"demo\"") && ns.contains("disabled"), "{ns}");
+        assert_eq!(
+            c["metadata"]["annotations"]["celery.dev/installation"],
+            "cbo.cbo"
+        );
         assert_eq!(w["clientConfig"]["service"]["path"], "/mutate-pods");
         let _: MutatingWebhookConfiguration = serde_json::from_value(c).unwrap();
         assert_eq!(
@@ -527,7 +597,8 @@ mod tests {
         };
         assert_eq!(url.sans(), vec!["127.0.0.1"]);
         assert_eq!(
-            webhook_configuration(&url, "x")["webhooks"][0]["clientConfig"]["url"],
+            webhook_configuration(&url, &me, "x", &Default::default())["webhooks"][0]
+                ["clientConfig"]["url"],
             "https://127.0.0.1:18443/mutate-pods"
         );
     }

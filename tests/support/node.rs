@@ -344,13 +344,36 @@ impl Release {
             "120s",
         ]);
         self.uninstalled.set(true);
-        // The operator's own cluster-scoped object, which the chart does not own (README).
-        let _ = kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            "celery-backend-operator",
-            "--ignore-not-found",
-        ]);
+        // Leaving cleans up: the operator's record and webhook configuration, Lease and
+        // certificate Secret belong to the release's ClusterRole, so the garbage collector
+        // removes them with it.
+        let installation = format!("{}.{}", self.ns, self.name);
+        super::operator::wait_until("uninstall to remove the webhook configuration", 60, || {
+            let left = kubectl_ok(&[
+                "get",
+                "mutatingwebhookconfigurations",
+                "-o",
+                "jsonpath={.items[*].metadata.annotations.celery\\.dev/installation}",
+            ]);
+            (!left.split_whitespace().any(|i| i == installation)).then_some(())
+        });
+        for kind in ["lease", "secret"] {
+            super::operator::wait_until(
+                &format!("uninstall to remove the operator's {kind}"),
+                60,
+                || {
+                    let left = kubectl_ok(&[
+                        "-n",
+                        &self.ns,
+                        "get",
+                        kind,
+                        "-o",
+                        "jsonpath={.items[*].metadata.annotations.celery\\.dev/installation}",
+                    ]);
+                    (!left.split_whitespace().any(|i| i == installation)).then_some(())
+                },
+            );
+        }
     }
 }
 
