@@ -2,7 +2,8 @@
 # Quick start on a fresh machine: builds what it needs, starts the local cluster (control plane and
 # a real node), builds the images (the operator from the Dockerfile, a Celery worker, Redis), installs
 # the operator with its Helm chart, applies examples/managed-redis.yaml unchanged, and ends with a
-# Celery worker Pod storing a task's result in the Redis the operator provisioned.
+# Celery worker Pod storing a task's result in the Redis the operator provisioned. The operator
+# serves namespace celery-demo only (installation cbo-system.cbo), so the tests run beside it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -24,7 +25,7 @@ cargo build --quiet --locked
 bash hack/images.sh build
 eval "$(bash hack/images.sh env)"
 
-say "3/6 install the operator with Helm (image $CBO_OPERATOR_IMAGE)"
+say "3/6 install the operator with Helm (image $CBO_OPERATOR_IMAGE), serving namespace $NS only"
 for ns in $SYS $NS; do
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl annotate namespace "$ns" --overwrite "scheduler.alpha.kubernetes.io/defaultTolerations=$TOLERATE" >/dev/null
@@ -33,6 +34,7 @@ helm upgrade --install cbo charts/celery-backend-operator -n $SYS \
   --set image.repository="${CBO_OPERATOR_IMAGE%:*}" --set image.tag="${CBO_OPERATOR_IMAGE##*:}" \
   --set image.pullPolicy=Never \
   --set storeImages.redis="$CBO_STORE_IMAGE_REDIS" --set storeImages.postgresql="$CBO_STORE_IMAGE_POSTGRESQL" \
+  --set watchNamespace=$NS \
   --wait --timeout 300s >/dev/null
 kubectl get pods -n $SYS -o wide
 
@@ -141,4 +143,7 @@ kubectl get crb,pods -n $NS
 echo
 kubectl logs -n $NS job/quickstart-client
 echo
-echo "Done in $(( $(date +%s) - t0 ))s. Remove it: helm uninstall cbo -n $SYS; kubectl delete namespace $NS; bash hack/cluster.sh down"
+echo "Done in $(( $(date +%s) - t0 ))s."
+echo "The operator keeps running as installation $SYS.cbo, serving namespace $NS only: the tests"
+echo "(bash .ci/run) and a local 'celery-backend-operator run --dev --namespace <ns>' run beside it."
+echo "Remove it: helm uninstall cbo -n $SYS; kubectl delete namespace $NS; bash hack/cluster.sh down"

