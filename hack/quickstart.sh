@@ -98,6 +98,16 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 kubectl rollout status -n $NS deployment/celery-worker --timeout=180s
+# The worker Pod from before the injection may still be shutting down, and a task it takes never
+# reaches the result backend: wait until every worker Pod reads the injected URI.
+for _ in $(seq 1 90); do
+  kubectl get pods -n $NS -l app=celery-worker -o json | python3 -c '
+import json, sys
+pods = json.load(sys.stdin)["items"]
+ok = pods and all(any(e["name"] == "CELERY_RESULT_BACKEND" for e in p["spec"]["containers"][0].get("env", [])) for p in pods)
+sys.exit(0 if ok else 1)' && break
+  sleep 1
+done
 # The Pod of the injected template (the first one, from before the injection, may still be going).
 POD=$(kubectl get pods -n $NS -l app=celery-worker -o json | python3 -c '
 import json, sys
