@@ -208,6 +208,29 @@ pub fn claimed_elsewhere(me: &Identity, records: &[Record]) -> BTreeSet<String> 
         .collect()
 }
 
+/// Whether `me` writes the status of a (cluster-scoped) `CeleryResultCleanupPolicy` whose status
+/// names `owner` as its writer (pure). One writer per policy, so two installations never overwrite
+/// each other's report: a running cluster-wide installation writes it; else the installation the
+/// status names while its record exists; else `me` (first come, or taking over from one that is
+/// gone). The others report their runs as Events on their backends and in their metrics.
+pub fn writes_policy_status(me: &Identity, owner: Option<&str>, records: &[Record]) -> bool {
+    let cluster_wide = records
+        .iter()
+        .filter(|r| r.scope == Some(Scope::Cluster))
+        .find_map(|r| r.installation.as_deref());
+    if me.scope == Scope::Cluster {
+        return cluster_wide.is_none_or(|c| c == me.id);
+    }
+    if let Some(c) = cluster_wide {
+        return c == me.id;
+    }
+    match owner {
+        None => true,
+        Some(o) if o == me.id => true,
+        Some(o) => !records.iter().any(|r| r.installation.as_deref() == Some(o)),
+    }
+}
+
 /// The namespaces other installations serve, as the controller, the webhook and the cleanup
 /// runner see them (kept current by [`watch_claims`]).
 pub type Claims = tokio::sync::watch::Receiver<BTreeSet<String>>;
@@ -531,6 +554,71 @@ mod tests {
         let got = claimed_elsewhere(&me("a", Scope::Cluster), &records);
         assert_eq!(got, BTreeSet::from(["demo".to_string(), "t1".to_string()]));
         assert!(claimed_elsewhere(&me("b", ns("demo")), &records).is_empty());
+    }
+
+    #[test]
+    fn one_writer_per_policy_status() {
+        let cluster = me("cbo-system.cbo", Scope::Cluster);
+        let demo = me("cbo-system.demo", Scope::Namespace("demo".into()));
+        let other = me("team.x", Scope::Namespace("x".into()));
+        let r_cluster = rec(
+            "celery-backend-operator",
+            Some("cbo-system.cbo"),
+            Some(Scope::Cluster),
+        );
+        let r_demo = rec(
+            "celery-backend-operator.demo",
+            Some("cbo-system.demo"),
+            Some(Scope::Namespace("demo".into())),
+        );
+        let r_other = rec(
+            "celery-backend-operator.x",
+            Some("team.x"),
+            Some(Scope::Namespace("x".into())),
+        );
+        let all = [r_cluster.clone(), r_demo.clone(), r_other.clone()];
+        // (who asks, status names, records, writes)
+        let table: &[(&Identity, Option<&str>, &[Record], bool)] = &[
+            // A running cluster-wide installation is the writer, whatever the status says.
+            (&cluster, Some("cbo-system.demo"), &all, true),
+            (&demo, Some("cbo-system.demo"), &all, false),
+            (&demo, None, &all, false),
+            // Only scoped ones: the one the status names, while it lives; else the first to run.
+            (&demo, None, &[r_demo.clone(), r_other.clone()], true),
+            (
+                &other,
+                Some("cbo-system.demo"),
+                &[r_demo.clone(), r_other.clone()],
+                false,
+            ),
+            (
+                &demo,
+                Some("cbo-system.demo"),
+                &[r_demo.clone(), r_other.clone()],
+                true,
+            ),
+            (
+                &other,
+                Some("cbo-system.demo"),
+                std::slice::from_ref(&r_other),
+                true,
+            ),
+            // A cluster-wide one takes over from a scoped writer.
+            (
+                &cluster,
+                Some("team.x"),
+                &[r_cluster.clone(), r_other.clone()],
+                true,
+            ),
+            (&cluster, None, &[], true),
+        ];
+        for (i, (who, owner, records, want)) in table.iter().enumerate() {
+            assert_eq!(
+                writes_policy_status(who, *owner, records),
+                *want,
+                "case {i}"
+            );
+        }
     }
 
     #[test]

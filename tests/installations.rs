@@ -341,6 +341,45 @@ fn namespace_scoped_installations_run_side_by_side() {
         "",
         "nobody reconciled the unserved backend"
     );
+    // A cleanup policy over both namespaces (cluster-scoped, seen by both): one installation
+    // writes its status, the one it names, run after run; the other reports on its backends.
+    let policy = format!("inst-policy-{}", std::process::id());
+    let manifest = tmp.path().join("policy.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultCleanupPolicy\nmetadata: {{name: {policy}}}\nspec:\n  schedule: '*/2 * * * * *'\n  retention: 1h\n  dryRun: true\n  namespaceSelector:\n    matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{}, {}]}}]\n",
+            one.name, two.name
+        ),
+    )
+    .unwrap();
+    kubectl_ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let mut writers = std::collections::BTreeSet::new();
+    let mut reported = std::collections::BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let out = kubectl(&["get", "celeryresultcleanuppolicy", &policy, "-o", "json"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+            if let Some(w) = v["status"]["installation"].as_str() {
+                writers.insert(w.to_string());
+            }
+            for b in v["status"]["backends"].as_array().into_iter().flatten() {
+                reported.insert(b["namespace"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = kubectl(&["delete", "celeryresultcleanuppolicy", &policy]);
+    assert_eq!(
+        writers.len(),
+        1,
+        "one writer of the policy status: {writers:?}"
+    );
+    assert_eq!(
+        reported.len(),
+        1,
+        "the status reports the writer's namespace only, never flips: {reported:?}"
+    );
     // Neither installation saw the other's namespace.
     assert!(!a.log().contains(&two.name), "one stays in its namespace");
     assert!(!b.log().contains(&one.name), "two stays in its namespace");

@@ -78,6 +78,12 @@ pub struct CleanupPolicyStatus {
     /// Ready (the schedule and retention are valid) and LastRunSucceeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The operator installation that writes this status (its `--installation` identity). With
+    /// several installations on one cluster there is one writer: a cluster-wide installation,
+    /// else the one named here while it runs. The others report their runs as Events on their
+    /// backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<String>,
 }
 
 /// What the last run did to one backend.

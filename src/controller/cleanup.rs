@@ -134,16 +134,24 @@ async fn write_status(client: &Client, name: &str, status: &CleanupPolicyStatus)
     }
 }
 
+/// Who runs a policy: this installation, its scope (`--namespace`), and the namespaces other
+/// installations serve (left to them).
+struct Served {
+    scope: Option<String>,
+    me: crate::installation::Identity,
+    claimed: HashSet<String>,
+}
+
 /// One run of one policy.
 async fn run_policy(
     client: Client,
     metrics: crate::telemetry::Metrics,
-    scope: Option<String>,
-    claimed: HashSet<String>,
+    served: Served,
     policy: CeleryResultCleanupPolicy,
     started: i64,
     next: Option<i64>,
 ) {
+    let Served { scope, me, claimed } = served;
     let name = policy.name_any();
     let spec = &policy.spec;
     let retention = parse_duration(&spec.retention).unwrap_or(f64::MAX);
@@ -328,12 +336,28 @@ async fn run_policy(
             })
             .set(started);
     }
+    // One writer per policy status (installation::writes_policy_status); the others' runs show
+    // as Events on their backends and in their metrics.
+    let writes = match crate::installation::records(&client).await {
+        Ok(records) => {
+            crate::installation::writes_policy_status(&me, old.installation.as_deref(), &records)
+        }
+        Err(e) => {
+            tracing::warn!(policy = %name, error = %e, "cannot tell which installation writes the policy status");
+            old.installation.as_deref().is_none_or(|o| o == me.id)
+        }
+    };
+    if !writes {
+        tracing::info!(policy = %name, writer = ?old.installation, backends = results.len(), "run done; another installation writes this policy's status");
+        return;
+    }
     let status = CleanupPolicyStatus {
         observed_generation: policy.metadata.generation,
         last_run_time: Some(rfc3339(started)),
         next_run_time: next.map(rfc3339),
         backends: results,
         conditions,
+        installation: Some(me.id.clone()),
     };
     write_status(&client, &name, &status).await;
 }
@@ -395,10 +419,14 @@ pub async fn run(
     client: Client,
     metrics: crate::telemetry::Metrics,
     scope: Option<String>,
+    me: crate::installation::Identity,
     claims: crate::installation::Claims,
 ) {
     let api: Api<CeleryResultCleanupPolicy> = Api::all(client.clone());
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    // When this process last started each policy: a run whose status another installation writes
+    // must not start again before that status shows it.
+    let mut started: std::collections::HashMap<String, i64> = Default::default();
     loop {
         match api.list(&ListParams::default()).await {
             Err(e) => tracing::debug!(error = %e, "cannot list cleanup policies"),
@@ -448,7 +476,8 @@ pub async fn run(
                                 .as_ref()
                                 .map(|t| t.0.as_second())
                         })
-                        .unwrap_or(now);
+                        .unwrap_or(now)
+                        .max(started.get(&name).copied().unwrap_or(i64::MIN));
                     let Some(due) = next_run(&cron, since) else {
                         continue;
                     };
@@ -462,6 +491,7 @@ pub async fn run(
                     if let Ok(mut r) = running.lock() {
                         r.insert(name.clone());
                     }
+                    started.insert(name.clone(), now);
                     let (c, m, s, run, n2) = (
                         client.clone(),
                         metrics.clone(),
@@ -469,10 +499,23 @@ pub async fn run(
                         running.clone(),
                         name.clone(),
                     );
+                    let me = me.clone();
                     let next = next_run(&cron, now);
                     let claimed: HashSet<String> = claims.borrow().iter().cloned().collect();
                     tokio::spawn(async move {
-                        run_policy(c, m, s, claimed, p, now, next).await;
+                        run_policy(
+                            c,
+                            m,
+                            Served {
+                                scope: s,
+                                me,
+                                claimed,
+                            },
+                            p,
+                            now,
+                            next,
+                        )
+                        .await;
                         if let Ok(mut r) = run.lock() {
                             r.remove(&n2);
                         }

@@ -288,6 +288,7 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         client.clone(),
         metrics.clone(),
         opts.namespace.clone(),
+        opts.installation.clone(),
         claims.clone(),
     ));
 
