@@ -1,20 +1,25 @@
 //! CeleryResultCleanupPolicy runner (leader only): on each policy's cron schedule, purge the
 //! results older than its retention from every selected backend whose store does not expire them
-//! itself, batched and rate-limited, and report per-backend counts in the policy's status.
+//! itself, batched and rate-limited, and report per-backend counts in the policy's status. A
+//! controller of its own: woken by the policy's changes, requeued at its next run time.
 //!
 //! Runs happen in the operator rather than in CronJobs: the operator already holds the backends'
 //! credentials (including generated ones), needs no image pull or per-namespace Job RBAC, and
-//! reports results in one place. Each policy runs in its own task; one slow store delays only the
-//! policy that is cleaning it.
+//! reports results in one place. Policies run concurrently; one slow store delays only the policy
+//! that is cleaning it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{tz::TimeZone, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::{controller::Action, watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -414,7 +419,23 @@ async fn backend_event(
     }
 }
 
-/// Leader-only loop: check every policy's schedule every few seconds, start due runs.
+/// What the cleanup-policy controller shares between reconciles.
+struct PolicyContext {
+    client: Client,
+    metrics: crate::telemetry::Metrics,
+    scope: Option<String>,
+    me: crate::installation::Identity,
+    claims: crate::installation::Claims,
+    /// When this process last started each policy: a run whose status another installation
+    /// writes must not start again before that status shows it.
+    started: Mutex<HashMap<String, i64>>,
+}
+
+type GuardedPolicy = DeserializeGuard<CeleryResultCleanupPolicy>;
+
+/// Leader-only controller of `CeleryResultCleanupPolicy`s: a watch wakes a policy when it changes,
+/// and each reconcile either runs a due policy or requeues it at its next run time (no polling).
+/// Policies run concurrently; one slow store delays only the policy that is cleaning it.
 pub async fn run(
     client: Client,
     metrics: crate::telemetry::Metrics,
@@ -422,109 +443,123 @@ pub async fn run(
     me: crate::installation::Identity,
     claims: crate::installation::Claims,
 ) {
-    let api: Api<CeleryResultCleanupPolicy> = Api::all(client.clone());
-    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    // When this process last started each policy: a run whose status another installation writes
-    // must not start again before that status shows it.
-    let mut started: std::collections::HashMap<String, i64> = Default::default();
-    loop {
-        match api.list(&ListParams::default()).await {
-            Err(e) => tracing::debug!(error = %e, "cannot list cleanup policies"),
-            Ok(list) => {
-                let now = Timestamp::now().as_second();
-                for p in list.items {
-                    let name = p.name_any();
-                    let old = p.status.clone().unwrap_or_default();
-                    let cron = match (
-                        parse_schedule(&p.spec.schedule),
-                        parse_duration(&p.spec.retention),
-                    ) {
-                        (Ok(c), Ok(_)) => c,
-                        (Err(e), _) | (_, Err(e)) => {
-                            let c = condition(
-                                "Ready",
-                                false,
-                                "InvalidSpec",
-                                &e,
-                                p.metadata.generation,
-                                &old.conditions,
-                            );
-                            if old
-                                .conditions
-                                .iter()
-                                .find(|x| x.type_ == "Ready")
-                                .map(|x| (&x.status, &x.message))
-                                != Some((&c.status, &c.message))
-                            {
-                                let status = CleanupPolicyStatus {
-                                    conditions: vec![c],
-                                    observed_generation: p.metadata.generation,
-                                    ..old.clone()
-                                };
-                                write_status(&client, &name, &status).await;
-                            }
-                            continue;
-                        }
-                    };
-                    let since = old
-                        .last_run_time
-                        .as_deref()
-                        .and_then(parse_time)
-                        .or_else(|| {
-                            p.metadata
-                                .creation_timestamp
-                                .as_ref()
-                                .map(|t| t.0.as_second())
-                        })
-                        .unwrap_or(now)
-                        .max(started.get(&name).copied().unwrap_or(i64::MIN));
-                    let Some(due) = next_run(&cron, since) else {
-                        continue;
-                    };
-                    if p.spec.suspend.unwrap_or(false) || due > now {
-                        continue;
-                    }
-                    let is_running = running.lock().map(|r| r.contains(&name)).unwrap_or(true);
-                    if is_running {
-                        continue;
-                    }
-                    if let Ok(mut r) = running.lock() {
-                        r.insert(name.clone());
-                    }
-                    started.insert(name.clone(), now);
-                    let (c, m, s, run, n2) = (
-                        client.clone(),
-                        metrics.clone(),
-                        scope.clone(),
-                        running.clone(),
-                        name.clone(),
-                    );
-                    let me = me.clone();
-                    let next = next_run(&cron, now);
-                    let claimed: HashSet<String> = claims.borrow().iter().cloned().collect();
-                    tokio::spawn(async move {
-                        run_policy(
-                            c,
-                            m,
-                            Served {
-                                scope: s,
-                                me,
-                                claimed,
-                            },
-                            p,
-                            now,
-                            next,
-                        )
-                        .await;
-                        if let Ok(mut r) = run.lock() {
-                            r.remove(&n2);
-                        }
-                    });
-                }
+    let ctx = Arc::new(PolicyContext {
+        client: client.clone(),
+        metrics,
+        scope,
+        me,
+        claims,
+        started: Mutex::default(),
+    });
+    let api: Api<GuardedPolicy> = Api::all(client);
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile_policy, |_, e: &Infallible, _| match *e {}, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "cleanup policy reconcile did not complete");
             }
+        })
+        .await;
+}
+
+/// How long until `due` (Unix seconds), from now, at least zero.
+fn until(due: i64) -> Duration {
+    let now_ms = Timestamp::now().as_millisecond();
+    Duration::from_millis(u64::try_from(due.saturating_mul(1000) - now_ms).unwrap_or(0))
+}
+
+async fn reconcile_policy(
+    guarded: Arc<GuardedPolicy>,
+    ctx: Arc<PolicyContext>,
+) -> Result<Action, Infallible> {
+    let p = match &guarded.0 {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a CeleryResultCleanupPolicy; left alone until it changes");
+            return Ok(Action::await_change());
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let client = &ctx.client;
+    let now = Timestamp::now().as_second();
+    let name = p.name_any();
+    let old = p.status.clone().unwrap_or_default();
+    let cron = match (
+        parse_schedule(&p.spec.schedule),
+        parse_duration(&p.spec.retention),
+    ) {
+        (Ok(c), Ok(_)) => c,
+        (Err(e), _) | (_, Err(e)) => {
+            let c = condition(
+                "Ready",
+                false,
+                "InvalidSpec",
+                &e,
+                p.metadata.generation,
+                &old.conditions,
+            );
+            if old
+                .conditions
+                .iter()
+                .find(|x| x.type_ == "Ready")
+                .map(|x| (&x.status, &x.message))
+                != Some((&c.status, &c.message))
+            {
+                let status = CleanupPolicyStatus {
+                    conditions: vec![c],
+                    observed_generation: p.metadata.generation,
+                    ..old.clone()
+                };
+                write_status(client, &name, &status).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let ran = ctx
+        .started
+        .lock()
+        .ok()
+        .and_then(|s| s.get(&name).copied())
+        .unwrap_or(i64::MIN);
+    let since = old
+        .last_run_time
+        .as_deref()
+        .and_then(parse_time)
+        .or_else(|| {
+            p.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
+        .unwrap_or(now)
+        .max(ran);
+    let Some(due) = next_run(&cron, since) else {
+        return Ok(Action::await_change());
+    };
+    if p.spec.suspend.unwrap_or(false) {
+        return Ok(Action::await_change());
     }
+    if due > now {
+        return Ok(Action::requeue(until(due)));
+    }
+    if let Ok(mut s) = ctx.started.lock() {
+        s.insert(name.clone(), now);
+    }
+    let next = next_run(&cron, now);
+    let served = Served {
+        scope: ctx.scope.clone(),
+        me: ctx.me.clone(),
+        claimed: ctx.claims.borrow().iter().cloned().collect(),
+    };
+    run_policy(
+        client.clone(),
+        ctx.metrics.clone(),
+        served,
+        p.clone(),
+        now,
+        next,
+    )
+    .await;
+    Ok(next.map_or_else(Action::await_change, |n| Action::requeue(until(n))))
 }
 
 #[cfg(test)]
