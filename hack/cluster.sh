@@ -97,7 +97,7 @@ up() {
   t1=$(date +%s)
   mkdir -p "$STATE" "$LOGS"
   # Certificates from before the API server moved to the bridge address are re-issued.
-  if [ ! -f "$PKI/ca.crt" ] || [ ! -f "$PKI/sa.key" ] || ! openssl x509 -in "$PKI/apiserver.crt" -noout -text 2>/dev/null | grep -q "IP Address:$CBO_NODE_IP"; then
+  if [ ! -f "$PKI/ca.crt" ] || [ ! -f "$PKI/sa.key" ] || ! grep -q "IP Address:$CBO_NODE_IP" <<<"$(openssl x509 -in "$PKI/apiserver.crt" -noout -text 2>/dev/null)"; then
     down_quiet
     rm -rf "$PKI"
     gen_certs

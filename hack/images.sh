@@ -438,7 +438,7 @@ cmd_test() {
   log "test: PostgreSQL restarted on its volume keeps the results and the password"
   T tasks kill -s SIGKILL t-worker >/dev/null 2>&1 || true
   T tasks kill -s SIGINT t-pg >/dev/null
-  for i in $(seq 1 30); do T tasks ls | grep -q '^t-pg .*RUNNING' || break; sleep 1; done
+  for i in $(seq 1 30); do grep -q '^t-pg .*RUNNING' <<<"$(T tasks ls)" || break; sleep 1; done
   T tasks delete t-pg >/dev/null 2>&1 || true
   T containers delete t-pg >/dev/null
   T run -d "${ro[@]}" "${pgenv[@]}" "${pgmounts[@]}" --env POSTGRES_PASSWORD=ignored-after-initdb "$pg" t-pg >/dev/null
@@ -453,7 +453,7 @@ wait_ready() { # container probe-command
   local i
   for i in $(seq 1 60); do
     T tasks exec --exec-id "probe$i" "$1" sh -c "$2" >/dev/null 2>&1 && return 0
-    T tasks ls | grep -q "^$1 .*RUNNING" || return 1
+    grep -q "^$1 .*RUNNING" <<<"$(T tasks ls)" || return 1
     sleep 1
   done
   return 1

@@ -84,7 +84,7 @@ net() {
   if ! ip link show "$CBO_BRIDGE" >/dev/null 2>&1; then
     ip link add "$CBO_BRIDGE" type bridge
   fi
-  ip addr show dev "$CBO_BRIDGE" | grep -q " $CBO_NODE_IP/" || ip addr add "$CBO_NODE_IP/${CBO_POD_CIDR#*/}" dev "$CBO_BRIDGE"
+  grep -q " $CBO_NODE_IP/" <<<"$(ip addr show dev "$CBO_BRIDGE")" || ip addr add "$CBO_NODE_IP/${CBO_POD_CIDR#*/}" dev "$CBO_BRIDGE"
   ip link set "$CBO_BRIDGE" up
   # Host-originated traffic to Service IPs leaves with the bridge's address as its source.
   ip route replace "$CBO_SERVICE_CIDR" dev "$CBO_BRIDGE" src "$CBO_NODE_IP"
@@ -234,7 +234,7 @@ node_images() {
 }
 # Debian's busybox-static installs a static /bin/busybox; the dynamic one (package busybox) does not
 # run in an image without a libc.
-file_static() { ldd "$1" 2>&1 | grep -q "not a dynamic executable"; }
+file_static() { grep -q "not a dynamic executable" <<<"$(ldd "$1" 2>&1)"; }
 
 cluster_objects() {
   # The volume provisioner: claims bind on this node in $D/volumes, made world-writable by a helper

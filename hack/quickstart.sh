@@ -94,7 +94,7 @@ spec:
 EOF
 kubectl rollout status -n $NS deployment/broker --timeout=180s
 for _ in $(seq 1 60); do
-  kubectl get deployment -n $NS celery-worker -o jsonpath='{.spec.template.spec.containers[0].env}' | grep -q CELERY_RESULT_BACKEND && break
+  grep -q CELERY_RESULT_BACKEND <<<"$(kubectl get deployment -n $NS celery-worker -o jsonpath='{.spec.template.spec.containers[0].env}')" && break
   sleep 1
 done
 kubectl rollout status -n $NS deployment/celery-worker --timeout=180s
