@@ -10,8 +10,10 @@ pub const SECRET_NAME_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// The characters a Secret data key may use.
 pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
-/// A DNS name, an IPv4 address or an IPv6 address (without brackets).
-pub const HOST_PATTERN: &str = r"^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?)*\.?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$";
+/// A DNS name, an IPv4 address or an IPv6 address (without brackets). The IPv6 branch needs two
+/// colons (every IPv6 address has them), so `host:port` (`10.0.0.5:6379`, `db:5432`) does not
+/// match; the builder then checks the address itself (`uri::check::host`).
+pub const HOST_PATTERN: &str = r"^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?)*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$";
 /// A Go-style duration as used across Kubernetes (`30s`, `1h30m`, `24h`); no sign, no days.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
 /// An absolute filesystem path.

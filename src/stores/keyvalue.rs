@@ -42,6 +42,19 @@ pub enum RedisKey<'a> {
     Other,
 }
 
+/// `s` as a literal in a Redis glob (SCAN MATCH): `*`, `?`, `[`, `]` and `\\` escaped with a
+/// backslash (Redis `stringmatchlen`), so a key prefix such as `team[a]` matches only itself.
+pub fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Classify a key whose `global_keyprefix` is already removed.
 pub fn redis_key(key: &str) -> RedisKey<'_> {
     if let Some(id) = key.strip_prefix(TASK_KEY) {
@@ -160,8 +173,8 @@ impl RedisStore {
             .get("result_backend_transport_options")
             .and_then(|t| t.get("global_keyprefix"))
             .and_then(|p| p.as_str())
-            .unwrap_or_default()
-            .to_string();
+            .map(crate::uri::check::celery_key_prefix)
+            .unwrap_or_default();
         let ttl = result_expires_set
             && !matches!(
                 cfg.settings.get("result_expires"),
@@ -220,7 +233,7 @@ impl RedisStore {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{}{pattern}*", self.prefix))
+            .arg(format!("{}{pattern}*", glob_escape(&self.prefix)))
             .arg("COUNT")
             .arg(count)
             .query_async(c)
@@ -804,6 +817,27 @@ pub async fn filesystem_purge(path: &str, opts: PurgeOptions) -> Result<PurgeRep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_glob_escape_keeps_prefixes_literal() {
+        assert_eq!(glob_escape("team-a:"), "team-a:");
+        assert_eq!(glob_escape(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+    }
+
+    #[test]
+    fn redis_store_uses_the_prefix_celery_writes() {
+        let cfg = |p: &str| BackendConfig {
+            uri: "redis://h:6379/0".into(),
+            settings: [(
+                "result_backend_transport_options".to_string(),
+                serde_json::json!({ "global_keyprefix": p }),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(RedisStore::new(&cfg("teama"), false).prefix, "teama_");
+        assert_eq!(RedisStore::new(&cfg("team-a:"), false).prefix, "team-a:");
+    }
 
     #[test]
     fn redis_keys_are_classified() {

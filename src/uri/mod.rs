@@ -2,6 +2,7 @@
 //! that cannot live in it. Every encoding rule here follows the parser Celery really uses
 //! (kombu's url_to_parts, SQLAlchemy, pymongo, pycouchdb); tests/oracle checks it against Celery.
 
+pub mod check;
 pub mod encode;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::api::*;
+use check::Ipv6Rule;
 use encode::{component, host as fmt_host, query, userinfo};
 
 /// Secret contents the builder may use: Secret name -> key -> value.
@@ -56,6 +58,13 @@ impl BuildError {
             Self::Unsupported { .. } => "Unsupported",
         }
     }
+}
+
+/// The host as written into a URI (IPv6 in brackets) after [`check::host`] under `rule`; the
+/// error names `field`.
+fn checked_host(field: &str, host: &str, rule: Ipv6Rule) -> Result<String, BuildError> {
+    check::host(host, rule).map_err(|m| invalid(field, m))?;
+    Ok(fmt_host(host))
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> BuildError {
@@ -428,18 +437,20 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
             ));
         }
         let qs = query(q);
-        cx.out.uri = s
-            .hosts
-            .iter()
-            .map(|h| {
-                format!(
-                    "sentinel://{ui}{}:{}/{db}{qs}",
-                    fmt_host(&h.host),
-                    h.port.unwrap_or(26379)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(";");
+        let mut uris = vec![];
+        for (i, h) in s.hosts.iter().enumerate() {
+            // Celery hands each Sentinel to redis-py as a (host, port) tuple: IPv6 works.
+            let host = checked_host(
+                &format!("{f}.sentinel.hosts[{i}].host"),
+                &h.host,
+                Ipv6Rule::Bracketed,
+            )?;
+            uris.push(format!(
+                "sentinel://{ui}{host}:{}/{db}{qs}",
+                h.port.unwrap_or(26379)
+            ));
+        }
+        cx.out.uri = uris.join(";");
         transport.insert("master_name".into(), json!(s.master_name));
         if let Some(sp) = cx.opt_secret(
             &format!("{f}.sentinel.sentinelPasswordSecretRef"),
@@ -468,6 +479,8 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
             .host
             .as_deref()
             .ok_or_else(|| invalid(f, "set exactly one of host, sentinel or unixSocket"))?;
+        // redis-py connects to the host kombu unbrackets: IPv6 works.
+        let uri_host = checked_host(&format!("{f}.host"), host, Ipv6Rule::Bracketed)?;
         let port = b.port.unwrap_or(6379);
         let scheme = if let Some(t) = tls {
             q.push(("ssl_cert_reqs", tls_reqs(t.verify).to_string()));
@@ -477,14 +490,17 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
                 ("ssl_keyfile", &t.key_file),
             ] {
                 if let Some(v) = v {
-                    q.push((k, v.clone()));
+                    // Decoded twice: by parse_qsl in kombu's url_to_parts, then by unquote in
+                    // RedisBackend._params_from_url (celery/backends/redis.py), so encode twice
+                    // ('/etc/ca%20x.pem' otherwise arrives as '/etc/ca x.pem').
+                    q.push((k, component(v)));
                 }
             }
             "rediss"
         } else {
             "redis"
         };
-        cx.out.uri = format!("{scheme}://{ui}{}:{port}/{db}{}", fmt_host(host), query(q));
+        cx.out.uri = format!("{scheme}://{ui}{uri_host}:{port}/{db}{}", query(q));
         cx.bind_endpoint(host, port, &user, &pw);
         cx.bind("ssl", tls.is_some());
     }
@@ -514,11 +530,8 @@ fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
                 .path
                 .as_deref()
                 .ok_or_else(|| invalid(&format!("{f}.path"), "sqlite needs path"))?;
-            if !path.starts_with('/') || path.contains(['?', '#']) {
-                return Err(invalid(
-                    &format!("{f}.path"),
-                    "must be an absolute path without ? or #",
-                ));
+            if !path.starts_with('/') {
+                return Err(invalid(&format!("{f}.path"), "must be an absolute path"));
             }
             if b.host.is_some() || b.database.is_some() || b.auth.is_some() {
                 return Err(invalid(
@@ -526,7 +539,9 @@ fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
                     "sqlite takes path only (no host, database or auth)",
                 ));
             }
-            cx.out.uri = format!("db+sqlite:///{path}{q}");
+            // SQLAlchemy's make_url (and sqlx, for cleanup) percent-decode the database path once:
+            // encode it so '%', '?', '#' and spaces arrive as written.
+            cx.out.uri = format!("db+sqlite:///{}{q}", encode::path(path));
             cx.bind("type", "sqlite");
             cx.bind("database", path);
             cx.warn("SQLite results live in one file: every worker must share it (one node only)");
@@ -573,12 +588,13 @@ fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
             let db = b.database.as_deref().ok_or_else(|| {
                 invalid(&format!("{f}.database"), format!("{name} needs database"))
             })?;
+            // SQLAlchemy keeps the URL (brackets included) and hands the bare address to the DBAPI.
+            let uri_host = checked_host(&format!("{f}.host"), host, Ipv6Rule::Bracketed)?;
             let port = b.port.unwrap_or(default_port);
             let driver_name = format!("{driver:?}").to_lowercase();
             cx.out.uri = format!(
-                "db+{name}+{driver_name}://{}{}:{port}/{}{q}",
+                "db+{name}+{driver_name}://{}{uri_host}:{port}/{}{q}",
                 userinfo(user.as_deref(), pw.as_deref(), component),
-                fmt_host(host),
                 component(db)
             );
             cx.bind("type", name);
@@ -631,15 +647,24 @@ fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
         ));
     }
     let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let hosts = b
-        .hosts
-        .iter()
-        .map(|h| match (b.srv, h.port) {
+    let mut nodes = vec![];
+    let mut any_ipv6 = false;
+    for (i, h) in b.hosts.iter().enumerate() {
+        let field = format!("{f}.hosts[{i}].host");
+        let form = check::host(&h.host, Ipv6Rule::Bracketed).map_err(|m| invalid(&field, m))?;
+        if b.srv && form != check::HostForm::Name {
+            return Err(invalid(
+                &field,
+                "srv needs a DNS name (mongodb+srv looks the servers up in DNS), not an IP address",
+            ));
+        }
+        any_ipv6 |= form == check::HostForm::Ipv6;
+        nodes.push(match (b.srv, h.port) {
             (true, _) => fmt_host(&h.host),
             (false, p) => format!("{}:{}", fmt_host(&h.host), p.unwrap_or(27017)),
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+        });
+    }
+    let hosts = nodes.join(",");
     let mut q: Vec<(&str, String)> = vec![];
     if let Some(a) = &b.auth_source {
         q.push(("authSource", a.clone()));
@@ -692,6 +717,12 @@ fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
     if let Some(c) = &m.groupmeta_collection {
         settings.insert("groupmeta_collection".into(), json!(c));
     }
+    if any_ipv6 {
+        // Celery rebuilds its host list as f'{host}:{port}' from pymongo's nodelist, dropping the
+        // brackets, and pymongo then refuses the address; mongo_host in the backend settings
+        // replaces that list (celery/backends/mongodb.py __init__), so give it the bracketed form.
+        settings.insert("mongo_host".into(), json!(nodes));
+    }
     if !settings.is_empty() {
         cx.set("mongodb_backend_settings", Value::Object(settings));
     }
@@ -713,7 +744,10 @@ fn elasticsearch(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), Bui
             "set external (managed specs are rendered by the provisioner)",
         )
     })?;
-    let (user, pw) = cx.auth("spec.elasticsearch.external.auth", &b.auth)?;
+    let f = "spec.elasticsearch.external";
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let uri_host = checked_host(&format!("{f}.host"), &b.host, check::ELASTICSEARCH_IPV6)?;
+    es_credentials(f, b.auth.as_ref(), &user, &pw)?;
     let scheme = match b.scheme.unwrap_or_default() {
         HttpScheme::Http => "http",
         HttpScheme::Https => "https",
@@ -721,9 +755,8 @@ fn elasticsearch(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), Bui
     let port = b.port.unwrap_or(9200);
     let index = e.index.as_deref().unwrap_or("celery");
     cx.out.uri = format!(
-        "elasticsearch+{scheme}://{}{}:{port}/{}",
+        "elasticsearch+{scheme}://{}{uri_host}:{port}/{}",
         userinfo(user.as_deref(), pw.as_deref(), component),
-        fmt_host(&b.host),
         component(index)
     );
     cx.set_opt("elasticsearch_timeout", b.timeout_seconds);
@@ -732,6 +765,35 @@ fn elasticsearch(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), Bui
     cx.bind_endpoint(&b.host, port, &user, &pw);
     cx.bind("index", index);
     cx.warn("Celery's elasticsearch backend needs elasticsearch-py 8.x in the worker image (9.x removed the timeout argument Celery passes)");
+    Ok(())
+}
+
+/// Refuse Elasticsearch credentials the client cannot send ([`check::basic_auth_part`]), naming the
+/// field they came from, and a user without password (Celery sends Basic auth only with both).
+fn es_credentials(
+    f: &str,
+    auth: Option<&BasicAuth>,
+    user: &Option<String>,
+    pw: &Option<String>,
+) -> Result<(), BuildError> {
+    let user_field = match auth {
+        Some(a) if a.username.is_some() => format!("{f}.auth.username"),
+        _ => format!("{f}.auth.usernameSecretRef"),
+    };
+    if let Some(u) = user {
+        check::basic_auth_part(u, true).map_err(|m| invalid(&user_field, m))?;
+    }
+    if let Some(p) = pw {
+        check::basic_auth_part(p, false)
+            .map_err(|m| invalid(&format!("{f}.auth.passwordSecretRef"), m))?;
+    }
+    let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+    if empty(user) != empty(pw) {
+        return Err(invalid(
+            &format!("{f}.auth"),
+            "set both a user name and a non-empty password: Celery's elasticsearch backend sends Basic auth only when it has both (celery/backends/elasticsearch.py _get_server)",
+        ));
+    }
     Ok(())
 }
 
@@ -890,13 +952,14 @@ fn cache(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
     }
     let mut servers = vec![];
     for (i, s) in b.servers.iter().enumerate() {
-        if s.host.contains(':') {
-            return Err(invalid(
-                &format!("spec.cache.external.servers[{i}].host"),
-                "IPv6 addresses cannot be used: Celery's cache backend splits host:port at ':'; use a DNS name",
-            ));
-        }
-        servers.push(format!("{}:{}", s.host, s.port.unwrap_or(11211)));
+        // Celery splits the servers at ';' only; pymemcache's normalize_server_spec reads
+        // '[fd00::11]:11211' (measured: Client and HashClient connect to ('fd00::11', 11211)).
+        let host = checked_host(
+            &format!("spec.cache.external.servers[{i}].host"),
+            &s.host,
+            Ipv6Rule::Bracketed,
+        )?;
+        servers.push(format!("{host}:{}", s.port.unwrap_or(11211)));
     }
     cx.out.uri = format!("cache+memcached://{}/", servers.join(";"));
     cx.bind("type", "memcached");
@@ -915,6 +978,11 @@ fn cassandra(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildEr
             "spec.cassandra.external.servers",
             "at least one server is required",
         ));
+    }
+    for (i, s) in b.servers.iter().enumerate() {
+        // cassandra-driver takes each contact point as a bare address: IPv6 works.
+        check::host(s, Ipv6Rule::Bracketed)
+            .map_err(|m| invalid(&format!("spec.cassandra.external.servers[{i}]"), m))?;
     }
     let (user, pw) = cx.auth("spec.cassandra.external.auth", &b.auth)?;
     // Celery ignores the URL; cassandra is configured by settings only.
@@ -979,7 +1047,10 @@ fn dynamodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
         (Some(r), _) => r.clone(),
         (None, Some(l)) => {
             let port = l.port.unwrap_or(8000);
-            let ipv4 = l.host.parse::<std::net::Ipv4Addr>().is_ok();
+            // An IPv6 endpoint goes to dynamodb_endpoint_url in brackets (botocore reads it).
+            let form = check::host(&l.host, Ipv6Rule::Bracketed)
+                .map_err(|m| invalid(&format!("{f}.localEndpoint.host"), m))?;
+            let ipv4 = form == check::HostForm::Ipv4;
             if (l.host == "localhost" || ipv4) && endpoint_url.is_none() {
                 // Celery turns localhost or an IPv4 address into http://host:port.
                 format!("{}:{port}", l.host)
@@ -1040,10 +1111,11 @@ fn couchdb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
     let (user, pw) = cx.auth("spec.couchdb.external.auth", &b.auth)?;
     let port = b.port.unwrap_or(5984);
     let db = b.database.as_deref().unwrap_or("default");
+    let uri_host = checked_host("spec.couchdb.external.host", &b.host, check::COUCHDB_IPV6)?;
     cx.out.uri = format!(
         "couchdb://{}{}:{port}/{}",
         userinfo(user.as_deref(), pw.as_deref(), double_component),
-        fmt_host(&b.host),
+        uri_host,
         component(db)
     );
     cx.bind("type", "couchdb");
@@ -1061,10 +1133,15 @@ fn couchbase(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildEr
     let (user, pw) = cx.auth("spec.couchbase.external.auth", &b.auth)?;
     let port = b.port.unwrap_or(8091);
     let bucket = b.bucket.as_deref().unwrap_or("default");
+    let uri_host = checked_host(
+        "spec.couchbase.external.host",
+        &b.host,
+        check::COUCHBASE_IPV6,
+    )?;
     cx.out.uri = format!(
         "couchbase://{}{}:{port}/{}",
         userinfo(user.as_deref(), pw.as_deref(), component),
-        fmt_host(&b.host),
+        uri_host,
         component(bucket)
     );
     cx.bind("type", "couchbase");
@@ -1084,10 +1161,11 @@ fn arangodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
     let port = b.port.unwrap_or(8529);
     let db = b.database.as_deref().unwrap_or("celery");
     let coll = b.collection.as_deref().unwrap_or("celery");
+    let uri_host = checked_host("spec.arangodb.external.host", &b.host, check::ARANGODB_IPV6)?;
     cx.out.uri = format!(
         "arangodb://{}{}:{port}/{}/{}",
         userinfo(user.as_deref(), pw.as_deref(), component),
-        fmt_host(&b.host),
+        uri_host,
         component(db),
         component(coll)
     );
@@ -1121,7 +1199,8 @@ fn consul(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError
     } else {
         String::new()
     };
-    cx.out.uri = format!("consul://{}:{port}{prefix}{q}", fmt_host(&b.host));
+    let uri_host = checked_host("spec.consul.external.host", &b.host, check::CONSUL_IPV6)?;
+    cx.out.uri = format!("consul://{uri_host}:{port}{prefix}{q}");
     if let Some(t) = cx.opt_secret("spec.consul.external.tokenSecretRef", &b.token_secret_ref)? {
         cx.out.env.insert("CONSUL_HTTP_TOKEN".into(), t.clone());
         cx.bind("token", t);
@@ -1143,11 +1222,12 @@ fn cosmos(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError
         &b.account_key_secret_ref,
     )?;
     let port = b.port.unwrap_or(443);
-    cx.out.uri = format!(
-        "cosmosdbsql://:{}@{}:{port}",
-        component(&key),
-        fmt_host(&b.host)
-    );
+    let uri_host = checked_host(
+        "spec.cosmosDbSql.external.host",
+        &b.host,
+        check::COSMOSDB_IPV6,
+    )?;
+    cx.out.uri = format!("cosmosdbsql://:{}@{}:{port}", component(&key), uri_host);
     cx.set_opt("cosmosdbsql_database_name", b.database.clone());
     cx.set_opt("cosmosdbsql_collection_name", b.collection.clone());
     cx.set_opt(

@@ -5,6 +5,10 @@ For each case the rendered celeryconfig.py is loaded into a real Celery app, Cel
 result_backend to its backend class, the class is instantiated (no network), and the connection
 parameters Celery ends up with are compared to "expect". Output (stdout): a JSON list of
 {"id", "ok", "mismatches", "error"}.
+
+Values that need the client library itself (e.g. "client_hosts": the nodes the Elasticsearch
+client was built with, "client_error": the exception type the client raises, or None) are
+computed only when a case expects them: extractors return them as zero-argument callables.
 """
 import json
 import os
@@ -70,6 +74,9 @@ def redis_params(app, url):
     out["password"] = cp.get("password")
     topts = app.conf.result_backend_transport_options or {}
     out["global_keyprefix"] = topts.get("global_keyprefix")
+    # The prefixes Celery really writes keys under (celery/backends/base.py _add_global_keyprefix).
+    out["task_keyprefix"] = b.task_keyprefix.decode() if isinstance(b.task_keyprefix, bytes) else b.task_keyprefix
+    out["group_keyprefix"] = b.group_keyprefix.decode() if isinstance(b.group_keyprefix, bytes) else b.group_keyprefix
     return out
 
 
@@ -117,7 +124,12 @@ def mongodb_params(app, url):
         b = cls(app=app, url=url2)
         srv = False
     opts = {k.lower(): v for k, v in b.options.items()}
+
+    def client_seeds():  # MongoClient connects in the background: building it is enough
+        return sorted([list(s) for s in b._get_connection()._topology_settings.seeds])
     return {
+        "client_seeds": client_seeds,
+        "client_error": client_error(b._get_connection),
         "class": cls.__name__,
         "srv": srv,
         "hosts": b.mongo_host,
@@ -134,12 +146,28 @@ def mongodb_params(app, url):
     }
 
 
+def client_error(make):
+    """The exception type name `make()` raises, or None when it builds the client."""
+    def run():
+        try:
+            make()
+        except Exception as e:
+            return type(e).__name__
+        return None
+    return run
+
+
 def elasticsearch_params(app, url):
     cls, url2 = by_url(url, app.loader)
     b = cls(app=app, url=url2)
+
+    def client_hosts():
+        es = b._get_server()
+        return [[n.config.scheme, n.config.host, n.config.port] for n in es.transport.node_pool.all()]
     return {"class": cls.__name__, "scheme": b.scheme, "host": b.host, "port": b.port,
             "username": b.username, "password": b.password, "index": b.index,
-            "timeout": b.es_timeout, "max_retries": b.es_max_retries}
+            "timeout": b.es_timeout, "max_retries": b.es_max_retries,
+            "client_hosts": client_hosts, "client_error": client_error(b._get_server)}
 
 
 def s3_params(app, url):
@@ -180,7 +208,13 @@ def rpc_params(app, url):
 def cache_params(app, url):
     cls, url2 = by_url(url, app.loader)
     b = cls(app=app, url=url2)
-    return {"class": cls.__name__, "servers": b.servers, "expires": b.expires}
+
+    def client_servers():  # the (host, port) pymemcache connects to, per server
+        c = b.client
+        clients = list(c.clients.values()) if hasattr(c, "clients") else [c]
+        return sorted([list(x.server) for x in clients])
+    return {"class": cls.__name__, "servers": b.servers, "expires": b.expires,
+            "client_servers": client_servers}
 
 
 def cassandra_params(app, url):
@@ -265,8 +299,13 @@ def consul_params(app, url):
     cls, url2 = by_url(url, app.loader)
     b = cls(app=app, url=url2)
     client = b.client()
+
+    def request_error():  # what requests says about the first KV URL python-consul2 would use
+        import requests
+        return client_error(lambda: requests.Request("GET", client.http.base_uri + "/v1/kv/x").prepare())()
     return {"class": cls.__name__, "host": b.hostname, "port": b.port, "path": b.path,
-            "one_client": b.one_client is not None, "token": client.token}
+            "one_client": b.one_client is not None, "token": client.token,
+            "base_uri": client.http.base_uri, "client_error": request_error}
 
 
 def cosmos_params(app, url):
@@ -304,7 +343,14 @@ EXTRACT = {
 def run(case):
     app = make_app(case["config_module"])
     url = app.conf.result_backend
-    actual = EXTRACT[case["kind"]](app, url)
+    try:
+        actual = EXTRACT[case["kind"]](app, url)
+        actual["construct_error"] = None
+    except Exception as e:  # a case may expect Celery to refuse the URI outright
+        if "construct_error" not in case["expect"]:
+            raise
+        actual = {"construct_error": type(e).__name__}
+    actual = {k: (v() if callable(v) and k in case["expect"] else v) for k, v in actual.items()}
     if "result_expires" in case["expect"]:
         exp = app.conf.result_expires
         actual["result_expires"] = exp.total_seconds() if hasattr(exp, "total_seconds") else exp

@@ -1,0 +1,190 @@
+//! Pure rules on what each Celery backend (and the client library under it) can carry: host forms,
+//! characters in credentials, key prefixes. Each rule names its source in Celery 5.7 or the client
+//! code; the builder in `super` applies them and refuses with the field named (never the value).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The form of a host as written in a spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostForm {
+    /// A DNS name (`redis.prod.svc`, `localhost`).
+    Name,
+    /// An IPv4 address (`10.0.0.5`).
+    Ipv4,
+    /// An IPv6 address without brackets (`fd00::11`).
+    Ipv6,
+}
+
+/// How a backend's Celery code treats an IPv6 literal it got from the URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Rule {
+    /// Celery (or its client) keeps the address intact: write it in brackets in the URI.
+    Bracketed,
+    /// Celery rebuilds `scheme://{host}:{port}` without brackets, which the client cannot parse;
+    /// the text says where (e.g. "Celery's elasticsearch backend builds http://{host}:{port}").
+    Refused(&'static str),
+}
+
+/// Classify `host` and refuse forms no backend can use. Errors are messages for the caller to
+/// prefix with the field (they never repeat the value):
+/// - a `:` in something that is not an IPv6 address, e.g. `10.0.0.5:6379` or `db:5432`: a port
+///   written into the host (the port has its own field);
+/// - brackets (`[fd00::1]`): the operator adds them where the URI needs them;
+/// - an IPv6 address when the backend's rule is [`Ipv6Rule::Refused`].
+///
+/// Source: RFC 3986 section 3.2.2 (IP-literal in brackets), and for each backend the Celery code
+/// named in its [`Ipv6Rule`].
+pub fn host(host: &str, ipv6: Ipv6Rule) -> Result<HostForm, String> {
+    if host.starts_with('[') || host.ends_with(']') {
+        return Err(
+            "write an IPv6 address without brackets (the operator adds them where the URI needs them)"
+                .into(),
+        );
+    }
+    if host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(HostForm::Ipv4);
+    }
+    if host.contains(':') {
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(
+                "contains ':' but is not an IPv6 address; a port goes into the port field, not the host"
+                    .into(),
+            );
+        }
+        return match ipv6 {
+            Ipv6Rule::Bracketed => Ok(HostForm::Ipv6),
+            Ipv6Rule::Refused(why) => Err(format!(
+                "IPv6 addresses cannot be used with this backend ({why}); use a DNS name"
+            )),
+        };
+    }
+    Ok(HostForm::Name)
+}
+
+/// Celery's elasticsearch, couchdb, couchbase, arangodb, cosmosdbsql and consul backends (and
+/// python-consul2) format `{host}:{port}` without brackets; each client then fails to parse it.
+pub const ELASTICSEARCH_IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's elasticsearch backend builds '{scheme}://{host}:{port}' without brackets and the client cannot parse it",
+);
+/// See [`ELASTICSEARCH_IPV6`]: celery/backends/couchdb.py `_get_connection`.
+pub const COUCHDB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's couchdb backend builds 'http://{host}:{port}' without brackets for pycouchdb",
+);
+/// See [`ELASTICSEARCH_IPV6`]: celery/backends/couchbase.py `_get_connection`.
+pub const COUCHBASE_IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's couchbase backend builds 'couchbase://{host}:{port}' without brackets",
+);
+/// See [`ELASTICSEARCH_IPV6`]: celery/backends/arangodb.py `arangodb_url`.
+pub const ARANGODB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's arangodb backend builds '{protocol}://{host}:{port}' without brackets for pyArango",
+);
+/// See [`ELASTICSEARCH_IPV6`]: celery/backends/cosmosdbsql.py `_parse_url`.
+pub const COSMOSDB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's cosmosdbsql backend builds '{scheme}://{host}:{port}' without brackets",
+);
+/// See [`ELASTICSEARCH_IPV6`]: python-consul2 `HTTPClient.base_uri`.
+pub const CONSUL_IPV6: Ipv6Rule =
+    Ipv6Rule::Refused("python-consul2 builds 'http://{host}:{port}' without brackets");
+
+/// Whether `s` can travel in an HTTP Basic `Authorization` header as elastic-transport builds it:
+/// it encodes `user:password` as ASCII (a non-ASCII character raises `UnicodeEncodeError` when
+/// Celery creates the client, measured with elasticsearch-py 8.19), and RFC 7617 section 2 forbids
+/// `:` in the user-id (the server splits at the first colon). Returns the reason when it cannot.
+pub fn basic_auth_part(s: &str, is_user: bool) -> Result<(), &'static str> {
+    if !s.is_ascii() {
+        return Err("the Elasticsearch client encodes Basic credentials as ASCII and fails on any other character (UnicodeEncodeError when Celery creates it)");
+    }
+    if is_user && s.contains(':') {
+        return Err(
+            "a Basic-auth user name cannot contain ':' (RFC 7617: the server splits at the first colon)",
+        );
+    }
+    Ok(())
+}
+
+/// The key prefix Celery really writes for `result_backend_transport_options.global_keyprefix`:
+/// `_add_global_keyprefix` in celery/backends/base.py appends `_` unless the prefix already ends
+/// in one of `:`, `_`, `-`, `.`; an empty prefix means none. Keys are then
+/// `<prefix>celery-task-meta-<id>` and so on.
+pub fn celery_key_prefix(configured: &str) -> String {
+    match configured.chars().last() {
+        None => String::new(),
+        Some(c) if ":_-.".contains(c) => configured.to_string(),
+        Some(_) => format!("{configured}_"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_forms_and_refusals() {
+        let table: &[(&str, Ipv6Rule, Result<HostForm, &str>)] = &[
+            ("redis.prod.svc", Ipv6Rule::Bracketed, Ok(HostForm::Name)),
+            ("localhost", ELASTICSEARCH_IPV6, Ok(HostForm::Name)),
+            ("10.0.0.5", ELASTICSEARCH_IPV6, Ok(HostForm::Ipv4)),
+            ("fd00::11", Ipv6Rule::Bracketed, Ok(HostForm::Ipv6)),
+            ("::1", Ipv6Rule::Bracketed, Ok(HostForm::Ipv6)),
+            (
+                "fd00::92",
+                ELASTICSEARCH_IPV6,
+                Err("IPv6 addresses cannot be used"),
+            ),
+            ("fd00::92", CONSUL_IPV6, Err("python-consul2")),
+            (
+                "10.0.0.5:6379",
+                Ipv6Rule::Bracketed,
+                Err("port goes into the port field"),
+            ),
+            (
+                "db:5432",
+                Ipv6Rule::Bracketed,
+                Err("port goes into the port field"),
+            ),
+            (
+                "redis:6379",
+                ELASTICSEARCH_IPV6,
+                Err("port goes into the port field"),
+            ),
+            ("1:2:3", Ipv6Rule::Bracketed, Err("not an IPv6 address")),
+            ("[fd00::1]", Ipv6Rule::Bracketed, Err("without brackets")),
+        ];
+        for (h, rule, want) in table {
+            let got = host(h, *rule);
+            match (want, &got) {
+                (Ok(w), Ok(g)) => assert_eq!(w, g, "{h}"),
+                (Err(w), Err(g)) => {
+                    assert!(g.contains(w), "{h}: {g}")
+                }
+                _ => panic!("{h}: expected {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn basic_auth_parts() {
+        assert!(basic_auth_part("p@ss:w/rd#?% ;", false).is_ok());
+        assert!(basic_auth_part("elastic", true).is_ok());
+        assert!(basic_auth_part("pässwörd-€", false).is_err());
+        assert!(basic_auth_part("ünïcødé", true).is_err());
+        assert!(basic_auth_part("a:b", true).is_err());
+        assert!(basic_auth_part("a:b", false).is_ok());
+    }
+
+    #[test]
+    fn key_prefix_follows_celery_add_global_keyprefix() {
+        for (configured, effective) in [
+            ("", ""),
+            ("team-a:", "team-a:"),
+            ("team-a_", "team-a_"),
+            ("team-a-", "team-a-"),
+            ("team-a.", "team-a."),
+            ("team-a", "team-a_"),
+            ("team/a", "team/a_"),
+            ("é", "é_"),
+        ] {
+            assert_eq!(celery_key_prefix(configured), effective, "{configured:?}");
+        }
+    }
+}
