@@ -59,8 +59,19 @@ pub enum PlanError {
 /// A DNS-1035 label `<name>-<suffix>` of at most 63 characters. Names that are too long or not
 /// DNS-1035 (dots, leading digit) are shortened and given a stable hash so they stay unique.
 pub fn child_name(name: &str, suffix: &str) -> String {
+    child_name_within(name, suffix, 63)
+}
+
+/// The longest StatefulSet name whose Pods can be created: the StatefulSet controller labels each
+/// Pod `controller-revision-hash: <statefulset name>-<10-character hash>`, and a label value has
+/// at most 63 characters (k8s.io/kubernetes pkg/controller/history, validation.IsValidLabelValue).
+pub const STATEFULSET_NAME_MAX: usize = 52;
+
+/// [`child_name`] limited to `max` characters (at least `suffix.len() + 12`), e.g.
+/// [`STATEFULSET_NAME_MAX`] for StatefulSets.
+pub fn child_name_within(name: &str, suffix: &str, max: usize) -> String {
     let plain = format!("{name}-{suffix}");
-    let ok = plain.len() <= 63
+    let ok = plain.len() <= max
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
@@ -81,7 +92,7 @@ pub fn child_name(name: &str, suffix: &str) -> String {
     if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
         base = format!("b-{base}");
     }
-    let keep = 63 - suffix.len() - 10;
+    let keep = max.saturating_sub(suffix.len() + 10).max(1);
     base.truncate(keep);
     let base = base.trim_end_matches('-');
     format!("{base}-{h:08x}-{suffix}")
@@ -206,7 +217,7 @@ pub fn plan(
         } else {
             return Err(PlanError::NotManaged);
         };
-    let sts = child_name(name, profile.component);
+    let sts = child_name_within(name, profile.component, STATEFULSET_NAME_MAX);
     let headless = child_name(name, &format!("{}-hl", profile.component));
     let creds = child_name(name, "credentials");
     let host = format!("{sts}.{namespace}.svc");
@@ -824,6 +835,12 @@ mod tests {
             child_name(&"x".repeat(100), "s"),
             child_name(&"x".repeat(101), "s")
         );
+        // A 60-character backend: the StatefulSet name leaves room for the revision-hash label.
+        let n60 = "b".repeat(60);
+        let sts = child_name_within(&n60, "postgresql", STATEFULSET_NAME_MAX);
+        assert!(sts.len() <= STATEFULSET_NAME_MAX, "{sts}");
+        assert!(format!("{sts}-0123456789").len() <= 63);
+        assert_eq!(child_name_within("abc", "redis", 52), "abc-redis");
     }
 
     #[test]

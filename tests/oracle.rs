@@ -743,6 +743,21 @@ fn refused_inputs_are_refused_by_name_and_really_fail_in_celery() {
             &[],
             "spec.cassandra.external.servers[1]",
         ),
+        (
+            json!({"s3": {"external": {"bucket": "bkt", "endpointUrl": "https://AKIA1:secret-44@minio.example.internal"}}}),
+            &[],
+            "spec.s3.external.endpointUrl",
+        ),
+        (
+            json!({"redis": {"external": {"host": "r", "tls": {"enabled": true, "caFile": "/etc/../root/ca.pem"}}}}),
+            &[],
+            "spec.redis.external.tls.caFile",
+        ),
+        (
+            json!({"filesystem": {"external": {"path": "/srv/results/../../etc"}}}),
+            &[],
+            "spec.filesystem.external.path",
+        ),
     ];
     for (spec, secret_values, field) in refusals {
         let parsed: CeleryResultBackendSpec = serde_json::from_value(spec.clone()).unwrap();

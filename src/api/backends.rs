@@ -60,6 +60,7 @@ pub struct RedisExternal {
     /// Absolute path of a unix socket inside the worker container (`redis+socket://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub unix_socket: Option<String>,
     /// Redis Sentinel group; the master is looked up by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +205,7 @@ pub struct DatabaseExternal {
     /// Absolute path of the SQLite file inside the worker container (sqlite).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub path: Option<String>,
     /// User name and password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,12 +399,13 @@ pub struct S3External {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: Option<String>,
-    /// Endpoint of an S3-compatible store, e.g. http://minio.storage:9000 (s3_endpoint_url).
+    /// Endpoint of an S3-compatible store, e.g. http://minio.storage:9000 (s3_endpoint_url); no credentials in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 2048),
         regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     )]
+    #[x_kube(validation = Rule::new(NO_URL_CREDENTIALS_RULE).message(NO_URL_CREDENTIALS_MESSAGE))]
     pub endpoint_url: Option<String>,
     /// Secret key holding the access key id (s3_access_key_id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -636,12 +639,13 @@ pub struct DynamoDbExternal {
     /// DynamoDB Local reachable at http://host:port (Celery treats `localhost` or an IP as a local endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_endpoint: Option<HostPort>,
-    /// Endpoint URL override (dynamodb_endpoint_url), e.g. for LocalStack.
+    /// Endpoint URL override (dynamodb_endpoint_url), e.g. for LocalStack; no credentials in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 2048),
         regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     )]
+    #[x_kube(validation = Rule::new(NO_URL_CREDENTIALS_RULE).message(NO_URL_CREDENTIALS_MESSAGE))]
     pub endpoint_url: Option<String>,
     /// Table name (default celery; Celery creates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -871,11 +875,12 @@ external_only!(
 // ---------------------------------------------------------------- filesystem
 
 /// A directory shared by all workers (for example an NFS or other ReadWriteMany volume).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FilesystemExternal {
     /// Absolute path of the results directory inside the worker container (used verbatim by Celery).
     #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/[^?#]*$"))]
+    #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub path: String,
     /// PersistentVolumeClaim mounted at path in injected workers (must be ReadWriteMany for several nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]

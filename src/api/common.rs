@@ -18,6 +18,15 @@ pub const HOST_PATTERN: &str = r"^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?(\.[
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
 /// An absolute filesystem path.
 pub const ABS_PATH_PATTERN: &str = r"^/.*$";
+/// CEL: a path without `..` segments (no way out of the directory it names).
+pub const NO_TRAVERSAL_RULE: &str = r"!self.matches(r'(^|/)\.\.(/|$)')";
+/// Message of [`NO_TRAVERSAL_RULE`].
+pub const NO_TRAVERSAL_MESSAGE: &str =
+    "must not contain '..' segments (path traversal): write the path without them";
+/// CEL: an http(s) URL without `user:password@` before the host.
+pub const NO_URL_CREDENTIALS_RULE: &str = r"!self.matches(r'^[A-Za-z][-+.A-Za-z0-9]*://[^/?#]*@')";
+/// Message of [`NO_URL_CREDENTIALS_RULE`].
+pub const NO_URL_CREDENTIALS_MESSAGE: &str = "must not contain credentials (user:password@ before the host): a secret outside a Secret; use the SecretRef fields";
 
 /// A reference to one key of a Secret in the backend's namespace.
 #[derive(
@@ -76,7 +85,7 @@ pub enum TlsVerify {
 }
 
 /// TLS settings for a client connection. File paths are paths inside the worker container.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsConfig {
     /// Connect with TLS.
@@ -88,14 +97,17 @@ pub struct TlsConfig {
     /// Absolute path of a CA bundle inside the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub ca_file: Option<String>,
     /// Absolute path of a client certificate inside the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub cert_file: Option<String>,
     /// Absolute path of the client certificate's key inside the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub key_file: Option<String>,
 }
 

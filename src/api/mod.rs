@@ -33,6 +33,7 @@ pub const VERSION: &str = "v1alpha1";
     status = "CeleryResultBackendStatus",
     derive = "PartialEq",
     doc = "A Celery result backend: a store the operator connects to or provisions, whose exact result_backend URI it publishes in a Secret and injects into opted-in workers.",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name: at most 63 characters: the name is a label value (app.kubernetes.io/instance) on the URI Secret and on provisioned objects"),
     printcolumn = r#"{"name":"Backend","type":"string","jsonPath":".status.backend","description":"Celery backend kind"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".status.mode","description":"external or managed"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"URI Secret is published"}"#,

@@ -114,6 +114,26 @@ pub fn celery_key_prefix(configured: &str) -> String {
     }
 }
 
+/// Refuse a `..` segment in a path inside the worker container (the same rule as the CRD's
+/// `NO_TRAVERSAL_RULE`, applied again for objects admitted before it existed).
+pub fn path_without_traversal(path: &str) -> Result<(), &'static str> {
+    if path.split('/').any(|seg| seg == "..") {
+        return Err("must not contain '..' segments (path traversal): write the path without them");
+    }
+    Ok(())
+}
+
+/// Refuse `user:password@` in a URL's authority (RFC 3986 section 3.2.1 userinfo): credentials
+/// belong in a Secret, and these URLs are published as plain settings.
+pub fn url_without_credentials(url: &str) -> Result<(), &'static str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("must not contain credentials (user:password@ before the host): a secret outside a Secret; use the SecretRef fields");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +205,35 @@ mod tests {
             ("é", "é_"),
         ] {
             assert_eq!(celery_key_prefix(configured), effective, "{configured:?}");
+        }
+    }
+
+    #[test]
+    fn paths_and_urls() {
+        for ok in [
+            "/etc/ssl/ca.pem",
+            "/a/..b/c..",
+            "/a/./b",
+            "/x/...",
+            "/re%20sults",
+        ] {
+            assert!(path_without_traversal(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/etc/../root/.ssh/id", "/a/..", "/../x"] {
+            assert!(path_without_traversal(bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "http://minio.storage:9000",
+            "https://s3.example/a@b",
+            "http://[fd00::1]:9000/p?x=@",
+        ] {
+            assert!(url_without_credentials(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://AKIA:secret@minio.example.internal",
+            "http://user@h:9000/",
+        ] {
+            assert!(url_without_credentials(bad).is_err(), "{bad}");
         }
     }
 }

@@ -67,6 +67,29 @@ fn checked_host(field: &str, host: &str, rule: Ipv6Rule) -> Result<String, Build
     Ok(fmt_host(host))
 }
 
+/// [`check::path_without_traversal`] on an optional path at `field`.
+fn checked_path(field: &str, path: Option<&String>) -> Result<(), BuildError> {
+    match path {
+        Some(p) => check::path_without_traversal(p).map_err(|m| invalid(field, m)),
+        None => Ok(()),
+    }
+}
+
+/// [`check::path_without_traversal`] on the three files of a TLS block at `field`.
+fn checked_tls_paths(field: &str, t: &TlsConfig) -> Result<(), BuildError> {
+    checked_path(&format!("{field}.caFile"), t.ca_file.as_ref())?;
+    checked_path(&format!("{field}.certFile"), t.cert_file.as_ref())?;
+    checked_path(&format!("{field}.keyFile"), t.key_file.as_ref())
+}
+
+/// [`check::url_without_credentials`] on an optional URL at `field`.
+fn checked_url(field: &str, url: Option<&String>) -> Result<(), BuildError> {
+    match url {
+        Some(u) => check::url_without_credentials(u).map_err(|m| invalid(field, m)),
+        None => Ok(()),
+    }
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> BuildError {
     BuildError::Invalid {
         field: field.into(),
@@ -408,6 +431,10 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
     let ui = userinfo(user.as_deref(), pw.as_deref(), component);
     let db = b.db.unwrap_or(0);
     let tls = b.tls.as_ref().filter(|t| t.enabled);
+    if let Some(t) = tls {
+        checked_tls_paths(&format!("{f}.tls"), t)?;
+    }
+    checked_path(&format!("{f}.unixSocket"), b.unix_socket.as_ref())?;
     let mut q: Vec<(&str, String)> = b
         .options
         .iter()
@@ -533,6 +560,7 @@ fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
             if !path.starts_with('/') {
                 return Err(invalid(&format!("{f}.path"), "must be an absolute path"));
             }
+            checked_path(&format!("{f}.path"), Some(&path.to_string()))?;
             if b.host.is_some() || b.database.is_some() || b.auth.is_some() {
                 return Err(invalid(
                     f,
@@ -673,6 +701,7 @@ fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
         q.push(("replicaSet", r.clone()));
     }
     if let Some(t) = b.tls.as_ref() {
+        checked_tls_paths(&format!("{f}.tls"), t)?;
         q.push(("tls", t.enabled.to_string()));
         if t.enabled {
             match t.verify.unwrap_or_default() {
@@ -823,6 +852,7 @@ fn s3(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
             "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
         ));
     }
+    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
     // Celery ignores everything after s3://; the bucket and the rest are settings.
     cx.out.uri = "s3://".into();
     cx.set("s3_bucket", b.bucket.as_str());
@@ -903,6 +933,7 @@ fn azure(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
             format!("azureblockblob://{}", cs.trim())
         }
         (None, Some(url), Some(cred)) => {
+            checked_url(&format!("{f}.accountUrl"), Some(url))?;
             cx.bind("account_url", url);
             format!("azureblockblob://{cred:?}@{url}")
         }
@@ -1039,6 +1070,7 @@ fn dynamodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
             ))
         }
     };
+    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
     if b.region.is_some() && b.local_endpoint.is_some() {
         return Err(invalid(f, "set either region or localEndpoint, not both"));
     }
@@ -1253,6 +1285,7 @@ fn filesystem(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildE
             "must be an absolute path without ? or #",
         ));
     }
+    checked_path("spec.filesystem.external.path", Some(&b.path))?;
     // Celery uses the path verbatim (no percent-decoding).
     cx.out.uri = format!("file://{}", b.path);
     cx.bind("type", "filesystem");
