@@ -136,3 +136,61 @@ fn kubectl_get_shows_printer_columns() {
     );
     assert!(out.contains("results-rpc"), "{out}");
 }
+
+/// The one duration grammar (`api::DURATION_PATTERN`: Go durations with whole days in front) is
+/// admitted everywhere, including by the CEL rules that compare durations (days become seconds).
+#[test]
+fn durations_with_days_are_admitted_and_compared() {
+    install_crds();
+    let ns = TestNamespace::blocking("durations");
+    let manifests = r#"
+apiVersion: celery.dev/v1alpha1
+kind: CeleryResultBackend
+metadata: {name: days-redis}
+spec:
+  redis: {external: {host: redis}}
+  resultExpires: 7d
+  healthCheck: {interval: 1d, timeout: 23h59m}
+---
+apiVersion: celery.dev/v1alpha1
+kind: CeleryResultBackend
+metadata: {name: days-consul}
+spec:
+  consul: {external: {host: consul}}
+  resultExpires: 1d
+---
+apiVersion: celery.dev/v1alpha1
+kind: CeleryResultBackend
+metadata: {name: days-cache}
+spec:
+  cache: {external: {servers: [{host: memcached}]}}
+  resultExpires: 29d24h
+---
+apiVersion: celery.dev/v1alpha1
+kind: CeleryResultBackend
+metadata: {name: zero-consul}
+spec:
+  consul: {external: {host: consul}}
+  resultExpires: "0"
+---
+apiVersion: celery.dev/v1alpha1
+kind: CeleryResultCleanupPolicy
+metadata: {name: days-policy}
+spec:
+  retention: 7d
+  schedule: "@daily"
+  backendSelector:
+    matchExpressions: [{key: celery.dev/team, operator: In, values: [a, b]}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("days.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    kubectl_ok(&[
+        "create",
+        "-n",
+        &ns.name,
+        "--dry-run=server",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+}

@@ -476,6 +476,14 @@ fn object_and_settings_cases() -> Vec<Case> {
             "base_path": "a/b c", "ttl": 86400.0, "threadpool_maxsize": 4, "firestore_project": "fs-project"}),
     });
     v.push(Case {
+        id: "gcs/base-path-with-every-uri-delimiter".into(),
+        kind: "gcs",
+        spec: json!({"gcs": {"external": {"bucket": "celery-results", "project": "my-project",
+            "basePath": "/a b/%41?x=1&y=2#z+w/é/"}}}),
+        secrets: secrets(&[]),
+        expect: json!({"base_path": "a b/%41?x=1&y=2#z+w/é", "project": "my-project"}),
+    });
+    v.push(Case {
         id: "gcs/defaults-left-out".into(),
         kind: "gcs",
         spec: json!({"gcs": {"external": {"bucket": "b-1", "project": "p"}}}),

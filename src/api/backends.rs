@@ -448,9 +448,11 @@ pub struct GcsExternal {
         regex(pattern = r"^[a-z][-a-z0-9:.]*[a-z0-9]$")
     )]
     pub project: String,
-    /// Object prefix (gcs_base_path); slashes at either end are stripped by Celery.
+    /// Object prefix (gcs_base_path); slashes at either end are stripped by Celery. Any characters
+    /// but control characters: the operator percent-encodes the path, which Celery's url_to_parts
+    /// decodes once (spaces, %, ?, #, &, = and + arrive as written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^?#&=%+ ]+$"))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^\x00-\x1F\x7F]+$"))]
     pub base_path: Option<String>,
     /// Seconds until objects may be deleted by a bucket lifecycle rule on customTime (gcs_ttl); 0 disables.
     #[serde(default, skip_serializing_if = "Option::is_none")]

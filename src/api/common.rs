@@ -14,8 +14,25 @@ pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// colons (every IPv6 address has them), so `host:port` (`10.0.0.5:6379`, `db:5432`) does not
 /// match; the builder then checks the address itself (`uri::check::host`).
 pub const HOST_PATTERN: &str = r"^([A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([-A-Za-z0-9_]*[A-Za-z0-9_])?)*\.?|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$";
-/// A Go-style duration as used across Kubernetes (`30s`, `1h30m`, `24h`); no sign, no days.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+/// The one duration grammar of the CRDs, the builder and the CLI (`--older-than`): `0`, or a
+/// Go-style duration as used across Kubernetes (`30s`, `1h30m`, `1.5h`; units ns, us, µs, ms,
+/// s, m, h) optionally preceded by whole days (`7d`, `1d12h`); no sign, no spaces.
+/// [`parse_duration`] reads exactly this language (tested on a table), and CEL rules convert it
+/// with [`cel_seconds`].
+pub const DURATION_PATTERN: &str =
+    r"^(0|[0-9]+d([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))*|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
+
+/// A CEL expression giving the whole seconds of the [`DURATION_PATTERN`] string at `expr` (e.g.
+/// `self.resultExpires`) as an int: CEL's `duration()` takes Go durations only, so the days in
+/// front are counted separately (`7d12h` -> 7 * 86400 + duration('12h').getSeconds()). Built
+/// with indexOf/substring: with split() and string building the API server's cost estimate
+/// exceeded its budget more than 100 times.
+pub fn cel_seconds(expr: &str) -> String {
+    format!(
+        "({expr}.contains('d') ? int({expr}.substring(0, {expr}.indexOf('d'))) * 86400 + ({expr}.endsWith('d') ? 0 : duration({expr}.substring({expr}.indexOf('d') + 1)).getSeconds()) : duration({expr}).getSeconds())"
+    )
+}
+
 /// An absolute filesystem path.
 pub const ABS_PATH_PATTERN: &str = r"^/.*$";
 /// CEL: a path without `..` segments (no way out of the directory it names).
@@ -170,31 +187,44 @@ pub fn unsupported_managed_schema(_: &mut schemars::SchemaGenerator) -> schemars
     })
 }
 
-/// Parse a Go-style duration (`1h30m`, `90s`, `1.5h`) and additionally `d` for days. Returns seconds.
+/// Parse a [`DURATION_PATTERN`] duration (`0`, `90s`, `1h30m`, `1.5h`, `7d`, `1d12h`) into
+/// seconds. Errors say what is expected (never more than the value itself, which is not secret).
 pub fn parse_duration(s: &str) -> Result<f64, String> {
     let err = || {
-        format!("invalid duration {s:?}: expected a positive number with a unit, e.g. 30s, 15m, 24h or 7d")
+        format!("invalid duration {s:?}: expected whole days and/or numbers with a unit (ns, us, ms, s, m, h), e.g. 30s, 15m, 24h, 7d or 1d12h")
     };
-    let b = s.trim();
-    if b.is_empty() {
-        return Err(err());
-    }
-    if b == "0" {
+    if s == "0" {
         return Ok(0.0);
     }
-    let mut total = 0.0f64;
-    let mut rest = b;
+    let (days, rest) = match s.split_once('d') {
+        Some((d, r)) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => {
+            (d.parse::<f64>().map_err(|_| err())?, r)
+        }
+        Some(_) => return Err(err()),
+        None if s.is_empty() => return Err(err()),
+        None => (0.0, s),
+    };
+    let mut total = days * 86400.0;
+    let mut rest = rest;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_len == 0 {
+        let int_len = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if int_len == 0 {
             return Err(err());
+        }
+        let mut num_len = int_len;
+        if rest[int_len..].starts_with('.') {
+            let frac = rest[int_len + 1..]
+                .find(|c: char| !c.is_ascii_digit())
+                .ok_or_else(err)?;
+            if frac == 0 {
+                return Err(err());
+            }
+            num_len = int_len + 1 + frac;
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
         rest = &rest[num_len..];
         let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ns" => 1e-9,
@@ -203,7 +233,6 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "d" => 86400.0,
             _ => return Err(err()),
         };
         total += value * factor;
@@ -225,6 +254,30 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(0.0));
         for bad in ["", "-1h", "h", "10", "1x", "1h-", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(parse_duration("1d12h"), Ok(129600.0));
+        assert_eq!(parse_duration("1µs"), Ok(1e-6));
+    }
+
+    /// The CRD pattern (what admission accepts) and the Rust parser (builder, controller, CLI
+    /// `--older-than`) accept and refuse the same strings.
+    #[test]
+    fn crd_pattern_and_parser_agree() {
+        let re = regex::Regex::new(super::DURATION_PATTERN).unwrap();
+        let table = [
+            "0", "0s", "30s", "90s", "15m", "24h", "168h", "1h30m", "1.5h", "0.5s", "300ms",
+            "10us", "10µs", "5ns", "7d", "1d", "30d", "1d12h", "2d3h4m5s", "1d0.5h", "", "d", "7",
+            "10", "-1h", "+1h", "1h-", "h", "1.h", ".5h", "1..5h", "1.5d", "1h7d", "7d7d", "1w",
+            "1y", "7D", " 7d", "7d ", "1 h", "1H", "1hh", "abc", "1d-1h", "00", "0d", "0h0m",
+        ];
+        for s in table {
+            assert_eq!(
+                re.is_match(s),
+                parse_duration(s).is_ok(),
+                "{s:?}: pattern {} but parser {:?}",
+                re.is_match(s),
+                parse_duration(s)
+            );
         }
     }
 }

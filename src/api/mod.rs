@@ -44,8 +44,8 @@ pub const VERSION: &str = "v1alpha1";
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.redis), has(self.database), has(self.mongodb), has(self.elasticsearch), has(self.s3), has(self.gcs), has(self.azureBlockBlob), has(self.rpc), has(self.cache), has(self.cassandra), has(self.dynamodb), has(self.couchdb), has(self.couchbase), has(self.arangodb), has(self.consul), has(self.cosmosDbSql), has(self.ironCache), has(self.filesystem)].filter(x, x).size() == 1").message("set exactly one backend: redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem"))]
 #[x_kube(validation = Rule::new("!has(self.database) || !has(self.database.managed) || !has(self.database.external)").message("database: set exactly one of external or managed"))]
-#[x_kube(validation = Rule::new("!has(self.consul) || !has(self.resultExpires) || self.resultExpires == '0s' || (duration(self.resultExpires) >= duration('10s') && duration(self.resultExpires) <= duration('24h'))").message("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never").field_path(".resultExpires"))]
-#[x_kube(validation = Rule::new("!has(self.cache) || !has(self.resultExpires) || duration(self.resultExpires) <= duration('720h')").message("memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h").field_path(".resultExpires"))]
+#[x_kube(validation = Rule::new(format!("!has(self.consul) || !has(self.resultExpires) || self.resultExpires in ['0', '0s', '0d'] || ({d} >= 10 && {d} <= 86400)", d = cel_seconds("self.resultExpires"))).message("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never").field_path(".resultExpires"))]
+#[x_kube(validation = Rule::new(format!("!has(self.cache) || !has(self.resultExpires) || {} <= 2592000", cel_seconds("self.resultExpires"))).message("memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h").field_path(".resultExpires"))]
 pub struct CeleryResultBackendSpec {
     /// Redis (standalone, TLS, Sentinel or unix socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +147,7 @@ pub struct InjectionSpec {
 /// Health-check schedule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.interval) || !has(self.timeout) || duration(self.timeout) < duration(self.interval)").message("timeout must be shorter than interval").field_path(".timeout"))]
+#[x_kube(validation = Rule::new(format!("!has(self.interval) || !has(self.timeout) || (self.timeout.contains('d') || self.interval.contains('d') ? {} < {} : duration(self.timeout) < duration(self.interval))", cel_seconds("self.timeout"), cel_seconds("self.interval"))).message("timeout must be shorter than interval").field_path(".timeout"))]
 pub struct HealthCheckSpec {
     /// Run health checks (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
