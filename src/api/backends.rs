@@ -49,7 +49,7 @@ pub struct RedisBackend {
 #[x_kube(validation = Rule::new("!has(self.unixSocket) || !has(self.tls) || !self.tls.enabled").message("tls cannot be used with unixSocket"))]
 #[x_kube(validation = Rule::new("has(self.host) || !has(self.port)").message("port is only valid with host"))]
 pub struct RedisExternal {
-    /// Redis server host (DNS name, IPv4 or IPv6 address).
+    /// Redis server host: DNS name, IPv4 or IPv6 address (no brackets, no port: see port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: Option<String>,
@@ -79,7 +79,7 @@ pub struct RedisExternal {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub options: BTreeMap<String, String>,
-    /// Prefix for every result key (result_backend_transport_options.global_keyprefix).
+    /// Prefix for every result key (result_backend_transport_options.global_keyprefix). Celery appends '_' unless it ends in ':', '_', '-' or '.'; cleanup uses the same rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub key_prefix: Option<String>,
@@ -259,7 +259,7 @@ pub struct MongoBackend {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.srv || (size(self.hosts) == 1 && !has(self.hosts[0].port))").message("srv needs exactly one host and no port (mongodb+srv looks the servers up in DNS)"))]
 pub struct MongoExternal {
-    /// Servers of the deployment (port defaults to 27017).
+    /// Servers of the deployment (port defaults to 27017). IPv6 addresses also go into mongodb_backend_settings.mongo_host in brackets, because Celery rebuilds host:port without them.
     #[schemars(length(min = 1, max = 32))]
     pub hosts: Vec<HostPort>,
     /// Use a `mongodb+srv://` seed list resolved from DNS.
@@ -334,7 +334,7 @@ pub struct ElasticsearchBackend {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ElasticsearchExternal {
-    /// Host of one node or load balancer.
+    /// Host of one node or load balancer: DNS name or IPv4 address (Celery's elasticsearch backend drops the brackets of an IPv6 address, so IPv6 is refused).
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// HTTP port (default 9200).
@@ -344,7 +344,7 @@ pub struct ElasticsearchExternal {
     /// http (default) or https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<HttpScheme>,
-    /// Basic-auth user name and password.
+    /// Basic-auth user name and password: both or neither (Celery sends auth only with both), ASCII only (the client encodes them as ASCII), no ':' in the user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BasicAuth>,
     /// Request timeout in seconds (elasticsearch_timeout).
@@ -685,7 +685,7 @@ external_only!(
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CouchDbExternal {
-    /// Server host.
+    /// Server host. DNS name or IPv4 address: Celery's code for this backend writes '{host}:{port}' without brackets, so IPv6 is refused.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// Server port (default 5984).
@@ -713,7 +713,7 @@ external_only!(
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CouchbaseExternal {
-    /// Cluster host.
+    /// Cluster host. DNS name or IPv4 address: Celery's code for this backend writes '{host}:{port}' without brackets, so IPv6 is refused.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// Port (Celery's default 8091).
@@ -741,7 +741,7 @@ external_only!(
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArangoDbExternal {
-    /// Server host.
+    /// Server host. DNS name or IPv4 address: Celery's code for this backend writes '{host}:{port}' without brackets, so IPv6 is refused.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// Server port (default 8529).
@@ -776,7 +776,7 @@ external_only!(
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsulExternal {
-    /// Agent host.
+    /// Agent host. DNS name or IPv4 address: Celery's code for this backend writes '{host}:{port}' without brackets, so IPv6 is refused.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// HTTP port (default 8500; always written into the URI because Celery needs it).
@@ -823,7 +823,7 @@ pub enum CosmosConsistency {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CosmosDbSqlExternal {
-    /// Account host, e.g. myaccount.documents.azure.com.
+    /// Account host, e.g. myaccount.documents.azure.com. DNS name or IPv4 address: Celery's code for this backend writes '{host}:{port}' without brackets, so IPv6 is refused.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// Port (default 443, which makes Celery use https; any other port means http).
@@ -884,7 +884,7 @@ pub struct FilesystemExternal {
     #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/[^?#]*$"))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub path: String,
-    /// PersistentVolumeClaim mounted at path in injected workers (must be ReadWriteMany for several nodes).
+    /// PersistentVolumeClaim that holds the directory (ReadWriteMany for several nodes). Recorded only: the operator does not mount it; give the workers a volume for this claim mounted at path (`celery-backend-operator uri` prints this as a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
     pub claim_name: Option<String>,

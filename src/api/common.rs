@@ -80,7 +80,7 @@ pub struct BasicAuth {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostPort {
-    /// DNS name, IPv4 address or IPv6 address (without brackets).
+    /// DNS name, IPv4 address or IPv6 address (without brackets and without a port: see port). Backends whose Celery code cannot carry IPv6 refuse it, naming the field.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     /// TCP port; the backend's default when omitted.

@@ -101,8 +101,9 @@ pub struct CeleryResultBackendSpec {
     /// A shared filesystem directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FilesystemBackend>,
-    /// How long results live (Celery's result_expires), as a duration such as 24h; 0s means never.
-    /// Cleanup policies enforce it for stores without native expiry. Celery's default (1 day) when omitted.
+    /// How long results live (Celery's result_expires), as a duration such as 24h or 7d; 0 or 0s means never.
+    /// Redis, memcached and Consul store results with it as TTL; for stores without native expiry a cleanup
+    /// policy selecting this backend deletes results older than the shorter of this and its retention. Omitted: Celery's default (1 day) for Celery, the policy's retention for cleanup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub result_expires: Option<String>,

@@ -123,7 +123,8 @@ const SCHEDULE_RULE: &str = concat!("self.matches(r'", schedule_pattern!(), "')"
 /// Result-expiry cleanup for the CeleryResultBackends it selects. Runs in the operator (leader) on
 /// the schedule, for stores that do not expire results themselves. Overlapping policies each run
 /// on their own schedule; since a cleanup only deletes what is older than its retention, the
-/// shortest retention among the policies that select a backend is what effectively applies.
+/// shortest retention among the policies that select a backend (or the backend's resultExpires,
+/// when shorter still) is what effectively applies.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "celery.dev",
@@ -150,7 +151,7 @@ pub struct CleanupPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "selector_schema")]
     pub namespace_selector: Option<LabelSelector>,
-    /// Results that completed longer ago than this are deleted (Go duration, e.g. 168h).
+    /// Results that completed longer ago than this are deleted (a duration such as 168h or 7d); a selected backend whose resultExpires is shorter (and not 0) is cleaned by its resultExpires instead.
     #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub retention: String,
     /// When to run, as a cron expression in UTC: 5 fields (minute 0-59, hour 0-23, day of month

@@ -152,6 +152,24 @@ struct Served {
     claimed: HashSet<String>,
 }
 
+/// The age (seconds) beyond which a policy deletes a backend's results: the policy's retention,
+/// or the backend's `spec.resultExpires` when that is set, not `0` (never), and shorter: a
+/// backend that asks for 1h is not kept for a 168h policy. Celery's own default (1 day) is not
+/// applied when resultExpires is omitted. Returns the age and, when resultExpires decided, a note
+/// for the status (`BackendCleanup.rule`).
+pub fn backend_max_age(retention_secs: f64, result_expires: Option<&str>) -> (f64, Option<String>) {
+    match result_expires.map(parse_duration) {
+        Some(Ok(e)) if e > 0.0 && e < retention_secs => (
+            e,
+            Some(format!(
+                "results older than the backend's resultExpires ({}) instead of the policy's longer retention",
+                result_expires.unwrap_or_default()
+            )),
+        ),
+        _ => (retention_secs, None),
+    }
+}
+
 /// One run of one policy.
 async fn run_policy(
     client: Client,
@@ -235,6 +253,12 @@ async fn run_policy(
                         r.message = Some(e);
                     }
                     Ok(cfg) => {
+                        let (age, why) =
+                            backend_max_age(retention, b.spec.result_expires.as_deref());
+                        let opts = PurgeOptions {
+                            cutoff_unix: started - age as i64,
+                            ..opts
+                        };
                         let store = Store::from_config(&cfg, b.spec.result_expires.is_some());
                         match store.expiry() {
                             Expiry::Native(why) => r.message = Some(format!("skipped: {why}")),
@@ -243,7 +267,15 @@ async fn run_policy(
                                 Ok(rep) => {
                                     r.deleted_tasks = rep.tasks;
                                     r.deleted_groups = rep.groups;
-                                    r.rule = Some(rep.rules()).filter(|s| !s.is_empty());
+                                    r.rule = Some(
+                                        why.iter()
+                                            .cloned()
+                                            .chain(Some(rep.rules()))
+                                            .filter(|s| !s.is_empty())
+                                            .collect::<Vec<_>>()
+                                            .join("; "),
+                                    )
+                                    .filter(|s| !s.is_empty());
                                     r.notes = Some(rep.notes()).filter(|s| !s.is_empty());
                                     tracing::info!(policy = %name, namespace = %ns, backend = %r.name, tasks = rep.tasks, groups = rep.groups, dry_run = opts.dry_run, "cleanup done");
                                 }
@@ -582,5 +614,32 @@ mod tests {
         let every5s = parse_schedule("*/5 * * * * *").unwrap();
         assert_eq!(next_run(&every5s, t0), Some(t0 + 5));
         assert!(parse_schedule("not a cron").is_err());
+    }
+
+    /// A 2-hour-old result of a backend with resultExpires 1h is deleted by a 168h policy.
+    #[test]
+    fn policies_honour_a_shorter_result_expires() {
+        let week = 168.0 * 3600.0;
+        let (age, why) = backend_max_age(week, Some("1h"));
+        assert_eq!(age, 3600.0);
+        assert!(why.is_some_and(|w| w.contains("resultExpires (1h)")));
+        let started = 1_000_000;
+        let two_hours_old = started - 7200;
+        assert!(
+            two_hours_old < started - age as i64,
+            "expired under the 1h rule"
+        );
+        for (expires, want) in [
+            (None, week),
+            (Some("0"), week),
+            (Some("0s"), week),
+            (Some("30d"), week),
+            (Some("168h"), week),
+            (Some("7d"), week),
+            (Some("1d"), 86400.0),
+            (Some("not a duration"), week),
+        ] {
+            assert_eq!(backend_max_age(week, expires).0, want, "{expires:?}");
+        }
     }
 }

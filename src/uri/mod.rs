@@ -1288,6 +1288,12 @@ fn filesystem(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildE
     checked_path("spec.filesystem.external.path", Some(&b.path))?;
     // Celery uses the path verbatim (no percent-decoding).
     cx.out.uri = format!("file://{}", b.path);
+    if let Some(claim) = &b.claim_name {
+        cx.warn(format!(
+            "filesystem: the operator does not mount claim {claim:?}: give the workers a volume for it mounted at {}",
+            b.path
+        ));
+    }
     cx.bind("type", "filesystem");
     cx.bind("path", &b.path);
     Ok(())
@@ -1388,6 +1394,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("spec.timezone") && e.contains("IANA"), "{e}");
+    }
+
+    /// claimName is recorded, not mounted (injection adds only the variable): the build says so.
+    #[test]
+    fn filesystem_claim_is_not_mounted_and_the_build_says_so() {
+        let cfg = build(
+            &spec(json!({"filesystem": {"external": {"path": "/results", "claimName": "shared"}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.uri, "file:///results");
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("does not mount") && w.contains("\"shared\"")),
+            "{:?}",
+            cfg.warnings
+        );
+        let crd = serde_json::to_string(
+            &<crate::api::CeleryResultBackend as kube::CustomResourceExt>::crd(),
+        )
+        .unwrap();
+        assert!(crd.contains("Recorded only: the operator does not mount it"));
     }
 
     #[test]
