@@ -62,6 +62,31 @@ pub fn child_name(name: &str, suffix: &str) -> String {
     child_name_within(name, suffix, 63)
 }
 
+/// FNV-1a of `s`, stable across releases (std's hasher is not).
+fn fnv1a(s: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}
+
+/// A backend name as a label value (at most 63 characters, alphanumeric at both ends:
+/// validation.IsValidLabelValue). Names up to 63 characters (all that admission takes now) are
+/// used as they are; a longer one, admitted before that rule, is truncated and given a stable
+/// hash (`<first 54 characters>-<8 hex digits>`) so its URI Secret can still be written.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let mut base: String = name.chars().take(54).collect();
+    while base.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        base.pop();
+    }
+    format!("{base}-{:08x}", fnv1a(name))
+}
+
 /// The longest StatefulSet name whose Pods can be created: the StatefulSet controller labels each
 /// Pod `controller-revision-hash: <statefulset name>-<10-character hash>`, and a label value has
 /// at most 63 characters (k8s.io/kubernetes pkg/controller/history, validation.IsValidLabelValue).
@@ -79,12 +104,7 @@ pub fn child_name_within(name: &str, suffix: &str, max: usize) -> String {
     if ok {
         return plain;
     }
-    // FNV-1a, stable across releases (std's hasher is not).
-    let mut h: u32 = 0x811c9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x01000193);
-    }
+    let h = fnv1a(name);
     let mut base: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -230,14 +250,14 @@ pub fn plan(
     );
     let labels = json!({
         "app.kubernetes.io/name": profile.component,
-        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/instance": label_value(name),
         "app.kubernetes.io/component": "result-backend",
         "app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER,
-        BACKEND_LABEL: name,
+        BACKEND_LABEL: label_value(name),
     });
     let selector = json!({
         "app.kubernetes.io/name": profile.component,
-        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/instance": label_value(name),
     });
     let pw = |var: &str| secret_env(var, &creds, PASSWORD_KEY);
     let user = |var: &str| secret_env(var, &creds, USERNAME_KEY);
@@ -815,6 +835,31 @@ mod tests {
                 Some("/spec/template/spec/containers/0")
             );
         }
+    }
+
+    #[test]
+    fn label_values_fit_whatever_the_name() {
+        assert_eq!(label_value("results"), "results");
+        let n63 = "a".repeat(63);
+        assert_eq!(label_value(&n63), n63);
+        for n in [
+            "a".repeat(64),
+            format!("{}.b", "a".repeat(60)),
+            format!("{}-{}", "a".repeat(53), "b".repeat(100)),
+            "x".repeat(253),
+        ] {
+            let v = label_value(&n);
+            assert!(v.len() <= 63, "{v}");
+            assert!(
+                v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && v.ends_with(|c: char| c.is_ascii_alphanumeric()),
+                "{v}"
+            );
+            assert!(v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        }
+        assert_ne!(label_value(&"x".repeat(64)), label_value(&"x".repeat(65)));
     }
 
     #[test]

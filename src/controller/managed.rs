@@ -55,8 +55,8 @@ pub(super) async fn provision(
                     "namespace": ns,
                     "labels": {
                         "app.kubernetes.io/managed-by": FIELD_MANAGER,
-                        "app.kubernetes.io/instance": obj.name_any(),
-                        provision::BACKEND_LABEL: obj.name_any(),
+                        "app.kubernetes.io/instance": provision::label_value(&obj.name_any()),
+                        provision::BACKEND_LABEL: provision::label_value(&obj.name_any()),
                     },
                     "ownerReferences": cred_owner,
                 },

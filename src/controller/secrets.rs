@@ -114,8 +114,8 @@ pub(super) async fn publish_uri_secret(
             "namespace": ns,
             "labels": {
                 "app.kubernetes.io/managed-by": FIELD_MANAGER,
-                "app.kubernetes.io/instance": name,
-                provision::BACKEND_LABEL: name,
+                "app.kubernetes.io/instance": provision::label_value(&name),
+                provision::BACKEND_LABEL: provision::label_value(&name),
             },
             "ownerReferences": owner,
         },
