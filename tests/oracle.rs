@@ -508,6 +508,14 @@ fn object_and_settings_cases() -> Vec<Case> {
         expect: json!({"class": "CacheBackend", "servers": ["mc0.svc:11211", "10.0.0.4:11212"], "expires": 3600}),
     });
     v.push(Case {
+        id: "consul/key-prefix-with-uri-delimiters".into(),
+        kind: "consul",
+        spec: json!({"consul": {"external": {"host": "consul.svc", "keyPrefix": "celery results/100%/a?b#c+d/ä"}},
+            "resultExpires": "1h"}),
+        secrets: secrets(&[]),
+        expect: json!({"path": "celery results/100%/a?b#c+d/ä"}),
+    });
+    v.push(Case {
         id: "consul/token-prefix-one-client".into(),
         kind: "consul",
         spec: json!({"consul": {"external": {"host": "consul.svc", "keyPrefix": "celery/results",

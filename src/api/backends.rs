@@ -783,11 +783,13 @@ pub struct ConsulExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// KV key prefix, e.g. celery/results.
+    /// KV key prefix, e.g. celery/results: segments separated by single slashes, any characters but
+    /// control characters (percent-encoded in the URI; Celery decodes it once and python-consul2
+    /// quotes the key again for the HTTP API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 512),
-        regex(pattern = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+        regex(pattern = r"^[^/\x00-\x1F\x7F]+(/[^/\x00-\x1F\x7F]+)*$")
     )]
     pub key_prefix: Option<String>,
     /// Reuse one client for all requests (one_client=1).
