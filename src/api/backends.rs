@@ -759,7 +759,7 @@ pub struct ArangoDbExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub collection: Option<String>,
-    /// User name and password.
+    /// User name and password, ASCII only and no ':' in the user name (pyArango sends them as HTTP Basic auth through requests, which encodes Latin-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BasicAuth>,
 }
@@ -832,7 +832,7 @@ pub struct CosmosDbSqlExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// Secret key holding the account master key.
+    /// Secret key holding the account master key: base64, as Azure issues it (pydocumentdb base64-decodes it to sign requests; anything else is refused).
     pub account_key_secret_ref: SecretKeyRef,
     /// Database (cosmosdbsql_database_name, default celerydb).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,13 +86,15 @@ pub const COSMOSDB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
 pub const CONSUL_IPV6: Ipv6Rule =
     Ipv6Rule::Refused("python-consul2 builds 'http://{host}:{port}' without brackets");
 
-/// Whether `s` can travel in an HTTP Basic `Authorization` header as elastic-transport builds it:
-/// it encodes `user:password` as ASCII (a non-ASCII character raises `UnicodeEncodeError` when
-/// Celery creates the client, measured with elasticsearch-py 8.19), and RFC 7617 section 2 forbids
-/// `:` in the user-id (the server splits at the first colon). Returns the reason when it cannot.
+/// Whether `s` can travel in an HTTP Basic `Authorization` header as the clients build it:
+/// elastic-transport (Elasticsearch) encodes `user:password` as ASCII (a non-ASCII character
+/// raises `UnicodeEncodeError` when Celery creates the client, measured with elasticsearch-py
+/// 8.19); requests (pyArango, ArangoDB) encodes it as Latin-1, which fails on other characters
+/// and sends Latin-1 bytes, not the UTF-8 the server compares, for the rest. RFC 7617 section 2
+/// forbids `:` in the user-id (the server splits at the first colon). Returns the reason.
 pub fn basic_auth_part(s: &str, is_user: bool) -> Result<(), &'static str> {
     if !s.is_ascii() {
-        return Err("the Elasticsearch client encodes Basic credentials as ASCII and fails on any other character (UnicodeEncodeError when Celery creates it)");
+        return Err("Basic-auth credentials must be ASCII for this backend: its client encodes them as ASCII or Latin-1 (UnicodeEncodeError, or bytes the server does not match)");
     }
     if is_user && s.contains(':') {
         return Err(
@@ -100,6 +102,25 @@ pub fn basic_auth_part(s: &str, is_user: bool) -> Result<(), &'static str> {
         );
     }
     Ok(())
+}
+
+/// Whether `key` is what pydocumentdb can sign with: `base64.b64decode(master_key)` in
+/// pydocumentdb/auth.py. Python's decoder skips whitespace, so that is allowed (a Secret value
+/// with a trailing newline still works); anything else must be standard base64 with padding.
+pub fn base64_key(key: &str) -> Result<(), &'static str> {
+    let k: String = key.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let body = k.trim_end_matches('=');
+    let ok = !k.is_empty()
+        && k.len().is_multiple_of(4)
+        && k.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if ok {
+        Ok(())
+    } else {
+        Err("the account key must be base64 (pydocumentdb base64-decodes it to sign every request)")
+    }
 }
 
 /// The key prefix Celery really writes for `result_backend_transport_options.global_keyprefix`:
@@ -190,6 +211,20 @@ mod tests {
         assert!(basic_auth_part("ünïcødé", true).is_err());
         assert!(basic_auth_part("a:b", true).is_err());
         assert!(basic_auth_part("a:b", false).is_ok());
+    }
+
+    #[test]
+    fn base64_keys() {
+        for ok in [
+            "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
+            "YWJj",
+            "YQ==\n",
+        ] {
+            assert!(base64_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a/b+c==", "p@ss:w/rd#?%", "YWJ", "YQ===", "YW=j"] {
+            assert!(base64_key(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

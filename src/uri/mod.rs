@@ -797,9 +797,9 @@ fn elasticsearch(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), Bui
     Ok(())
 }
 
-/// Refuse Elasticsearch credentials the client cannot send ([`check::basic_auth_part`]), naming the
-/// field they came from, and a user without password (Celery sends Basic auth only with both).
-fn es_credentials(
+/// Refuse Basic-auth credentials the client cannot send ([`check::basic_auth_part`]), naming the
+/// field they came from.
+fn basic_credentials(
     f: &str,
     auth: Option<&BasicAuth>,
     user: &Option<String>,
@@ -816,6 +816,18 @@ fn es_credentials(
         check::basic_auth_part(p, false)
             .map_err(|m| invalid(&format!("{f}.auth.passwordSecretRef"), m))?;
     }
+    Ok(())
+}
+
+/// [`basic_credentials`], and refuse a user without password: Celery's elasticsearch backend sends
+/// Basic auth only with both.
+fn es_credentials(
+    f: &str,
+    auth: Option<&BasicAuth>,
+    user: &Option<String>,
+    pw: &Option<String>,
+) -> Result<(), BuildError> {
+    basic_credentials(f, auth, user, pw)?;
     let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
     if empty(user) != empty(pw) {
         return Err(invalid(
@@ -1190,6 +1202,8 @@ fn arangodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
         .ok_or_else(|| invalid("spec.arangodb", "missing"))?
         .external;
     let (user, pw) = cx.auth("spec.arangodb.external.auth", &b.auth)?;
+    // pyArango authenticates through requests' Basic auth (Latin-1).
+    basic_credentials("spec.arangodb.external", b.auth.as_ref(), &user, &pw)?;
     let port = b.port.unwrap_or(8529);
     let db = b.database.as_deref().unwrap_or("celery");
     let coll = b.collection.as_deref().unwrap_or("celery");
@@ -1253,6 +1267,8 @@ fn cosmos(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError
         "spec.cosmosDbSql.external.accountKeySecretRef",
         &b.account_key_secret_ref,
     )?;
+    check::base64_key(&key)
+        .map_err(|m| invalid("spec.cosmosDbSql.external.accountKeySecretRef", m))?;
     let port = b.port.unwrap_or(443);
     let uri_host = checked_host(
         "spec.cosmosDbSql.external.host",

@@ -290,9 +290,13 @@ def couchbase_params(app, url):
 def arangodb_params(app, url):
     cls, url2 = by_url(url, app.loader)
     b = cls(app=app, url=url2)
+    import requests
+
+    def basic_auth():  # pyArango hands (username, password) to requests' Basic auth
+        requests.Request("GET", b.arangodb_url, auth=(b.username, b.password)).prepare()
     return {"class": cls.__name__, "host": b.host, "port": b.port, "database": b.database,
             "collection": b.collection, "username": b.username, "password": b.password,
-            "http_protocol": b.http_protocol}
+            "http_protocol": b.http_protocol, "client_error": client_error(basic_auth)}
 
 
 def consul_params(app, url):
@@ -311,7 +315,12 @@ def consul_params(app, url):
 def cosmos_params(app, url):
     cls, url2 = by_url(url, app.loader)
     b = cls(app=app, url=url2)
+    import base64
+
+    def signing_key():  # pydocumentdb/auth.py signs every request with b64decode(master_key)
+        base64.b64decode(b._key)
     return {"class": cls.__name__, "endpoint": b._endpoint, "key": b._key,
+            "client_error": client_error(signing_key),
             "database": b._database_name, "collection": b._collection_name,
             "consistency_level": b._consistency_level}
 
