@@ -776,6 +776,11 @@ fn refused_inputs_are_refused_by_name_and_really_fail_in_celery() {
             "spec.cosmosDbSql.external.accountKeySecretRef",
         ),
         (
+            json!({"redis": {"external": {"host": "r", "options": {"ssl_ca_certs": "/etc/ca.pem"}}}}),
+            &[],
+            "spec.redis.external.options.ssl_ca_certs",
+        ),
+        (
             json!({"s3": {"external": {"bucket": "bkt", "endpointUrl": "https://AKIA1:secret-44@minio.example.internal"}}}),
             &[],
             "spec.s3.external.endpointUrl",
@@ -847,6 +852,13 @@ fn refused_inputs_are_refused_by_name_and_really_fail_in_celery() {
             "cosmosdbsql://:p%40ss%3Awd@acct.documents.azure.com:443",
             "",
             json!({"key": "p@ss:wd", "client_error": "Error"})
+        ),
+        raw(
+            "redis-ssl-option-without-tls",
+            "redis",
+            "redis://r:6379/0?ssl_ca_certs=%2Fetc%2Fca.pem",
+            "",
+            json!({"construct_error": "ValueError"})
         ),
         raw(
             "redis-host-with-port-in-brackets",

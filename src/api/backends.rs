@@ -48,6 +48,7 @@ pub struct RedisBackend {
 #[x_kube(validation = Rule::new("[has(self.host), has(self.sentinel), has(self.unixSocket)].filter(x, x).size() == 1").message("set exactly one of host, sentinel or unixSocket"))]
 #[x_kube(validation = Rule::new("!has(self.unixSocket) || !has(self.tls) || !self.tls.enabled").message("tls cannot be used with unixSocket"))]
 #[x_kube(validation = Rule::new("has(self.host) || !has(self.port)").message("port is only valid with host"))]
+#[x_kube(validation = Rule::new("!has(self.options) || !self.options.exists(k, k in ['ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs', 'virtual_host'])").message("options: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs and virtual_host are set by the operator from tls, db or unixSocket; use those fields").field_path(".options"))]
 pub struct RedisExternal {
     /// Redis server host: DNS name, IPv4 or IPv6 address (no brackets, no port: see port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,7 +76,7 @@ pub struct RedisExternal {
     /// TLS (`rediss://`); verify maps to Celery's ssl_cert_reqs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
-    /// Extra redis-py connection options passed in the URI query, e.g. socket_timeout: "5".
+    /// Extra redis-py connection options passed in the URI query, e.g. socket_timeout: "5"; not the ssl_* keys or virtual_host, which come from tls, db and unixSocket.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub options: BTreeMap<String, String>,

@@ -104,6 +104,18 @@ pub fn basic_auth_part(s: &str, is_user: bool) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Redis query options the builder writes itself and the user must not repeat in
+/// `spec.redis.external.options`: Celery's `RedisBackend._params_from_url` raises
+/// `ValueError` for `ssl_*` in a `redis://` URI and, for `rediss://`, a repeated key overrides
+/// the tls block's value; `virtual_host` is the database of `db`/`unixSocket`.
+pub const REDIS_RESERVED_OPTIONS: [&str; 5] = [
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "virtual_host",
+];
+
 /// Whether `key` is what pydocumentdb can sign with: `base64.b64decode(master_key)` in
 /// pydocumentdb/auth.py. Python's decoder skips whitespace, so that is allowed (a Secret value
 /// with a trailing newline still works); anything else must be standard base64 with padding.

@@ -435,6 +435,16 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
         checked_tls_paths(&format!("{f}.tls"), t)?;
     }
     checked_path(&format!("{f}.unixSocket"), b.unix_socket.as_ref())?;
+    if let Some(k) = b
+        .options
+        .keys()
+        .find(|k| check::REDIS_RESERVED_OPTIONS.contains(&k.as_str()))
+    {
+        return Err(invalid(
+            &format!("{f}.options.{k}"),
+            "set by the operator from tls, db or unixSocket: use those fields (Celery refuses ssl_* in a redis:// URI)",
+        ));
+    }
     let mut q: Vec<(&str, String)> = b
         .options
         .iter()
