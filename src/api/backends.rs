@@ -58,7 +58,7 @@ pub struct RedisExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// Absolute path of a unix socket inside the worker container (`redis+socket://`).
+    /// Absolute path of a unix socket inside the worker container (`redis+socket://`); no '..' segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
@@ -203,7 +203,7 @@ pub struct DatabaseExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub database: Option<String>,
-    /// Absolute path of the SQLite file inside the worker container (sqlite).
+    /// Absolute path of the SQLite file inside the worker container (sqlite); no '..' segments. Percent-encoded in the URI (SQLAlchemy decodes it), so %, ?, # and spaces work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
@@ -639,7 +639,7 @@ pub struct DynamoDbExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: Option<String>,
-    /// DynamoDB Local reachable at http://host:port (Celery treats `localhost` or an IP as a local endpoint).
+    /// DynamoDB Local reachable at http://host:port. Celery treats `localhost` or an IPv4 address in the URI as a local endpoint; any other host (a DNS name, an IPv6 address in brackets) goes to dynamodb_endpoint_url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_endpoint: Option<HostPort>,
     /// Endpoint URL override (dynamodb_endpoint_url), e.g. for LocalStack; no credentials in it.
@@ -883,7 +883,7 @@ external_only!(
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FilesystemExternal {
-    /// Absolute path of the results directory inside the worker container (used verbatim by Celery).
+    /// Absolute path of the results directory inside the worker container (used verbatim by Celery); no '..' segments, ? or #.
     #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/[^?#]*$"))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub path: String,

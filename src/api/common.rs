@@ -111,17 +111,17 @@ pub struct TlsConfig {
     /// Certificate verification level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<TlsVerify>,
-    /// Absolute path of a CA bundle inside the worker container.
+    /// Absolute path of a CA bundle inside the worker container; no '..' segments. Any other characters work: Redis decodes the value twice and the operator encodes it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub ca_file: Option<String>,
-    /// Absolute path of a client certificate inside the worker container.
+    /// Absolute path of a client certificate inside the worker container; no '..' segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub cert_file: Option<String>,
-    /// Absolute path of the client certificate's key inside the worker container.
+    /// Absolute path of the client certificate's key inside the worker container; no '..' segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
