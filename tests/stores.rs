@@ -253,7 +253,7 @@ fn redis_without_ttl_is_cleaned_by_celery_timestamps() {
     stores_up(&["redis", "rabbitmq"]);
     cleanup_round_trip(
         "redis",
-        &format!("  resultExpires: 0s\n  redis:\n    external:\n      host: 127.0.0.1\n      port: 16379\n      db: 3\n      keyPrefix: 'run-{}:'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n", run_id()),
+        &format!("  resultExpires: 0s\n  redis:\n    external:\n      host: 127.0.0.1\n      port: 16379\n      db: 3\n      keyPrefix: 'run-{}'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n", run_id()),
         Some("r3dis p@ss:w/rd#?%"),
     );
 }
