@@ -260,7 +260,7 @@ pub struct MongoBackend {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.srv || (size(self.hosts) == 1 && !has(self.hosts[0].port))").message("srv needs exactly one host and no port (mongodb+srv looks the servers up in DNS)"))]
 pub struct MongoExternal {
-    /// Servers of the deployment (port defaults to 27017). IPv6 addresses also go into mongodb_backend_settings.mongo_host in brackets, because Celery rebuilds host:port without them.
+    /// Servers of the deployment (port defaults to 27017). IPv6 addresses also go into mongodb_backend_settings.mongo_host in brackets, because Celery rebuilds host:port without them: workers then need celeryconfig.py (injection.configModule), the URI alone fails.
     #[schemars(length(min = 1, max = 32))]
     pub hosts: Vec<HostPort>,
     /// Use a `mongodb+srv://` seed list resolved from DNS.

@@ -761,6 +761,7 @@ fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
         // brackets, and pymongo then refuses the address; mongo_host in the backend settings
         // replaces that list (celery/backends/mongodb.py __init__), so give it the bracketed form.
         settings.insert("mongo_host".into(), json!(nodes));
+        cx.warn("mongodb: an IPv6 host works only with mongodb_backend_settings.mongo_host, a setting: workers need celeryconfig.py (injection.configModule: true); the URI alone fails in pymongo");
     }
     if !settings.is_empty() {
         cx.set("mongodb_backend_settings", Value::Object(settings));
@@ -1420,6 +1421,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("spec.timezone") && e.contains("IANA"), "{e}");
+    }
+
+    /// An IPv6 MongoDB host needs the mongo_host setting, and the build says that the URI alone
+    /// is not enough.
+    #[test]
+    fn mongodb_ipv6_needs_the_config_module_and_the_build_says_so() {
+        let cfg = build(
+            &spec(json!({"mongodb": {"external": {"hosts": [{"host": "fd00::3", "port": 27018}, {"host": "m1"}]}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert_eq!(cfg.uri, "mongodb://[fd00::3]:27018,m1:27017");
+        assert_eq!(
+            cfg.settings["mongodb_backend_settings"]["mongo_host"],
+            json!(["[fd00::3]:27018", "m1:27017"])
+        );
+        assert!(cfg.warnings.iter().any(|w| w.contains("configModule")));
+        let plain = build(
+            &spec(json!({"mongodb": {"external": {"hosts": [{"host": "m0"}]}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(!plain.settings.contains_key("mongodb_backend_settings"));
     }
 
     /// claimName is recorded, not mounted (injection adds only the variable): the build says so.
