@@ -528,7 +528,7 @@ fn object_and_settings_cases() -> Vec<Case> {
             "oneClient": true, "tokenSecretRef": sref("token")}}, "resultExpires": "1h"}),
         secrets: secrets(&[("creds", "token", "t0k:en/")]),
         expect: json!({"class": "ConsulBackend", "host": "consul.svc", "port": 8500, "path": "celery/results",
-            "one_client": true, "token": "t0k:en/", "result_expires": 3600.0}),
+            "one_client": true, "token": "t0k:en/", "result_expires": 3600.0, "token_error": null}),
     });
     v
 }
@@ -781,6 +781,11 @@ fn refused_inputs_are_refused_by_name_and_really_fail_in_celery() {
             "spec.redis.external.options.ssl_ca_certs",
         ),
         (
+            json!({"consul": {"external": {"host": "consul", "tokenSecretRef": sref("t")}}}),
+            &[("creds", "t", "secret-47-token\n")],
+            "spec.consul.external.tokenSecretRef",
+        ),
+        (
             json!({"s3": {"external": {"bucket": "bkt", "endpointUrl": "https://AKIA1:secret-44@minio.example.internal"}}}),
             &[],
             "spec.s3.external.endpointUrl",
@@ -859,6 +864,13 @@ fn refused_inputs_are_refused_by_name_and_really_fail_in_celery() {
             "redis://r:6379/0?ssl_ca_certs=%2Fetc%2Fca.pem",
             "",
             json!({"construct_error": "ValueError"})
+        ),
+        raw(
+            "consul-token-with-trailing-newline",
+            "consul",
+            "consul://consul:8500/x",
+            "import os\nos.environ['CONSUL_HTTP_TOKEN'] = 'tok\\n'\n",
+            json!({"token": "tok\n", "token_error": "InvalidHeader"})
         ),
         raw(
             "redis-host-with-port-in-brackets",

@@ -796,7 +796,7 @@ pub struct ConsulExternal {
     /// Reuse one client for all requests (one_client=1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_client: Option<bool>,
-    /// Secret key holding an ACL token, injected as CONSUL_HTTP_TOKEN.
+    /// Secret key holding an ACL token, injected as CONSUL_HTTP_TOKEN; visible ASCII without spaces or line breaks (it travels as an HTTP header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
 }

@@ -116,6 +116,18 @@ pub const REDIS_RESERVED_OPTIONS: [&str; 5] = [
     "virtual_host",
 ];
 
+/// Whether `token` can be sent as python-consul2's `X-Consul-Token` header: requests refuses a
+/// header value with leading whitespace or a line break (`InvalidHeader`, e.g. a Secret written
+/// from a file with a trailing newline) and http.client encodes values as Latin-1. Consul's ACL
+/// tokens are UUIDs, so visible ASCII without spaces is required.
+pub fn header_token(token: &str) -> Result<(), &'static str> {
+    if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err("the token must be visible ASCII without spaces or line breaks (it travels as the X-Consul-Token HTTP header; a trailing newline from a file makes every request fail)")
+    }
+}
+
 /// Whether `key` is what pydocumentdb can sign with: `base64.b64decode(master_key)` in
 /// pydocumentdb/auth.py. Python's decoder skips whitespace, so that is allowed (a Secret value
 /// with a trailing newline still works); anything else must be standard base64 with padding.
@@ -223,6 +235,14 @@ mod tests {
         assert!(basic_auth_part("ünïcødé", true).is_err());
         assert!(basic_auth_part("a:b", true).is_err());
         assert!(basic_auth_part("a:b", false).is_ok());
+    }
+
+    #[test]
+    fn header_tokens() {
+        assert!(header_token("3f6c1a2e-9b1d-4c7e-8a55-0d2b7c9e1f00").is_ok());
+        for bad in ["", "tok\n", " tok", "to k", "tök"] {
+            assert!(header_token(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1259,6 +1259,7 @@ fn consul(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError
     let uri_host = checked_host("spec.consul.external.host", &b.host, check::CONSUL_IPV6)?;
     cx.out.uri = format!("consul://{uri_host}:{port}{prefix}{q}");
     if let Some(t) = cx.opt_secret("spec.consul.external.tokenSecretRef", &b.token_secret_ref)? {
+        check::header_token(&t).map_err(|m| invalid("spec.consul.external.tokenSecretRef", m))?;
         cx.out.env.insert("CONSUL_HTTP_TOKEN".into(), t.clone());
         cx.bind("token", t);
     }

@@ -307,9 +307,14 @@ def consul_params(app, url):
     def request_error():  # what requests says about the first KV URL python-consul2 would use
         import requests
         return client_error(lambda: requests.Request("GET", client.http.base_uri + "/v1/kv/x").prepare())()
+    def token_error():  # the header python-consul2 sends with every request
+        import requests
+        return client_error(lambda: requests.Request("GET", "http://consul:8500/v1/kv/x",
+                                                     headers={"X-Consul-Token": client.token}).prepare())()
     return {"class": cls.__name__, "host": b.hostname, "port": b.port, "path": b.path,
             "one_client": b.one_client is not None, "token": client.token,
-            "base_uri": client.http.base_uri, "client_error": request_error}
+            "base_uri": client.http.base_uri, "client_error": request_error,
+            "token_error": token_error}
 
 
 def cosmos_params(app, url):
