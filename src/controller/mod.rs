@@ -194,7 +194,17 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     crate::installation::apply_record(&client, &opts.installation, owner.as_ref()).await?;
-    let (claims_tx, claims) = tokio::sync::watch::channel(Default::default());
+    // Seed the namespaces other installations serve from a full list *before* anything
+    // reconciles, admits or cleans: an empty start would let this installation act on a
+    // namespace a scoped installation already serves until the watch caught up.
+    let claimed_now = crate::installation::claimed_elsewhere(
+        &opts.installation,
+        &crate::installation::records(&client).await?,
+    );
+    if !claimed_now.is_empty() {
+        tracing::info!(namespaces = ?claimed_now, "namespaces served by other installations (left alone)");
+    }
+    let (claims_tx, claims) = tokio::sync::watch::channel(claimed_now);
     let claims_task = tokio::spawn(crate::installation::watch_claims(
         client.clone(),
         opts.installation.clone(),
