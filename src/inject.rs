@@ -1,13 +1,20 @@
-//! Pure injection logic: which workloads and Pods opt in, the checksum that rolls workers, the
-//! server-side-apply body for a pod template and the JSON patch for an admitted Pod.
+//! Pure injection logic: which workloads and Pods opt in, the keyed checksum that rolls workers,
+//! the metadata-only server-side-apply body for a workload and the JSON patch for an admitted Pod.
+//!
+//! Field ownership (README "Who owns which field"): on a workload the operator writes only
+//! metadata, one annotation per backend on the workload and on its pod template, each with a field
+//! manager of its own per backend; container entries, env, volumes and mounts are written by the
+//! Pod webhook into Pods at admission, never into the owner's template. So an owner's `kubectl
+//! apply`, `kubectl apply --server-side` or `helm upgrade` can change, rename or remove any
+//! container, and two backends never remove each other's fields.
 
 use std::collections::BTreeMap;
 
+use hmac::{Hmac, Mac};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::ByteString;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::api::CeleryResultBackendSpec;
 
@@ -15,17 +22,49 @@ use crate::api::CeleryResultBackendSpec;
 pub const OPT_IN_LABEL: &str = "celery.dev/result-backend";
 /// Annotation naming the namespace of the wanted backend (only the Pod's own namespace is served).
 pub const NAMESPACE_ANNOTATION: &str = "celery.dev/result-backend-namespace";
-/// Pod-template annotation with the checksum of the URI Secret's content.
-pub const CHECKSUM_ANNOTATION: &str = "celery.dev/result-backend-checksum";
-/// Workload annotation recording what was injected (JSON), so opt-out removes exactly that.
-pub const RECORD_ANNOTATION: &str = "celery.dev/injected";
+/// Namespace label that turns injection off for the whole namespace (`disabled`), on every path.
+pub const NAMESPACE_OPT_OUT_LABEL: &str = "celery.dev/injection";
+/// Prefix of the pod-template annotation `checksum.celery.dev/<backend>`: the keyed checksum of
+/// what that backend makes a worker read. The operator writes it on the pod templates of
+/// opted-in workloads (a change rolls them) and Pods inherit it from their template; the webhook
+/// injects every backend named this way.
+pub const CHECKSUM_PREFIX: &str = "checksum.celery.dev/";
+/// Prefix of `injected.celery.dev/<backend>`: on a workload, the record of what the backend
+/// injects (JSON `{"envVar", "configModule"}`), so opting out removes exactly that; on a Pod, the
+/// webhook's stamp (the checksum) that it injected the Pod.
+pub const INJECTED_PREFIX: &str = "injected.celery.dev/";
+/// Pod-template checksum annotation of earlier versions (one backend per workload); still read so
+/// Pods admitted before an upgrade are not reported as missed.
+pub const LEGACY_CHECKSUM_ANNOTATION: &str = "celery.dev/result-backend-checksum";
+/// Workload record annotation of earlier versions.
+pub const LEGACY_RECORD_ANNOTATION: &str = "celery.dev/injected";
 /// Name of the volume carrying `celeryconfig.py`.
 pub const CONFIG_VOLUME: &str = "celery-result-backend";
 /// Where `celeryconfig.py` is mounted.
 pub const CONFIG_MOUNT: &str = "/etc/celery-result-backend";
-/// Key of the per-Secret random salt mixed into the checksum (a checksum of a low-entropy
-/// password could otherwise be brute-forced from a Deployment annotation).
-pub const SALT_KEY: &str = "checksum-salt";
+/// The variable a `configModule` injection sets (Celery's `config_from_envvar` default name).
+pub const CONFIG_MODULE_VAR: &str = "CELERY_CONFIG_MODULE";
+
+/// `checksum.celery.dev/<backend>`.
+pub fn checksum_key(backend: &str) -> String {
+    format!("{CHECKSUM_PREFIX}{backend}")
+}
+
+/// `injected.celery.dev/<backend>`.
+pub fn injected_key(backend: &str) -> String {
+    format!("{INJECTED_PREFIX}{backend}")
+}
+
+/// Backends named by `checksum.celery.dev/<backend>` annotations, in key order.
+pub fn annotated_backends(annotations: Option<&BTreeMap<String, String>>) -> Vec<String> {
+    annotations
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix(CHECKSUM_PREFIX))
+        .filter(|b| !b.is_empty())
+        .map(String::from)
+        .collect()
+}
 
 /// What to inject, derived from the backend.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,24 +96,54 @@ impl Injection {
             checksum: checksum.into(),
         }
     }
+
+    /// The environment variables this injection sets in a container.
+    pub fn variables(&self) -> Vec<&str> {
+        let mut v = vec![self.env_var.as_str()];
+        if self.config_module {
+            v.push(CONFIG_MODULE_VAR);
+        }
+        v
+    }
+
+    /// Whether two injections would set the same variable (then only one may inject a workload).
+    pub fn overlaps(&self, other: &Injection) -> bool {
+        self.variables()
+            .iter()
+            .any(|v| other.variables().contains(v))
+    }
 }
 
-/// Checksum of a Secret's data (sorted by key), salted; the salt key itself is excluded.
-pub fn checksum(data: &BTreeMap<String, ByteString>) -> String {
-    let mut h = Sha256::new();
-    if let Some(salt) = data.get(SALT_KEY) {
-        h.update(&salt.0);
+/// The Secret keys a worker reads through an injection: the URI always, `celeryconfig.py` only
+/// when it is mounted (`configModule`). Only these enter the checksum, so a change elsewhere (a
+/// Service Binding key, or `result_expires` for workers that read only the URI) rolls nothing.
+pub fn keys_read(config_module: bool) -> Vec<&'static str> {
+    let mut k = vec![crate::controller::URI_KEY];
+    if config_module {
+        k.push(crate::controller::CONFIG_KEY);
     }
-    for (k, v) in data {
-        if k == SALT_KEY {
-            continue;
-        }
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((v.0.len() as u64).to_be_bytes());
-        h.update(&v.0);
+    k
+}
+
+/// Keyed checksum (HMAC-SHA256, RFC 2104, first 16 bytes as 32 hex digits) of what workers read
+/// from a backend's Secret: `key` is the installation's secret checksum key (a checksum of a
+/// low-entropy password on a pod template must not be open to brute force), `backend_uid` binds
+/// it to one backend, `read` are the `(key, value)` pairs of [`keys_read`]. It depends on
+/// nothing else, so re-creating the Secret or restarting the operator rolls no worker.
+pub fn checksum(key: &[u8], backend_uid: &str, read: &[(&str, &[u8])]) -> String {
+    // HMAC accepts keys of any length, so this never fails.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(&(backend_uid.len() as u64).to_be_bytes());
+    mac.update(backend_uid.as_bytes());
+    for (k, v) in read {
+        mac.update(&(k.len() as u64).to_be_bytes());
+        mac.update(k.as_bytes());
+        mac.update(&(v.len() as u64).to_be_bytes());
+        mac.update(v);
     }
-    let digest = h.finalize();
+    let digest = mac.finalize().into_bytes();
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -122,7 +191,7 @@ fn env_entries(inj: &Injection) -> Vec<Value> {
         "valueFrom": {"secretKeyRef": {"name": inj.secret, "key": crate::controller::URI_KEY}},
     })];
     if inj.config_module {
-        env.push(json!({"name": "CELERY_CONFIG_MODULE", "value": "celeryconfig"}));
+        env.push(json!({"name": CONFIG_MODULE_VAR, "value": "celeryconfig"}));
     }
     env
 }
@@ -154,31 +223,6 @@ pub fn target_containers(spec: &PodSpec, inj: &Injection) -> Vec<String> {
         .collect()
 }
 
-/// JSON patch turning a container's own value of the variable into the reference, for
-/// `overrideExisting` on a workload: server-side apply alone would leave the other manager's
-/// `value` next to the applied `valueFrom`, which the API server rejects. Each replaced entry is
-/// guarded by a `test` of exactly what was read.
-pub fn override_patch(kind: &str, spec: &PodSpec, inj: &Injection) -> Vec<Value> {
-    let base = format!("/{}/spec/containers", template_path(kind).join("/"));
-    let mut ops = vec![];
-    for (ci, c) in spec.containers.iter().enumerate() {
-        for (ei, e) in c.env.iter().flatten().enumerate() {
-            let ours = e
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-                .is_some_and(|r| r.name == inj.secret);
-            if e.name != inj.env_var || (ours && e.value.is_none()) {
-                continue;
-            }
-            let path = format!("{base}/{ci}/env/{ei}");
-            ops.push(json!({"op": "test", "path": path, "value": e}));
-            ops.push(json!({"op": "replace", "path": path, "value": env_entries(inj)[0]}));
-        }
-    }
-    ops
-}
-
 /// Path of the pod template inside a workload kind.
 pub fn template_path(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -187,32 +231,23 @@ pub fn template_path(kind: &str) -> &'static [&'static str] {
     }
 }
 
-/// The server-side-apply body that injects into a workload's pod template: only the fields the
-/// operator owns (env entries, optional volume/mount, checksum and record annotations).
+/// The record a backend keeps on a workload it injects (value of [`injected_key`]).
+pub fn record(inj: &Injection) -> String {
+    json!({"envVar": inj.env_var, "configModule": inj.config_module}).to_string()
+}
+
+/// The server-side-apply body with which backend `inj.backend` (its own field manager) injects a
+/// workload: metadata only, the record on the workload and the checksum on its pod template. The
+/// webhook does the rest in each Pod, so the owner keeps every container field to itself.
 pub fn workload_apply(
     api_version: &str,
     kind: &str,
     name: &str,
     namespace: &str,
-    containers: &[String],
     inj: &Injection,
 ) -> Value {
-    let record = json!({"backend": inj.backend, "containers": containers, "configModule": inj.config_module});
-    let mut pod_spec = json!({
-        "containers": containers.iter().map(|c| {
-            let mut container = json!({"name": c, "env": env_entries(inj)});
-            if inj.config_module {
-                container["volumeMounts"] = json!([{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": true}]);
-            }
-            container
-        }).collect::<Vec<_>>(),
-    });
-    if inj.config_module {
-        pod_spec["volumes"] = json!([config_volume(inj)]);
-    }
     let mut template = json!({
-        "metadata": {"annotations": {CHECKSUM_ANNOTATION: inj.checksum}},
-        "spec": pod_spec,
+        "metadata": {"annotations": {checksum_key(&inj.backend): inj.checksum}},
     });
     for key in template_path(kind).iter().rev() {
         template = json!({ *key: template });
@@ -223,46 +258,25 @@ pub fn workload_apply(
     body["metadata"] = json!({
         "name": name,
         "namespace": namespace,
-        "annotations": {RECORD_ANNOTATION: record.to_string()},
+        "annotations": {injected_key(&inj.backend): record(inj)},
     });
     body
 }
 
-/// The body that removes everything the operator injected (server-side apply of nothing).
+/// The body that removes everything a field manager injected (server-side apply of nothing).
 pub fn workload_release(api_version: &str, kind: &str, name: &str, namespace: &str) -> Value {
     json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}})
 }
 
-/// Whether a live pod template already carries this injection exactly (then nothing is written).
-pub fn template_is_current(
-    spec: &PodSpec,
-    annotations: Option<&BTreeMap<String, String>>,
-    containers: &[String],
+/// Whether a live workload already carries this injection exactly (then nothing is written).
+pub fn workload_is_current(
+    workload_annotations: Option<&BTreeMap<String, String>>,
+    template_annotations: Option<&BTreeMap<String, String>>,
     inj: &Injection,
 ) -> bool {
-    if annotations.and_then(|a| a.get(CHECKSUM_ANNOTATION)) != Some(&inj.checksum) {
-        return false;
-    }
-    containers.iter().all(|name| {
-        spec.containers.iter().any(|c| {
-            &c.name == name
-                && c.env.as_ref().is_some_and(|env| {
-                    env.iter().any(|e| {
-                        e.name == inj.env_var
-                            && e.value_from
-                                .as_ref()
-                                .and_then(|v| v.secret_key_ref.as_ref())
-                                .is_some_and(|r| {
-                                    r.name == inj.secret && r.key == crate::controller::URI_KEY
-                                })
-                    })
-                })
-                && (!inj.config_module
-                    || c.volume_mounts
-                        .as_ref()
-                        .is_some_and(|m| m.iter().any(|m| m.name == CONFIG_VOLUME)))
-        })
-    })
+    template_annotations.and_then(|a| a.get(&checksum_key(&inj.backend))) == Some(&inj.checksum)
+        && workload_annotations.and_then(|a| a.get(&injected_key(&inj.backend)))
+            == Some(&record(inj))
 }
 
 fn escape(p: &str) -> String {
@@ -276,7 +290,6 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
     let Some(spec) = pod.spec.as_ref() else {
         return ops;
     };
-    let mut touched = false;
     for (i, c) in spec.containers.iter().enumerate() {
         let existing = c.env.clone().unwrap_or_default();
         let ours = env_entries(inj);
@@ -284,20 +297,17 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
             ops.push(
                 json!({"op": "add", "path": format!("/spec/containers/{i}/env"), "value": ours}),
             );
-            touched = true;
         } else {
             for e in ours {
                 let name = e["name"].as_str().unwrap_or_default();
                 match existing.iter().position(|x| x.name == name) {
                     None => {
                         ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/env/-"), "value": e}));
-                        touched = true;
                     }
                     Some(j) => {
                         let same = serde_json::to_value(&existing[j]).ok() == Some(e.clone());
                         if !same && inj.override_existing {
                             ops.push(json!({"op": "replace", "path": format!("/spec/containers/{i}/env/{j}"), "value": e}));
-                            touched = true;
                         }
                     }
                 }
@@ -312,7 +322,6 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
                 } else {
                     ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/volumeMounts/-"), "value": m}));
                 }
-                touched = true;
             }
         }
     }
@@ -328,21 +337,62 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
                     json!({"op": "add", "path": "/spec/volumes/-", "value": config_volume(inj)}),
                 );
             }
-            touched = true;
         }
     }
+    // The stamp: this Pod went through the webhook for this backend (missed-Pod reports read it).
+    let stamp = injected_key(&inj.backend);
     let annotations = pod.metadata.annotations.clone();
-    let has = annotations
-        .as_ref()
-        .and_then(|a| a.get(CHECKSUM_ANNOTATION));
-    if touched || has.is_none() {
-        if annotations.is_none() {
-            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {CHECKSUM_ANNOTATION: inj.checksum}}));
-        } else if has != Some(&inj.checksum) {
-            ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(CHECKSUM_ANNOTATION)), "value": inj.checksum}));
-        }
+    let has = annotations.as_ref().and_then(|a| a.get(&stamp));
+    if annotations.is_none() {
+        ops.push(
+            json!({"op": "add", "path": "/metadata/annotations", "value": {stamp: inj.checksum}}),
+        );
+    } else if has != Some(&inj.checksum) {
+        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(&stamp)), "value": inj.checksum}));
     }
     ops
+}
+
+/// Apply several injections, in order, to an admitted Pod: one JSON patch from the Pod as
+/// admitted to the Pod with every injection. An earlier injection's variable is a foreign value
+/// to a later one (which then skips it unless it overrides), so the order decides a conflict.
+///
+/// Returns the patch and the backends left out because an earlier one sets the same variable
+/// (`overrideExisting` overrides the owner's value, never another backend's).
+pub fn pod_patch_all(
+    pod: &Pod,
+    injections: &[Injection],
+) -> Result<(Vec<Value>, Vec<String>), String> {
+    let before = serde_json::to_value(pod).map_err(|e| e.to_string())?;
+    let mut doc = before.clone();
+    let mut current = pod.clone();
+    let mut applied: Vec<&Injection> = vec![];
+    let mut left_out = vec![];
+    for inj in injections {
+        if let Some(first) = applied.iter().find(|a| a.overlaps(inj)) {
+            left_out.push(format!(
+                "{} (sets {} like {}, which comes first)",
+                inj.backend, inj.env_var, first.backend
+            ));
+            continue;
+        }
+        applied.push(inj);
+        let ops = pod_patch(&current, inj);
+        if ops.is_empty() {
+            continue;
+        }
+        let patch: json_patch::Patch =
+            serde_json::from_value(Value::Array(ops)).map_err(|e| e.to_string())?;
+        json_patch::patch(&mut doc, &patch).map_err(|e| e.to_string())?;
+        current = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+    }
+    let diff = json_patch::diff(&before, &doc);
+    let ops = serde_json::to_value(diff)
+        .map_err(|e| e.to_string())?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok((ops, left_out))
 }
 
 #[cfg(test)]
@@ -372,25 +422,53 @@ mod tests {
     }
 
     #[test]
-    fn checksum_moves_with_content_only() {
-        let mut d: BTreeMap<String, ByteString> = BTreeMap::new();
-        d.insert(
-            "CELERY_RESULT_BACKEND".into(),
-            ByteString(b"redis://x".to_vec()),
-        );
-        d.insert(SALT_KEY.into(), ByteString(b"salt1".to_vec()));
-        let a = checksum(&d);
-        assert_eq!(a, checksum(&d.clone()));
-        let mut e = d.clone();
-        e.insert(
-            "CELERY_RESULT_BACKEND".into(),
-            ByteString(b"redis://y".to_vec()),
-        );
-        assert_ne!(a, checksum(&e));
-        let mut f = d.clone();
-        f.insert(SALT_KEY.into(), ByteString(b"salt2".to_vec()));
-        assert_ne!(a, checksum(&f), "the salt changes the checksum");
+    fn checksum_moves_with_what_workers_read_only() {
+        let uri: &[u8] = b"redis://x";
+        let a = checksum(b"key-1", "uid-1", &[("CELERY_RESULT_BACKEND", uri)]);
         assert_eq!(a.len(), 32);
+        assert_eq!(
+            a,
+            checksum(b"key-1", "uid-1", &[("CELERY_RESULT_BACKEND", uri)]),
+            "stable: no salt of the Secret object's life"
+        );
+        for (what, other) in [
+            (
+                "content",
+                checksum(
+                    b"key-1",
+                    "uid-1",
+                    &[("CELERY_RESULT_BACKEND", b"redis://y")],
+                ),
+            ),
+            (
+                "key",
+                checksum(b"key-2", "uid-1", &[("CELERY_RESULT_BACKEND", uri)]),
+            ),
+            (
+                "backend",
+                checksum(b"key-1", "uid-2", &[("CELERY_RESULT_BACKEND", uri)]),
+            ),
+            (
+                "the config module, when read",
+                checksum(
+                    b"key-1",
+                    "uid-1",
+                    &[("CELERY_RESULT_BACKEND", uri), ("celeryconfig.py", b"x")],
+                ),
+            ),
+        ] {
+            assert_ne!(a, other, "{what} moves the checksum");
+        }
+        // Length-prefixed: moving bytes between key and value changes it.
+        assert_ne!(
+            checksum(b"k", "u", &[("ab", b"c")]),
+            checksum(b"k", "u", &[("a", b"bc")])
+        );
+        assert_eq!(keys_read(false), ["CELERY_RESULT_BACKEND"]);
+        assert_eq!(
+            keys_read(true),
+            ["CELERY_RESULT_BACKEND", "celeryconfig.py"]
+        );
     }
 
     #[test]
@@ -426,8 +504,9 @@ mod tests {
             "the user's value wins"
         );
         assert_eq!(
-            patched.metadata.annotations.as_ref().unwrap()[CHECKSUM_ANNOTATION],
-            "abc"
+            patched.metadata.annotations.as_ref().unwrap()["injected.celery.dev/b"],
+            "abc",
+            "stamped"
         );
         assert!(pod_patch(&patched, &inj()).is_empty(), "idempotent");
         let over = Injection {
@@ -465,59 +544,133 @@ mod tests {
     }
 
     #[test]
-    fn workload_body_touches_only_injected_fields() {
-        let body = workload_apply(
-            "apps/v1",
-            "Deployment",
-            "w",
-            "ns",
-            &["worker".into()],
-            &inj(),
-        );
-        let d: k8s_openapi::api::apps::v1::Deployment =
-            serde_json::from_value(body.clone()).unwrap();
-        let t = d.spec.unwrap().template;
+    fn workload_body_is_metadata_only() {
+        let body = workload_apply("apps/v1", "Deployment", "w", "ns", &inj());
         assert_eq!(
-            t.metadata.unwrap().annotations.unwrap()[CHECKSUM_ANNOTATION],
+            body,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "w", "namespace": "ns", "annotations": {
+                    "injected.celery.dev/b": "{\"envVar\":\"CELERY_RESULT_BACKEND\",\"configModule\":false}"}},
+                "spec": {"template": {"metadata": {"annotations": {"checksum.celery.dev/b": "abc"}}}},
+            }),
+            "no container entry, env, volume or mount: those are the owner's"
+        );
+        let cron = workload_apply("batch/v1", "CronJob", "w", "ns", &inj());
+        assert_eq!(
+            cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]
+                ["checksum.celery.dev/b"],
             "abc"
         );
-        let c = &t.spec.unwrap().containers[0];
-        assert_eq!(c.name, "worker");
-        assert!(c.image.is_none(), "nothing else is claimed");
-        let cron = workload_apply("batch/v1", "CronJob", "w", "ns", &["worker".into()], &inj());
-        assert!(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"].is_array());
-        let record: Value = serde_json::from_str(
-            body["metadata"]["annotations"][RECORD_ANNOTATION]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(record["backend"], "b");
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(body).unwrap();
+        let t = d.spec.unwrap().template;
+        assert!(workload_is_current(
+            d.metadata.annotations.as_ref(),
+            t.metadata.as_ref().and_then(|m| m.annotations.as_ref()),
+            &inj()
+        ));
+        let rotated = Injection {
+            checksum: "def".into(),
+            ..inj()
+        };
+        assert!(!workload_is_current(
+            d.metadata.annotations.as_ref(),
+            t.metadata.as_ref().and_then(|m| m.annotations.as_ref()),
+            &rotated
+        ));
     }
 
     #[test]
-    fn override_patch_replaces_only_foreign_values() {
-        let mut i = inj();
-        i.override_existing = true;
-        let spec: PodSpec = serde_json::from_value(json!({"containers": [
-            {"name": "a", "env": [{"name": "X", "value": "1"}, {"name": "CELERY_RESULT_BACKEND", "value": "redis://mine"}]},
-            {"name": "b", "env": [{"name": "CELERY_RESULT_BACKEND", "valueFrom": {"secretKeyRef": {"name": i.secret, "key": "CELERY_RESULT_BACKEND"}}}]},
-        ]}))
-        .unwrap();
-        let ops = override_patch("CronJob", &spec, &i);
-        assert_eq!(ops.len(), 2, "{ops:?}");
-        assert_eq!(
-            ops[0]["path"],
-            "/spec/jobTemplate/spec/template/spec/containers/0/env/1"
+    fn two_backends_inject_side_by_side_and_the_first_wins_a_shared_variable() {
+        let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "x", "env": [{"name": "CELERY_RESULT_BACKEND", "value": "mine"}]},
+        ]}}));
+        let a = Injection {
+            override_existing: true,
+            ..inj()
+        };
+        let b = Injection {
+            backend: "c".into(),
+            secret: "c-celery-result-backend".into(),
+            env_var: "CELERY_RESULT_BACKEND_B".into(),
+            checksum: "ccc".into(),
+            ..inj()
+        };
+        let (ops, left_out) = pod_patch_all(&p, &[a.clone(), b.clone()]).unwrap();
+        assert!(left_out.is_empty());
+        let patched = apply(&p, &ops);
+        let env = patched.spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["CELERY_RESULT_BACKEND", "CELERY_RESULT_BACKEND_B"]);
+        assert!(
+            env[0].value.is_none(),
+            "overrideExisting replaced the owner's value in the Pod"
         );
-        assert_eq!(ops[0]["op"], "test");
-        assert_eq!(ops[0]["value"]["value"], "redis://mine");
-        assert_eq!(ops[1]["op"], "replace");
-        assert!(ops[1]["value"]["value"].is_null());
+        let ann = patched.metadata.annotations.clone().unwrap();
         assert_eq!(
-            ops[1]["value"]["valueFrom"]["secretKeyRef"]["name"],
-            i.secret
+            (
+                ann["injected.celery.dev/b"].as_str(),
+                ann["injected.celery.dev/c"].as_str()
+            ),
+            ("abc", "ccc")
         );
+        assert!(
+            pod_patch_all(&patched, &[a.clone(), b])
+                .unwrap()
+                .0
+                .is_empty(),
+            "idempotent"
+        );
+        // Same variable: the later one is left out, even with overrideExisting.
+        let rival = Injection {
+            backend: "d".into(),
+            secret: "d-celery-result-backend".into(),
+            override_existing: true,
+            ..inj()
+        };
+        let (ops, left_out) = pod_patch_all(&p, &[a, rival]).unwrap();
+        assert_eq!(left_out.len(), 1, "{left_out:?}");
+        assert!(left_out[0].starts_with("d "), "{left_out:?}");
+        let patched = apply(&p, &ops);
+        let env = patched.spec.unwrap().containers[0].env.clone().unwrap();
+        assert_eq!(
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "b-celery-result-backend"
+        );
+        // configModule injections overlap on CELERY_CONFIG_MODULE.
+        let m1 = Injection {
+            config_module: true,
+            ..inj()
+        };
+        let m2 = Injection {
+            backend: "e".into(),
+            env_var: "OTHER".into(),
+            config_module: true,
+            ..inj()
+        };
+        assert!(m1.overlaps(&m2));
+    }
+
+    #[test]
+    fn annotated_backends_come_from_checksum_keys() {
+        let a: BTreeMap<String, String> = [
+            ("checksum.celery.dev/orders".to_string(), "1".to_string()),
+            ("checksum.celery.dev/".into(), "x".into()),
+            ("injected.celery.dev/other".into(), "2".into()),
+            ("celery.dev/result-backend-checksum".into(), "3".into()),
+        ]
+        .into();
+        assert_eq!(annotated_backends(Some(&a)), ["orders"]);
     }
 
     #[test]

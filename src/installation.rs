@@ -395,6 +395,80 @@ pub async fn owner(
     Ok(None)
 }
 
+/// Key of the checksum key in its Secret.
+pub const CHECKSUM_KEY: &str = "checksum-key";
+
+/// Name of the installation's checksum-key Secret (beside its Lease).
+pub fn checksum_key_secret(lease_name: &str) -> String {
+    format!("{lease_name}-checksum-key")
+}
+
+/// The installation's secret key for pod-template checksums (`crate::inject::checksum`): read
+/// from the Secret `name` in `namespace`, or created once with 32 random bytes (owned like the
+/// certificate Secret, so uninstalling removes it). Every replica reads the same key, so no
+/// restart or failover rolls a worker; deleting the Secret rolls every injected worker once.
+pub async fn checksum_key(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner: Option<&OwnerReference>,
+) -> anyhow::Result<Vec<u8>> {
+    use k8s_openapi::api::core::v1::Secret;
+    use rand::RngCore;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let read = |s: &Secret| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(CHECKSUM_KEY))
+            .map(|v| v.0.clone())
+            .filter(|v| v.len() >= 16)
+    };
+    for _ in 0..3 {
+        let live = api.get_opt(name).await.map_err(|e| {
+            anyhow::anyhow!("cannot read the checksum-key Secret {namespace}/{name}: {e}")
+        })?;
+        if let Some(key) = live.as_ref().and_then(read) {
+            return Ok(key);
+        }
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+                "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+            },
+            "type": "Opaque",
+        }))?;
+        secret.data = Some(
+            [(
+                CHECKSUM_KEY.to_string(),
+                k8s_openapi::ByteString(key.clone()),
+            )]
+            .into(),
+        );
+        let written = match live {
+            // Present but without a usable key (edited by hand): replace it, guarded by its
+            // resourceVersion.
+            Some(l) => {
+                secret.metadata.resource_version = l.metadata.resource_version;
+                api.replace(name, &Default::default(), &secret).await
+            }
+            None => api.create(&Default::default(), &secret).await,
+        };
+        match written {
+            Ok(_) => return Ok(key),
+            // Another replica wrote it first: read theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                anyhow::bail!("cannot write the checksum-key Secret {namespace}/{name}: {e}")
+            }
+        }
+    }
+    anyhow::bail!("the checksum-key Secret {namespace}/{name} keeps changing; is another installation writing it?")
+}
+
 /// Keep `tx` current with [`claimed_elsewhere`] and re-write this installation's record if it
 /// disappears (a user deleted it), until the process ends.
 pub async fn watch_claims(

@@ -76,7 +76,7 @@ fn template_checksum(ns: &str, deploy: &str) -> String {
             "deployment",
             deploy,
             "-o",
-            "jsonpath={.spec.template.metadata.annotations.celery\\.dev/result-backend-checksum}",
+            "jsonpath={.spec.template.metadata.annotations.checksum\\.celery\\.dev/orders-redis}",
         ],
     )
 }
@@ -136,8 +136,8 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         .as_str()
         .is_some_and(|c| c.len() > 100));
     assert_eq!(
-        hook["objectSelector"]["matchExpressions"][0]["key"],
-        "celery.dev/result-backend"
+        hook["matchConditions"][0]["expression"],
+        cbo::webhook::MATCH_CONDITION
     );
 
     // 1. A labelled Deployment: the ReplicaSet controller's Pods carry the env from the Secret.
@@ -169,15 +169,16 @@ fn workloads_and_pods_get_the_uri_by_reference() {
     }
     let d = json_of(&n, &["deployment", "worker"]).unwrap();
     let record: Value = serde_json::from_str(
-        d["metadata"]["annotations"]["celery.dev/injected"]
+        d["metadata"]["annotations"]["injected.celery.dev/orders-redis"]
             .as_str()
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(record["backend"], "orders-redis");
+    assert_eq!(record["envVar"], "CELERY_RESULT_BACKEND");
+    // The owner's template is untouched but for one annotation: the webhook injects the Pods.
     assert_eq!(
-        d["spec"]["template"]["spec"]["containers"][0]["image"],
-        "registry.invalid/celery-worker:1"
+        d["spec"]["template"]["spec"]["containers"][0],
+        serde_json::json!({"name": "worker", "image": "registry.invalid/celery-worker:1", "command": ["celery", "worker"], "env": [{"name": "LOG_LEVEL", "value": "info"}], "imagePullPolicy": "IfNotPresent", "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"})
     );
     wait_until("Injected=True", 30, || {
         condition(&n, "orders-redis", "Injected")
@@ -271,7 +272,7 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         "webhook injection: {}",
         bare["spec"]
     );
-    assert!(bare["metadata"]["annotations"]["celery.dev/result-backend-checksum"].is_string());
+    assert!(bare["metadata"]["annotations"]["injected.celery.dev/orders-redis"].is_string());
     eprintln!(
         "MEASURE bare Pod create through the webhook: {} ms",
         t0.elapsed().as_millis()
@@ -458,10 +459,9 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         let d = json_of(&n, &["deployment", "worker"])?;
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         let gone = !has_uri_env(c)
-            && d["spec"]["template"]["metadata"]["annotations"]
-                ["celery.dev/result-backend-checksum"]
+            && d["spec"]["template"]["metadata"]["annotations"]["checksum.celery.dev/orders-redis"]
                 .is_null()
-            && d["metadata"]["annotations"]["celery.dev/injected"].is_null();
+            && d["metadata"]["annotations"]["injected.celery.dev/orders-redis"].is_null();
         (gone
             && c["env"][0]["name"] == "LOG_LEVEL"
             && c["image"] == "registry.invalid/celery-worker:1")
@@ -489,7 +489,8 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         .success());
     wait_until("worker2 injected, finalizer held", 30, || {
         let d = json_of(&n, &["deployment", "worker2"])?;
-        (has_uri_env(&d["spec"]["template"]["spec"]["containers"][0])
+        (d["spec"]["template"]["metadata"]["annotations"]["checksum.celery.dev/orders-redis"]
+            .is_string()
             && finalizers().contains("celery.dev/release-workloads"))
         .then_some(())
     });
@@ -501,8 +502,12 @@ fn workloads_and_pods_get_the_uri_by_reference() {
     });
     let d = json_of(&n, &["deployment", "worker2"]).unwrap();
     let c = &d["spec"]["template"]["spec"]["containers"][0];
-    assert!(!has_uri_env(c), "released before the backend went: {c}");
-    assert!(d["metadata"]["annotations"]["celery.dev/injected"].is_null());
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["checksum.celery.dev/orders-redis"]
+            .is_null(),
+        "released before the backend went: {d}"
+    );
+    assert!(d["metadata"]["annotations"]["injected.celery.dev/orders-redis"].is_null());
     assert_eq!(c["env"][0]["name"], "LOG_LEVEL");
     wait_until("URI Secret garbage-collected", 60, || {
         json_of(&n, &["secret", SECRET]).is_none().then_some(())
@@ -530,7 +535,27 @@ fn every_workload_kind_override_existing_and_config_module() {
     let ns = TestNamespace::blocking("inject-cfg");
     let n = ns.name.clone();
     let tmp = tempfile::tempdir().unwrap();
-    let op = Operator::start(tmp.path(), &n);
+    // The Pod webhook injects the Pods (the operator only marks the templates).
+    let port = free_port();
+    let config_name = format!("cbo-test-{n}");
+    let _guard = WebhookConfigGuard(config_name.clone());
+    let (addr, url) = (
+        format!("127.0.0.1:{port}"),
+        format!("https://127.0.0.1:{port}"),
+    );
+    let op = Operator::start_with(
+        tmp.path(),
+        &n,
+        "op.log",
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-url",
+            &url,
+            "--webhook-config-name",
+            &config_name,
+        ],
+    );
     support::operator::apply_redis_example(&n, 30);
     // A worker that sets the variable itself keeps its value by default: nothing is injected.
     let own = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: own\n  labels: {celery.dev/result-backend: orders-redis}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: own}}\n  template:\n    metadata: {labels: {app: own}}\n    spec:\n      containers:\n      - {name: worker, image: registry.invalid/celery-worker:1, env: [{name: CELERY_RESULT_BACKEND, value: 'redis://mine:6379/0'}]}\n";
@@ -544,7 +569,7 @@ fn every_workload_kind_override_existing_and_config_module() {
     let c = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["env"][0]["value"], "redis://mine:6379/0");
     assert!(
-        d["spec"]["template"]["metadata"]["annotations"]["celery.dev/result-backend-checksum"]
+        d["spec"]["template"]["metadata"]["annotations"]["checksum.celery.dev/orders-redis"]
             .is_null()
     );
 
@@ -564,7 +589,9 @@ fn every_workload_kind_override_existing_and_config_module() {
             .iter()
             .all(|w| {
                 let (k, name) = w.split_once('/').unwrap();
-                template_of(k, name).is_some_and(|t| has_uri_env(&t["spec"]["containers"][0]))
+                template_of(k, name).is_some_and(|t| {
+                    t["metadata"]["annotations"]["checksum.celery.dev/orders-redis"].is_string()
+                })
             })
             .then_some(())
     });
@@ -587,25 +614,42 @@ fn every_workload_kind_override_existing_and_config_module() {
         "examples/redis.yaml has an injection block"
     );
     assert!(apply_yaml(&n, &patched).status.success());
-    // Two steps on the API server (the guarded JSON patch, then the apply): wait for the second.
-    let d = wait_until("override and config module", 30, || {
-        let d = json_of(&n, &["deployment", "own"])?;
-        let c = &d["spec"]["template"]["spec"]["containers"][0];
-        let module = c["env"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["name"] == "CELERY_CONFIG_MODULE"));
-        (has_uri_env(c) && module).then_some(d)
-    });
-    wait_until("CronJob overridden", 30, || {
+    // One write: the CronJob's template gets the checksum and keeps the owner's value; the webhook
+    // replaces it in each Pod (a Job started from the CronJob here).
+    wait_until("CronJob marked", 30, || {
         let t = template_of("cronjob", "nightly")?;
-        let c = &t["spec"]["containers"][0];
-        (has_uri_env(c)
-            && t["spec"]["volumes"][0]["secret"]["secretName"] == SECRET
-            && c["env"]
-                .as_array()
-                .is_some_and(|e| e.iter().all(|e| e["value"] != "redis://theirs:6379/1")))
-        .then_some(())
+        t["metadata"]["annotations"]["checksum.celery.dev/orders-redis"]
+            .is_string()
+            .then_some(())
     });
+    let t = template_of("cronjob", "nightly").unwrap();
+    assert_eq!(
+        t["spec"]["containers"][0]["env"],
+        serde_json::json!([{"name": "CELERY_RESULT_BACKEND", "value": "redis://theirs:6379/1"}]),
+        "the owner's template keeps the owner's value (its next apply must not be refused)"
+    );
+    kubectl_ok(&[
+        "-n",
+        &n,
+        "create",
+        "job",
+        "nightly-1",
+        "--from=cronjob/nightly",
+    ]);
+    let pod = wait_until("the Job's Pod", 30, || {
+        json_of(&n, &["pods", "-l", "job-name=nightly-1"])
+            .and_then(|v| v["items"].as_array().and_then(|a| a.first().cloned()))
+    });
+    let d = serde_json::json!({"spec": {"template": {"spec": pod["spec"].clone()}}});
+    assert!(
+        has_uri_env(&pod["spec"]["containers"][0])
+            && pod["spec"]["containers"][0]["env"]
+                .as_array()
+                .is_some_and(|e| e.iter().all(|e| e["value"] != "redis://theirs:6379/1")),
+        "overrideExisting replaced the value in the Pod: {} {}",
+        pod["metadata"],
+        pod["spec"]
+    );
     let tpl = &d["spec"]["template"]["spec"];
     let c = &tpl["containers"][0];
     let env: Vec<&Value> = c["env"].as_array().unwrap().iter().collect();

@@ -82,9 +82,9 @@ fn a_scoped_release_keeps_its_namespace_beside_a_cluster_wide_release() {
         ),
     );
     wait_until("the worker carries the URI reference", 60, || {
-        json(&d, &["deployment", "worker"])["spec"]["template"]["spec"]["containers"][0]["env"]
+        json(&d, &["deployment", "worker"])["spec"]["template"]["metadata"]["annotations"]
             .to_string()
-            .contains("CELERY_RESULT_BACKEND")
+            .contains("checksum.celery.dev/")
             .then_some(())
     });
     rollout(&d, "deployment/worker", 120);

@@ -163,9 +163,9 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
     }
     for w in ["worker-redis", "worker-pg"] {
         wait_until(&format!("{w} carries the URI reference"), 60, || {
-            json(&n, &["deployment", w])["spec"]["template"]["spec"]["containers"][0]["env"]
+            json(&n, &["deployment", w])["spec"]["template"]["metadata"]["annotations"]
                 .to_string()
-                .contains("CELERY_RESULT_BACKEND")
+                .contains("checksum.celery.dev/")
                 .then_some(())
         });
         rollout(&n, &format!("deployment/{w}"), 180);
@@ -258,9 +258,9 @@ fn managed_redis_and_postgresql_run_and_serve_celery_workers() {
         "--timeout=120s",
     ]);
     assert!(
-        !json(&n, &["deployment", "worker-pg"])["spec"]["template"]["spec"]["containers"][0]["env"]
+        !json(&n, &["deployment", "worker-pg"])["spec"]["template"]["metadata"]["annotations"]
             .to_string()
-            .contains("CELERY_RESULT_BACKEND"),
+            .contains("checksum.celery.dev/"),
         "the worker template was released before the backend went"
     );
     wait_until("the URI Secret and the claim are gone", 120, || {

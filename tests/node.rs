@@ -167,9 +167,9 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: worker, labels: {{celery.dev/result-backend: orders}}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: worker}}}}\n  template:\n    metadata: {{labels: {{app: worker}}}}\n    spec:\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: 'redis://broker:6379/0'}}\n"
     ));
     wait_until("the worker template carries the URI reference", 60, || {
-        json(&n, &["deployment", "worker"])["spec"]["template"]["spec"]["containers"][0]["env"]
+        json(&n, &["deployment", "worker"])["spec"]["template"]["metadata"]["annotations"]
             .to_string()
-            .contains("CELERY_RESULT_BACKEND")
+            .contains("checksum.celery.dev/")
             .then_some(())
     });
     rollout(&n, "deployment/worker", 180);

@@ -173,7 +173,7 @@ fn run_under_chart_rbac(watch_namespace: bool) {
         kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
         let out = get(&n, &["get", "pod", &format!("bare-{tries}"), "-o", "json"]);
         let v: Value = serde_json::from_str(&out).ok()?;
-        v["metadata"]["annotations"]["celery.dev/result-backend-checksum"]
+        v["metadata"]["annotations"]["injected.celery.dev/orders-redis"]
             .is_string()
             .then_some(())
     });

@@ -1,5 +1,5 @@
-//! The release-workloads finalizer: held only while workloads carry an injection, so deleting a
-//! backend first removes exactly what it injected.
+//! The release-workloads finalizer: set before the first injection and held while workloads
+//! carry one, so deleting a backend first removes exactly what it injected.
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -60,6 +60,34 @@ pub(super) async fn set_finalizer(
     )
     .await?;
     Ok(())
+}
+
+/// Make sure [`FINALIZER`] is held before a first injection. `Ok(false)`: the backend is gone or
+/// being deleted (a finalizer can no longer be added), so nothing may be injected.
+pub(super) async fn ensure_finalizer(
+    ctx: &Context,
+    obj: &CeleryResultBackend,
+    ns: &str,
+) -> Result<bool, kube::Error> {
+    let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(live) = api.get_opt(&obj.name_any()).await? else {
+        return Ok(false);
+    };
+    if live.metadata.deletion_timestamp.is_some() || live.metadata.uid != obj.metadata.uid {
+        return Ok(false);
+    }
+    match set_finalizer(ctx, &live, ns, true).await {
+        Ok(()) => {}
+        // Gone, or deleted in between (no new finalizers on an object being deleted).
+        Err(kube::Error::Api(s)) if matches!(s.code, 404 | 403 | 422) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    // Deleted after the finalizer landed: the finalizer holds it, and the deletion's reconcile
+    // releases; inject nothing now.
+    let now = api.get_opt(&obj.name_any()).await?;
+    Ok(now.is_some_and(|b| {
+        b.metadata.deletion_timestamp.is_none() && b.finalizers().iter().any(|f| f == FINALIZER)
+    }))
 }
 
 /// A backend being deleted: release the workloads it injected, then let it go.

@@ -131,6 +131,10 @@ pub struct Context {
     pub store_images: provision::StoreImages,
     /// Namespaces other (namespace-scoped) installations serve: left alone.
     pub claims: crate::installation::Claims,
+    /// The installation's secret key for pod-template checksums.
+    checksum_key: Vec<u8>,
+    /// Injection writes per workload in the last minute.
+    write_budget: workloads::WriteBudget,
 }
 
 /// Name of the Secret holding the URI for a backend (fits 253 characters).
@@ -211,6 +215,13 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         owner.clone(),
         claims_tx,
     ));
+    let checksum_key = crate::installation::checksum_key(
+        &client,
+        &opts.lease_namespace,
+        &crate::installation::checksum_key_secret(&opts.lease_name),
+        owner.as_ref(),
+    )
+    .await?;
     let metrics = Metrics::default();
     if let Some(addr) = opts.metrics_addr {
         let m = metrics.clone();
@@ -319,6 +330,7 @@ pub async fn run(client: Client, opts: RunOptions) -> anyhow::Result<()> {
         metrics.clone(),
         opts.store_images.clone(),
         claims,
+        checksum_key,
         shutdown,
     )
     .await;
@@ -367,6 +379,7 @@ async fn run_controller(
     metrics: Metrics,
     store_images: provision::StoreImages,
     claims: crate::installation::Claims,
+    checksum_key: Vec<u8>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store::<Guarded>();
@@ -407,6 +420,8 @@ async fn run_controller(
         wake: wake_tx,
         store: reader.clone(),
         store_images,
+        checksum_key,
+        write_budget: workloads::WriteBudget::default(),
         claims,
     });
     let index = ctx.index.clone();
@@ -446,7 +461,12 @@ async fn run_controller(
         if let Some(b) = labels.get(crate::inject::OPT_IN_LABEL) {
             out.push(ObjectRef::new(b).within(&ns));
         }
-        if let Some(raw) = annotations.get(crate::inject::RECORD_ANNOTATION) {
+        for key in annotations.keys() {
+            if let Some(b) = key.strip_prefix(crate::inject::INJECTED_PREFIX) {
+                out.push(ObjectRef::new(b).within(&ns));
+            }
+        }
+        if let Some(raw) = annotations.get(crate::inject::LEGACY_RECORD_ANNOTATION) {
             if let Some(b) = serde_json::from_str::<Value>(raw)
                 .ok()
                 .and_then(|v| v["backend"].as_str().map(String::from))
@@ -764,7 +784,9 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         Some(sum) => {
             let inj = crate::inject::Injection::new(&name, &obj.spec, &secret_name, sum);
             let r = workloads::sync(ctx, obj, &ns, Some(&inj)).await?;
-            set_finalizer(ctx, obj, &ns, !r.injected.is_empty()).await?;
+            if !r.vanished {
+                set_finalizer(ctx, obj, &ns, !r.injected.is_empty()).await?;
+            }
             (
                 Some(injected_outcome(&name, &r)),
                 Some((r.injected.len() as i32, r.missed_pods)),
@@ -865,6 +887,33 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
 
 /// The Injected condition from what workload sync found.
 fn injected_outcome(name: &str, r: &workloads::Report) -> Outcome {
+    if r.disabled {
+        return Outcome::failed(
+            "NamespaceOptedOut",
+            "the namespace is labelled celery.dev/injection=disabled: nothing is injected here"
+                .to_string(),
+        );
+    }
+    if !r.conflicts.is_empty() {
+        return Outcome::failed(
+            "BackendConflict",
+            format!(
+                "another backend of this namespace injects the same variable and wins (the oldest, then the first by name); give this backend another injection.envVar or opt the workload out: {}",
+                r.conflicts.join("; ")
+            ),
+        );
+    }
+    if !r.throttled.is_empty() {
+        return Outcome::failed(
+            "InjectionThrottled",
+            format!(
+                "more than {} injection writes in {} s to {}: is another controller rewriting the pod template? Retrying when the budget allows",
+                workloads::BUDGET_WRITES,
+                workloads::BUDGET_WINDOW.as_secs(),
+                r.throttled.join(", ")
+            ),
+        );
+    }
     if !r.failed.is_empty() {
         return Outcome::failed(
             "InjectionConflict",

@@ -1,5 +1,5 @@
 //! External credentials in, URI Secret out: read referenced Secrets (indexing who refers to
-//! which), and server-side apply the URI Secret with its salted checksum.
+//! which), and server-side apply the URI Secret; its keyed checksum of what workers read.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -67,14 +67,6 @@ pub(super) async fn publish_uri_secret(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let live = api.get_opt(secret_name).await?;
     let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-    // A random salt, generated once per Secret, keeps the checksum on pod templates from
-    // revealing anything about a weak password.
-    let salt = live
-        .as_ref()
-        .and_then(|l| l.data.as_ref())
-        .and_then(|d| d.get(crate::inject::SALT_KEY).cloned())
-        .unwrap_or_else(|| ByteString(provision::generate_password().into_bytes()));
-    data.insert(crate::inject::SALT_KEY.to_string(), salt);
     let mut put = |k: &str, v: &str| {
         data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
     };
@@ -97,7 +89,22 @@ pub(super) async fn publish_uri_secret(
             .map(String::as_str)
             .unwrap_or("celery")
     );
-    let checksum = crate::inject::checksum(&data);
+    // Keyed by the installation's secret key and bound to this backend; only what workers read.
+    let config_module = obj
+        .spec
+        .injection
+        .as_ref()
+        .and_then(|i| i.config_module)
+        .unwrap_or(false);
+    let read: Vec<(&str, &[u8])> = crate::inject::keys_read(config_module)
+        .into_iter()
+        .filter_map(|k| data.get(k).map(|v| (k, v.0.as_slice())))
+        .collect();
+    let checksum = crate::inject::checksum(
+        &ctx.checksum_key,
+        obj.metadata.uid.as_deref().unwrap_or_default(),
+        &read,
+    );
     if let Some(live) = &live {
         let same = live.data.as_ref() == Some(&data)
             && live.type_.as_deref() == Some(type_.as_str())

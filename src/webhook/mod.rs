@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::api::CeleryResultBackend;
 use crate::inject::{self, Injection, NAMESPACE_ANNOTATION, OPT_IN_LABEL};
 use crate::telemetry::Metrics;
+use kube::ResourceExt;
 
 /// How the webhook is exposed and configured.
 #[derive(Clone, Debug)]
@@ -162,22 +163,38 @@ pub fn webhook_configuration(
             "matchPolicy": "Equivalent",
             "reinvocationPolicy": "IfNeeded",
             "namespaceSelector": namespace_selector,
-            "objectSelector": {"matchExpressions": [{"key": OPT_IN_LABEL, "operator": "Exists"}]},
+            // Only Pods that opt in reach the webhook: labelled by the user, or created from a
+            // pod template the operator marked (`checksum.celery.dev/<backend>`).
+            "matchConditions": [{"name": "opted-in", "expression": MATCH_CONDITION}],
         }],
     })
 }
 
-/// `(namespace, backend)` a Pod under review opts in to, from its label.
-fn opted_in(req: &AdmissionRequest<DynamicObject>) -> Option<(String, String)> {
-    let backend = req
-        .object
-        .as_ref()?
+/// The webhook's CEL match condition (admissionregistration.k8s.io/v1 `matchConditions`): the
+/// Pod carries the opt-in label or a pod-template checksum annotation. The chart's cert-manager
+/// variant writes the same expression.
+pub const MATCH_CONDITION: &str = "(has(object.metadata.labels) && 'celery.dev/result-backend' in object.metadata.labels) || (has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('checksum.celery.dev/')))";
+
+/// The backends a Pod under review opts in to: its label's, then those of its template's
+/// checksum annotations (deduplicated).
+fn opted_in(req: &AdmissionRequest<DynamicObject>) -> Vec<String> {
+    let Some(obj) = req.object.as_ref() else {
+        return vec![];
+    };
+    let mut out: Vec<String> = obj
         .metadata
         .labels
-        .as_ref()?
-        .get(OPT_IN_LABEL)?
-        .clone();
-    Some((req.namespace.clone().unwrap_or_default(), backend))
+        .as_ref()
+        .and_then(|l| l.get(OPT_IN_LABEL))
+        .cloned()
+        .into_iter()
+        .collect();
+    for b in inject::annotated_backends(obj.metadata.annotations.as_ref()) {
+        if !out.contains(&b) {
+            out.push(b);
+        }
+    }
+    out
 }
 
 fn published(crb: &CeleryResultBackend) -> bool {
@@ -190,97 +207,136 @@ fn published(crb: &CeleryResultBackend) -> bool {
 /// yet, read from the API server. A watch trails the API server by a moment, and a Pod created
 /// right after its backend turned Ready (a Job started by the same script) must not miss the URI.
 /// The read is bounded well inside the webhook's 5 s timeout; a failed read keeps the cached view.
-async fn lookup(
-    s: &WebhookState,
-    req: &AdmissionRequest<DynamicObject>,
-) -> Option<Arc<CeleryResultBackend>> {
-    let (ns, backend) = opted_in(req)?;
-    let cached = s.backends.get(&ObjectRef::new(&backend).within(&ns));
+async fn lookup(s: &WebhookState, ns: &str, backend: &str) -> Option<Arc<CeleryResultBackend>> {
+    let cached = s.backends.get(&ObjectRef::new(backend).within(ns));
     if cached.as_deref().is_some_and(published) {
         return cached;
     }
-    let api: Api<CeleryResultBackend> = Api::namespaced(s.client.clone(), &ns);
-    match tokio::time::timeout(Duration::from_secs(2), api.get_opt(&backend)).await {
+    let api: Api<CeleryResultBackend> = Api::namespaced(s.client.clone(), ns);
+    match tokio::time::timeout(Duration::from_secs(2), api.get_opt(backend)).await {
         Ok(Ok(live)) => live.map(Arc::new),
         _ => cached,
     }
 }
 
-/// Decide the admission response for one Pod, given the backend it opts in to (`None`: no such
-/// backend).
+/// Decide the admission response for one Pod, given the backends it opts in to (name, and the
+/// backend when it exists). Backends are applied oldest first (then by name), the rule that picks
+/// the winner of a workload; one that sets a variable an earlier one set is left out.
 fn admit(
     req: &AdmissionRequest<DynamicObject>,
-    found: Option<Arc<CeleryResultBackend>>,
+    found: Vec<(String, Option<Arc<CeleryResultBackend>>)>,
 ) -> AdmissionResponse {
     let res = AdmissionResponse::from(req);
-    let warn = |mut r: AdmissionResponse, w: String| {
-        tracing::info!(namespace = ?req.namespace, pod = %req.name, "{w}");
-        r.warnings.get_or_insert_with(Vec::new).push(w);
-        r
-    };
+    let mut warnings: Vec<String> = vec![];
     let Some(obj) = req.object.as_ref() else {
         return res;
+    };
+    let done = |mut r: AdmissionResponse, warnings: Vec<String>| {
+        for w in &warnings {
+            tracing::info!(namespace = ?req.namespace, pod = %req.name, "{w}");
+        }
+        if !warnings.is_empty() {
+            r.warnings.get_or_insert_with(Vec::new).extend(warnings);
+        }
+        r
     };
     let pod: Pod = match serde_json::to_value(obj).and_then(serde_json::from_value) {
         Ok(p) => p,
         Err(e) => {
-            return warn(
-                res,
-                format!("celery-backend-operator: cannot read the Pod ({e}); not injected"),
-            )
+            warnings.push(format!(
+                "celery-backend-operator: cannot read the Pod ({e}); not injected"
+            ));
+            return done(res, warnings);
         }
     };
     let ns = req.namespace.clone().unwrap_or_default();
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let Some(backend) = labels.get(OPT_IN_LABEL) else {
-        return res;
-    };
-    if let Some(other) = pod
+    let labelled = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(OPT_IN_LABEL))
+        .cloned();
+    let other_ns = pod
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(NAMESPACE_ANNOTATION))
         .filter(|o| *o != &ns)
-    {
-        return warn(
-            res,
-            format!("celery-backend-operator: backend {other}/{backend} is in another namespace; a Pod can only use a backend in its own namespace ({ns}); not injected"),
-        );
+        .cloned();
+    let mut usable: Vec<Arc<CeleryResultBackend>> = vec![];
+    for (backend, crb) in found {
+        if let (Some(other), true) = (&other_ns, labelled.as_deref() == Some(backend.as_str())) {
+            warnings.push(format!("celery-backend-operator: backend {other}/{backend} is in another namespace; a Pod can only use a backend in its own namespace ({ns}); not injected"));
+            continue;
+        }
+        let Some(crb) = crb else {
+            warnings.push(format!("celery-backend-operator: no CeleryResultBackend {backend} in namespace {ns}; not injected"));
+            continue;
+        };
+        if crb.metadata.deletion_timestamp.is_some() {
+            warnings.push(format!(
+                "celery-backend-operator: backend {backend} is being deleted; not injected"
+            ));
+            continue;
+        }
+        if !published(&crb) {
+            warnings.push(format!("celery-backend-operator: backend {backend} has not published its URI yet; not injected"));
+            continue;
+        }
+        usable.push(crb);
     }
-    let Some(crb) = found else {
-        return warn(
-            res,
-            format!("celery-backend-operator: no CeleryResultBackend {backend} in namespace {ns}; not injected"),
-        );
+    usable.sort_by_key(|b| {
+        (
+            b.metadata.creation_timestamp.clone().map(|t| t.0),
+            b.name_any(),
+        )
+    });
+    let injections: Vec<Injection> = usable
+        .iter()
+        .filter_map(|crb| {
+            let status = crb.status.as_ref()?;
+            Some(Injection::new(
+                &crb.name_any(),
+                &crb.spec,
+                &status.uri_secret_ref.as_ref()?.name,
+                status.uri_checksum.as_ref()?,
+            ))
+        })
+        .collect();
+    let (ops, left_out) = match inject::pod_patch_all(&pod, &injections) {
+        Ok(x) => x,
+        Err(e) => {
+            warnings.push(format!(
+                "celery-backend-operator: internal patch error {e}; not injected"
+            ));
+            return done(res, warnings);
+        }
     };
-    let status = crb.status.clone().unwrap_or_default();
-    let (Some(secret), Some(sum)) = (status.uri_secret_ref.as_ref(), status.uri_checksum.as_ref())
-    else {
-        return warn(
-            res,
-            format!("celery-backend-operator: backend {backend} has not published its URI yet; not injected"),
-        );
-    };
-    let inj = Injection::new(backend, &crb.spec, &secret.name, sum);
-    let ops = inject::pod_patch(&pod, &inj);
+    for l in left_out {
+        warnings.push(format!(
+            "celery-backend-operator: backend {l}; not injected"
+        ));
+    }
     if ops.is_empty() {
-        return res;
+        return done(res, warnings);
     }
     let patch: json_patch::Patch = match serde_json::from_value(json!(ops)) {
         Ok(p) => p,
         Err(e) => {
-            return warn(
-                res,
-                format!("celery-backend-operator: internal patch error {e}; not injected"),
-            )
+            warnings.push(format!(
+                "celery-backend-operator: internal patch error {e}; not injected"
+            ));
+            return done(res, warnings);
         }
     };
     match res.clone().with_patch(patch) {
-        Ok(r) => r,
-        Err(e) => warn(
-            res,
-            format!("celery-backend-operator: internal patch error {e}; not injected"),
-        ),
+        Ok(r) => done(r, warnings),
+        Err(e) => {
+            warnings.push(format!(
+                "celery-backend-operator: internal patch error {e}; not injected"
+            ));
+            done(res, warnings)
+        }
     }
 }
 
@@ -301,7 +357,12 @@ async fn mutate(
         // Another installation serves this namespace (its webhook does the work).
         AdmissionResponse::from(&req)
     } else {
-        let found = lookup(&s, &req).await;
+        let ns = req.namespace.clone().unwrap_or_default();
+        let mut found = vec![];
+        for backend in opted_in(&req) {
+            let crb = lookup(&s, &ns, &backend).await;
+            found.push((backend, crb));
+        }
         admit(&req, found)
     };
     let patched = res.patch.is_some();
@@ -573,9 +634,10 @@ mod tests {
         assert_eq!(w["failurePolicy"], "Ignore");
         assert_eq!(w["timeoutSeconds"], 5);
         assert_eq!(w["sideEffects"], "None");
-        assert_eq!(
-            w["objectSelector"]["matchExpressions"][0]["key"],
-            OPT_IN_LABEL
+        assert_eq!(w["matchConditions"][0]["expression"], MATCH_CONDITION);
+        assert!(
+            MATCH_CONDITION.contains(OPT_IN_LABEL)
+                && MATCH_CONDITION.contains(inject::CHECKSUM_PREFIX)
         );
         let ns = serde_json::to_string(&w["namespaceSelector"]).unwrap();
         assert!(ns.contains("NotIn") && ns.contains("\"cbo\""), "{ns}");
