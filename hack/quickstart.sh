@@ -94,7 +94,8 @@ spec:
 EOF
 kubectl rollout status -n $NS deployment/broker --timeout=180s
 for _ in $(seq 1 60); do
-  grep -q CELERY_RESULT_BACKEND <<<"$(kubectl get deployment -n $NS celery-worker -o jsonpath='{.spec.template.spec.containers[0].env}')" && break
+  # The operator marks the pod template (checksum.celery.dev/<backend>); the webhook injects the Pods.
+  grep -q checksum.celery.dev/ <<<"$(kubectl get deployment -n $NS celery-worker -o jsonpath='{.spec.template.metadata.annotations}')" && break
   sleep 1
 done
 kubectl rollout status -n $NS deployment/celery-worker --timeout=180s
