@@ -785,7 +785,10 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             let inj = crate::inject::Injection::new(&name, &obj.spec, &secret_name, sum);
             let r = workloads::sync(ctx, obj, &ns, Some(&inj)).await?;
             if !r.vanished {
-                set_finalizer(ctx, obj, &ns, !r.injected.is_empty()).await?;
+                // Held while any workload may carry this backend's annotations.
+                let holds =
+                    !(r.injected.is_empty() && r.throttled.is_empty() && r.failed.is_empty());
+                set_finalizer(ctx, obj, &ns, holds).await?;
             }
             (
                 Some(injected_outcome(&name, &r)),

@@ -332,7 +332,17 @@ where
 /// Whether a namespace has opted out of injection (`celery.dev/injection: disabled`).
 async fn namespace_disabled(ctx: &Context, ns: &str) -> Result<bool, kube::Error> {
     let api: Api<PartialObjectMeta<Namespace>> = Api::all(ctx.client.clone());
-    Ok(api.get_metadata_opt(ns).await?.is_some_and(|n| {
+    let found = match api.get_metadata_opt(ns).await {
+        Ok(found) => found,
+        // Without the right to read Namespaces the webhook's namespaceSelector still keeps the
+        // namespace's Pods out; the workloads are then treated as opted in.
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            tracing::warn!(namespace = %ns, "cannot read the Namespace to honour celery.dev/injection=disabled on workloads (RBAC: get namespaces)");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(found.is_some_and(|n| {
         n.metadata
             .labels
             .as_ref()
