@@ -16,34 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+pub use crate::api::footprint::{
+    CHECKSUM_PREFIX, CONFIG_KEY, CONFIG_MODULE_VAR, CONFIG_MOUNT, CONFIG_VOLUME, INJECTED_PREFIX,
+    LEGACY_CHECKSUM_ANNOTATION, LEGACY_RECORD_ANNOTATION, NAMESPACE_ANNOTATION,
+    NAMESPACE_OPT_OUT_LABEL, OPT_IN_LABEL, URI_KEY,
+};
 use crate::api::CeleryResultBackendSpec;
-
-/// Label naming the backend a workload or Pod wants (opt-in).
-pub const OPT_IN_LABEL: &str = "celery.dev/result-backend";
-/// Annotation naming the namespace of the wanted backend (only the Pod's own namespace is served).
-pub const NAMESPACE_ANNOTATION: &str = "celery.dev/result-backend-namespace";
-/// Namespace label that turns injection off for the whole namespace (`disabled`), on every path.
-pub const NAMESPACE_OPT_OUT_LABEL: &str = "celery.dev/injection";
-/// Prefix of the pod-template annotation `checksum.celery.dev/<backend>`: the keyed checksum of
-/// what that backend makes a worker read. The operator writes it on the pod templates of
-/// opted-in workloads (a change rolls them) and Pods inherit it from their template; the webhook
-/// injects every backend named this way.
-pub const CHECKSUM_PREFIX: &str = "checksum.celery.dev/";
-/// Prefix of `injected.celery.dev/<backend>`: on a workload, the record of what the backend
-/// injects (JSON `{"envVar", "configModule"}`), so opting out removes exactly that; on a Pod, the
-/// webhook's stamp (the checksum) that it injected the Pod.
-pub const INJECTED_PREFIX: &str = "injected.celery.dev/";
-/// Pod-template checksum annotation of earlier versions (one backend per workload); still read so
-/// Pods admitted before an upgrade are not reported as missed.
-pub const LEGACY_CHECKSUM_ANNOTATION: &str = "celery.dev/result-backend-checksum";
-/// Workload record annotation of earlier versions.
-pub const LEGACY_RECORD_ANNOTATION: &str = "celery.dev/injected";
-/// Name of the volume carrying `celeryconfig.py`.
-pub const CONFIG_VOLUME: &str = "celery-result-backend";
-/// Where `celeryconfig.py` is mounted.
-pub const CONFIG_MOUNT: &str = "/etc/celery-result-backend";
-/// The variable a `configModule` injection sets (Celery's `config_from_envvar` default name).
-pub const CONFIG_MODULE_VAR: &str = "CELERY_CONFIG_MODULE";
 
 /// `checksum.celery.dev/<backend>`.
 pub fn checksum_key(backend: &str) -> String {
@@ -88,9 +66,7 @@ impl Injection {
         Injection {
             backend: backend.into(),
             secret: secret.into(),
-            env_var: inj
-                .env_var
-                .unwrap_or_else(|| crate::controller::URI_KEY.to_string()),
+            env_var: inj.env_var.unwrap_or_else(|| URI_KEY.to_string()),
             config_module: inj.config_module.unwrap_or(false),
             override_existing: inj.override_existing.unwrap_or(false),
             checksum: checksum.into(),
@@ -118,9 +94,9 @@ impl Injection {
 /// when it is mounted (`configModule`). Only these enter the checksum, so a change elsewhere (a
 /// Service Binding key, or `result_expires` for workers that read only the URI) rolls nothing.
 pub fn keys_read(config_module: bool) -> Vec<&'static str> {
-    let mut k = vec![crate::controller::URI_KEY];
+    let mut k = vec![URI_KEY];
     if config_module {
-        k.push(crate::controller::CONFIG_KEY);
+        k.push(CONFIG_KEY);
     }
     k
 }
@@ -188,7 +164,7 @@ pub fn workload_wants(
 fn env_entries(inj: &Injection) -> Vec<Value> {
     let mut env = vec![json!({
         "name": inj.env_var,
-        "valueFrom": {"secretKeyRef": {"name": inj.secret, "key": crate::controller::URI_KEY}},
+        "valueFrom": {"secretKeyRef": {"name": inj.secret, "key": URI_KEY}},
     })];
     if inj.config_module {
         env.push(json!({"name": CONFIG_MODULE_VAR, "value": "celeryconfig"}));
@@ -197,7 +173,7 @@ fn env_entries(inj: &Injection) -> Vec<Value> {
 }
 
 fn config_volume(inj: &Injection) -> Value {
-    json!({"name": CONFIG_VOLUME, "secret": {"secretName": inj.secret, "items": [{"key": crate::controller::CONFIG_KEY, "path": "celeryconfig.py"}]}})
+    json!({"name": CONFIG_VOLUME, "secret": {"secretName": inj.secret, "items": [{"key": CONFIG_KEY, "path": "celeryconfig.py"}]}})
 }
 
 /// Whether a container already sets the variable some other way (not from our Secret).

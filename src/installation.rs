@@ -21,15 +21,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use sha2::Digest;
 
-/// Annotation naming the installation that owns an object (a record, the webhook certificate
-/// Secret, the leader Lease).
-pub const INSTALLATION: &str = "celery.dev/installation";
-/// Annotation on a record: `*` (the whole cluster) or the one namespace the installation serves.
-pub const SCOPE: &str = "celery.dev/scope";
-/// Field manager of the record's metadata (the webhook maintainer owns `webhooks`).
-pub const RECORD_MANAGER: &str = "celery-backend-operator/installation";
-/// Label every object the operator maintains carries (a label selector).
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=celery-backend-operator";
+pub use crate::api::footprint::{CHECKSUM_KEY, INSTALLATION, MANAGED_BY, RECORD_MANAGER, SCOPE};
 /// Name of a cluster-wide installation's record: the same for every cluster-wide installation,
 /// so the name itself is the lock.
 pub const CLUSTER_RECORD: &str = "celery-backend-operator";
@@ -279,7 +271,7 @@ pub async fn foreign_objects(
 pub fn record_object(me: &Identity, owner: Option<&OwnerReference>) -> serde_json::Value {
     let mut metadata = json!({
         "name": me.record,
-        "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+        "labels": {"app.kubernetes.io/managed-by": crate::api::footprint::FIELD_MANAGER},
         "annotations": {INSTALLATION: me.id, SCOPE: me.scope.annotation()},
     });
     if let Some(o) = owner {
@@ -395,9 +387,6 @@ pub async fn owner(
     Ok(None)
 }
 
-/// Key of the checksum key in its Secret.
-pub const CHECKSUM_KEY: &str = "checksum-key";
-
 /// Name of the installation's checksum-key Secret (beside its Lease).
 pub fn checksum_key_secret(lease_name: &str) -> String {
     format!("{lease_name}-checksum-key")
@@ -436,7 +425,7 @@ pub async fn checksum_key(
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+                "labels": {"app.kubernetes.io/managed-by": crate::api::footprint::FIELD_MANAGER},
                 "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
             },
             "type": "Opaque",

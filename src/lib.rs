@@ -6,6 +6,7 @@
 //! `telemetry`, `manifests` (reading YAML manifests for the CLI), `cli` (subcommands).
 
 pub mod api;
+pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod drift;

@@ -13,16 +13,8 @@ use crate::api::{
 };
 
 pub mod images;
+pub use crate::api::footprint::{BACKEND_LABEL, PASSWORD_KEY, USERNAME_KEY};
 pub use images::StoreImages;
-
-/// Key of the generated user name in the credentials Secret.
-pub const USERNAME_KEY: &str = "username";
-/// Key of the generated password in the credentials Secret.
-pub const PASSWORD_KEY: &str = "password";
-/// Label on everything the operator provisions for a backend.
-/// (Deliberately not the opt-in label `celery.dev/result-backend`: a provisioned store must never
-/// be injected into.)
-pub const BACKEND_LABEL: &str = "celery.dev/backend";
 
 /// The store families the operator can provision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -252,7 +244,7 @@ pub fn plan(
         "app.kubernetes.io/name": profile.component,
         "app.kubernetes.io/instance": label_value(name),
         "app.kubernetes.io/component": "result-backend",
-        "app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER,
+        "app.kubernetes.io/managed-by": crate::api::footprint::FIELD_MANAGER,
         BACKEND_LABEL: label_value(name),
     });
     let selector = json!({

@@ -2,6 +2,7 @@
 
 pub mod backends;
 pub mod common;
+pub mod footprint;
 pub mod policy;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

@@ -32,16 +32,7 @@ use crate::inject::selector_matches;
 use crate::stores::{Expiry, PurgeOptions, Store};
 use crate::uri::{self, BackendConfig, SecretValues};
 
-/// Parse a policy's schedule (5 fields, or 6 with leading seconds; UTC). croner's default also
-/// takes a 7th field (years), which the CRD's description and admission pattern
-/// (`api::policy::SCHEDULE_PATTERN`) do not: refused here too. Errors name spec.schedule.
-pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .year(croner::parser::Year::Disallowed)
-        .build()
-        .parse(s)
-        .map_err(|e| format!("spec.schedule {s:?} is not a cron expression: {e}"))
-}
+pub use crate::api::policy::parse_schedule;
 
 /// The first run strictly after `after` (Unix seconds).
 pub fn next_run(cron: &croner::Cron, after: i64) -> Option<i64> {

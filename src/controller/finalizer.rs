@@ -9,11 +9,7 @@ use serde_json::json;
 use super::{publish, workloads, Context, Error};
 use crate::api::CeleryResultBackend;
 
-/// Held only while workloads carry an injection from the backend: deleting the backend then first
-/// removes exactly what it injected (as the Service Binding spec asks of a deleted binding), so no
-/// worker is left referring to a URI Secret that garbage collection is about to remove. A backend
-/// that injected nothing is deleted without a finalizer.
-pub const FINALIZER: &str = "celery.dev/release-workloads";
+pub use crate::api::footprint::FINALIZER;
 
 /// Add or remove [`FINALIZER`] with a JSON patch that first tests the current list, so a
 /// concurrent change to another finalizer is never lost (the reconcile is retried instead).

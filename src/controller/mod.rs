@@ -6,7 +6,6 @@
 //! drift correction), `workloads` (injection), `finalizer`, `status` (conditions), `health`
 //! (probe tasks) and `cleanup` (policy runner).
 
-mod apply;
 pub mod cleanup;
 mod finalizer;
 pub mod health;
@@ -15,7 +14,7 @@ mod secrets;
 pub mod status;
 pub mod workloads;
 
-pub use apply::apply_if_changed;
+pub use crate::apply::apply_if_changed;
 pub use finalizer::FINALIZER;
 use finalizer::{finalize_backend, set_finalizer};
 use managed::provision;
@@ -46,16 +45,7 @@ use crate::telemetry::Metrics;
 use crate::uri::{self, BuildError};
 use status::{Outcome, Report};
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "celery-backend-operator";
-/// Key of the URI in the published Secret.
-pub const URI_KEY: &str = "CELERY_RESULT_BACKEND";
-/// Key of the config module in the published Secret.
-pub const CONFIG_KEY: &str = "celeryconfig.py";
-/// Annotation with the hash of the manifest last applied to a provisioned object.
-pub const APPLIED_HASH: &str = "celery.dev/applied-hash";
-/// Label selecting everything the operator creates.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=celery-backend-operator";
+pub use crate::api::footprint::{APPLIED_HASH, CONFIG_KEY, FIELD_MANAGER, MANAGED_BY, URI_KEY};
 
 type Guarded = DeserializeGuard<CeleryResultBackend>;
 

@@ -16,16 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::Context;
 
-/// Field manager of injections made by versions before per-backend managers; its fields are
-/// removed the first time a backend injects or releases such a workload.
-pub const LEGACY_INJECTOR: &str = "celery-backend-operator-injector";
-
-/// Field manager of backend `backend`'s injection: one per backend, so two backends injecting
-/// one workload (different variables) never remove each other's fields, and applying nothing as
-/// this manager removes exactly what this backend injected.
-pub fn injector(backend: &str) -> String {
-    format!("{LEGACY_INJECTOR}/{backend}")
-}
+pub use crate::api::footprint::{injector, LEGACY_INJECTOR};
 
 /// At most this many injection writes per workload per [`BUDGET_WINDOW`] by this operator (all
 /// backends together): a bound that turns any fight with another writer into a reported
@@ -429,18 +420,6 @@ mod tests {
                 t0 + BUDGET_WINDOW + Duration::from_secs(1)
             ),
             "a minute later"
-        );
-    }
-
-    #[test]
-    fn injector_field_managers_are_per_backend() {
-        assert_eq!(
-            injector("orders"),
-            "celery-backend-operator-injector/orders"
-        );
-        assert!(
-            injector(&"b".repeat(63)).len() <= 128,
-            "managedFields limit"
         );
     }
 }

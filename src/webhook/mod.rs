@@ -146,7 +146,7 @@ pub fn webhook_configuration(
         "kind": "MutatingWebhookConfiguration",
         "metadata": {
             "name": opts.config_name,
-            "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+            "labels": {"app.kubernetes.io/managed-by": crate::api::footprint::FIELD_MANAGER},
             "annotations": {
                 crate::installation::INSTALLATION: me.id,
                 crate::installation::SCOPE: me.scope.annotation(),
@@ -581,7 +581,7 @@ async fn upkeep(
             "metadata": {
                 "name": opts.secret_name,
                 "namespace": opts.secret_namespace,
-                "labels": {"app.kubernetes.io/managed-by": crate::controller::FIELD_MANAGER},
+                "labels": {"app.kubernetes.io/managed-by": crate::api::footprint::FIELD_MANAGER},
                 "annotations": {crate::installation::INSTALLATION: me.id},
                 "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
             },
@@ -591,7 +591,7 @@ async fn upkeep(
         secrets
             .patch(
                 &opts.secret_name,
-                &PatchParams::apply(crate::controller::FIELD_MANAGER).force(),
+                &PatchParams::apply(crate::api::footprint::FIELD_MANAGER).force(),
                 &Patch::Apply(&body),
             )
             .await?;
@@ -599,7 +599,7 @@ async fn upkeep(
         data = next;
     }
     let desired = webhook_configuration(opts, me, &certs::ca_bundle(&data), excluded);
-    crate::controller::apply_if_changed(mwcs, desired).await?;
+    crate::apply::apply_if_changed(mwcs, desired).await?;
     Ok(())
 }
 

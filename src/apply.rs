@@ -1,4 +1,4 @@
-//! Server-side apply of provisioned objects: skip when nothing changed (applied-hash and no
+//! Generic server-side apply with drift repair (beside the pure `drift` check): skip when nothing changed (applied-hash and no
 //! drift), put back drift, and replace lists another manager re-keyed.
 
 use kube::api::{Patch, PatchParams};
@@ -6,9 +6,9 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::{APPLIED_HASH, FIELD_MANAGER};
+use crate::api::footprint::{APPLIED_HASH, FIELD_MANAGER};
 
-pub(super) fn hash_of(v: &Value) -> String {
+pub fn hash_of(v: &Value) -> String {
     // FNV-1a over the canonical JSON; stable across releases, enough to detect a change.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in v.to_string().bytes() {
