@@ -301,46 +301,183 @@ impl BackendKind {
     }
 }
 
+/// The one backend a spec sets, borrowed: the typed, exhaustive answer to "which backend".
+/// Everything that depends on the backend matches on this (the compiler checks every arm).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend<'a> {
+    Redis(&'a RedisBackend),
+    Database(&'a DatabaseBackend),
+    Mongodb(&'a MongoBackend),
+    Elasticsearch(&'a ElasticsearchBackend),
+    S3(&'a S3Backend),
+    Gcs(&'a GcsBackend),
+    AzureBlockBlob(&'a AzureBlockBlobBackend),
+    Rpc(&'a RpcBackend),
+    Cache(&'a CacheBackend),
+    Cassandra(&'a CassandraBackend),
+    Dynamodb(&'a DynamoDbBackend),
+    Couchdb(&'a CouchDbBackend),
+    Couchbase(&'a CouchbaseBackend),
+    Arangodb(&'a ArangoDbBackend),
+    Consul(&'a ConsulBackend),
+    CosmosDbSql(&'a CosmosDbSqlBackend),
+    IronCache(&'a IronCacheBackend),
+    Filesystem(&'a FilesystemBackend),
+}
+
+impl Backend<'_> {
+    /// The kind of this backend.
+    pub fn kind(self) -> BackendKind {
+        match self {
+            Self::Redis(_) => BackendKind::Redis,
+            Self::Database(_) => BackendKind::Database,
+            Self::Mongodb(_) => BackendKind::Mongodb,
+            Self::Elasticsearch(_) => BackendKind::Elasticsearch,
+            Self::S3(_) => BackendKind::S3,
+            Self::Gcs(_) => BackendKind::Gcs,
+            Self::AzureBlockBlob(_) => BackendKind::AzureBlockBlob,
+            Self::Rpc(_) => BackendKind::Rpc,
+            Self::Cache(_) => BackendKind::Cache,
+            Self::Cassandra(_) => BackendKind::Cassandra,
+            Self::Dynamodb(_) => BackendKind::Dynamodb,
+            Self::Couchdb(_) => BackendKind::Couchdb,
+            Self::Couchbase(_) => BackendKind::Couchbase,
+            Self::Arangodb(_) => BackendKind::Arangodb,
+            Self::Consul(_) => BackendKind::Consul,
+            Self::CosmosDbSql(_) => BackendKind::CosmosDbSql,
+            Self::IronCache(_) => BackendKind::IronCache,
+            Self::Filesystem(_) => BackendKind::Filesystem,
+        }
+    }
+
+    /// Whether this backend is provisioned by the operator (managed mode).
+    pub fn is_managed(self) -> bool {
+        match self {
+            Self::Redis(b) => b.managed.is_some(),
+            Self::Database(b) => b.managed.is_some(),
+            Self::Mongodb(b) => b.managed.is_some(),
+            Self::Elasticsearch(b) => b.managed.is_some(),
+            Self::S3(b) => b.managed.is_some(),
+            Self::Gcs(_)
+            | Self::AzureBlockBlob(_)
+            | Self::Rpc(_)
+            | Self::Cache(_)
+            | Self::Cassandra(_)
+            | Self::Dynamodb(_)
+            | Self::Couchdb(_)
+            | Self::Couchbase(_)
+            | Self::Arangodb(_)
+            | Self::Consul(_)
+            | Self::CosmosDbSql(_)
+            | Self::IronCache(_)
+            | Self::Filesystem(_) => false,
+        }
+    }
+}
+
 impl CeleryResultBackendSpec {
+    /// Every backend the spec sets, in the order of its fields; a valid spec sets exactly one.
+    /// Destructured without `..`, so a new spec field must be placed here (or below) to compile.
+    pub fn backends(&self) -> Vec<Backend<'_>> {
+        let Self {
+            redis,
+            database,
+            mongodb,
+            elasticsearch,
+            s3,
+            gcs,
+            azure_block_blob,
+            rpc,
+            cache,
+            cassandra,
+            dynamodb,
+            couchdb,
+            couchbase,
+            arangodb,
+            consul,
+            cosmos_db_sql,
+            iron_cache,
+            filesystem,
+            result_expires: _,
+            timezone: _,
+            enable_utc: _,
+            injection: _,
+            health_check: _,
+        } = self;
+        let mut out = vec![];
+        if let Some(b) = redis {
+            out.push(Backend::Redis(b));
+        }
+        if let Some(b) = database {
+            out.push(Backend::Database(b));
+        }
+        if let Some(b) = mongodb {
+            out.push(Backend::Mongodb(b));
+        }
+        if let Some(b) = elasticsearch {
+            out.push(Backend::Elasticsearch(b));
+        }
+        if let Some(b) = s3 {
+            out.push(Backend::S3(b));
+        }
+        if let Some(b) = gcs {
+            out.push(Backend::Gcs(b));
+        }
+        if let Some(b) = azure_block_blob {
+            out.push(Backend::AzureBlockBlob(b));
+        }
+        if let Some(b) = rpc {
+            out.push(Backend::Rpc(b));
+        }
+        if let Some(b) = cache {
+            out.push(Backend::Cache(b));
+        }
+        if let Some(b) = cassandra {
+            out.push(Backend::Cassandra(b));
+        }
+        if let Some(b) = dynamodb {
+            out.push(Backend::Dynamodb(b));
+        }
+        if let Some(b) = couchdb {
+            out.push(Backend::Couchdb(b));
+        }
+        if let Some(b) = couchbase {
+            out.push(Backend::Couchbase(b));
+        }
+        if let Some(b) = arangodb {
+            out.push(Backend::Arangodb(b));
+        }
+        if let Some(b) = consul {
+            out.push(Backend::Consul(b));
+        }
+        if let Some(b) = cosmos_db_sql {
+            out.push(Backend::CosmosDbSql(b));
+        }
+        if let Some(b) = iron_cache {
+            out.push(Backend::IronCache(b));
+        }
+        if let Some(b) = filesystem {
+            out.push(Backend::Filesystem(b));
+        }
+        out
+    }
+
+    /// The one backend set, or the kinds set when that is not exactly one (empty: none).
+    pub fn backend(&self) -> Result<Backend<'_>, Vec<BackendKind>> {
+        match self.backends().as_slice() {
+            [b] => Ok(*b),
+            many => Err(many.iter().map(|b| b.kind()).collect()),
+        }
+    }
+
     /// The kinds that are set; a valid spec has exactly one.
     pub fn kinds(&self) -> Vec<BackendKind> {
-        let set = [
-            self.redis.is_some(),
-            self.database.is_some(),
-            self.mongodb.is_some(),
-            self.elasticsearch.is_some(),
-            self.s3.is_some(),
-            self.gcs.is_some(),
-            self.azure_block_blob.is_some(),
-            self.rpc.is_some(),
-            self.cache.is_some(),
-            self.cassandra.is_some(),
-            self.dynamodb.is_some(),
-            self.couchdb.is_some(),
-            self.couchbase.is_some(),
-            self.arangodb.is_some(),
-            self.consul.is_some(),
-            self.cosmos_db_sql.is_some(),
-            self.iron_cache.is_some(),
-            self.filesystem.is_some(),
-        ];
-        BackendKind::ALL
-            .iter()
-            .zip(set)
-            .filter_map(|(k, s)| s.then_some(*k))
-            .collect()
+        self.backends().iter().map(|b| b.kind()).collect()
     }
 
     /// Whether the chosen backend is provisioned by the operator.
     pub fn is_managed(&self) -> bool {
-        self.redis.as_ref().is_some_and(|b| b.managed.is_some())
-            || self.database.as_ref().is_some_and(|b| b.managed.is_some())
-            || self.mongodb.as_ref().is_some_and(|b| b.managed.is_some())
-            || self
-                .elasticsearch
-                .as_ref()
-                .is_some_and(|b| b.managed.is_some())
-            || self.s3.as_ref().is_some_and(|b| b.managed.is_some())
+        self.backends().iter().any(|b| b.is_managed())
     }
 }
 

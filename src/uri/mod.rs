@@ -291,19 +291,23 @@ impl Ctx<'_> {
     }
 }
 
-/// The chosen backend kind, or a clear error when zero or several are set.
-pub fn kind_of(spec: &CeleryResultBackendSpec) -> Result<BackendKind, BuildError> {
-    match spec.kinds().as_slice() {
-        [k] => Ok(*k),
-        [] => Err(invalid("spec", "no backend set: set exactly one of redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem")),
-        many => Err(invalid(
+/// The one backend a spec sets, or a clear error when zero or several are set.
+pub fn chosen(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError> {
+    spec.backend().map_err(|kinds| match kinds.as_slice() {
+        [] => invalid("spec", "no backend set: set exactly one of redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem"),
+        many => invalid(
             "spec",
             format!(
                 "several backends set ({}): set exactly one",
                 many.iter().map(|k| k.field()).collect::<Vec<_>>().join(", ")
             ),
-        )),
-    }
+        ),
+    })
+}
+
+/// The chosen backend kind, or a clear error when zero or several are set.
+pub fn kind_of(spec: &CeleryResultBackendSpec) -> Result<BackendKind, BuildError> {
+    chosen(spec).map(Backend::kind)
 }
 
 /// Build the URI and settings for an external backend. Managed backends are built by the
@@ -312,36 +316,37 @@ pub fn build(
     spec: &CeleryResultBackendSpec,
     secrets: &SecretValues,
 ) -> Result<BackendConfig, BuildError> {
-    let kind = kind_of(spec)?;
+    let backend = chosen(spec)?;
+    let kind = backend.kind();
     let mut cx = Ctx {
         secrets,
         out: BackendConfig::default(),
     };
     cx.bind("provider", "celery-backend-operator");
-    match kind {
-        BackendKind::Redis => redis(&mut cx, spec)?,
-        BackendKind::Database => database(&mut cx, spec)?,
-        BackendKind::Mongodb => mongodb(&mut cx, spec)?,
-        BackendKind::Elasticsearch => elasticsearch(&mut cx, spec)?,
-        BackendKind::S3 => s3(&mut cx, spec)?,
-        BackendKind::Gcs => gcs(&mut cx, spec)?,
-        BackendKind::AzureBlockBlob => azure(&mut cx, spec)?,
-        BackendKind::Rpc => rpc(&mut cx, spec)?,
-        BackendKind::Cache => cache(&mut cx, spec)?,
-        BackendKind::Cassandra => cassandra(&mut cx, spec)?,
-        BackendKind::Dynamodb => dynamodb(&mut cx, spec)?,
-        BackendKind::Couchdb => couchdb(&mut cx, spec)?,
-        BackendKind::Couchbase => couchbase(&mut cx, spec)?,
-        BackendKind::Arangodb => arangodb(&mut cx, spec)?,
-        BackendKind::Consul => consul(&mut cx, spec)?,
-        BackendKind::CosmosDbSql => cosmos(&mut cx, spec)?,
-        BackendKind::IronCache => {
+    match backend {
+        Backend::Redis(b) => redis(&mut cx, b)?,
+        Backend::Database(b) => database(&mut cx, b)?,
+        Backend::Mongodb(b) => mongodb(&mut cx, b)?,
+        Backend::Elasticsearch(b) => elasticsearch(&mut cx, b)?,
+        Backend::S3(b) => s3(&mut cx, b)?,
+        Backend::Gcs(b) => gcs(&mut cx, b)?,
+        Backend::AzureBlockBlob(b) => azure(&mut cx, b)?,
+        Backend::Rpc(b) => rpc(&mut cx, b)?,
+        Backend::Cache(b) => cache(&mut cx, b)?,
+        Backend::Cassandra(b) => cassandra(&mut cx, b)?,
+        Backend::Dynamodb(b) => dynamodb(&mut cx, b)?,
+        Backend::Couchdb(b) => couchdb(&mut cx, b)?,
+        Backend::Couchbase(b) => couchbase(&mut cx, b)?,
+        Backend::Arangodb(b) => arangodb(&mut cx, b)?,
+        Backend::Consul(b) => consul(&mut cx, b)?,
+        Backend::CosmosDbSql(b) => cosmos(&mut cx, b)?,
+        Backend::IronCache(_) => {
             return Err(BuildError::Unsupported {
                 field: "spec.ironCache".into(),
                 message: "Celery 5 cannot load the ironcache backend (it is not in Celery's backend aliases and the iron_celery package does not import on Celery 5); choose another backend".into(),
             })
         }
-        BackendKind::Filesystem => filesystem(&mut cx, spec)?,
+        Backend::Filesystem(b) => filesystem(&mut cx, b)?,
     }
     result_expires(&mut cx, spec, kind)?;
     celery_clock(&mut cx, spec)?;
@@ -415,17 +420,13 @@ fn tls_reqs(v: Option<TlsVerify>) -> &'static str {
     }
 }
 
-fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = spec
-        .redis
-        .as_ref()
-        .and_then(|b| b.external.as_ref())
-        .ok_or_else(|| {
-            invalid(
-                "spec.redis",
-                "set external (managed specs are rendered by the provisioner)",
-            )
-        })?;
+fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError> {
+    let b = spec.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.redis",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
     let f = "spec.redis.external";
     let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
     let ui = userinfo(user.as_deref(), pw.as_deref(), component);
@@ -547,11 +548,7 @@ fn redis(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
     Ok(())
 }
 
-fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let d = spec
-        .database
-        .as_ref()
-        .ok_or_else(|| invalid("spec.database", "missing"))?;
+fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildError> {
     let b = d.external.as_ref().ok_or_else(|| {
         invalid(
             "spec.database",
@@ -660,11 +657,7 @@ fn database(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
     Ok(())
 }
 
-fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let m = spec
-        .mongodb
-        .as_ref()
-        .ok_or_else(|| invalid("spec.mongodb", "missing"))?;
+fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> {
     let b = m.external.as_ref().ok_or_else(|| {
         invalid(
             "spec.mongodb",
@@ -773,11 +766,7 @@ fn mongodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
     Ok(())
 }
 
-fn elasticsearch(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let e = spec
-        .elasticsearch
-        .as_ref()
-        .ok_or_else(|| invalid("spec.elasticsearch", "missing"))?;
+fn elasticsearch(cx: &mut Ctx, e: &ElasticsearchBackend) -> Result<(), BuildError> {
     let b = e.external.as_ref().ok_or_else(|| {
         invalid(
             "spec.elasticsearch",
@@ -849,11 +838,7 @@ fn es_credentials(
     Ok(())
 }
 
-fn s3(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let s = spec
-        .s3
-        .as_ref()
-        .ok_or_else(|| invalid("spec.s3", "missing"))?;
+fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
     let b = s.external.as_ref().ok_or_else(|| {
         invalid(
             "spec.s3",
@@ -906,12 +891,8 @@ fn s3(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn gcs(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .gcs
-        .as_ref()
-        .ok_or_else(|| invalid("spec.gcs", "missing"))?
-        .external;
+fn gcs(cx: &mut Ctx, spec: &GcsBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let mut q: Vec<(&str, String)> = vec![("gcs_project", b.project.clone())];
     if let Some(t) = b.ttl_seconds {
         q.push(("gcs_ttl", t.to_string()));
@@ -937,12 +918,8 @@ fn gcs(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn azure(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .azure_block_blob
-        .as_ref()
-        .ok_or_else(|| invalid("spec.azureBlockBlob", "missing"))?
-        .external;
+fn azure(cx: &mut Ctx, spec: &AzureBlockBlobBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let f = "spec.azureBlockBlob.external";
     cx.out.uri = match (
         &b.connection_string_secret_ref,
@@ -979,12 +956,8 @@ fn azure(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
     Ok(())
 }
 
-fn rpc(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .rpc
-        .as_ref()
-        .ok_or_else(|| invalid("spec.rpc", "missing"))?
-        .external;
+fn rpc(cx: &mut Ctx, spec: &RpcBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     cx.out.uri = "rpc://".into();
     cx.set_opt("result_persistent", b.persistent);
     cx.bind("type", "rpc");
@@ -992,12 +965,8 @@ fn rpc(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn cache(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .cache
-        .as_ref()
-        .ok_or_else(|| invalid("spec.cache", "missing"))?
-        .external;
+fn cache(cx: &mut Ctx, spec: &CacheBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     if b.servers.is_empty() {
         return Err(invalid(
             "spec.cache.external.servers",
@@ -1021,12 +990,8 @@ fn cache(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError>
     Ok(())
 }
 
-fn cassandra(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .cassandra
-        .as_ref()
-        .ok_or_else(|| invalid("spec.cassandra", "missing"))?
-        .external;
+fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     if b.servers.is_empty() {
         return Err(invalid(
             "spec.cassandra.external.servers",
@@ -1068,12 +1033,8 @@ fn cassandra(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildEr
     Ok(())
 }
 
-fn dynamodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .dynamodb
-        .as_ref()
-        .ok_or_else(|| invalid("spec.dynamodb", "missing"))?
-        .external;
+fn dynamodb(cx: &mut Ctx, spec: &DynamoDbBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let f = "spec.dynamodb.external";
     let key = cx.opt_secret(
         &format!("{f}.accessKeyIdSecretRef"),
@@ -1157,12 +1118,8 @@ fn double_component(s: &str) -> String {
     component(&component(s))
 }
 
-fn couchdb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .couchdb
-        .as_ref()
-        .ok_or_else(|| invalid("spec.couchdb", "missing"))?
-        .external;
+fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let (user, pw) = cx.auth("spec.couchdb.external.auth", &b.auth)?;
     let port = b.port.unwrap_or(5984);
     let db = b.database.as_deref().unwrap_or("default");
@@ -1179,12 +1136,8 @@ fn couchdb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErro
     Ok(())
 }
 
-fn couchbase(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .couchbase
-        .as_ref()
-        .ok_or_else(|| invalid("spec.couchbase", "missing"))?
-        .external;
+fn couchbase(cx: &mut Ctx, spec: &CouchbaseBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let (user, pw) = cx.auth("spec.couchbase.external.auth", &b.auth)?;
     let port = b.port.unwrap_or(8091);
     let bucket = b.bucket.as_deref().unwrap_or("default");
@@ -1206,12 +1159,8 @@ fn couchbase(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildEr
     Ok(())
 }
 
-fn arangodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .arangodb
-        .as_ref()
-        .ok_or_else(|| invalid("spec.arangodb", "missing"))?
-        .external;
+fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let (user, pw) = cx.auth("spec.arangodb.external.auth", &b.auth)?;
     // pyArango authenticates through requests' Basic auth (Latin-1).
     basic_credentials("spec.arangodb.external", b.auth.as_ref(), &user, &pw)?;
@@ -1239,12 +1188,8 @@ fn arangodb(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildErr
     Ok(())
 }
 
-fn consul(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .consul
-        .as_ref()
-        .ok_or_else(|| invalid("spec.consul", "missing"))?
-        .external;
+fn consul(cx: &mut Ctx, spec: &ConsulBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let port = b.port.unwrap_or(8500);
     let prefix = b
         .key_prefix
@@ -1269,12 +1214,8 @@ fn consul(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError
     Ok(())
 }
 
-fn cosmos(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .cosmos_db_sql
-        .as_ref()
-        .ok_or_else(|| invalid("spec.cosmosDbSql", "missing"))?
-        .external;
+fn cosmos(cx: &mut Ctx, spec: &CosmosDbSqlBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     let key = cx.secret(
         "spec.cosmosDbSql.external.accountKeySecretRef",
         &b.account_key_secret_ref,
@@ -1301,12 +1242,8 @@ fn cosmos(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError
     Ok(())
 }
 
-fn filesystem(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
-    let b = &spec
-        .filesystem
-        .as_ref()
-        .ok_or_else(|| invalid("spec.filesystem", "missing"))?
-        .external;
+fn filesystem(cx: &mut Ctx, spec: &FilesystemBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
     if !b.path.starts_with('/') || b.path.contains(['?', '#']) {
         return Err(invalid(
             "spec.filesystem.external.path",
