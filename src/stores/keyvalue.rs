@@ -701,14 +701,10 @@ pub async fn couchdb_purge(
 }
 
 /// An authenticated GET of the API root (Elasticsearch cluster health, CouchDB, Consul, ArangoDB).
-pub async fn http_probe(kind: &str, url: &str) -> Result<String, StoreError> {
-    let (parsed, auth) = http_parts(kind, url, if kind == "couchdb" { 2 } else { 1 })?;
-    let path = match kind {
-        "elasticsearch" => "/_cluster/health",
-        "consul" => "/v1/status/leader",
-        "arangodb" => "/_api/version",
-        _ => "/",
-    };
+pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, StoreError> {
+    let kind = store.name();
+    let (parsed, auth) = http_parts(kind, url, store.decode_passes())?;
+    let path = store.health_path();
     let mut base = parsed.clone();
     base.set_path(path);
     base.set_query(None);

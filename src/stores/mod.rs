@@ -198,6 +198,46 @@ pub fn scrub(msg: &str) -> String {
     out
 }
 
+/// The stores the operator reaches over plain HTTP(S) with a Celery URI rewritten to `http(s)://`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpStore {
+    Elasticsearch,
+    Couchdb,
+    Consul,
+    Arangodb,
+}
+
+impl HttpStore {
+    /// The backend's spec field name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Elasticsearch => "elasticsearch",
+            Self::Couchdb => "couchdb",
+            Self::Consul => "consul",
+            Self::Arangodb => "arangodb",
+        }
+    }
+
+    /// The read-only endpoint of the health round trip (each store's own status API).
+    pub fn health_path(self) -> &'static str {
+        match self {
+            Self::Elasticsearch => "/_cluster/health",
+            Self::Consul => "/v1/status/leader",
+            Self::Arangodb => "/_api/version",
+            Self::Couchdb => "/",
+        }
+    }
+
+    /// How many times Celery percent-decodes the credentials of this URI (CouchDB's backend
+    /// unquotes what kombu already unquoted).
+    pub fn decode_passes(self) -> usize {
+        match self {
+            Self::Couchdb => 2,
+            Self::Elasticsearch | Self::Consul | Self::Arangodb => 1,
+        }
+    }
+}
+
 /// A store client for one backend.
 pub enum Store {
     Redis(keyvalue::RedisStore),
@@ -205,7 +245,7 @@ pub enum Store {
     Memcached(Vec<String>),
     Amqp(String),
     Http {
-        kind: String,
+        store: HttpStore,
         url: String,
         /// `result_expires` is explicitly None: Consul sessions get no TTL.
         no_ttl: bool,
@@ -261,14 +301,18 @@ impl Store {
                     1,
                 );
                 Store::Http {
-                    kind: "elasticsearch".into(),
+                    store: HttpStore::Elasticsearch,
                     url: http,
                     no_ttl: false,
                     clock: plan::CeleryClock::from_settings(cfg),
                 }
             }
             "couchdb" | "consul" | "arangodb" => Store::Http {
-                kind: scheme.into(),
+                store: match scheme {
+                    "couchdb" => HttpStore::Couchdb,
+                    "consul" => HttpStore::Consul,
+                    _ => HttpStore::Arangodb,
+                },
                 url: uri.replacen(&format!("{scheme}://"), "http://", 1),
                 no_ttl: matches!(
                     cfg.settings.get("result_expires"),
@@ -316,7 +360,8 @@ impl Store {
             Store::Sql(s) => s.engine().into(),
             Store::Memcached(_) => "memcached".into(),
             Store::Amqp(_) => "rpc (AMQP broker)".into(),
-            Store::Http { kind, .. } | Store::Other { kind, .. } => kind.clone(),
+            Store::Http { store, .. } => store.name().into(),
+            Store::Other { kind, .. } => kind.clone(),
             Store::Filesystem(_) => "filesystem".into(),
             Store::Object(o) => o.kind().into(),
             Store::Mongo(_) => "mongodb".into(),
@@ -348,15 +393,14 @@ impl Store {
             Store::Amqp(_) => Expiry::Native(
                 "rpc results are messages consumed by the caller; nothing is stored".into(),
             ),
-            Store::Http { kind, no_ttl, .. } if kind == "consul" && !no_ttl => {
-                Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into())
-            }
-            Store::Http { kind, .. } if kind == "couchdb" || kind == "elasticsearch" => {
-                Expiry::Purgeable
-            }
-            Store::Http { kind, .. } => {
-                Expiry::Unsupported(format!("cleanup of {kind} is not implemented yet"))
-            }
+            Store::Http { store, no_ttl, .. } => match store {
+                HttpStore::Consul if !no_ttl => Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into()),
+                HttpStore::Couchdb | HttpStore::Elasticsearch => Expiry::Purgeable,
+                HttpStore::Consul | HttpStore::Arangodb => Expiry::Unsupported(format!(
+                    "cleanup of {} is not implemented yet",
+                    store.name()
+                )),
+            },
             Store::Other { expiry, .. } => expiry.clone(),
         }
     }
@@ -371,7 +415,7 @@ impl Store {
                 Store::Sql(s) => s.probe().await,
                 Store::Memcached(servers) => keyvalue::memcached_version(servers).await,
                 Store::Amqp(url) => keyvalue::amqp_handshake(url).await,
-                Store::Http { kind, url, .. } => keyvalue::http_probe(kind, url).await,
+                Store::Http { store, url, .. } => keyvalue::http_probe(*store, url).await,
                 Store::Filesystem(path) => keyvalue::filesystem_probe(path).await,
                 Store::Object(o) => o.probe().await,
                 Store::Mongo(m) => m.probe().await,
@@ -405,12 +449,17 @@ impl Store {
             Store::Mongo(m) => m.purge(opts).await,
             Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
             Store::Cassandra(c) if !c.has_ttl() => c.purge(opts).await,
-            Store::Http { kind, url, .. } if kind == "elasticsearch" => {
-                search::elasticsearch_purge(url, opts).await
-            }
             Store::Http {
-                kind, url, clock, ..
-            } if kind == "couchdb" => keyvalue::couchdb_purge(url, clock, opts).await,
+                store: HttpStore::Elasticsearch,
+                url,
+                ..
+            } => search::elasticsearch_purge(url, opts).await,
+            Store::Http {
+                store: HttpStore::Couchdb,
+                url,
+                clock,
+                ..
+            } => keyvalue::couchdb_purge(url, clock, opts).await,
             other => match other.expiry() {
                 Expiry::Native(why) => {
                     Err(StoreError::Unsupported(format!("nothing to purge: {why}")))
