@@ -10,8 +10,22 @@ use super::common::*;
 
 /// Declares a backend that can only be connected to (no `managed` mode), with a CEL rule that
 /// rejects `managed` with a message naming the backend.
+/// The standard refusal of `managed` for a backend the operator cannot provision.
+macro_rules! not_provisioned {
+    ($field:literal) => {
+        concat!(
+            "managed mode is not available for ",
+            $field,
+            ": the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+        )
+    };
+}
+
 macro_rules! external_only {
-    ($(#[$doc:meta])* $name:ident, $ext:ty, $rule:literal) => {
+    ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal) => {
+        external_only!($(#[$doc])* $name, $ext, not_provisioned!($field));
+    };
+    ($(#[$doc:meta])* $name:ident, $ext:ty, $rule:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
         #[serde(rename_all = "camelCase")]
@@ -475,7 +489,7 @@ pub struct GcsExternal {
 external_only!(
     /// Google Cloud Storage result backend (`gs://`).
     GcsBackend, GcsExternal,
-    "managed mode is not available for gcs: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "gcs"
 );
 
 // ---------------------------------------------------------------- azure block blob
@@ -526,7 +540,7 @@ pub struct AzureBlockBlobExternal {
 external_only!(
     /// Azure Blob Storage result backend (`azureblockblob://`).
     AzureBlockBlobBackend, AzureBlockBlobExternal,
-    "managed mode is not available for azureBlockBlob: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "azureBlockBlob"
 );
 
 // ---------------------------------------------------------------- rpc
@@ -560,7 +574,7 @@ pub struct CacheExternal {
 external_only!(
     /// Memcached result backend (`cache+memcached://`).
     CacheBackend, CacheExternal,
-    "managed mode is not available for cache: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "cache"
 );
 
 // ---------------------------------------------------------------- cassandra
@@ -624,7 +638,7 @@ pub struct CassandraExternal {
 external_only!(
     /// Apache Cassandra result backend (`cassandra://` plus cassandra_* settings).
     CassandraBackend, CassandraExternal,
-    "managed mode is not available for cassandra: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "cassandra"
 );
 
 // ---------------------------------------------------------------- dynamodb
@@ -677,7 +691,7 @@ pub struct DynamoDbExternal {
 external_only!(
     /// Amazon DynamoDB result backend (`dynamodb://`).
     DynamoDbBackend, DynamoDbExternal,
-    "managed mode is not available for dynamodb: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "dynamodb"
 );
 
 // ---------------------------------------------------------------- couchdb
@@ -705,7 +719,7 @@ pub struct CouchDbExternal {
 external_only!(
     /// Apache CouchDB result backend (`couchdb://`).
     CouchDbBackend, CouchDbExternal,
-    "managed mode is not available for couchdb: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "couchdb"
 );
 
 // ---------------------------------------------------------------- couchbase
@@ -733,7 +747,7 @@ pub struct CouchbaseExternal {
 external_only!(
     /// Couchbase result backend (`couchbase://`).
     CouchbaseBackend, CouchbaseExternal,
-    "managed mode is not available for couchbase: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "couchbase"
 );
 
 // ---------------------------------------------------------------- arangodb
@@ -768,7 +782,7 @@ pub struct ArangoDbExternal {
 external_only!(
     /// ArangoDB result backend (`arangodb://`).
     ArangoDbBackend, ArangoDbExternal,
-    "managed mode is not available for arangodb: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "arangodb"
 );
 
 // ---------------------------------------------------------------- consul
@@ -804,7 +818,7 @@ pub struct ConsulExternal {
 external_only!(
     /// HashiCorp Consul KV result backend (`consul://`).
     ConsulBackend, ConsulExternal,
-    "managed mode is not available for consul: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "consul"
 );
 
 // ---------------------------------------------------------------- cosmosdbsql
@@ -851,7 +865,7 @@ pub struct CosmosDbSqlExternal {
 external_only!(
     /// Azure Cosmos DB (SQL API) result backend (`cosmosdbsql://`).
     CosmosDbSqlBackend, CosmosDbSqlExternal,
-    "managed mode is not available for cosmosDbSql: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    field = "cosmosDbSql"
 );
 
 // ---------------------------------------------------------------- ironcache

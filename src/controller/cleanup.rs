@@ -8,7 +8,7 @@
 //! reports results in one place. Policies run concurrently; one slow store delays only the policy
 //! that is cleaning it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use k8s_openapi::jiff::{tz::TimeZone, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::{controller::Action, watcher, Controller};
+use kube::Resource as _;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -84,13 +85,7 @@ pub async fn backend_config(
             .await
             .map_err(|e| format!("cannot read Secret {n}: {e}"))?
         {
-            let mut data = BTreeMap::new();
-            for (k, v) in s.data.unwrap_or_default() {
-                if let Ok(t) = String::from_utf8(v.0) {
-                    data.insert(k, t);
-                }
-            }
-            values.insert(n, data);
+            values.insert(n, crate::uri::secret_text(&s));
         }
     }
     uri::build(&spec, &values).map_err(|e| e.to_string())
@@ -122,7 +117,7 @@ fn condition(
 
 async fn write_status(client: &Client, name: &str, status: &CleanupPolicyStatus) {
     let api: Api<CeleryResultCleanupPolicy> = Api::all(client.clone());
-    let patch = json!({"apiVersion": "celery.dev/v1alpha1", "kind": "CeleryResultCleanupPolicy", "status": status});
+    let patch = json!({"apiVersion": CeleryResultCleanupPolicy::api_version(&()), "kind": CeleryResultCleanupPolicy::kind(&()), "status": status});
     if let Err(e) = api
         .patch_status(
             name,

@@ -595,7 +595,7 @@ async fn reconcile(guard: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Err
             let meta = &invalid.metadata;
             tracing::warn!(namespace = ?meta.namespace, name = ?meta.name, error = %invalid.error, "cannot parse CeleryResultBackend");
             let reference = ObjectReference {
-                api_version: Some("celery.dev/v1alpha1".into()),
+                api_version: Some(CeleryResultBackend::api_version(&()).into_owned()),
                 kind: Some("CeleryResultBackend".into()),
                 name: meta.name.clone(),
                 namespace: meta.namespace.clone(),
@@ -809,7 +809,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     if new != old {
         tracing::debug!(backend = %name, old = ?old, new = ?new, "status changed");
         let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"apiVersion": "celery.dev/v1alpha1", "kind": "CeleryResultBackend", "status": new});
+        let patch = json!({"apiVersion": CeleryResultBackend::api_version(&()), "kind": CeleryResultBackend::kind(&()), "status": new});
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),

@@ -39,20 +39,10 @@ pub(super) async fn dereference(
     let mut values = SecretValues::new();
     for n in names {
         if let Some(s) = api.get_opt(&n).await? {
-            values.insert(n, secret_text(&s));
+            values.insert(n, uri::secret_text(&s));
         }
     }
     Ok(values)
-}
-
-pub(super) fn secret_text(s: &Secret) -> BTreeMap<String, String> {
-    let mut data = BTreeMap::new();
-    for (k, v) in s.data.clone().unwrap_or_default() {
-        if let Ok(text) = String::from_utf8(v.0) {
-            data.insert(k, text);
-        }
-    }
-    data
 }
 
 /// Server-side apply the URI Secret unless its content is already exactly right.

@@ -378,15 +378,6 @@ async fn mutate(
     Json(res.into_review())
 }
 
-fn secret_strings(s: &Secret) -> BTreeMap<String, String> {
-    s.data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|t| (k, t)))
-        .collect()
-}
-
 fn server_config(data: &BTreeMap<String, String>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -463,7 +454,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let data = secret_strings(&s);
+        let data = crate::uri::secret_text(&s);
         if current.as_ref() == Some(&data) {
             continue;
         }
@@ -572,7 +563,10 @@ async fn upkeep(
     excluded: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
     let live = secrets.get_opt(&opts.secret_name).await?;
-    let mut data = live.as_ref().map(secret_strings).unwrap_or_default();
+    let mut data = live
+        .as_ref()
+        .map(crate::uri::secret_text)
+        .unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     if let Some(next) = certs::next_bundle(&data, &opts.sans(), now, certs::Lifetimes::default())? {
         let body = json!({
