@@ -46,6 +46,9 @@ pub struct Plan {
 pub enum PlanError {
     #[error("spec has no managed backend")]
     NotManaged,
+    /// The spec breaks a rule of the CRD's schema (`crate::uri::validate`), naming the field.
+    #[error(transparent)]
+    Invalid(#[from] crate::uri::BuildError),
 }
 
 /// A DNS-1035 label `<name>-<suffix>` of at most 63 characters. Names that are too long or not
@@ -215,20 +218,23 @@ pub fn plan(
     spec: &CeleryResultBackendSpec,
     images: &StoreImages,
 ) -> Result<Plan, PlanError> {
-    let (profile, common, extra): (&Profile, &ManagedCommon, Option<String>) =
-        if let Some(m) = spec.redis.as_ref().and_then(|b| b.managed.as_ref()) {
-            (&REDIS, &m.common, None)
-        } else if let Some(m) = spec.database.as_ref().and_then(|b| b.managed.as_ref()) {
-            (&POSTGRES, &m.common, m.database.clone())
-        } else if let Some(m) = spec.mongodb.as_ref().and_then(|b| b.managed.as_ref()) {
-            (&MONGO, &m.common, None)
-        } else if let Some(m) = spec.elasticsearch.as_ref().and_then(|b| b.managed.as_ref()) {
-            (&ELASTIC, &m.common, None)
-        } else if let Some(m) = spec.s3.as_ref().and_then(|b| b.managed.as_ref()) {
-            (&MINIO, &m.common, m.bucket.clone())
-        } else {
-            return Err(PlanError::NotManaged);
-        };
+    use crate::api::Backend;
+    let backend = crate::uri::validate(spec)?;
+    let (profile, common, extra): (&Profile, &ManagedCommon, Option<String>) = match backend {
+        Backend::Redis(b) => b.managed.as_ref().map(|m| (&REDIS, &m.common, None)),
+        Backend::Database(b) => b
+            .managed
+            .as_ref()
+            .map(|m| (&POSTGRES, &m.common, m.database.clone())),
+        Backend::Mongodb(b) => b.managed.as_ref().map(|m| (&MONGO, &m.common, None)),
+        Backend::Elasticsearch(b) => b.managed.as_ref().map(|m| (&ELASTIC, &m.common, None)),
+        Backend::S3(b) => b
+            .managed
+            .as_ref()
+            .map(|m| (&MINIO, &m.common, m.bucket.clone())),
+        _ => None,
+    }
+    .ok_or(PlanError::NotManaged)?;
     let sts = child_name_within(name, profile.component, STATEFULSET_NAME_MAX);
     let headless = child_name(name, &format!("{}-hl", profile.component));
     let creds = child_name(name, "credentials");

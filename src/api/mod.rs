@@ -350,6 +350,43 @@ impl Backend<'_> {
         }
     }
 
+    /// Whether `external` is set (always, for backends that only connect).
+    pub fn has_external(self) -> bool {
+        match self {
+            Self::Redis(b) => b.external.is_some(),
+            Self::Database(b) => b.external.is_some(),
+            Self::Mongodb(b) => b.external.is_some(),
+            Self::Elasticsearch(b) => b.external.is_some(),
+            Self::S3(b) => b.external.is_some(),
+            _ => true,
+        }
+    }
+
+    /// Whether `managed` is set, for any backend (those that cannot be provisioned accept the
+    /// field only to refuse it with a clear message).
+    pub fn managed_set(self) -> bool {
+        match self {
+            Self::Redis(b) => b.managed.is_some(),
+            Self::Database(b) => b.managed.is_some(),
+            Self::Mongodb(b) => b.managed.is_some(),
+            Self::Elasticsearch(b) => b.managed.is_some(),
+            Self::S3(b) => b.managed.is_some(),
+            Self::Gcs(b) => b.managed.is_some(),
+            Self::AzureBlockBlob(b) => b.managed.is_some(),
+            Self::Rpc(b) => b.managed.is_some(),
+            Self::Cache(b) => b.managed.is_some(),
+            Self::Cassandra(b) => b.managed.is_some(),
+            Self::Dynamodb(b) => b.managed.is_some(),
+            Self::Couchdb(b) => b.managed.is_some(),
+            Self::Couchbase(b) => b.managed.is_some(),
+            Self::Arangodb(b) => b.managed.is_some(),
+            Self::Consul(b) => b.managed.is_some(),
+            Self::CosmosDbSql(b) => b.managed.is_some(),
+            Self::IronCache(b) => b.managed.is_some(),
+            Self::Filesystem(b) => b.managed.is_some(),
+        }
+    }
+
     /// Whether this backend is provisioned by the operator (managed mode).
     pub fn is_managed(self) -> bool {
         match self {

@@ -315,6 +315,121 @@ pub fn chosen(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError>
     })
 }
 
+/// The rules of the CRD's schema and CEL that the builder sees too, so a spec that reaches the
+/// operator some other way (the CLI, an API server without the CRD's validation, an older CRD)
+/// is refused the same way, naming the same field: external or managed (exactly one; managed only
+/// where the operator provisions), ports 1-65535, Secret reference names (DNS-1123 subdomain) and
+/// keys, the injection variable name (a C identifier) and a health-check timeout shorter than
+/// its interval. `tests/invalid/` is fed through this by a unit test.
+fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<(), BuildError> {
+    let field = format!("spec.{}", backend.kind().field());
+    if backend.managed_set() && !backend.kind().provisionable() {
+        let why = match backend.kind() {
+            BackendKind::Rpc => "results travel over the broker; use external".to_string(),
+            BackendKind::IronCache => "Celery 5 cannot load this backend at all".to_string(),
+            BackendKind::Filesystem => "use external with a shared volume claim".to_string(),
+            _ => "the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external".to_string(),
+        };
+        return Err(invalid(
+            &format!("{field}.managed"),
+            format!(
+                "managed mode is not available for {}: {why}",
+                backend.kind().field()
+            ),
+        ));
+    }
+    if backend.managed_set() == backend.has_external() {
+        return Err(invalid(&field, "set exactly one of external or managed"));
+    }
+    fn ports(v: &Value, path: &str) -> Result<(), BuildError> {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let p = format!("{path}.{k}");
+                    if k == "port" {
+                        if let Some(n) = v.as_i64().filter(|n| !(1..=65535).contains(n)) {
+                            return Err(invalid(&p, format!("{n}: must be between 1 and 65535")));
+                        }
+                    }
+                    ports(v, &p)?;
+                }
+                Ok(())
+            }
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| ports(v, &format!("{path}[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    if let Ok(v) = serde_json::to_value(spec) {
+        ports(&v, "spec")?;
+    }
+    let name_re = regex::Regex::new(crate::api::SECRET_NAME_PATTERN)
+        .map_err(|e| invalid("spec", e.to_string()))?;
+    let key_re = regex::Regex::new(crate::api::SECRET_KEY_PATTERN)
+        .map_err(|e| invalid("spec", e.to_string()))?;
+    for (f, r) in secret_refs(spec) {
+        if r.name.len() > 253 || !name_re.is_match(&r.name) {
+            return Err(invalid(
+                &format!("{f}.name"),
+                format!(
+                    "{:?} should match a Secret name (lowercase DNS-1123 subdomain)",
+                    r.name
+                ),
+            ));
+        }
+        if r.key.len() > 253 || !key_re.is_match(&r.key) {
+            return Err(invalid(
+                &format!("{f}.key"),
+                format!("{:?} should match a Secret key ([-._a-zA-Z0-9]+)", r.key),
+            ));
+        }
+    }
+    if let Some(v) = spec.injection.as_ref().and_then(|i| i.env_var.as_deref()) {
+        let ok = v.len() <= 128
+            && v.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(invalid(
+                "spec.injection.envVar",
+                format!(
+                    "{v:?} should match ^[A-Za-z_][A-Za-z0-9_]*$ (an environment variable name)"
+                ),
+            ));
+        }
+    }
+    if let Some(h) = &spec.health_check {
+        let secs = |f: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    crate::api::parse_duration(s)
+                        .map_err(|e| invalid(&format!("spec.healthCheck.{f}"), e))
+                })
+                .transpose()
+        };
+        if let (Some(t), Some(i)) = (secs("timeout", &h.timeout)?, secs("interval", &h.interval)?) {
+            if t >= i {
+                return Err(invalid(
+                    "spec.healthCheck.timeout",
+                    "timeout must be shorter than interval",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The one backend set, checked against the spec-wide rules (see `spec_rules`): what both the
+/// provisioner and the builder start from.
+pub fn validate(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError> {
+    let backend = chosen(spec)?;
+    spec_rules(spec, backend)?;
+    Ok(backend)
+}
+
 /// The chosen backend kind, or a clear error when zero or several are set.
 pub fn kind_of(spec: &CeleryResultBackendSpec) -> Result<BackendKind, BuildError> {
     chosen(spec).map(Backend::kind)
@@ -326,7 +441,7 @@ pub fn build(
     spec: &CeleryResultBackendSpec,
     secrets: &SecretValues,
 ) -> Result<BackendConfig, BuildError> {
-    let backend = chosen(spec)?;
+    let backend = validate(spec)?;
     let kind = backend.kind();
     let mut cx = Ctx {
         secrets,
@@ -1437,5 +1552,93 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod invalid_manifests {
+    //! Every `tests/invalid/*.yaml` backend the API server refuses is refused by the builder too,
+    //! naming the same field: the CEL rules and the builder cannot drift apart.
+    use super::*;
+
+    /// A value every referenced Secret key gets: ASCII, base64, a valid token.
+    const FILLER: &str = "c2VjcmV0";
+
+    /// `Err(message)` when the operator would refuse the backend (types, plan or builder).
+    pub(super) fn refusal(doc: &serde_json::Value) -> Result<(), String> {
+        let crb: CeleryResultBackend =
+            serde_json::from_value(doc.clone()).map_err(|e| format!("types: {e}"))?;
+        let name = crb.metadata.name.clone().unwrap_or_default();
+        if name.len() > 63 {
+            return Err(format!(
+                "metadata.name: {name:?} is longer than 63 characters"
+            ));
+        }
+        let spec = if crb.spec.is_managed() {
+            crate::provision::plan(
+                &name,
+                "ns",
+                &crb.spec,
+                &crate::provision::StoreImages::default(),
+            )
+            .map_err(|e| e.to_string())?
+            .external_spec
+        } else {
+            crb.spec.clone()
+        };
+        let mut secrets = SecretValues::new();
+        for (_, r) in secret_refs(&spec) {
+            secrets
+                .entry(r.name.clone())
+                .or_default()
+                .insert(r.key.clone(), FILLER.into());
+        }
+        build(&spec, &secrets)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_invalid_backend_manifest_is_refused_by_the_builder_naming_the_field() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/invalid");
+        let mut checked = 0;
+        let mut drift = vec![];
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.contains("kind: CeleryResultBackend") {
+                continue;
+            }
+            let field = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# expect: "))
+                .find(|e| e.starts_with("spec") || e.starts_with("metadata"))
+                .map(|e| e.split([' ', ':']).next().unwrap_or_default().to_string());
+            let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+            checked += 1;
+            match refusal(&doc) {
+                Ok(()) => drift.push(format!("{}: accepted", path.display())),
+                Err(msg) => {
+                    if let Some(f) = field {
+                        // The builder may name the field or a part of it more precisely.
+                        let parent = f.rsplit_once('.').map(|(p, _)| p).unwrap_or(&f);
+                        if !msg.contains(&f) && !msg.contains(parent) && !msg.starts_with("types:")
+                        {
+                            drift.push(format!("{}: expected {f}, got {msg}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= 30, "only {checked} backend manifests");
+        assert!(
+            drift.is_empty(),
+            "the builder and the API server disagree:\n{}",
+            drift.join("\n")
+        );
     }
 }
