@@ -123,7 +123,7 @@ async fn live_store(name: &str, namespace: Option<&str>) -> Result<crate::stores
         .await
         .with_context(|| format!("cannot read CeleryResultBackend {ns}/{name}"))?
         .ok_or_else(|| anyhow::anyhow!("CeleryResultBackend {ns}/{name} not found"))?;
-    let cfg = crate::controller::cleanup::backend_config(&client, &backend)
+    let cfg = crate::resolve::config(&client, &backend)
         .await
         .map_err(|e| anyhow::anyhow!("CeleryResultBackend {ns}/{name}: {e}"))?;
     Ok(crate::stores::Store::from_config(

@@ -1,7 +1,7 @@
 //! celery-backend-operator: Celery result backends as Kubernetes resources.
 //!
 //! Layout: `api` (CRD types), `uri` (pure URI and settings builder), `provision` (pure managed-mode
-//! manifests), `drift` (pure drift detection), `inject` (pure injection patches), `controller`
+//! manifests), `resolve` (one path from a live backend to its configuration), `drift` (pure drift detection), `inject` (pure injection patches), `controller`
 //! (reconcilers), `webhook` (admission and certificates), `stores` (store clients), `leader`,
 //! `telemetry`, `manifests` (reading YAML manifests for the CLI), `cli` (subcommands).
 
@@ -15,6 +15,7 @@ pub mod installation;
 pub mod leader;
 pub mod manifests;
 pub mod provision;
+pub mod resolve;
 pub mod stores;
 pub mod telemetry;
 pub mod uri;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{tz::TimeZone, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -31,7 +31,6 @@ use crate::api::{
 };
 use crate::inject::selector_matches;
 use crate::stores::{Expiry, PurgeOptions, Store};
-use crate::uri::{self, BackendConfig, SecretValues};
 
 pub use crate::api::policy::parse_schedule;
 
@@ -53,43 +52,7 @@ fn parse_time(s: &str) -> Option<i64> {
     s.parse::<Timestamp>().ok().map(|t| t.as_second())
 }
 
-/// The Celery configuration of a backend, resolving its Secrets (and generated credentials).
-pub async fn backend_config(
-    client: &Client,
-    obj: &CeleryResultBackend,
-) -> Result<BackendConfig, String> {
-    let ns = obj.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let (spec, names) = if obj.spec.is_managed() {
-        // Only the external-equivalent spec and the credentials Secret's name are used here, and
-        // neither depends on the operator-wide image settings: the defaults do.
-        let plan = crate::provision::plan(
-            &obj.name_any(),
-            &ns,
-            &obj.spec,
-            &crate::provision::StoreImages::default(),
-        )
-        .map_err(|e| e.to_string())?;
-        (plan.external_spec, vec![plan.credentials_secret_name])
-    } else {
-        let names: HashSet<String> = uri::secret_refs(&obj.spec)
-            .into_iter()
-            .map(|(_, r)| r.name)
-            .collect();
-        (obj.spec.clone(), names.into_iter().collect())
-    };
-    let mut values = SecretValues::new();
-    for n in names {
-        if let Some(s) = secrets
-            .get_opt(&n)
-            .await
-            .map_err(|e| format!("cannot read Secret {n}: {e}"))?
-        {
-            values.insert(n, crate::uri::secret_text(&s));
-        }
-    }
-    uri::build(&spec, &values).map_err(|e| e.to_string())
-}
+pub use crate::resolve::config as backend_config;
 
 fn condition(
     type_: &str,

@@ -679,38 +679,50 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     let secret_name = uri_secret_name(&name);
     let managed = obj.spec.is_managed();
 
-    // 1. Provision (managed) or dereference (external), then build the URI.
-    let (provisioned, built) = if managed {
-        match provision::plan(&name, &ns, &obj.spec, &ctx.store_images) {
-            Ok(plan) => {
+    // 1. Resolve (the one path shared with cleanup policies and the CLI): provision (managed) or
+    //    dereference (external), then build the URI.
+    let (provisioned, built) =
+        match crate::resolve::inputs(&name, &ns, &obj.spec, &ctx.store_images) {
+            Err(e) => {
+                let reason = match &e {
+                    provision::PlanError::Invalid(b) => b.reason(),
+                    provision::PlanError::NotManaged => "InvalidSpec",
+                };
+                let o = Outcome::failed(reason, e.to_string());
+                (o.clone(), Err(o))
+            }
+            Ok(crate::resolve::Inputs {
+                plan: Some(plan),
+                spec,
+                ..
+            }) => {
                 let p = provision(obj, ctx, &ns, &plan).await?;
                 let built = if p.outcome.ready || p.outcome.reason == "Provisioning" {
-                    uri::build(&plan.external_spec, &p.secrets)
+                    uri::build(&spec, &p.secrets)
                         .map_err(|e| Outcome::failed(e.reason(), e.to_string()))
                 } else {
                     Err(p.outcome.clone())
                 };
                 (p.outcome, built)
             }
-            Err(e) => {
-                let o = Outcome::failed("InvalidSpec", e.to_string());
-                (o.clone(), Err(o))
+            Ok(crate::resolve::Inputs {
+                plan: None,
+                spec,
+                secrets,
+            }) => {
+                let values = dereference(ctx, &ns, &name, &secrets).await?;
+                let built = uri::build(&spec, &values)
+                    .map_err(|e: BuildError| Outcome::failed(e.reason(), e.to_string()));
+                (
+                    Outcome {
+                        ready: true,
+                        reason: "External".into(),
+                        message: "external store: nothing to provision".into(),
+                    },
+                    built,
+                )
             }
-        }
-    } else {
-        let refs = uri::secret_refs(&obj.spec);
-        let secrets = dereference(ctx, &ns, &name, &refs).await?;
-        let built = uri::build(&obj.spec, &secrets)
-            .map_err(|e: BuildError| Outcome::failed(e.reason(), e.to_string()));
-        (
-            Outcome {
-                ready: true,
-                reason: "External".into(),
-                message: "external store: nothing to provision".into(),
-            },
-            built,
-        )
-    };
+        };
 
     // Health: a task per backend probes the store; we only read its latest result here.
     let key = (ns.clone(), name.clone());

@@ -1,7 +1,7 @@
 //! External credentials in, URI Secret out: read referenced Secrets (indexing who refers to
 //! which), and server-side apply the URI Secret; its keyed checksum of what workers read.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, CONFIG_KEY, FIELD_MANAGER, URI_KEY};
-use crate::api::{CeleryResultBackend, SecretKeyRef};
+use crate::api::CeleryResultBackend;
 use crate::provision;
 use crate::uri::{self, SecretValues};
 
@@ -19,30 +19,22 @@ pub(super) async fn dereference(
     ctx: &Context,
     ns: &str,
     name: &str,
-    refs: &[(String, SecretKeyRef)],
+    names: &[String],
 ) -> Result<SecretValues, Error> {
-    let names: HashSet<String> = refs.iter().map(|(_, r)| r.name.clone()).collect();
     if let Ok(mut index) = ctx.index.lock() {
         let me = (ns.to_string(), name.to_string());
         for set in index.values_mut() {
             set.remove(&me);
         }
         index.retain(|_, set| !set.is_empty());
-        for n in &names {
+        for n in names {
             index
                 .entry((ns.to_string(), n.clone()))
                 .or_default()
                 .insert(me.clone());
         }
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let mut values = SecretValues::new();
-    for n in names {
-        if let Some(s) = api.get_opt(&n).await? {
-            values.insert(n, uri::secret_text(&s));
-        }
-    }
-    Ok(values)
+    Ok(crate::resolve::read_secrets(&ctx.client, ns, names).await?)
 }
 
 /// Server-side apply the URI Secret unless its content is already exactly right.
