@@ -273,6 +273,14 @@ up_elasticsearch() {
        >$STATE/opensearch.log 2>&1 & echo $! >$STATE/opensearch.pid)
     wait_for opensearch 120 curl -sf http://127.0.0.1:$OS_PORT/_cluster/health
   fi
+  # A test node on a shared machine: a disk above OpenSearch's watermarks (85/90/95 % of the whole
+  # disk, whoever fills it) leaves each test's new index unallocated or read-only, and Celery's
+  # writes time out. Turn the disk thresholds off and lift the flood-stage blocks (every run).
+  curl -sf -X PUT -H 'content-type: application/json' http://127.0.0.1:$OS_PORT/_cluster/settings \
+    -d '{"persistent":{"cluster.routing.allocation.disk.threshold_enabled":false,"cluster.blocks.create_index":null}}' >/dev/null \
+    || die "OpenSearch refused to turn off its disk thresholds (see $STATE/opensearch.log)"
+  curl -sf -X PUT -H 'content-type: application/json' "http://127.0.0.1:$OS_PORT/_all/_settings?expand_wildcards=all" \
+    -d '{"index.blocks.read_only_allow_delete":null}' >/dev/null || true
   curl -sf http://127.0.0.1:$ES_SHIM_PORT/_cluster/health >/dev/null 2>&1 && return 0
   (nohup python3 hack/es_compat_proxy.py $ES_SHIM_PORT $OS_PORT >$STATE/es-shim.log 2>&1 & echo $! >$STATE/es-shim.pid)
   wait_for es-shim 10 curl -sf http://127.0.0.1:$ES_SHIM_PORT/_cluster/health

@@ -1,5 +1,6 @@
 //! Elasticsearch/OpenSearch (Celery's `elasticsearch://` backend): cleanup of task and group
-//! documents by Celery's `@timestamp`, a scroll of ids and `_bulk` deletes one batch at a time.
+//! documents by Celery's `@timestamp`, a scroll of ids and `_bulk` deletes one batch at a time,
+//! each conditional on the document being unchanged since it was read (`if_seq_no`).
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,7 @@ pub async fn elasticsearch_purge(url: &str, opts: PurgeOptions) -> Result<PurgeR
     let query = serde_json::json!({
         "size": opts.batch.max(1),
         "_source": false,
+        "seq_no_primary_term": true,
         "query": {"range": {"@timestamp": {"lt": opts.cutoff_unix.saturating_mul(1000), "format": "epoch_millis"}}},
     });
     let (status, mut page) = send(
@@ -74,12 +76,21 @@ pub async fn elasticsearch_purge(url: &str, opts: PurgeOptions) -> Result<PurgeR
         ));
     }
     loop {
-        let hits: Vec<String> = page["hits"]["hits"]
+        // (id, seq_no, primary_term): a delete only applies to the document as it was read.
+        let hits: Vec<(String, serde_json::Value, serde_json::Value)> = page["hits"]["hits"]
             .as_array()
             .map(|h| {
                 h.iter()
-                    .filter_map(|d| d["_id"].as_str().map(String::from))
-                    .filter(|id| id.starts_with(TASK_KEY) || id.starts_with(GROUP_KEY))
+                    .filter_map(|d| {
+                        let id = d["_id"].as_str()?;
+                        (id.starts_with(TASK_KEY) || id.starts_with(GROUP_KEY)).then(|| {
+                            (
+                                id.to_string(),
+                                d["_seq_no"].clone(),
+                                d["_primary_term"].clone(),
+                            )
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -87,31 +98,84 @@ pub async fn elasticsearch_purge(url: &str, opts: PurgeOptions) -> Result<PurgeR
         if raw == 0 {
             break;
         }
-        let groups = hits.iter().filter(|id| id.starts_with(GROUP_KEY)).count();
         let t = Instant::now();
-        if !opts.dry_run && !hits.is_empty() {
-            let mut ndjson = String::new();
-            for id in &hits {
-                ndjson.push_str(
-                    &serde_json::json!({"delete": {"_index": index, "_id": id}}).to_string(),
-                );
-                ndjson.push('\n');
-            }
-            let (status, body) = send(
-                client
-                    .post(at("/_bulk"))
-                    .header("content-type", "application/x-ndjson")
-                    .body(ndjson),
-            )
-            .await?;
-            if !status.is_success() || body["errors"].as_bool() == Some(true) {
-                return Err(StoreError::protocol(
-                    KIND,
-                    format!("_bulk delete answered {status} with errors"),
-                ));
+        let (mut tasks, mut groups) = (0, 0);
+        if opts.dry_run {
+            groups = hits
+                .iter()
+                .filter(|(id, ..)| id.starts_with(GROUP_KEY))
+                .count();
+            tasks = hits.len() - groups;
+        } else if !hits.is_empty() {
+            let mut pending = hits;
+            for attempt in 0..4 {
+                let mut ndjson = String::new();
+                for (id, seq_no, primary_term) in &pending {
+                    let mut action = serde_json::json!({"_index": index, "_id": id});
+                    if seq_no.is_u64() && primary_term.is_u64() {
+                        action["if_seq_no"] = seq_no.clone();
+                        action["if_primary_term"] = primary_term.clone();
+                    }
+                    ndjson.push_str(&serde_json::json!({ "delete": action }).to_string());
+                    ndjson.push('\n');
+                }
+                let (status, body) = send(
+                    client
+                        .post(at("/_bulk"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(ndjson),
+                )
+                .await?;
+                if !status.is_success() {
+                    return Err(StoreError::protocol(
+                        KIND,
+                        format!("_bulk delete answered {status}: {}", body["error"]["type"]),
+                    ));
+                }
+                let items = body["items"].as_array().cloned().unwrap_or_default();
+                let mut retry = vec![];
+                for (item, hit) in items.iter().zip(pending) {
+                    let d = &item["delete"];
+                    match d["status"].as_u64().unwrap_or(0) {
+                        200..=299 => {
+                            if hit.0.starts_with(GROUP_KEY) {
+                                groups += 1;
+                            } else {
+                                tasks += 1;
+                            }
+                        }
+                        // Deleted by someone else in between (Celery's own cleanup, a retry).
+                        404 => report.skip("already gone"),
+                        // Rewritten since it was read (the result is in use again): kept.
+                        409 => report.skip("changed since it was read (kept)"),
+                        // The store is busy (rejected execution): retried with a backoff.
+                        429 | 503 => retry.push(hit),
+                        _ => {
+                            return Err(StoreError::protocol(
+                                KIND,
+                                format!(
+                                    "_bulk delete of a result failed: {} {}",
+                                    d["error"]["type"].as_str().unwrap_or("unknown"),
+                                    d["error"]["reason"].as_str().unwrap_or_default()
+                                ),
+                            ))
+                        }
+                    }
+                }
+                if retry.is_empty() {
+                    break;
+                }
+                if attempt == 3 {
+                    return Err(StoreError::protocol(
+                        KIND,
+                        format!("_bulk delete: the store kept rejecting {} deletes as busy (429/503) after 3 retries", retry.len()),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                pending = retry;
             }
         }
-        report.record_mixed(hits.len() - groups, groups, t.elapsed());
+        report.record_mixed(tasks, groups, t.elapsed());
         if !opts.dry_run {
             pace(opts.rate, report.tasks + report.groups, started).await;
         }
