@@ -11,7 +11,7 @@ use futures::channel::mpsc::UnboundedSender;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 
-use super::status::Outcome;
+use super::status::{Outcome, State};
 use crate::api::{parse_duration, CeleryResultBackend, HealthCheckStatus};
 use crate::stores::{Expiry, Store};
 use crate::telemetry::Metrics;
@@ -72,7 +72,7 @@ fn outcome_of(
     match res {
         // The message is stable (no latency), so repeated successes write nothing.
         Ok(_) => Outcome {
-            ready: true,
+            state: State::Ready,
             reason: "StoreAnswered".into(),
             message: format!("{} answered a round trip", store.kind()),
         },
@@ -115,13 +115,13 @@ impl Registry {
             }
             return Some(if enabled {
                 Outcome {
-                    ready: false,
+                    state: State::Failed,
                     reason: "NotChecked".into(),
                     message: "no URI to check yet".into(),
                 }
             } else {
                 Outcome {
-                    ready: false,
+                    state: State::Failed,
                     reason: "HealthCheckDisabled".into(),
                     message: "spec.healthCheck.enabled is false".into(),
                 }
@@ -133,7 +133,7 @@ impl Registry {
                 e.handle.abort();
             }
             return Some(Outcome {
-                ready: false,
+                state: State::Failed,
                 reason: "NotSupported".into(),
                 message: why,
             });
@@ -158,7 +158,7 @@ impl Registry {
                 first = false;
                 let res = store.probe(timeout).await;
                 let outcome = outcome_of(&store, &res);
-                failures = if outcome.ready {
+                failures = if outcome.is_ready() {
                     0
                 } else {
                     failures.saturating_add(1)
@@ -191,13 +191,13 @@ impl Registry {
                     let changed = e
                         .latest
                         .as_ref()
-                        .map(|l| (&l.outcome.ready, &l.outcome.reason))
-                        != Some((&outcome.ready, &outcome.reason));
+                        .map(|l| (l.outcome.state, &l.outcome.reason))
+                        != Some((outcome.state, &outcome.reason));
                     e.latest = Some(latest);
                     changed
                 };
                 if changed {
-                    tracing::info!(namespace = %k.0, backend = %k.1, healthy = outcome.ready, reason = %outcome.reason, "health changed");
+                    tracing::info!(namespace = %k.0, backend = %k.1, healthy = outcome.is_ready(), reason = %outcome.reason, "health changed");
                     if wake
                         .unbounded_send(ObjectRef::new(&k.1).within(&k.0))
                         .is_err()

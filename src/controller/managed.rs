@@ -8,7 +8,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::status::Outcome;
+use super::status::{Outcome, State};
 use super::{api_failure, apply_if_changed, publish, Context, Error, FIELD_MANAGER};
 use crate::api::CeleryResultBackend;
 use crate::provision::{self, Plan};
@@ -133,12 +133,12 @@ pub(super) async fn provision(
         .unwrap_or((false, "StatefulSet not found".into()));
     let outcome = if ready {
         Outcome {
-            ready: true,
+            state: State::Ready,
             reason: "StoreReady".into(),
             message: format!("StatefulSet {}: {detail}", plan.statefulset_name),
         }
     } else {
-        Outcome::failed(
+        Outcome::pending(
             "Provisioning",
             format!(
                 "waiting for StatefulSet {}: {detail}",

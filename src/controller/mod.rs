@@ -42,7 +42,7 @@ use crate::api::{BindingRef, CeleryResultBackend, CeleryResultBackendStatus, Sec
 use crate::provision;
 use crate::telemetry::Metrics;
 use crate::uri::{self, BuildError};
-use status::{Outcome, Report};
+use status::{Outcome, Report, State};
 
 pub use crate::api::footprint::{APPLIED_HASH, CONFIG_KEY, FIELD_MANAGER, MANAGED_BY, URI_KEY};
 
@@ -457,7 +457,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
                 ..
             }) => {
                 let p = provision(obj, ctx, &ns, &plan).await?;
-                let built = if p.outcome.ready || p.outcome.reason == "Provisioning" {
+                let built = if p.outcome.state != State::Failed {
                     uri::build(&spec, &p.secrets)
                         .map_err(|e| Outcome::failed(e.reason(), e.to_string()))
                 } else {
@@ -475,7 +475,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
                     .map_err(|e: BuildError| Outcome::failed(e.reason(), e.to_string()));
                 (
                     Outcome {
-                        ready: true,
+                        state: State::Ready,
                         reason: "External".into(),
                         message: "external store: nothing to provision".into(),
                     },
@@ -492,7 +492,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         built
             .as_ref()
             .ok()
-            .filter(|_| !managed || provisioned.ready),
+            .filter(|_| !managed || provisioned.is_ready()),
         ctx.wake.clone(),
         ctx.metrics.clone(),
     );
@@ -507,10 +507,10 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         Ok(cfg) => match publish_uri_secret(obj, ctx, &ns, &secret_name, &cfg).await {
             Ok(sum) => {
                 checksum = Some(sum);
-                if provisioned.ready {
+                if provisioned.is_ready() {
                     Outcome::ready(&secret_name)
                 } else {
-                    Outcome::failed(
+                    Outcome::pending(
                         "Provisioning",
                         format!(
                             "{}; URI already published in Secret {secret_name}",
@@ -594,7 +594,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         publish(
             ctx,
             &reference,
-            provisioned.ready,
+            provisioned.is_ready(),
             &provisioned.reason,
             &provisioned.message,
         )
@@ -612,7 +612,14 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         }
     }
     if status::condition_changed(&old, &new, "Ready") {
-        publish(ctx, &reference, ready.ready, &ready.reason, &ready.message).await;
+        publish(
+            ctx,
+            &reference,
+            ready.is_ready(),
+            &ready.reason,
+            &ready.message,
+        )
+        .await;
     }
     ctx.metrics.set_conditions(
         &format!("{ns}/{name}"),
@@ -629,7 +636,8 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         let (n, nm) = k.split_once('/').unwrap_or(("", k));
         ctx.store.get(&ObjectRef::new(nm).within(n)).is_some()
     });
-    if !ready.ready {
+    // Converging (a store rolling out) is not an error.
+    if ready.state == State::Failed {
         ctx.metrics
             .errors
             .get_or_create(&crate::telemetry::ReasonLabel {
@@ -637,12 +645,12 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             })
             .inc();
     }
-    Ok(if ready.ready {
+    Ok(if ready.is_ready() {
         if let Ok(mut f) = ctx.failures.lock() {
             f.remove(&key);
         }
         Action::requeue(Duration::from_secs(600))
-    } else if ready.reason == "Provisioning" {
+    } else if ready.state == State::Pending {
         // The StatefulSet watch wakes us when it becomes ready; this is only a safety net.
         Action::requeue(Duration::from_secs(60))
     } else {
@@ -714,7 +722,7 @@ fn injected_outcome(name: &str, r: &workloads::Report) -> Outcome {
         );
     }
     Outcome {
-        ready: true,
+        state: State::Ready,
         reason: "Injected".into(),
         message: format!(
             "{} workload(s) carry the URI: {}",

@@ -7,22 +7,43 @@ use super::{uri_secret_ref, Status};
 /// What one reconcile concluded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
-    pub ready: bool,
+    pub state: State,
     pub reason: String,
     pub message: String,
 }
 
+/// Where a step stands: done, still converging (no failure: a requeue will see it through), or
+/// failed with a reason the user can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Ready,
+    Pending,
+    Failed,
+}
+
 impl Outcome {
+    /// Whether the step is done.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+    /// Still converging (e.g. a StatefulSet rolling out): not a failure.
+    pub fn pending(reason: &str, message: String) -> Self {
+        Outcome {
+            state: State::Pending,
+            reason: reason.into(),
+            message,
+        }
+    }
     pub fn ready(secret: &str) -> Self {
         Outcome {
-            ready: true,
+            state: State::Ready,
             reason: "UriPublished".into(),
             message: format!("result_backend URI published in Secret {secret}"),
         }
     }
     pub fn failed(reason: &str, message: String) -> Self {
         Outcome {
-            ready: false,
+            state: State::Failed,
             reason: reason.into(),
             message,
         }
@@ -74,7 +95,7 @@ pub struct Report {
 }
 
 fn to_condition(old: &[Condition], type_: &str, o: &Outcome, generation: Option<i64>) -> Condition {
-    let status = if o.ready { "True" } else { "False" };
+    let status = if o.is_ready() { "True" } else { "False" };
     condition(old, type_, status, &o.reason, &o.message, generation)
 }
 
@@ -133,7 +154,7 @@ pub fn next(old: &Status, r: &Report) -> Status {
             })
             .cloned(),
     );
-    let published = r.ready.ready || r.ready.reason == "Provisioning";
+    let published = r.ready.state != State::Failed;
     let (uri_ref, binding) = uri_secret_ref(&r.secret);
     Status {
         observed_generation: g,
@@ -184,7 +205,7 @@ mod tests {
             mode: "external",
             ready,
             provisioned: Outcome {
-                ready: true,
+                state: State::Ready,
                 reason: "External".into(),
                 message: "x".into(),
             },
