@@ -7,11 +7,11 @@ pub mod encode;
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::*;
 use check::Ipv6Rule;
-use encode::{component, host as fmt_host, query, userinfo};
+use encode::{component, host as fmt_host};
 
 /// Secret contents the builder may use: Secret name -> key -> value.
 pub type SecretValues = BTreeMap<String, BTreeMap<String, String>>;
@@ -72,13 +72,13 @@ impl BuildError {
 
 /// The host as written into a URI (IPv6 in brackets) after [`check::host`] under `rule`; the
 /// error names `field`.
-fn checked_host(field: &str, host: &str, rule: Ipv6Rule) -> Result<String, BuildError> {
+pub(crate) fn checked_host(field: &str, host: &str, rule: Ipv6Rule) -> Result<String, BuildError> {
     check::host(host, rule).map_err(|m| invalid(field, m))?;
     Ok(fmt_host(host))
 }
 
 /// [`check::path_without_traversal`] on an optional path at `field`.
-fn checked_path(field: &str, path: Option<&String>) -> Result<(), BuildError> {
+pub(crate) fn checked_path(field: &str, path: Option<&String>) -> Result<(), BuildError> {
     match path {
         Some(p) => check::path_without_traversal(p).map_err(|m| invalid(field, m)),
         None => Ok(()),
@@ -86,21 +86,21 @@ fn checked_path(field: &str, path: Option<&String>) -> Result<(), BuildError> {
 }
 
 /// [`check::path_without_traversal`] on the three files of a TLS block at `field`.
-fn checked_tls_paths(field: &str, t: &TlsConfig) -> Result<(), BuildError> {
+pub(crate) fn checked_tls_paths(field: &str, t: &TlsConfig) -> Result<(), BuildError> {
     checked_path(&format!("{field}.caFile"), t.ca_file.as_ref())?;
     checked_path(&format!("{field}.certFile"), t.cert_file.as_ref())?;
     checked_path(&format!("{field}.keyFile"), t.key_file.as_ref())
 }
 
 /// [`check::url_without_credentials`] on an optional URL at `field`.
-fn checked_url(field: &str, url: Option<&String>) -> Result<(), BuildError> {
+pub(crate) fn checked_url(field: &str, url: Option<&String>) -> Result<(), BuildError> {
     match url {
         Some(u) => check::url_without_credentials(u).map_err(|m| invalid(field, m)),
         None => Ok(()),
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> BuildError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> BuildError {
     BuildError::Invalid {
         field: field.into(),
         message: message.into(),
@@ -212,13 +212,13 @@ pub fn secret_refs(spec: &CeleryResultBackendSpec) -> Vec<(String, SecretKeyRef)
 }
 
 /// Looks up referenced Secret values and collects output as the builder goes.
-struct Ctx<'a> {
-    secrets: &'a SecretValues,
-    out: BackendConfig,
+pub(crate) struct Ctx<'a> {
+    pub(crate) secrets: &'a SecretValues,
+    pub(crate) out: BackendConfig,
 }
 
 impl Ctx<'_> {
-    fn secret(&self, field: &str, r: &SecretKeyRef) -> Result<String, BuildError> {
+    pub(crate) fn secret(&self, field: &str, r: &SecretKeyRef) -> Result<String, BuildError> {
         let data = self
             .secrets
             .get(&r.name)
@@ -235,7 +235,7 @@ impl Ctx<'_> {
             })
     }
 
-    fn opt_secret(
+    pub(crate) fn opt_secret(
         &self,
         field: &str,
         r: &Option<SecretKeyRef>,
@@ -244,7 +244,7 @@ impl Ctx<'_> {
     }
 
     /// Resolve user name and password of a BasicAuth at `field`.
-    fn auth(
+    pub(crate) fn auth(
         &self,
         field: &str,
         a: &Option<BasicAuth>,
@@ -267,21 +267,21 @@ impl Ctx<'_> {
         Ok((user, password))
     }
 
-    fn set(&mut self, key: &str, v: impl Into<Value>) {
+    pub(crate) fn set(&mut self, key: &str, v: impl Into<Value>) {
         self.out.settings.insert(key.into(), v.into());
     }
 
-    fn set_opt<T: Into<Value>>(&mut self, key: &str, v: Option<T>) {
+    pub(crate) fn set_opt<T: Into<Value>>(&mut self, key: &str, v: Option<T>) {
         if let Some(v) = v {
             self.set(key, v);
         }
     }
 
-    fn bind(&mut self, key: &str, v: impl ToString) {
+    pub(crate) fn bind(&mut self, key: &str, v: impl ToString) {
         self.out.binding.insert(key.into(), v.to_string());
     }
 
-    fn bind_credentials(&mut self, user: &Option<String>, pw: &Option<String>) {
+    pub(crate) fn bind_credentials(&mut self, user: &Option<String>, pw: &Option<String>) {
         if let Some(u) = user {
             self.bind("username", u);
         }
@@ -290,13 +290,19 @@ impl Ctx<'_> {
         }
     }
 
-    fn bind_endpoint(&mut self, host: &str, port: u16, user: &Option<String>, pw: &Option<String>) {
+    pub(crate) fn bind_endpoint(
+        &mut self,
+        host: &str,
+        port: u16,
+        user: &Option<String>,
+        pw: &Option<String>,
+    ) {
         self.bind("host", host);
         self.bind("port", port);
         self.bind_credentials(user, pw);
     }
 
-    fn warn(&mut self, w: impl Into<String>) {
+    pub(crate) fn warn(&mut self, w: impl Into<String>) {
         self.out.warnings.push(w.into());
     }
 }
@@ -449,29 +455,29 @@ pub fn build(
     };
     cx.bind("provider", "celery-backend-operator");
     match backend {
-        Backend::Redis(b) => redis(&mut cx, b)?,
-        Backend::Database(b) => database(&mut cx, b)?,
-        Backend::Mongodb(b) => mongodb(&mut cx, b)?,
-        Backend::Elasticsearch(b) => elasticsearch(&mut cx, b)?,
-        Backend::S3(b) => s3(&mut cx, b)?,
-        Backend::Gcs(b) => gcs(&mut cx, b)?,
-        Backend::AzureBlockBlob(b) => azure(&mut cx, b)?,
-        Backend::Rpc(b) => rpc(&mut cx, b)?,
-        Backend::Cache(b) => cache(&mut cx, b)?,
-        Backend::Cassandra(b) => cassandra(&mut cx, b)?,
-        Backend::Dynamodb(b) => dynamodb(&mut cx, b)?,
-        Backend::Couchdb(b) => couchdb(&mut cx, b)?,
-        Backend::Couchbase(b) => couchbase(&mut cx, b)?,
-        Backend::Arangodb(b) => arangodb(&mut cx, b)?,
-        Backend::Consul(b) => consul(&mut cx, b)?,
-        Backend::CosmosDbSql(b) => cosmos(&mut cx, b)?,
+        Backend::Redis(b) => crate::backends::redis::redis(&mut cx, b)?,
+        Backend::Database(b) => crate::backends::sql::database(&mut cx, b)?,
+        Backend::Mongodb(b) => crate::backends::mongodb::mongodb(&mut cx, b)?,
+        Backend::Elasticsearch(b) => crate::backends::elasticsearch::elasticsearch(&mut cx, b)?,
+        Backend::S3(b) => crate::backends::objects::s3(&mut cx, b)?,
+        Backend::Gcs(b) => crate::backends::objects::gcs(&mut cx, b)?,
+        Backend::AzureBlockBlob(b) => crate::backends::objects::azure(&mut cx, b)?,
+        Backend::Rpc(b) => crate::backends::rpc::rpc(&mut cx, b)?,
+        Backend::Cache(b) => crate::backends::memcached::cache(&mut cx, b)?,
+        Backend::Cassandra(b) => crate::backends::cassandra::cassandra(&mut cx, b)?,
+        Backend::Dynamodb(b) => crate::backends::dynamodb::dynamodb(&mut cx, b)?,
+        Backend::Couchdb(b) => crate::backends::couchdb::couchdb(&mut cx, b)?,
+        Backend::Couchbase(b) => crate::backends::couchbase::couchbase(&mut cx, b)?,
+        Backend::Arangodb(b) => crate::backends::arangodb::arangodb(&mut cx, b)?,
+        Backend::Consul(b) => crate::backends::consul::consul(&mut cx, b)?,
+        Backend::CosmosDbSql(b) => crate::backends::cosmosdb::cosmos(&mut cx, b)?,
         Backend::IronCache(_) => {
             return Err(BuildError::Unsupported {
                 field: "spec.ironCache".into(),
                 message: "Celery 5 cannot load the ironcache backend (it is not in Celery's backend aliases and the iron_celery package does not import on Celery 5); choose another backend".into(),
             })
         }
-        Backend::Filesystem(b) => filesystem(&mut cx, b)?,
+        Backend::Filesystem(b) => crate::backends::filesystem::filesystem(&mut cx, b)?,
     }
     result_expires(&mut cx, spec, kind)?;
     celery_clock(&mut cx, spec)?;
@@ -537,7 +543,7 @@ fn celery_clock(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), Buil
     Ok(())
 }
 
-fn tls_reqs(v: Option<TlsVerify>) -> &'static str {
+pub(crate) fn tls_reqs(v: Option<TlsVerify>) -> &'static str {
     match v.unwrap_or_default() {
         TlsVerify::Required => "required",
         TlsVerify::Optional => "optional",
@@ -545,386 +551,9 @@ fn tls_reqs(v: Option<TlsVerify>) -> &'static str {
     }
 }
 
-fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError> {
-    let b = spec.external.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.redis",
-            "set external (managed specs are rendered by the provisioner)",
-        )
-    })?;
-    let f = "spec.redis.external";
-    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let ui = userinfo(user.as_deref(), pw.as_deref(), component);
-    let db = b.db.unwrap_or(0);
-    let tls = b.tls.as_ref().filter(|t| t.enabled);
-    if let Some(t) = tls {
-        checked_tls_paths(&format!("{f}.tls"), t)?;
-    }
-    checked_path(&format!("{f}.unixSocket"), b.unix_socket.as_ref())?;
-    if let Some(k) = b
-        .options
-        .keys()
-        .find(|k| check::REDIS_RESERVED_OPTIONS.contains(&k.as_str()))
-    {
-        return Err(invalid(
-            &format!("{f}.options.{k}"),
-            "set by the operator from tls, db or unixSocket: use those fields (Celery refuses ssl_* in a redis:// URI)",
-        ));
-    }
-    let mut q: Vec<(&str, String)> = b
-        .options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    let mut transport = serde_json::Map::new();
-    if let Some(p) = &b.key_prefix {
-        transport.insert("global_keyprefix".into(), json!(p));
-    }
-    cx.bind("type", "redis");
-    cx.bind("database", db);
-    if let Some(socket) = &b.unix_socket {
-        if tls.is_some() {
-            return Err(invalid(
-                &format!("{f}.tls"),
-                "tls cannot be used with unixSocket",
-            ));
-        }
-        q.push(("virtual_host", db.to_string()));
-        cx.out.uri = format!("redis+socket://{ui}{}{}", encode::path(socket), query(q));
-        cx.bind_credentials(&user, &pw);
-    } else if let Some(s) = &b.sentinel {
-        if s.hosts.is_empty() {
-            return Err(invalid(
-                &format!("{f}.sentinel.hosts"),
-                "at least one Sentinel is required",
-            ));
-        }
-        let qs = query(q);
-        let mut uris = vec![];
-        for (i, h) in s.hosts.iter().enumerate() {
-            // Celery hands each Sentinel to redis-py as a (host, port) tuple: IPv6 works.
-            let host = checked_host(
-                &format!("{f}.sentinel.hosts[{i}].host"),
-                &h.host,
-                Ipv6Rule::Bracketed,
-            )?;
-            uris.push(format!(
-                "sentinel://{ui}{host}:{}/{db}{qs}",
-                h.port.unwrap_or(26379)
-            ));
-        }
-        cx.out.uri = uris.join(";");
-        transport.insert("master_name".into(), json!(s.master_name));
-        if let Some(sp) = cx.opt_secret(
-            &format!("{f}.sentinel.sentinelPasswordSecretRef"),
-            &s.sentinel_password_secret_ref,
-        )? {
-            transport.insert("sentinel_kwargs".into(), json!({ "password": sp }));
-        }
-        if let Some(t) = tls {
-            let mut ssl = serde_json::Map::new();
-            ssl.insert("ssl_cert_reqs".into(), json!(tls_reqs(t.verify)));
-            for (k, v) in [
-                ("ssl_ca_certs", &t.ca_file),
-                ("ssl_certfile", &t.cert_file),
-                ("ssl_keyfile", &t.key_file),
-            ] {
-                if let Some(v) = v {
-                    ssl.insert(k.into(), json!(v));
-                }
-            }
-            cx.set("redis_backend_use_ssl", Value::Object(ssl));
-        }
-        cx.bind("sentinel_master", &s.master_name);
-        cx.bind_credentials(&user, &pw);
-    } else {
-        let host = b
-            .host
-            .as_deref()
-            .ok_or_else(|| invalid(f, "set exactly one of host, sentinel or unixSocket"))?;
-        // redis-py connects to the host kombu unbrackets: IPv6 works.
-        let uri_host = checked_host(&format!("{f}.host"), host, Ipv6Rule::Bracketed)?;
-        let port = b.port.unwrap_or(6379);
-        let scheme = if let Some(t) = tls {
-            q.push(("ssl_cert_reqs", tls_reqs(t.verify).to_string()));
-            for (k, v) in [
-                ("ssl_ca_certs", &t.ca_file),
-                ("ssl_certfile", &t.cert_file),
-                ("ssl_keyfile", &t.key_file),
-            ] {
-                if let Some(v) = v {
-                    // Decoded twice: by parse_qsl in kombu's url_to_parts, then by unquote in
-                    // RedisBackend._params_from_url (celery/backends/redis.py), so encode twice
-                    // ('/etc/ca%20x.pem' otherwise arrives as '/etc/ca x.pem').
-                    q.push((k, component(v)));
-                }
-            }
-            "rediss"
-        } else {
-            "redis"
-        };
-        cx.out.uri = format!("{scheme}://{ui}{uri_host}:{port}/{db}{}", query(q));
-        cx.bind_endpoint(host, port, &user, &pw);
-        cx.bind("ssl", tls.is_some());
-    }
-    if !transport.is_empty() {
-        cx.set("result_backend_transport_options", Value::Object(transport));
-    }
-    Ok(())
-}
-
-fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildError> {
-    let b = d.external.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.database",
-            "set external (managed specs are rendered by the provisioner)",
-        )
-    })?;
-    let f = "spec.database.external";
-    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let q = query(b.options.iter().map(|(k, v)| (k.as_str(), v.clone())));
-    match b.engine {
-        DatabaseEngine::Sqlite => {
-            let path = b
-                .path
-                .as_deref()
-                .ok_or_else(|| invalid(&format!("{f}.path"), "sqlite needs path"))?;
-            if !path.starts_with('/') {
-                return Err(invalid(&format!("{f}.path"), "must be an absolute path"));
-            }
-            checked_path(&format!("{f}.path"), Some(&path.to_string()))?;
-            if b.host.is_some() || b.database.is_some() || b.auth.is_some() {
-                return Err(invalid(
-                    f,
-                    "sqlite takes path only (no host, database or auth)",
-                ));
-            }
-            // SQLAlchemy's make_url (and sqlx, for cleanup) percent-decode the database path once:
-            // encode it so '%', '?', '#' and spaces arrive as written.
-            cx.out.uri = format!("db+sqlite:///{}{q}", encode::path(path));
-            cx.bind("type", "sqlite");
-            cx.bind("database", path);
-            cx.warn("SQLite results live in one file: every worker must share it (one node only)");
-        }
-        engine => {
-            let (name, default_port, default_driver, drivers): (
-                &str,
-                u16,
-                DatabaseDriver,
-                &[DatabaseDriver],
-            ) = match engine {
-                DatabaseEngine::Postgresql => (
-                    "postgresql",
-                    5432,
-                    DatabaseDriver::Psycopg2,
-                    &[
-                        DatabaseDriver::Psycopg2,
-                        DatabaseDriver::Psycopg,
-                        DatabaseDriver::Pg8000,
-                    ],
-                ),
-                _ => (
-                    "mysql",
-                    3306,
-                    DatabaseDriver::Pymysql,
-                    &[
-                        DatabaseDriver::Pymysql,
-                        DatabaseDriver::Mysqldb,
-                        DatabaseDriver::Mysqlconnector,
-                    ],
-                ),
-            };
-            let driver = b.driver.unwrap_or(default_driver);
-            if !drivers.contains(&driver) {
-                return Err(invalid(
-                    &format!("{f}.driver"),
-                    format!("{driver:?} is not a {name} driver").to_lowercase(),
-                ));
-            }
-            let host = b
-                .host
-                .as_deref()
-                .ok_or_else(|| invalid(&format!("{f}.host"), format!("{name} needs host")))?;
-            let db = b.database.as_deref().ok_or_else(|| {
-                invalid(&format!("{f}.database"), format!("{name} needs database"))
-            })?;
-            // SQLAlchemy keeps the URL (brackets included) and hands the bare address to the DBAPI.
-            let uri_host = checked_host(&format!("{f}.host"), host, Ipv6Rule::Bracketed)?;
-            let port = b.port.unwrap_or(default_port);
-            let driver_name = format!("{driver:?}").to_lowercase();
-            cx.out.uri = format!(
-                "db+{name}+{driver_name}://{}{uri_host}:{port}/{}{q}",
-                userinfo(user.as_deref(), pw.as_deref(), component),
-                component(db)
-            );
-            cx.bind("type", name);
-            cx.bind_endpoint(host, port, &user, &pw);
-            cx.bind("database", db);
-        }
-    }
-    let tables =
-        |t: &Option<DatabaseTables>, task_default: Option<&str>, group_default: Option<&str>| {
-            t.as_ref().map(|t| {
-                json!({
-                    "task": t.task.as_deref().or(task_default),
-                    "group": t.group.as_deref().or(group_default),
-                })
-            })
-        };
-    let names = tables(
-        &d.table_names,
-        Some("celery_taskmeta"),
-        Some("celery_tasksetmeta"),
-    );
-    cx.set_opt("database_table_names", names);
-    let schemas = tables(&d.table_schemas, None, None);
-    cx.set_opt("database_table_schemas", schemas);
-    Ok(())
-}
-
-fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> {
-    let b = m.external.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.mongodb",
-            "set external (managed specs are rendered by the provisioner)",
-        )
-    })?;
-    let f = "spec.mongodb.external";
-    if b.hosts.is_empty() {
-        return Err(invalid(
-            &format!("{f}.hosts"),
-            "at least one host is required",
-        ));
-    }
-    if b.srv && (b.hosts.len() != 1 || b.hosts[0].port.is_some()) {
-        return Err(invalid(
-            &format!("{f}.hosts"),
-            "srv needs exactly one host and no port",
-        ));
-    }
-    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let mut nodes = vec![];
-    let mut any_ipv6 = false;
-    for (i, h) in b.hosts.iter().enumerate() {
-        let field = format!("{f}.hosts[{i}].host");
-        let form = check::host(&h.host, Ipv6Rule::Bracketed).map_err(|m| invalid(&field, m))?;
-        if b.srv && form != check::HostForm::Name {
-            return Err(invalid(
-                &field,
-                "srv needs a DNS name (mongodb+srv looks the servers up in DNS), not an IP address",
-            ));
-        }
-        any_ipv6 |= form == check::HostForm::Ipv6;
-        nodes.push(match (b.srv, h.port) {
-            (true, _) => fmt_host(&h.host),
-            (false, p) => format!("{}:{}", fmt_host(&h.host), p.unwrap_or(27017)),
-        });
-    }
-    let hosts = nodes.join(",");
-    let mut q: Vec<(&str, String)> = vec![];
-    if let Some(a) = &b.auth_source {
-        q.push(("authSource", a.clone()));
-    }
-    if let Some(r) = &b.replica_set {
-        q.push(("replicaSet", r.clone()));
-    }
-    if let Some(t) = b.tls.as_ref() {
-        checked_tls_paths(&format!("{f}.tls"), t)?;
-        q.push(("tls", t.enabled.to_string()));
-        if t.enabled {
-            match t.verify.unwrap_or_default() {
-                TlsVerify::Required => {}
-                TlsVerify::Optional => q.push(("tlsAllowInvalidCertificates", "true".into())),
-                TlsVerify::None => q.push(("tlsInsecure", "true".into())),
-            }
-            if let Some(ca) = &t.ca_file {
-                q.push(("tlsCAFile", ca.clone()));
-            }
-            match (&t.cert_file, &t.key_file) {
-                (Some(c), None) => q.push(("tlsCertificateKeyFile", c.clone())),
-                (None, None) => {}
-                _ => {
-                    return Err(invalid(
-                        &format!("{f}.tls.keyFile"),
-                        "MongoDB takes one PEM file with certificate and key: set certFile only",
-                    ))
-                }
-            }
-        }
-    }
-    for (k, v) in &b.options {
-        q.push((k.as_str(), v.clone()));
-    }
-    let scheme = if b.srv { "mongodb+srv" } else { "mongodb" };
-    let path = b.database.as_deref().map(component).unwrap_or_default();
-    let qs = query(q);
-    let slash = if path.is_empty() && qs.is_empty() {
-        ""
-    } else {
-        "/"
-    };
-    cx.out.uri = format!(
-        "{scheme}://{}{hosts}{slash}{path}{qs}",
-        userinfo(user.as_deref(), pw.as_deref(), component)
-    );
-    let mut settings = serde_json::Map::new();
-    if let Some(c) = &m.taskmeta_collection {
-        settings.insert("taskmeta_collection".into(), json!(c));
-    }
-    if let Some(c) = &m.groupmeta_collection {
-        settings.insert("groupmeta_collection".into(), json!(c));
-    }
-    if any_ipv6 {
-        // Celery rebuilds its host list as f'{host}:{port}' from pymongo's nodelist, dropping the
-        // brackets, and pymongo then refuses the address; mongo_host in the backend settings
-        // replaces that list (celery/backends/mongodb.py __init__), so give it the bracketed form.
-        settings.insert("mongo_host".into(), json!(nodes));
-        cx.warn("mongodb: an IPv6 host works only with mongodb_backend_settings.mongo_host, a setting: workers need celeryconfig.py (injection.configModule: true); the URI alone fails in pymongo");
-    }
-    if !settings.is_empty() {
-        cx.set("mongodb_backend_settings", Value::Object(settings));
-    }
-    cx.bind("type", "mongodb");
-    cx.bind("host", hosts);
-    cx.bind("database", b.database.as_deref().unwrap_or("celery"));
-    cx.bind_credentials(&user, &pw);
-    Ok(())
-}
-
-fn elasticsearch(cx: &mut Ctx, e: &ElasticsearchBackend) -> Result<(), BuildError> {
-    let b = e.external.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.elasticsearch",
-            "set external (managed specs are rendered by the provisioner)",
-        )
-    })?;
-    let f = "spec.elasticsearch.external";
-    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let uri_host = checked_host(&format!("{f}.host"), &b.host, check::ELASTICSEARCH_IPV6)?;
-    es_credentials(f, b.auth.as_ref(), &user, &pw)?;
-    let scheme = match b.scheme.unwrap_or_default() {
-        HttpScheme::Http => "http",
-        HttpScheme::Https => "https",
-    };
-    let port = b.port.unwrap_or(9200);
-    let index = e.index.as_deref().unwrap_or("celery");
-    cx.out.uri = format!(
-        "elasticsearch+{scheme}://{}{uri_host}:{port}/{}",
-        userinfo(user.as_deref(), pw.as_deref(), component),
-        component(index)
-    );
-    cx.set_opt("elasticsearch_timeout", b.timeout_seconds);
-    cx.set_opt("elasticsearch_max_retries", b.max_retries);
-    cx.bind("type", "elasticsearch");
-    cx.bind_endpoint(&b.host, port, &user, &pw);
-    cx.bind("index", index);
-    cx.warn("Celery's elasticsearch backend needs elasticsearch-py 8.x in the worker image (9.x removed the timeout argument Celery passes)");
-    Ok(())
-}
-
 /// Refuse Basic-auth credentials the client cannot send ([`check::basic_auth_part`]), naming the
 /// field they came from.
-fn basic_credentials(
+pub(crate) fn basic_credentials(
     f: &str,
     auth: Option<&BasicAuth>,
     user: &Option<String>,
@@ -944,449 +573,9 @@ fn basic_credentials(
     Ok(())
 }
 
-/// [`basic_credentials`], and refuse a user without password: Celery's elasticsearch backend sends
-/// Basic auth only with both.
-fn es_credentials(
-    f: &str,
-    auth: Option<&BasicAuth>,
-    user: &Option<String>,
-    pw: &Option<String>,
-) -> Result<(), BuildError> {
-    basic_credentials(f, auth, user, pw)?;
-    let empty = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-    if empty(user) != empty(pw) {
-        return Err(invalid(
-            &format!("{f}.auth"),
-            "set both a user name and a non-empty password: Celery's elasticsearch backend sends Basic auth only when it has both (celery/backends/elasticsearch.py _get_server)",
-        ));
-    }
-    Ok(())
-}
-
-fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
-    let b = s.external.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.s3",
-            "set external (managed specs are rendered by the provisioner)",
-        )
-    })?;
-    let f = "spec.s3.external";
-    let key = cx.opt_secret(
-        &format!("{f}.accessKeyIdSecretRef"),
-        &b.access_key_id_secret_ref,
-    )?;
-    let secret = cx.opt_secret(
-        &format!("{f}.secretAccessKeySecretRef"),
-        &b.secret_access_key_secret_ref,
-    )?;
-    if key.is_some() != secret.is_some() {
-        return Err(invalid(
-            f,
-            "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
-        ));
-    }
-    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
-    // Celery ignores everything after s3://; the bucket and the rest are settings.
-    cx.out.uri = "s3://".into();
-    cx.set("s3_bucket", b.bucket.as_str());
-    cx.set_opt("s3_base_path", s.base_path.clone());
-    cx.set_opt("s3_endpoint_url", b.endpoint_url.clone());
-    cx.set_opt("s3_region", b.region.clone());
-    cx.set_opt("s3_access_key_id", key.clone());
-    cx.set_opt("s3_secret_access_key", secret.clone());
-    cx.bind("type", "s3");
-    cx.bind("bucket", &b.bucket);
-    if let Some(e) = &b.endpoint_url {
-        cx.bind("endpoint", e);
-    }
-    if let Some(r) = &b.region {
-        cx.bind("region", r);
-    }
-    if let Some(k) = key {
-        cx.bind("access_key_id", k);
-    }
-    if let Some(s) = secret {
-        cx.bind("secret_access_key", s);
-    }
-    if s.base_path.as_deref().is_some_and(|p| !p.ends_with('/')) {
-        cx.warn(
-            "s3 basePath does not end with '/': Celery joins it to the key without a separator",
-        );
-    }
-    Ok(())
-}
-
-fn gcs(cx: &mut Ctx, spec: &GcsBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let mut q: Vec<(&str, String)> = vec![("gcs_project", b.project.clone())];
-    if let Some(t) = b.ttl_seconds {
-        q.push(("gcs_ttl", t.to_string()));
-    }
-    if let Some(t) = b.threadpool_maxsize {
-        q.push(("gcs_threadpool_maxsize", t.to_string()));
-    }
-    if let Some(p) = &b.firestore_project {
-        q.push(("firestore_project", p.clone()));
-    }
-    let base = b
-        .base_path
-        .as_deref()
-        .map(|p| p.trim_matches('/'))
-        .filter(|p| !p.is_empty())
-        .map(|p| format!("/{}", encode::path(p)))
-        .unwrap_or_default();
-    cx.out.uri = format!("gs://{}{base}{}", b.bucket, query(q));
-    cx.bind("type", "gcs");
-    cx.bind("bucket", &b.bucket);
-    cx.bind("project", &b.project);
-    cx.warn("Celery's gs:// backend needs google-cloud-firestore and a Firestore TTL policy on collection group 'celery' (field expires_at) at start-up");
-    Ok(())
-}
-
-fn azure(cx: &mut Ctx, spec: &AzureBlockBlobBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let f = "spec.azureBlockBlob.external";
-    cx.out.uri = match (
-        &b.connection_string_secret_ref,
-        &b.account_url,
-        b.credential,
-    ) {
-        (Some(r), None, None) => {
-            let cs = cx.secret(&format!("{f}.connectionStringSecretRef"), r)?;
-            cx.bind("connection_string", &cs);
-            // Celery takes everything after the scheme verbatim.
-            format!("azureblockblob://{}", cs.trim())
-        }
-        (None, Some(url), Some(cred)) => {
-            checked_url(&format!("{f}.accountUrl"), Some(url))?;
-            cx.bind("account_url", url);
-            format!("azureblockblob://{cred:?}@{url}")
-        }
-        _ => {
-            return Err(invalid(
-                f,
-                "set either connectionStringSecretRef, or accountUrl together with credential",
-            ))
-        }
-    };
-    cx.set_opt("azureblockblob_container_name", b.container.clone());
-    cx.set_opt("azureblockblob_base_path", b.base_path.clone());
-    cx.set_opt(
-        "azureblockblob_connection_timeout",
-        b.connection_timeout_seconds,
-    );
-    cx.set_opt("azureblockblob_read_timeout", b.read_timeout_seconds);
-    cx.bind("type", "azure-blob");
-    cx.bind("container", b.container.as_deref().unwrap_or("celery"));
-    Ok(())
-}
-
-fn rpc(cx: &mut Ctx, spec: &RpcBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    cx.out.uri = "rpc://".into();
-    cx.set_opt("result_persistent", b.persistent);
-    cx.bind("type", "rpc");
-    cx.warn("rpc results travel over the broker (broker_url): only the client that sent a task can read its result, once");
-    Ok(())
-}
-
-fn cache(cx: &mut Ctx, spec: &CacheBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    if b.servers.is_empty() {
-        return Err(invalid(
-            "spec.cache.external.servers",
-            "at least one server is required",
-        ));
-    }
-    let mut servers = vec![];
-    for (i, s) in b.servers.iter().enumerate() {
-        // Celery splits the servers at ';' only; pymemcache's normalize_server_spec reads
-        // '[fd00::11]:11211' (measured: Client and HashClient connect to ('fd00::11', 11211)).
-        let host = checked_host(
-            &format!("spec.cache.external.servers[{i}].host"),
-            &s.host,
-            Ipv6Rule::Bracketed,
-        )?;
-        servers.push(format!("{host}:{}", s.port.unwrap_or(11211)));
-    }
-    cx.out.uri = format!("cache+memcached://{}/", servers.join(";"));
-    cx.bind("type", "memcached");
-    cx.bind("host", servers.join(","));
-    Ok(())
-}
-
-fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    if b.servers.is_empty() {
-        return Err(invalid(
-            "spec.cassandra.external.servers",
-            "at least one server is required",
-        ));
-    }
-    for (i, s) in b.servers.iter().enumerate() {
-        // cassandra-driver takes each contact point as a bare address: IPv6 works.
-        check::host(s, Ipv6Rule::Bracketed)
-            .map_err(|m| invalid(&format!("spec.cassandra.external.servers[{i}]"), m))?;
-    }
-    let (user, pw) = cx.auth("spec.cassandra.external.auth", &b.auth)?;
-    // Celery ignores the URL; cassandra is configured by settings only.
-    cx.out.uri = "cassandra://".into();
-    cx.set("cassandra_servers", json!(b.servers));
-    cx.set_opt("cassandra_port", b.port);
-    cx.set("cassandra_keyspace", b.keyspace.as_str());
-    cx.set("cassandra_table", b.table.as_str());
-    cx.set_opt("cassandra_entry_ttl", b.entry_ttl_seconds);
-    let cl =
-        |c: Option<CassandraConsistency>| c.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
-    cx.set_opt("cassandra_read_consistency", cl(b.read_consistency));
-    cx.set_opt("cassandra_write_consistency", cl(b.write_consistency));
-    if user.is_some() || pw.is_some() {
-        cx.set("cassandra_auth_provider", "PlainTextAuthProvider");
-        cx.set(
-            "cassandra_auth_kwargs",
-            json!({"username": user.clone().unwrap_or_default(), "password": pw.clone().unwrap_or_default()}),
-        );
-    }
-    cx.bind("type", "cassandra");
-    cx.bind("host", b.servers.join(","));
-    cx.bind("port", b.port.unwrap_or(9042));
-    cx.bind("keyspace", &b.keyspace);
-    cx.bind_credentials(&user, &pw);
-    if b.entry_ttl_seconds.is_none() {
-        cx.warn("cassandra: without entryTtlSeconds rows never expire (Celery does not apply result_expires here)");
-    }
-    Ok(())
-}
-
-fn dynamodb(cx: &mut Ctx, spec: &DynamoDbBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let f = "spec.dynamodb.external";
-    let key = cx.opt_secret(
-        &format!("{f}.accessKeyIdSecretRef"),
-        &b.access_key_id_secret_ref,
-    )?;
-    let secret = cx.opt_secret(
-        &format!("{f}.secretAccessKeySecretRef"),
-        &b.secret_access_key_secret_ref,
-    )?;
-    let ui = match (&key, &secret) {
-        (Some(k), Some(s)) => format!("{}:{}@", component(k), component(s)),
-        (None, None) => "@".to_string(),
-        _ => {
-            return Err(invalid(
-                f,
-                "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
-            ))
-        }
-    };
-    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
-    if b.region.is_some() && b.local_endpoint.is_some() {
-        return Err(invalid(f, "set either region or localEndpoint, not both"));
-    }
-    let mut endpoint_url = b.endpoint_url.clone();
-    let authority = match (&b.region, &b.local_endpoint) {
-        (Some(r), _) => r.clone(),
-        (None, Some(l)) => {
-            let port = l.port.unwrap_or(8000);
-            // An IPv6 endpoint goes to dynamodb_endpoint_url in brackets (botocore reads it).
-            let form = check::host(&l.host, Ipv6Rule::Bracketed)
-                .map_err(|m| invalid(&format!("{f}.localEndpoint.host"), m))?;
-            let ipv4 = form == check::HostForm::Ipv4;
-            if (l.host == "localhost" || ipv4) && endpoint_url.is_none() {
-                // Celery turns localhost or an IPv4 address into http://host:port.
-                format!("{}:{port}", l.host)
-            } else {
-                endpoint_url.get_or_insert_with(|| format!("http://{}:{port}", fmt_host(&l.host)));
-                "us-east-1".into()
-            }
-        }
-        (None, None) => "us-east-1".into(),
-    };
-    let table = b.table.as_deref().unwrap_or("celery");
-    let mut q: Vec<(&str, String)> = vec![];
-    if let Some(r) = b.read_capacity {
-        q.push(("read", r.to_string()));
-    }
-    if let Some(w) = b.write_capacity {
-        q.push(("write", w.to_string()));
-    }
-    if let Some(t) = b.ttl_seconds {
-        q.push(("ttl_seconds", t.to_string()));
-    } else {
-        cx.warn("dynamodb: without ttlSeconds items never expire (Celery does not apply result_expires here)");
-    }
-    cx.out.uri = format!(
-        "dynamodb://{ui}{authority}/{}{}",
-        component(table),
-        query(q)
-    );
-    cx.set_opt("dynamodb_endpoint_url", endpoint_url.clone());
-    cx.bind("type", "dynamodb");
-    cx.bind("table", table);
-    if let Some(r) = &b.region {
-        cx.bind("region", r);
-    }
-    if let Some(e) = endpoint_url {
-        cx.bind("endpoint", e);
-    }
-    if let Some(k) = key {
-        cx.bind("access_key_id", k);
-    }
-    if let Some(s) = secret {
-        cx.bind("secret_access_key", s);
-    }
-    Ok(())
-}
-
 /// pycouchdb decodes the credentials a second time after Celery re-embeds them raw.
-fn double_component(s: &str) -> String {
+pub(crate) fn double_component(s: &str) -> String {
     component(&component(s))
-}
-
-fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let (user, pw) = cx.auth("spec.couchdb.external.auth", &b.auth)?;
-    let port = b.port.unwrap_or(5984);
-    let db = b.database.as_deref().unwrap_or("default");
-    let uri_host = checked_host("spec.couchdb.external.host", &b.host, check::COUCHDB_IPV6)?;
-    cx.out.uri = format!(
-        "couchdb://{}{}:{port}/{}",
-        userinfo(user.as_deref(), pw.as_deref(), double_component),
-        uri_host,
-        component(db)
-    );
-    cx.bind("type", "couchdb");
-    cx.bind_endpoint(&b.host, port, &user, &pw);
-    cx.bind("database", db);
-    Ok(())
-}
-
-fn couchbase(cx: &mut Ctx, spec: &CouchbaseBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let (user, pw) = cx.auth("spec.couchbase.external.auth", &b.auth)?;
-    let port = b.port.unwrap_or(8091);
-    let bucket = b.bucket.as_deref().unwrap_or("default");
-    let uri_host = checked_host(
-        "spec.couchbase.external.host",
-        &b.host,
-        check::COUCHBASE_IPV6,
-    )?;
-    cx.out.uri = format!(
-        "couchbase://{}{}:{port}/{}",
-        userinfo(user.as_deref(), pw.as_deref(), component),
-        uri_host,
-        component(bucket)
-    );
-    cx.bind("type", "couchbase");
-    cx.bind_endpoint(&b.host, port, &user, &pw);
-    cx.bind("bucket", bucket);
-    cx.warn("couchbase: Celery 5.7 passes ttl= to the SDK, which couchbase 4.x rejects; set resultExpires to 0s or results cannot be stored");
-    Ok(())
-}
-
-fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let (user, pw) = cx.auth("spec.arangodb.external.auth", &b.auth)?;
-    // pyArango authenticates through requests' Basic auth (Latin-1).
-    basic_credentials("spec.arangodb.external", b.auth.as_ref(), &user, &pw)?;
-    let port = b.port.unwrap_or(8529);
-    let db = b.database.as_deref().unwrap_or("celery");
-    let coll = b.collection.as_deref().unwrap_or("celery");
-    let uri_host = checked_host("spec.arangodb.external.host", &b.host, check::ARANGODB_IPV6)?;
-    cx.out.uri = format!(
-        "arangodb://{}{}:{port}/{}/{}",
-        userinfo(user.as_deref(), pw.as_deref(), component),
-        uri_host,
-        component(db),
-        component(coll)
-    );
-    if b.scheme == Some(HttpScheme::Https) {
-        cx.set(
-            "arangodb_backend_settings",
-            json!({"http_protocol": "https"}),
-        );
-    }
-    cx.bind("type", "arangodb");
-    cx.bind_endpoint(&b.host, port, &user, &pw);
-    cx.bind("database", db);
-    cx.warn("arangodb: Celery's own cleanup (celery beat's backend_cleanup) deletes every document in the collection, fresh ones too; disable it and use a cleanup policy");
-    Ok(())
-}
-
-fn consul(cx: &mut Ctx, spec: &ConsulBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let port = b.port.unwrap_or(8500);
-    let prefix = b
-        .key_prefix
-        .as_deref()
-        .map(|p| format!("/{}", encode::path(p)))
-        .unwrap_or_default();
-    let q = if b.one_client == Some(true) {
-        query([("one_client", "1".to_string())])
-    } else {
-        String::new()
-    };
-    let uri_host = checked_host("spec.consul.external.host", &b.host, check::CONSUL_IPV6)?;
-    cx.out.uri = format!("consul://{uri_host}:{port}{prefix}{q}");
-    if let Some(t) = cx.opt_secret("spec.consul.external.tokenSecretRef", &b.token_secret_ref)? {
-        check::header_token(&t).map_err(|m| invalid("spec.consul.external.tokenSecretRef", m))?;
-        cx.out.env.insert("CONSUL_HTTP_TOKEN".into(), t.clone());
-        cx.bind("token", t);
-    }
-    cx.bind("type", "consul");
-    cx.bind("host", &b.host);
-    cx.bind("port", port);
-    Ok(())
-}
-
-fn cosmos(cx: &mut Ctx, spec: &CosmosDbSqlBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    let key = cx.secret(
-        "spec.cosmosDbSql.external.accountKeySecretRef",
-        &b.account_key_secret_ref,
-    )?;
-    check::base64_key(&key)
-        .map_err(|m| invalid("spec.cosmosDbSql.external.accountKeySecretRef", m))?;
-    let port = b.port.unwrap_or(443);
-    let uri_host = checked_host(
-        "spec.cosmosDbSql.external.host",
-        &b.host,
-        check::COSMOSDB_IPV6,
-    )?;
-    cx.out.uri = format!("cosmosdbsql://:{}@{}:{port}", component(&key), uri_host);
-    cx.set_opt("cosmosdbsql_database_name", b.database.clone());
-    cx.set_opt("cosmosdbsql_collection_name", b.collection.clone());
-    cx.set_opt(
-        "cosmosdbsql_consistency_level",
-        b.consistency_level.map(|c| format!("{c:?}")),
-    );
-    cx.bind("type", "cosmosdb");
-    cx.bind("host", &b.host);
-    cx.bind("port", port);
-    cx.bind("password", key);
-    Ok(())
-}
-
-fn filesystem(cx: &mut Ctx, spec: &FilesystemBackend) -> Result<(), BuildError> {
-    let b = &spec.external;
-    if !b.path.starts_with('/') || b.path.contains(['?', '#']) {
-        return Err(invalid(
-            "spec.filesystem.external.path",
-            "must be an absolute path without ? or #",
-        ));
-    }
-    checked_path("spec.filesystem.external.path", Some(&b.path))?;
-    // Celery uses the path verbatim (no percent-decoding).
-    cx.out.uri = format!("file://{}", b.path);
-    if let Some(claim) = &b.claim_name {
-        cx.warn(format!(
-            "filesystem: the operator does not mount claim {claim:?}: give the workers a volume for it mounted at {}",
-            b.path
-        ));
-    }
-    cx.bind("type", "filesystem");
-    cx.bind("path", &b.path);
-    Ok(())
 }
 
 /// Render `celeryconfig.py`: `result_backend` plus every setting, as Python literals.
@@ -1417,6 +606,7 @@ pub fn config_module(cfg: &BackendConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(v: serde_json::Value) -> CeleryResultBackendSpec {
         serde_json::from_value(v).unwrap()

@@ -1,0 +1,32 @@
+//! ArangoDB (`arangodb://`).
+
+use super::prelude::*;
+
+pub(crate) fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    let (user, pw) = cx.auth("spec.arangodb.external.auth", &b.auth)?;
+    // pyArango authenticates through requests' Basic auth (Latin-1).
+    basic_credentials("spec.arangodb.external", b.auth.as_ref(), &user, &pw)?;
+    let port = b.port.unwrap_or(8529);
+    let db = b.database.as_deref().unwrap_or("celery");
+    let coll = b.collection.as_deref().unwrap_or("celery");
+    let uri_host = checked_host("spec.arangodb.external.host", &b.host, check::ARANGODB_IPV6)?;
+    cx.out.uri = format!(
+        "arangodb://{}{}:{port}/{}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), component),
+        uri_host,
+        component(db),
+        component(coll)
+    );
+    if b.scheme == Some(HttpScheme::Https) {
+        cx.set(
+            "arangodb_backend_settings",
+            json!({"http_protocol": "https"}),
+        );
+    }
+    cx.bind("type", "arangodb");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("database", db);
+    cx.warn("arangodb: Celery's own cleanup (celery beat's backend_cleanup) deletes every document in the collection, fresh ones too; disable it and use a cleanup policy");
+    Ok(())
+}

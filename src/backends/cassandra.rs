@@ -1,0 +1,46 @@
+//! Apache Cassandra (`cassandra://`, settings `cassandra_*`).
+
+use super::prelude::*;
+
+pub(crate) fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    if b.servers.is_empty() {
+        return Err(invalid(
+            "spec.cassandra.external.servers",
+            "at least one server is required",
+        ));
+    }
+    for (i, s) in b.servers.iter().enumerate() {
+        // cassandra-driver takes each contact point as a bare address: IPv6 works.
+        check::host(s, Ipv6Rule::Bracketed)
+            .map_err(|m| invalid(&format!("spec.cassandra.external.servers[{i}]"), m))?;
+    }
+    let (user, pw) = cx.auth("spec.cassandra.external.auth", &b.auth)?;
+    // Celery ignores the URL; cassandra is configured by settings only.
+    cx.out.uri = "cassandra://".into();
+    cx.set("cassandra_servers", json!(b.servers));
+    cx.set_opt("cassandra_port", b.port);
+    cx.set("cassandra_keyspace", b.keyspace.as_str());
+    cx.set("cassandra_table", b.table.as_str());
+    cx.set_opt("cassandra_entry_ttl", b.entry_ttl_seconds);
+    let cl =
+        |c: Option<CassandraConsistency>| c.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
+    cx.set_opt("cassandra_read_consistency", cl(b.read_consistency));
+    cx.set_opt("cassandra_write_consistency", cl(b.write_consistency));
+    if user.is_some() || pw.is_some() {
+        cx.set("cassandra_auth_provider", "PlainTextAuthProvider");
+        cx.set(
+            "cassandra_auth_kwargs",
+            json!({"username": user.clone().unwrap_or_default(), "password": pw.clone().unwrap_or_default()}),
+        );
+    }
+    cx.bind("type", "cassandra");
+    cx.bind("host", b.servers.join(","));
+    cx.bind("port", b.port.unwrap_or(9042));
+    cx.bind("keyspace", &b.keyspace);
+    cx.bind_credentials(&user, &pw);
+    if b.entry_ttl_seconds.is_none() {
+        cx.warn("cassandra: without entryTtlSeconds rows never expire (Celery does not apply result_expires here)");
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! Couchbase (`couchbase://`).
+
+use super::prelude::*;
+
+pub(crate) fn couchbase(cx: &mut Ctx, spec: &CouchbaseBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    let (user, pw) = cx.auth("spec.couchbase.external.auth", &b.auth)?;
+    let port = b.port.unwrap_or(8091);
+    let bucket = b.bucket.as_deref().unwrap_or("default");
+    let uri_host = checked_host(
+        "spec.couchbase.external.host",
+        &b.host,
+        check::COUCHBASE_IPV6,
+    )?;
+    cx.out.uri = format!(
+        "couchbase://{}{}:{port}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), component),
+        uri_host,
+        component(bucket)
+    );
+    cx.bind("type", "couchbase");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("bucket", bucket);
+    cx.warn("couchbase: Celery 5.7 passes ttl= to the SDK, which couchbase 4.x rejects; set resultExpires to 0s or results cannot be stored");
+    Ok(())
+}

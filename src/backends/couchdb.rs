@@ -1,0 +1,21 @@
+//! Apache CouchDB (`couchdb://`).
+
+use super::prelude::*;
+
+pub(crate) fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    let (user, pw) = cx.auth("spec.couchdb.external.auth", &b.auth)?;
+    let port = b.port.unwrap_or(5984);
+    let db = b.database.as_deref().unwrap_or("default");
+    let uri_host = checked_host("spec.couchdb.external.host", &b.host, check::COUCHDB_IPV6)?;
+    cx.out.uri = format!(
+        "couchdb://{}{}:{port}/{}",
+        userinfo(user.as_deref(), pw.as_deref(), double_component),
+        uri_host,
+        component(db)
+    );
+    cx.bind("type", "couchdb");
+    cx.bind_endpoint(&b.host, port, &user, &pw);
+    cx.bind("database", db);
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! A shared filesystem (`file://`).
+
+use super::prelude::*;
+
+pub(crate) fn filesystem(cx: &mut Ctx, spec: &FilesystemBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    if !b.path.starts_with('/') || b.path.contains(['?', '#']) {
+        return Err(invalid(
+            "spec.filesystem.external.path",
+            "must be an absolute path without ? or #",
+        ));
+    }
+    checked_path("spec.filesystem.external.path", Some(&b.path))?;
+    // Celery uses the path verbatim (no percent-decoding).
+    cx.out.uri = format!("file://{}", b.path);
+    if let Some(claim) = &b.claim_name {
+        cx.warn(format!(
+            "filesystem: the operator does not mount claim {claim:?}: give the workers a volume for it mounted at {}",
+            b.path
+        ));
+    }
+    cx.bind("type", "filesystem");
+    cx.bind("path", &b.path);
+    Ok(())
+}

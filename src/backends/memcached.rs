@@ -1,0 +1,28 @@
+//! memcached through Celery's cache backend (`cache+memcached://`).
+
+use super::prelude::*;
+
+pub(crate) fn cache(cx: &mut Ctx, spec: &CacheBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    if b.servers.is_empty() {
+        return Err(invalid(
+            "spec.cache.external.servers",
+            "at least one server is required",
+        ));
+    }
+    let mut servers = vec![];
+    for (i, s) in b.servers.iter().enumerate() {
+        // Celery splits the servers at ';' only; pymemcache's normalize_server_spec reads
+        // '[fd00::11]:11211' (measured: Client and HashClient connect to ('fd00::11', 11211)).
+        let host = checked_host(
+            &format!("spec.cache.external.servers[{i}].host"),
+            &s.host,
+            Ipv6Rule::Bracketed,
+        )?;
+        servers.push(format!("{host}:{}", s.port.unwrap_or(11211)));
+    }
+    cx.out.uri = format!("cache+memcached://{}/", servers.join(";"));
+    cx.bind("type", "memcached");
+    cx.bind("host", servers.join(","));
+    Ok(())
+}

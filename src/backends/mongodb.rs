@@ -1,0 +1,112 @@
+//! MongoDB (`mongodb://`): URI and settings, following pymongo.
+
+use super::prelude::*;
+
+pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> {
+    let b = m.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.mongodb",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.mongodb.external";
+    if b.hosts.is_empty() {
+        return Err(invalid(
+            &format!("{f}.hosts"),
+            "at least one host is required",
+        ));
+    }
+    if b.srv && (b.hosts.len() != 1 || b.hosts[0].port.is_some()) {
+        return Err(invalid(
+            &format!("{f}.hosts"),
+            "srv needs exactly one host and no port",
+        ));
+    }
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let mut nodes = vec![];
+    let mut any_ipv6 = false;
+    for (i, h) in b.hosts.iter().enumerate() {
+        let field = format!("{f}.hosts[{i}].host");
+        let form = check::host(&h.host, Ipv6Rule::Bracketed).map_err(|m| invalid(&field, m))?;
+        if b.srv && form != check::HostForm::Name {
+            return Err(invalid(
+                &field,
+                "srv needs a DNS name (mongodb+srv looks the servers up in DNS), not an IP address",
+            ));
+        }
+        any_ipv6 |= form == check::HostForm::Ipv6;
+        nodes.push(match (b.srv, h.port) {
+            (true, _) => fmt_host(&h.host),
+            (false, p) => format!("{}:{}", fmt_host(&h.host), p.unwrap_or(27017)),
+        });
+    }
+    let hosts = nodes.join(",");
+    let mut q: Vec<(&str, String)> = vec![];
+    if let Some(a) = &b.auth_source {
+        q.push(("authSource", a.clone()));
+    }
+    if let Some(r) = &b.replica_set {
+        q.push(("replicaSet", r.clone()));
+    }
+    if let Some(t) = b.tls.as_ref() {
+        checked_tls_paths(&format!("{f}.tls"), t)?;
+        q.push(("tls", t.enabled.to_string()));
+        if t.enabled {
+            match t.verify.unwrap_or_default() {
+                TlsVerify::Required => {}
+                TlsVerify::Optional => q.push(("tlsAllowInvalidCertificates", "true".into())),
+                TlsVerify::None => q.push(("tlsInsecure", "true".into())),
+            }
+            if let Some(ca) = &t.ca_file {
+                q.push(("tlsCAFile", ca.clone()));
+            }
+            match (&t.cert_file, &t.key_file) {
+                (Some(c), None) => q.push(("tlsCertificateKeyFile", c.clone())),
+                (None, None) => {}
+                _ => {
+                    return Err(invalid(
+                        &format!("{f}.tls.keyFile"),
+                        "MongoDB takes one PEM file with certificate and key: set certFile only",
+                    ))
+                }
+            }
+        }
+    }
+    for (k, v) in &b.options {
+        q.push((k.as_str(), v.clone()));
+    }
+    let scheme = if b.srv { "mongodb+srv" } else { "mongodb" };
+    let path = b.database.as_deref().map(component).unwrap_or_default();
+    let qs = query(q);
+    let slash = if path.is_empty() && qs.is_empty() {
+        ""
+    } else {
+        "/"
+    };
+    cx.out.uri = format!(
+        "{scheme}://{}{hosts}{slash}{path}{qs}",
+        userinfo(user.as_deref(), pw.as_deref(), component)
+    );
+    let mut settings = serde_json::Map::new();
+    if let Some(c) = &m.taskmeta_collection {
+        settings.insert("taskmeta_collection".into(), json!(c));
+    }
+    if let Some(c) = &m.groupmeta_collection {
+        settings.insert("groupmeta_collection".into(), json!(c));
+    }
+    if any_ipv6 {
+        // Celery rebuilds its host list as f'{host}:{port}' from pymongo's nodelist, dropping the
+        // brackets, and pymongo then refuses the address; mongo_host in the backend settings
+        // replaces that list (celery/backends/mongodb.py __init__), so give it the bracketed form.
+        settings.insert("mongo_host".into(), json!(nodes));
+        cx.warn("mongodb: an IPv6 host works only with mongodb_backend_settings.mongo_host, a setting: workers need celeryconfig.py (injection.configModule: true); the URI alone fails in pymongo");
+    }
+    if !settings.is_empty() {
+        cx.set("mongodb_backend_settings", Value::Object(settings));
+    }
+    cx.bind("type", "mongodb");
+    cx.bind("host", hosts);
+    cx.bind("database", b.database.as_deref().unwrap_or("celery"));
+    cx.bind_credentials(&user, &pw);
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Object stores: S3 (`s3://`), Google Cloud Storage (`gs://`) and Azure Blob (`azureblockblob://`).
+
+use super::prelude::*;
+
+pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
+    let b = s.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.s3",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.s3.external";
+    let key = cx.opt_secret(
+        &format!("{f}.accessKeyIdSecretRef"),
+        &b.access_key_id_secret_ref,
+    )?;
+    let secret = cx.opt_secret(
+        &format!("{f}.secretAccessKeySecretRef"),
+        &b.secret_access_key_secret_ref,
+    )?;
+    if key.is_some() != secret.is_some() {
+        return Err(invalid(
+            f,
+            "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
+        ));
+    }
+    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
+    // Celery ignores everything after s3://; the bucket and the rest are settings.
+    cx.out.uri = "s3://".into();
+    cx.set("s3_bucket", b.bucket.as_str());
+    cx.set_opt("s3_base_path", s.base_path.clone());
+    cx.set_opt("s3_endpoint_url", b.endpoint_url.clone());
+    cx.set_opt("s3_region", b.region.clone());
+    cx.set_opt("s3_access_key_id", key.clone());
+    cx.set_opt("s3_secret_access_key", secret.clone());
+    cx.bind("type", "s3");
+    cx.bind("bucket", &b.bucket);
+    if let Some(e) = &b.endpoint_url {
+        cx.bind("endpoint", e);
+    }
+    if let Some(r) = &b.region {
+        cx.bind("region", r);
+    }
+    if let Some(k) = key {
+        cx.bind("access_key_id", k);
+    }
+    if let Some(s) = secret {
+        cx.bind("secret_access_key", s);
+    }
+    if s.base_path.as_deref().is_some_and(|p| !p.ends_with('/')) {
+        cx.warn(
+            "s3 basePath does not end with '/': Celery joins it to the key without a separator",
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn gcs(cx: &mut Ctx, spec: &GcsBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    let mut q: Vec<(&str, String)> = vec![("gcs_project", b.project.clone())];
+    if let Some(t) = b.ttl_seconds {
+        q.push(("gcs_ttl", t.to_string()));
+    }
+    if let Some(t) = b.threadpool_maxsize {
+        q.push(("gcs_threadpool_maxsize", t.to_string()));
+    }
+    if let Some(p) = &b.firestore_project {
+        q.push(("firestore_project", p.clone()));
+    }
+    let base = b
+        .base_path
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map(|p| format!("/{}", encode::path(p)))
+        .unwrap_or_default();
+    cx.out.uri = format!("gs://{}{base}{}", b.bucket, query(q));
+    cx.bind("type", "gcs");
+    cx.bind("bucket", &b.bucket);
+    cx.bind("project", &b.project);
+    cx.warn("Celery's gs:// backend needs google-cloud-firestore and a Firestore TTL policy on collection group 'celery' (field expires_at) at start-up");
+    Ok(())
+}
+
+pub(crate) fn azure(cx: &mut Ctx, spec: &AzureBlockBlobBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    let f = "spec.azureBlockBlob.external";
+    cx.out.uri = match (
+        &b.connection_string_secret_ref,
+        &b.account_url,
+        b.credential,
+    ) {
+        (Some(r), None, None) => {
+            let cs = cx.secret(&format!("{f}.connectionStringSecretRef"), r)?;
+            cx.bind("connection_string", &cs);
+            // Celery takes everything after the scheme verbatim.
+            format!("azureblockblob://{}", cs.trim())
+        }
+        (None, Some(url), Some(cred)) => {
+            checked_url(&format!("{f}.accountUrl"), Some(url))?;
+            cx.bind("account_url", url);
+            format!("azureblockblob://{cred:?}@{url}")
+        }
+        _ => {
+            return Err(invalid(
+                f,
+                "set either connectionStringSecretRef, or accountUrl together with credential",
+            ))
+        }
+    };
+    cx.set_opt("azureblockblob_container_name", b.container.clone());
+    cx.set_opt("azureblockblob_base_path", b.base_path.clone());
+    cx.set_opt(
+        "azureblockblob_connection_timeout",
+        b.connection_timeout_seconds,
+    );
+    cx.set_opt("azureblockblob_read_timeout", b.read_timeout_seconds);
+    cx.bind("type", "azure-blob");
+    cx.bind("container", b.container.as_deref().unwrap_or("celery"));
+    Ok(())
+}

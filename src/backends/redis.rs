@@ -1,0 +1,131 @@
+//! Redis (`redis://`, `rediss://`, `redis+socket://`, `sentinel://`): URI and settings, following kombu and redis-py.
+
+use super::prelude::*;
+
+pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError> {
+    let b = spec.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.redis",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.redis.external";
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let ui = userinfo(user.as_deref(), pw.as_deref(), component);
+    let db = b.db.unwrap_or(0);
+    let tls = b.tls.as_ref().filter(|t| t.enabled);
+    if let Some(t) = tls {
+        checked_tls_paths(&format!("{f}.tls"), t)?;
+    }
+    checked_path(&format!("{f}.unixSocket"), b.unix_socket.as_ref())?;
+    if let Some(k) = b
+        .options
+        .keys()
+        .find(|k| check::REDIS_RESERVED_OPTIONS.contains(&k.as_str()))
+    {
+        return Err(invalid(
+            &format!("{f}.options.{k}"),
+            "set by the operator from tls, db or unixSocket: use those fields (Celery refuses ssl_* in a redis:// URI)",
+        ));
+    }
+    let mut q: Vec<(&str, String)> = b
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut transport = serde_json::Map::new();
+    if let Some(p) = &b.key_prefix {
+        transport.insert("global_keyprefix".into(), json!(p));
+    }
+    cx.bind("type", "redis");
+    cx.bind("database", db);
+    if let Some(socket) = &b.unix_socket {
+        if tls.is_some() {
+            return Err(invalid(
+                &format!("{f}.tls"),
+                "tls cannot be used with unixSocket",
+            ));
+        }
+        q.push(("virtual_host", db.to_string()));
+        cx.out.uri = format!("redis+socket://{ui}{}{}", encode::path(socket), query(q));
+        cx.bind_credentials(&user, &pw);
+    } else if let Some(s) = &b.sentinel {
+        if s.hosts.is_empty() {
+            return Err(invalid(
+                &format!("{f}.sentinel.hosts"),
+                "at least one Sentinel is required",
+            ));
+        }
+        let qs = query(q);
+        let mut uris = vec![];
+        for (i, h) in s.hosts.iter().enumerate() {
+            // Celery hands each Sentinel to redis-py as a (host, port) tuple: IPv6 works.
+            let host = checked_host(
+                &format!("{f}.sentinel.hosts[{i}].host"),
+                &h.host,
+                Ipv6Rule::Bracketed,
+            )?;
+            uris.push(format!(
+                "sentinel://{ui}{host}:{}/{db}{qs}",
+                h.port.unwrap_or(26379)
+            ));
+        }
+        cx.out.uri = uris.join(";");
+        transport.insert("master_name".into(), json!(s.master_name));
+        if let Some(sp) = cx.opt_secret(
+            &format!("{f}.sentinel.sentinelPasswordSecretRef"),
+            &s.sentinel_password_secret_ref,
+        )? {
+            transport.insert("sentinel_kwargs".into(), json!({ "password": sp }));
+        }
+        if let Some(t) = tls {
+            let mut ssl = serde_json::Map::new();
+            ssl.insert("ssl_cert_reqs".into(), json!(tls_reqs(t.verify)));
+            for (k, v) in [
+                ("ssl_ca_certs", &t.ca_file),
+                ("ssl_certfile", &t.cert_file),
+                ("ssl_keyfile", &t.key_file),
+            ] {
+                if let Some(v) = v {
+                    ssl.insert(k.into(), json!(v));
+                }
+            }
+            cx.set("redis_backend_use_ssl", Value::Object(ssl));
+        }
+        cx.bind("sentinel_master", &s.master_name);
+        cx.bind_credentials(&user, &pw);
+    } else {
+        let host = b
+            .host
+            .as_deref()
+            .ok_or_else(|| invalid(f, "set exactly one of host, sentinel or unixSocket"))?;
+        // redis-py connects to the host kombu unbrackets: IPv6 works.
+        let uri_host = checked_host(&format!("{f}.host"), host, Ipv6Rule::Bracketed)?;
+        let port = b.port.unwrap_or(6379);
+        let scheme = if let Some(t) = tls {
+            q.push(("ssl_cert_reqs", tls_reqs(t.verify).to_string()));
+            for (k, v) in [
+                ("ssl_ca_certs", &t.ca_file),
+                ("ssl_certfile", &t.cert_file),
+                ("ssl_keyfile", &t.key_file),
+            ] {
+                if let Some(v) = v {
+                    // Decoded twice: by parse_qsl in kombu's url_to_parts, then by unquote in
+                    // RedisBackend._params_from_url (celery/backends/redis.py), so encode twice
+                    // ('/etc/ca%20x.pem' otherwise arrives as '/etc/ca x.pem').
+                    q.push((k, component(v)));
+                }
+            }
+            "rediss"
+        } else {
+            "redis"
+        };
+        cx.out.uri = format!("{scheme}://{ui}{uri_host}:{port}/{db}{}", query(q));
+        cx.bind_endpoint(host, port, &user, &pw);
+        cx.bind("ssl", tls.is_some());
+    }
+    if !transport.is_empty() {
+        cx.set("result_backend_transport_options", Value::Object(transport));
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! RPC (`rpc://`): results as AMQP messages on the broker.
+
+use super::prelude::*;
+
+pub(crate) fn rpc(cx: &mut Ctx, spec: &RpcBackend) -> Result<(), BuildError> {
+    let b = &spec.external;
+    cx.out.uri = "rpc://".into();
+    cx.set_opt("result_persistent", b.persistent);
+    cx.bind("type", "rpc");
+    cx.warn("rpc results travel over the broker (broker_url): only the client that sent a task can read its result, once");
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! SQL databases through SQLAlchemy (`db+postgresql://`, `db+mysql://`, `db+sqlite://`): URI and settings.
+
+use super::prelude::*;
+
+pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildError> {
+    let b = d.external.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.database",
+            "set external (managed specs are rendered by the provisioner)",
+        )
+    })?;
+    let f = "spec.database.external";
+    let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
+    let q = query(b.options.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    match b.engine {
+        DatabaseEngine::Sqlite => {
+            let path = b
+                .path
+                .as_deref()
+                .ok_or_else(|| invalid(&format!("{f}.path"), "sqlite needs path"))?;
+            if !path.starts_with('/') {
+                return Err(invalid(&format!("{f}.path"), "must be an absolute path"));
+            }
+            checked_path(&format!("{f}.path"), Some(&path.to_string()))?;
+            if b.host.is_some() || b.database.is_some() || b.auth.is_some() {
+                return Err(invalid(
+                    f,
+                    "sqlite takes path only (no host, database or auth)",
+                ));
+            }
+            // SQLAlchemy's make_url (and sqlx, for cleanup) percent-decode the database path once:
+            // encode it so '%', '?', '#' and spaces arrive as written.
+            cx.out.uri = format!("db+sqlite:///{}{q}", encode::path(path));
+            cx.bind("type", "sqlite");
+            cx.bind("database", path);
+            cx.warn("SQLite results live in one file: every worker must share it (one node only)");
+        }
+        engine => {
+            let (name, default_port, default_driver, drivers): (
+                &str,
+                u16,
+                DatabaseDriver,
+                &[DatabaseDriver],
+            ) = match engine {
+                DatabaseEngine::Postgresql => (
+                    "postgresql",
+                    5432,
+                    DatabaseDriver::Psycopg2,
+                    &[
+                        DatabaseDriver::Psycopg2,
+                        DatabaseDriver::Psycopg,
+                        DatabaseDriver::Pg8000,
+                    ],
+                ),
+                _ => (
+                    "mysql",
+                    3306,
+                    DatabaseDriver::Pymysql,
+                    &[
+                        DatabaseDriver::Pymysql,
+                        DatabaseDriver::Mysqldb,
+                        DatabaseDriver::Mysqlconnector,
+                    ],
+                ),
+            };
+            let driver = b.driver.unwrap_or(default_driver);
+            if !drivers.contains(&driver) {
+                return Err(invalid(
+                    &format!("{f}.driver"),
+                    format!("{driver:?} is not a {name} driver").to_lowercase(),
+                ));
+            }
+            let host = b
+                .host
+                .as_deref()
+                .ok_or_else(|| invalid(&format!("{f}.host"), format!("{name} needs host")))?;
+            let db = b.database.as_deref().ok_or_else(|| {
+                invalid(&format!("{f}.database"), format!("{name} needs database"))
+            })?;
+            // SQLAlchemy keeps the URL (brackets included) and hands the bare address to the DBAPI.
+            let uri_host = checked_host(&format!("{f}.host"), host, Ipv6Rule::Bracketed)?;
+            let port = b.port.unwrap_or(default_port);
+            let driver_name = format!("{driver:?}").to_lowercase();
+            cx.out.uri = format!(
+                "db+{name}+{driver_name}://{}{uri_host}:{port}/{}{q}",
+                userinfo(user.as_deref(), pw.as_deref(), component),
+                component(db)
+            );
+            cx.bind("type", name);
+            cx.bind_endpoint(host, port, &user, &pw);
+            cx.bind("database", db);
+        }
+    }
+    let tables =
+        |t: &Option<DatabaseTables>, task_default: Option<&str>, group_default: Option<&str>| {
+            t.as_ref().map(|t| {
+                json!({
+                    "task": t.task.as_deref().or(task_default),
+                    "group": t.group.as_deref().or(group_default),
+                })
+            })
+        };
+    let names = tables(
+        &d.table_names,
+        Some("celery_taskmeta"),
+        Some("celery_tasksetmeta"),
+    );
+    cx.set_opt("database_table_names", names);
+    let schemas = tables(&d.table_schemas, None, None);
+    cx.set_opt("database_table_schemas", schemas);
+    Ok(())
+}
