@@ -1,6 +1,7 @@
 //! ArangoDB (`arangodb://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -29,4 +30,14 @@ pub(crate) fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), Build
     cx.bind("database", db);
     cx.warn("arangodb: Celery's own cleanup (celery beat's backend_cleanup) deletes every document in the collection, fresh ones too; disable it and use a cleanup policy");
     Ok(())
+}
+
+impl Family for ArangoDbBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.auth("spec.arangodb.external.auth", &self.external.auth);
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        arangodb(cx, self)
+    }
 }

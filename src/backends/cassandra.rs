@@ -1,6 +1,7 @@
 //! Apache Cassandra (`cassandra://`, settings `cassandra_*`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -43,4 +44,14 @@ pub(crate) fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), Bui
         cx.warn("cassandra: without entryTtlSeconds rows never expire (Celery does not apply result_expires here)");
     }
     Ok(())
+}
+
+impl Family for CassandraBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.auth("spec.cassandra.external.auth", &self.external.auth);
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        cassandra(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Consul KV (`consul://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn consul(cx: &mut Ctx, spec: &ConsulBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -26,4 +27,17 @@ pub(crate) fn consul(cx: &mut Ctx, spec: &ConsulBackend) -> Result<(), BuildErro
     cx.bind("host", &b.host);
     cx.bind("port", port);
     Ok(())
+}
+
+impl Family for ConsulBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.one(
+            "spec.consul.external.tokenSecretRef",
+            &self.external.token_secret_ref,
+        );
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        consul(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Azure Cosmos DB for NoSQL (`cosmosdbsql://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn cosmos(cx: &mut Ctx, spec: &CosmosDbSqlBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -28,4 +29,17 @@ pub(crate) fn cosmos(cx: &mut Ctx, spec: &CosmosDbSqlBackend) -> Result<(), Buil
     cx.bind("port", port);
     cx.bind("password", key);
     Ok(())
+}
+
+impl Family for CosmosDbSqlBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.one(
+            "spec.cosmosDbSql.external.accountKeySecretRef",
+            &Some(self.external.account_key_secret_ref.clone()),
+        );
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        cosmos(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Couchbase (`couchbase://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn couchbase(cx: &mut Ctx, spec: &CouchbaseBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -23,4 +24,14 @@ pub(crate) fn couchbase(cx: &mut Ctx, spec: &CouchbaseBackend) -> Result<(), Bui
     cx.bind("bucket", bucket);
     cx.warn("couchbase: Celery 5.7 passes ttl= to the SDK, which couchbase 4.x rejects; set resultExpires to 0s or results cannot be stored");
     Ok(())
+}
+
+impl Family for CouchbaseBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.auth("spec.couchbase.external.auth", &self.external.auth);
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        couchbase(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Apache CouchDB (`couchdb://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -18,4 +19,14 @@ pub(crate) fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildEr
     cx.bind_endpoint(&b.host, port, &user, &pw);
     cx.bind("database", db);
     Ok(())
+}
+
+impl Family for CouchDbBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.auth("spec.couchdb.external.auth", &self.external.auth);
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        couchdb(cx, self)
+    }
 }

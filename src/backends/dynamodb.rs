@@ -1,6 +1,7 @@
 //! Amazon DynamoDB (`dynamodb://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn dynamodb(cx: &mut Ctx, spec: &DynamoDbBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -80,4 +81,21 @@ pub(crate) fn dynamodb(cx: &mut Ctx, spec: &DynamoDbBackend) -> Result<(), Build
         cx.bind("secret_access_key", s);
     }
     Ok(())
+}
+
+impl Family for DynamoDbBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.one(
+            "spec.dynamodb.external.accessKeyIdSecretRef",
+            &self.external.access_key_id_secret_ref,
+        );
+        refs.one(
+            "spec.dynamodb.external.secretAccessKeySecretRef",
+            &self.external.secret_access_key_secret_ref,
+        );
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        dynamodb(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Elasticsearch/OpenSearch (`elasticsearch+http(s)://`): URI and settings, following elasticsearch-py.
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn elasticsearch(cx: &mut Ctx, e: &ElasticsearchBackend) -> Result<(), BuildError> {
     let b = e.external.as_ref().ok_or_else(|| {
@@ -50,4 +51,16 @@ pub(crate) fn es_credentials(
         ));
     }
     Ok(())
+}
+
+impl Family for ElasticsearchBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        if let Some(e) = &self.external {
+            refs.auth("spec.elasticsearch.external.auth", &e.auth);
+        }
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        elasticsearch(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! A shared filesystem (`file://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn filesystem(cx: &mut Ctx, spec: &FilesystemBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -22,4 +23,12 @@ pub(crate) fn filesystem(cx: &mut Ctx, spec: &FilesystemBackend) -> Result<(), B
     cx.bind("type", "filesystem");
     cx.bind("path", &b.path);
     Ok(())
+}
+
+impl Family for FilesystemBackend {
+    fn secret_refs(&self, _refs: &mut SecretRefs) {}
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        filesystem(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! memcached through Celery's cache backend (`cache+memcached://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn cache(cx: &mut Ctx, spec: &CacheBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -25,4 +26,12 @@ pub(crate) fn cache(cx: &mut Ctx, spec: &CacheBackend) -> Result<(), BuildError>
     cx.bind("type", "memcached");
     cx.bind("host", servers.join(","));
     Ok(())
+}
+
+impl Family for CacheBackend {
+    fn secret_refs(&self, _refs: &mut SecretRefs) {}
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        cache(cx, self)
+    }
 }

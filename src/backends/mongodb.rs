@@ -1,6 +1,7 @@
 //! MongoDB (`mongodb://`): URI and settings, following pymongo.
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> {
     let b = m.external.as_ref().ok_or_else(|| {
@@ -109,4 +110,16 @@ pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> 
     cx.bind("database", b.database.as_deref().unwrap_or("celery"));
     cx.bind_credentials(&user, &pw);
     Ok(())
+}
+
+impl Family for MongoBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        if let Some(e) = &self.external {
+            refs.auth("spec.mongodb.external.auth", &e.auth);
+        }
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        mongodb(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Object stores: S3 (`s3://`), Google Cloud Storage (`gs://`) and Azure Blob (`azureblockblob://`).
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
     let b = s.external.as_ref().ok_or_else(|| {
@@ -118,4 +119,44 @@ pub(crate) fn azure(cx: &mut Ctx, spec: &AzureBlockBlobBackend) -> Result<(), Bu
     cx.bind("type", "azure-blob");
     cx.bind("container", b.container.as_deref().unwrap_or("celery"));
     Ok(())
+}
+
+impl Family for S3Backend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        if let Some(e) = &self.external {
+            refs.one(
+                "spec.s3.external.accessKeyIdSecretRef",
+                &e.access_key_id_secret_ref,
+            );
+            refs.one(
+                "spec.s3.external.secretAccessKeySecretRef",
+                &e.secret_access_key_secret_ref,
+            );
+        }
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        s3(cx, self)
+    }
+}
+
+impl Family for GcsBackend {
+    fn secret_refs(&self, _refs: &mut SecretRefs) {}
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        gcs(cx, self)
+    }
+}
+
+impl Family for AzureBlockBlobBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        refs.one(
+            "spec.azureBlockBlob.external.connectionStringSecretRef",
+            &self.external.connection_string_secret_ref,
+        );
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        azure(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! Redis (`redis://`, `rediss://`, `redis+socket://`, `sentinel://`): URI and settings, following kombu and redis-py.
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError> {
     let b = spec.external.as_ref().ok_or_else(|| {
@@ -128,4 +129,22 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
         cx.set("result_backend_transport_options", Value::Object(transport));
     }
     Ok(())
+}
+
+impl Family for RedisBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        if let Some(e) = &self.external {
+            refs.auth("spec.redis.external.auth", &e.auth);
+            if let Some(s) = &e.sentinel {
+                refs.one(
+                    "spec.redis.external.sentinel.sentinelPasswordSecretRef",
+                    &s.sentinel_password_secret_ref,
+                );
+            }
+        }
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        redis(cx, self)
+    }
 }

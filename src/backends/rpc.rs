@@ -1,6 +1,7 @@
 //! RPC (`rpc://`): results as AMQP messages on the broker.
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn rpc(cx: &mut Ctx, spec: &RpcBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -9,4 +10,12 @@ pub(crate) fn rpc(cx: &mut Ctx, spec: &RpcBackend) -> Result<(), BuildError> {
     cx.bind("type", "rpc");
     cx.warn("rpc results travel over the broker (broker_url): only the client that sent a task can read its result, once");
     Ok(())
+}
+
+impl Family for RpcBackend {
+    fn secret_refs(&self, _refs: &mut SecretRefs) {}
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        rpc(cx, self)
+    }
 }

@@ -1,6 +1,7 @@
 //! SQL databases through SQLAlchemy (`db+postgresql://`, `db+mysql://`, `db+sqlite://`): URI and settings.
 
 use super::prelude::*;
+use super::{Family, SecretRefs};
 
 pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildError> {
     let b = d.external.as_ref().ok_or_else(|| {
@@ -109,4 +110,16 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
     let schemas = tables(&d.table_schemas, None, None);
     cx.set_opt("database_table_schemas", schemas);
     Ok(())
+}
+
+impl Family for DatabaseBackend {
+    fn secret_refs(&self, refs: &mut SecretRefs) {
+        if let Some(e) = &self.external {
+            refs.auth("spec.database.external.auth", &e.auth);
+        }
+    }
+
+    fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
+        database(cx, self)
+    }
 }

@@ -109,106 +109,11 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> BuildError {
 
 /// Every Secret key the spec refers to, with the field that refers to it.
 pub fn secret_refs(spec: &CeleryResultBackendSpec) -> Vec<(String, SecretKeyRef)> {
-    let mut out = vec![];
-    let mut auth = |field: String, a: &Option<BasicAuth>| {
-        if let Some(a) = a {
-            if let Some(r) = &a.username_secret_ref {
-                out.push((format!("{field}.usernameSecretRef"), r.clone()));
-            }
-            if let Some(r) = &a.password_secret_ref {
-                out.push((format!("{field}.passwordSecretRef"), r.clone()));
-            }
-        }
-    };
-    if let Some(e) = spec.redis.as_ref().and_then(|b| b.external.as_ref()) {
-        auth("spec.redis.external.auth".into(), &e.auth);
+    let mut refs = crate::backends::SecretRefs::default();
+    for b in spec.backends() {
+        b.family().secret_refs(&mut refs);
     }
-    if let Some(e) = spec.database.as_ref().and_then(|b| b.external.as_ref()) {
-        auth("spec.database.external.auth".into(), &e.auth);
-    }
-    if let Some(e) = spec.mongodb.as_ref().and_then(|b| b.external.as_ref()) {
-        auth("spec.mongodb.external.auth".into(), &e.auth);
-    }
-    if let Some(e) = spec
-        .elasticsearch
-        .as_ref()
-        .and_then(|b| b.external.as_ref())
-    {
-        auth("spec.elasticsearch.external.auth".into(), &e.auth);
-    }
-    if let Some(b) = &spec.cassandra {
-        auth("spec.cassandra.external.auth".into(), &b.external.auth);
-    }
-    if let Some(b) = &spec.couchdb {
-        auth("spec.couchdb.external.auth".into(), &b.external.auth);
-    }
-    if let Some(b) = &spec.couchbase {
-        auth("spec.couchbase.external.auth".into(), &b.external.auth);
-    }
-    if let Some(b) = &spec.arangodb {
-        auth("spec.arangodb.external.auth".into(), &b.external.auth);
-    }
-    let mut one = |field: &str, r: &Option<SecretKeyRef>| {
-        if let Some(r) = r {
-            out.push((field.to_string(), r.clone()));
-        }
-    };
-    if let Some(s) = spec
-        .redis
-        .as_ref()
-        .and_then(|b| b.external.as_ref())
-        .and_then(|e| e.sentinel.as_ref())
-    {
-        one(
-            "spec.redis.external.sentinel.sentinelPasswordSecretRef",
-            &s.sentinel_password_secret_ref,
-        );
-    }
-    if let Some(e) = spec.s3.as_ref().and_then(|b| b.external.as_ref()) {
-        one(
-            "spec.s3.external.accessKeyIdSecretRef",
-            &e.access_key_id_secret_ref,
-        );
-        one(
-            "spec.s3.external.secretAccessKeySecretRef",
-            &e.secret_access_key_secret_ref,
-        );
-    }
-    if let Some(b) = &spec.dynamodb {
-        one(
-            "spec.dynamodb.external.accessKeyIdSecretRef",
-            &b.external.access_key_id_secret_ref,
-        );
-        one(
-            "spec.dynamodb.external.secretAccessKeySecretRef",
-            &b.external.secret_access_key_secret_ref,
-        );
-    }
-    if let Some(b) = &spec.azure_block_blob {
-        one(
-            "spec.azureBlockBlob.external.connectionStringSecretRef",
-            &b.external.connection_string_secret_ref,
-        );
-    }
-    if let Some(b) = &spec.consul {
-        one(
-            "spec.consul.external.tokenSecretRef",
-            &b.external.token_secret_ref,
-        );
-    }
-    if let Some(b) = &spec.cosmos_db_sql {
-        one(
-            "spec.cosmosDbSql.external.accountKeySecretRef",
-            &Some(b.external.account_key_secret_ref.clone()),
-        );
-    }
-    if let Some(b) = &spec.iron_cache {
-        one(
-            "spec.ironCache.external.tokenSecretRef",
-            &Some(b.external.token_secret_ref.clone()),
-        );
-    }
-    out
+    refs.0
 }
 
 /// Looks up referenced Secret values and collects output as the builder goes.
@@ -454,31 +359,7 @@ pub fn build(
         out: BackendConfig::default(),
     };
     cx.bind("provider", "celery-backend-operator");
-    match backend {
-        Backend::Redis(b) => crate::backends::redis::redis(&mut cx, b)?,
-        Backend::Database(b) => crate::backends::sql::database(&mut cx, b)?,
-        Backend::Mongodb(b) => crate::backends::mongodb::mongodb(&mut cx, b)?,
-        Backend::Elasticsearch(b) => crate::backends::elasticsearch::elasticsearch(&mut cx, b)?,
-        Backend::S3(b) => crate::backends::objects::s3(&mut cx, b)?,
-        Backend::Gcs(b) => crate::backends::objects::gcs(&mut cx, b)?,
-        Backend::AzureBlockBlob(b) => crate::backends::objects::azure(&mut cx, b)?,
-        Backend::Rpc(b) => crate::backends::rpc::rpc(&mut cx, b)?,
-        Backend::Cache(b) => crate::backends::memcached::cache(&mut cx, b)?,
-        Backend::Cassandra(b) => crate::backends::cassandra::cassandra(&mut cx, b)?,
-        Backend::Dynamodb(b) => crate::backends::dynamodb::dynamodb(&mut cx, b)?,
-        Backend::Couchdb(b) => crate::backends::couchdb::couchdb(&mut cx, b)?,
-        Backend::Couchbase(b) => crate::backends::couchbase::couchbase(&mut cx, b)?,
-        Backend::Arangodb(b) => crate::backends::arangodb::arangodb(&mut cx, b)?,
-        Backend::Consul(b) => crate::backends::consul::consul(&mut cx, b)?,
-        Backend::CosmosDbSql(b) => crate::backends::cosmosdb::cosmos(&mut cx, b)?,
-        Backend::IronCache(_) => {
-            return Err(BuildError::Unsupported {
-                field: "spec.ironCache".into(),
-                message: "Celery 5 cannot load the ironcache backend (it is not in Celery's backend aliases and the iron_celery package does not import on Celery 5); choose another backend".into(),
-            })
-        }
-        Backend::Filesystem(b) => crate::backends::filesystem::filesystem(&mut cx, b)?,
-    }
+    backend.family().build(&mut cx)?;
     result_expires(&mut cx, spec, kind)?;
     celery_clock(&mut cx, spec)?;
     let uri = cx.out.uri.clone();
