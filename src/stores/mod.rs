@@ -12,6 +12,7 @@ pub mod sql;
 
 use std::time::{Duration, Instant};
 
+use crate::api::BackendKind;
 use crate::uri::BackendConfig;
 
 /// How results of a backend expire.
@@ -238,6 +239,33 @@ impl HttpStore {
     }
 }
 
+/// The backend kind a Celery URI scheme names (for configurations written by hand).
+pub fn kind_of_scheme(scheme: &str) -> Option<BackendKind> {
+    Some(match scheme {
+        "redis" | "rediss" | "redis+socket" | "sentinel" => BackendKind::Redis,
+        s if s.starts_with("db+") => BackendKind::Database,
+        s if s.starts_with("cache+memcached") || s.starts_with("cache+pylibmc") => {
+            BackendKind::Cache
+        }
+        "rpc" => BackendKind::Rpc,
+        "file" => BackendKind::Filesystem,
+        s if s.starts_with("elasticsearch") => BackendKind::Elasticsearch,
+        "couchdb" => BackendKind::Couchdb,
+        "consul" => BackendKind::Consul,
+        "arangodb" => BackendKind::Arangodb,
+        "s3" => BackendKind::S3,
+        "azureblockblob" => BackendKind::AzureBlockBlob,
+        "gs" => BackendKind::Gcs,
+        "dynamodb" => BackendKind::Dynamodb,
+        "mongodb" | "mongodb+srv" => BackendKind::Mongodb,
+        "cassandra" => BackendKind::Cassandra,
+        "couchbase" => BackendKind::Couchbase,
+        "cosmosdbsql" => BackendKind::CosmosDbSql,
+        "ironcache" => BackendKind::IronCache,
+        _ => return None,
+    })
+}
+
 /// A store client for one backend.
 pub enum Store {
     Redis(keyvalue::RedisStore),
@@ -264,92 +292,95 @@ pub enum Store {
 }
 
 impl Store {
-    /// Choose the client from Celery's URI and settings.
+    /// Choose the client for a built configuration: by its backend kind (set by the builder),
+    /// or, for a configuration written by hand, by the kind its URI scheme names.
     pub fn from_config(cfg: &BackendConfig, result_expires_set: bool) -> Self {
         let uri = cfg.uri.as_str();
         let scheme = uri.split("://").next().unwrap_or_default();
-        match scheme {
-            "redis" | "rediss" | "redis+socket" | "sentinel" => {
-                Store::Redis(keyvalue::RedisStore::new(cfg, result_expires_set))
-            }
-            s if s.starts_with("db+") => Store::Sql(sql::SqlStore::new(cfg)),
-            s if s.starts_with("cache+memcached") || s.starts_with("cache+pylibmc") => {
-                let servers = uri
-                    .split("://")
+        match cfg.kind.or_else(|| kind_of_scheme(scheme)) {
+            Some(kind) => Self::for_kind(kind, cfg, result_expires_set),
+            None => Store::Other {
+                kind: scheme.into(),
+                expiry: Expiry::Unsupported(format!(
+                    "the operator has no {scheme} client yet: no health check or cleanup"
+                )),
+            },
+        }
+    }
+
+    /// The client of backend `kind` for `cfg` (an exhaustive match: a new backend names its
+    /// client here).
+    fn for_kind(kind: BackendKind, cfg: &BackendConfig, result_expires_set: bool) -> Self {
+        let uri = cfg.uri.as_str();
+        let scheme = uri.split("://").next().unwrap_or_default();
+        let unsupported = |kind: &str, why: String| Store::Other {
+            kind: kind.into(),
+            expiry: Expiry::Unsupported(why),
+        };
+        let http = |store: HttpStore, https: bool| Store::Http {
+            store,
+            url: uri.replacen(
+                &format!("{scheme}://"),
+                if https { "https://" } else { "http://" },
+                1,
+            ),
+            no_ttl: matches!(
+                cfg.settings.get("result_expires"),
+                Some(serde_json::Value::Null)
+            ),
+            clock: plan::CeleryClock::from_settings(cfg),
+        };
+        match kind {
+            BackendKind::Redis => Store::Redis(keyvalue::RedisStore::new(cfg, result_expires_set)),
+            BackendKind::Database => Store::Sql(sql::SqlStore::new(cfg)),
+            BackendKind::Cache => Store::Memcached(
+                uri.split("://")
                     .nth(1)
                     .unwrap_or_default()
                     .trim_end_matches('/')
                     .split(';')
                     .map(String::from)
-                    .collect();
-                Store::Memcached(servers)
-            }
+                    .collect(),
+            ),
             // rpc results travel over the broker; its URL is the worker's broker_url.
-            "rpc" => Store::Amqp(
+            BackendKind::Rpc => Store::Amqp(
                 std::env::var("CELERY_BROKER_URL")
                     .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672//".into()),
             ),
-            "file" => Store::Filesystem(uri.trim_start_matches("file://").to_string()),
-            s if s.starts_with("elasticsearch") => {
-                let http = uri.replacen(
-                    &format!("{s}://"),
-                    if s.ends_with("https") {
-                        "https://"
-                    } else {
-                        "http://"
-                    },
-                    1,
-                );
-                Store::Http {
-                    store: HttpStore::Elasticsearch,
-                    url: http,
-                    no_ttl: false,
-                    clock: plan::CeleryClock::from_settings(cfg),
-                }
+            BackendKind::Filesystem => {
+                Store::Filesystem(uri.trim_start_matches("file://").to_string())
             }
-            "couchdb" | "consul" | "arangodb" => Store::Http {
-                store: match scheme {
-                    "couchdb" => HttpStore::Couchdb,
-                    "consul" => HttpStore::Consul,
-                    _ => HttpStore::Arangodb,
-                },
-                url: uri.replacen(&format!("{scheme}://"), "http://", 1),
-                no_ttl: matches!(
-                    cfg.settings.get("result_expires"),
-                    Some(serde_json::Value::Null)
-                ),
-                clock: plan::CeleryClock::from_settings(cfg),
-            },
-            "s3" => match objects::ObjectClient::s3(cfg) {
-                Ok(c) => Store::Object(c),
-                Err(e) => Store::Other {
-                    kind: "s3".into(),
-                    expiry: Expiry::Unsupported(e.to_string()),
-                },
-            },
-            "azureblockblob" => match objects::ObjectClient::azure(cfg) {
-                Ok(c) => Store::Object(c),
-                Err(e) => Store::Other {
-                    kind: "azureBlockBlob".into(),
-                    expiry: Expiry::Unsupported(e.to_string()),
-                },
-            },
-            "dynamodb" => Store::Dynamo(dynamodb::DynamoStore::new(cfg)),
-            "mongodb" | "mongodb+srv" => Store::Mongo(mongo::MongoStore::new(cfg)),
-            "gs" => match objects::ObjectClient::gcs(cfg) {
-                Ok(c) => Store::Object(c),
-                Err(e) => Store::Other {
-                    kind: "gcs".into(),
-                    expiry: Expiry::Unsupported(e.to_string()),
-                },
-            },
-            "cassandra" => Store::Cassandra(cassandra::CassandraStore::new(cfg)),
-            other => Store::Other {
-                kind: other.into(),
-                expiry: Expiry::Unsupported(format!(
-                    "the operator has no {other} client yet: no health check or cleanup"
-                )),
-            },
+            BackendKind::Elasticsearch => {
+                let mut s = http(HttpStore::Elasticsearch, scheme.ends_with("https"));
+                if let Store::Http { no_ttl, .. } = &mut s {
+                    *no_ttl = false;
+                }
+                s
+            }
+            BackendKind::Couchdb => http(HttpStore::Couchdb, false),
+            BackendKind::Consul => http(HttpStore::Consul, false),
+            BackendKind::Arangodb => http(HttpStore::Arangodb, false),
+            BackendKind::S3 => objects::ObjectClient::s3(cfg)
+                .map(Store::Object)
+                .unwrap_or_else(|e| unsupported("s3", e.to_string())),
+            BackendKind::AzureBlockBlob => objects::ObjectClient::azure(cfg)
+                .map(Store::Object)
+                .unwrap_or_else(|e| unsupported("azureBlockBlob", e.to_string())),
+            BackendKind::Gcs => objects::ObjectClient::gcs(cfg)
+                .map(Store::Object)
+                .unwrap_or_else(|e| unsupported("gcs", e.to_string())),
+            BackendKind::Dynamodb => Store::Dynamo(dynamodb::DynamoStore::new(cfg)),
+            BackendKind::Mongodb => Store::Mongo(mongo::MongoStore::new(cfg)),
+            BackendKind::Cassandra => Store::Cassandra(cassandra::CassandraStore::new(cfg)),
+            BackendKind::Couchbase | BackendKind::CosmosDbSql | BackendKind::IronCache => {
+                unsupported(
+                    kind.field(),
+                    format!(
+                        "the operator has no {} client yet: no health check or cleanup",
+                        kind.field()
+                    ),
+                )
+            }
         }
     }
 

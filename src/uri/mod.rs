@@ -39,6 +39,9 @@ pub struct BackendConfig {
     pub binding: BTreeMap<String, String>,
     /// Facts the user should know (e.g. "results never expire").
     pub warnings: Vec<String>,
+    /// The backend this was built for (set by [`build`]); the store layer chooses its client by
+    /// it. `None` only for configurations written by hand (tests), which are read by scheme.
+    pub kind: Option<BackendKind>,
 }
 
 /// Why a URI cannot be built. Messages name the field and never contain a secret value.
@@ -364,6 +367,7 @@ pub fn build(
     celery_clock(&mut cx, spec)?;
     let uri = cx.out.uri.clone();
     cx.bind("uri", uri);
+    cx.out.kind = Some(kind);
     Ok(cx.out)
 }
 
