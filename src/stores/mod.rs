@@ -1,12 +1,16 @@
 //! Store clients: a real protocol round trip (`probe`) and result-expiry cleanup (`purge_expired`)
-//! per store family, chosen from the URI and settings the builder produced (Celery's own view).
+//! per store family, chosen by the backend kind the builder recorded (one file per store family).
 
 pub mod cassandra;
+pub mod couchdb;
 pub mod dynamodb;
-pub mod keyvalue;
+pub mod filesystem;
+pub mod http;
 pub mod mongo;
 pub mod objects;
 pub mod plan;
+pub mod probes;
+pub mod redis;
 pub mod search;
 pub mod sql;
 
@@ -268,7 +272,7 @@ pub fn kind_of_scheme(scheme: &str) -> Option<BackendKind> {
 
 /// A store client for one backend.
 pub enum Store {
-    Redis(keyvalue::RedisStore),
+    Redis(redis::RedisStore),
     Sql(sql::SqlStore),
     Memcached(Vec<String>),
     Amqp(String),
@@ -331,7 +335,7 @@ impl Store {
             clock: plan::CeleryClock::from_settings(cfg),
         };
         match kind {
-            BackendKind::Redis => Store::Redis(keyvalue::RedisStore::new(cfg, result_expires_set)),
+            BackendKind::Redis => Store::Redis(redis::RedisStore::new(cfg, result_expires_set)),
             BackendKind::Database => Store::Sql(sql::SqlStore::new(cfg)),
             BackendKind::Cache => Store::Memcached(
                 uri.split("://")
@@ -444,10 +448,10 @@ impl Store {
             match self {
                 Store::Redis(r) => r.probe().await,
                 Store::Sql(s) => s.probe().await,
-                Store::Memcached(servers) => keyvalue::memcached_version(servers).await,
-                Store::Amqp(url) => keyvalue::amqp_handshake(url).await,
-                Store::Http { store, url, .. } => keyvalue::http_probe(*store, url).await,
-                Store::Filesystem(path) => keyvalue::filesystem_probe(path).await,
+                Store::Memcached(servers) => probes::memcached_version(servers).await,
+                Store::Amqp(url) => probes::amqp_handshake(url).await,
+                Store::Http { store, url, .. } => http::http_probe(*store, url).await,
+                Store::Filesystem(path) => filesystem::filesystem_probe(path).await,
                 Store::Object(o) => o.probe().await,
                 Store::Mongo(m) => m.probe().await,
                 Store::Dynamo(d) => d.probe().await,
@@ -475,7 +479,7 @@ impl Store {
         match self {
             Store::Redis(r) => r.purge(opts).await,
             Store::Sql(s) => s.purge(opts).await,
-            Store::Filesystem(path) => keyvalue::filesystem_purge(path, opts).await,
+            Store::Filesystem(path) => filesystem::filesystem_purge(path, opts).await,
             Store::Object(o) if o.native_expiry().is_none() => o.purge(opts).await,
             Store::Mongo(m) => m.purge(opts).await,
             Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
@@ -490,7 +494,7 @@ impl Store {
                 url,
                 clock,
                 ..
-            } => keyvalue::couchdb_purge(url, clock, opts).await,
+            } => couchdb::couchdb_purge(url, clock, opts).await,
             other => match other.expiry() {
                 Expiry::Native(why) => {
                     Err(StoreError::Unsupported(format!("nothing to purge: {why}")))

@@ -228,7 +228,7 @@ impl ObjectClient {
         let zone = self.clock.zone();
         let naive = zone.as_ref().ok().map(|z| &z.1);
         let mut report = PurgeReport::new(&opts);
-        report.time_rule = super::keyvalue::redis_time_rule(&zone);
+        report.time_rule = super::redis::redis_time_rule(&zone);
         report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in object stores)".into();
         let started = Instant::now();
         let prefix = self.list_prefix();

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::keyvalue::{authed, http_parts, GROUP_KEY, TASK_KEY};
+use super::http::{authed, http_parts};
+use super::redis::{GROUP_KEY, TASK_KEY};
 use super::{pace, PurgeOptions, PurgeReport, StoreError};
 
 /// Elasticsearch/OpenSearch: documents in Celery's index whose `@timestamp` (Celery stamps every

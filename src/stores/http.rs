@@ -1,0 +1,73 @@
+//! The HTTP stores (Elasticsearch/OpenSearch, CouchDB, Consul, ArangoDB): URL and credentials
+//! from Celery's URI, and the health round trip.
+
+use std::time::Duration;
+
+use super::StoreError;
+
+/// User name and optional password for HTTP basic auth.
+pub(super) type BasicCreds = Option<(String, Option<String>)>;
+
+/// Base URL (no credentials) and basic-auth pair of an HTTP store URI. CouchDB URIs carry their
+/// credentials percent-encoded twice (pycouchdb decodes twice), so `decode_rounds` is 2 there.
+pub(super) fn http_parts(
+    kind: &str,
+    url: &str,
+    decode_rounds: usize,
+) -> Result<(reqwest::Url, BasicCreds), StoreError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| StoreError::connect(kind, e))?;
+    let decode = |s: &str| {
+        let mut out = s.to_string();
+        for _ in 0..decode_rounds {
+            out = percent_encoding::percent_decode_str(&out)
+                .decode_utf8_lossy()
+                .to_string();
+        }
+        out
+    };
+    let user = decode(parsed.username());
+    let pass = parsed.password().map(decode);
+    let mut base = parsed.clone();
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    let auth = (!user.is_empty() || pass.is_some()).then_some((user, pass));
+    Ok((base, auth))
+}
+
+pub(super) fn authed(
+    rb: reqwest::RequestBuilder,
+    auth: &Option<(String, Option<String>)>,
+) -> reqwest::RequestBuilder {
+    match auth {
+        Some((u, p)) => rb.basic_auth(u, p.clone()),
+        None => rb,
+    }
+}
+
+/// An authenticated GET of the API root (Elasticsearch cluster health, CouchDB, Consul, ArangoDB).
+pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, StoreError> {
+    let kind = store.name();
+    let (parsed, auth) = http_parts(kind, url, store.decode_passes())?;
+    let path = store.health_path();
+    let mut base = parsed.clone();
+    base.set_path(path);
+    base.set_query(None);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| StoreError::connect(kind, e))?;
+    let req = authed(client.get(base.clone()), &auth);
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| StoreError::connect(kind, e.without_url()))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(format!("GET {path} answered {status}"))
+    } else {
+        Err(StoreError::protocol(
+            kind,
+            format!("GET {path} answered {status}"),
+        ))
+    }
+}

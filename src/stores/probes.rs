@@ -1,0 +1,70 @@
+//! The simple probes: memcached `version` and the AMQP 0-9-1 handshake (rpc).
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::StoreError;
+
+/// memcached text protocol `version` on the first server that answers.
+pub async fn memcached_version(servers: &[String]) -> Result<String, StoreError> {
+    let mut last = StoreError::connect("memcached", "no servers");
+    for s in servers {
+        match tokio::net::TcpStream::connect(s.as_str()).await {
+            Ok(mut sock) => {
+                sock.write_all(b"version\r\n")
+                    .await
+                    .map_err(|e| StoreError::protocol("memcached", e))?;
+                let mut buf = [0u8; 128];
+                let n = sock
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| StoreError::protocol("memcached", e))?;
+                let line = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+                return match line.strip_prefix("VERSION ") {
+                    Some(v) => Ok(format!("memcached {v} at {s}")),
+                    None => Err(StoreError::protocol(
+                        "memcached",
+                        format!("unexpected answer {line:?}"),
+                    )),
+                };
+            }
+            Err(e) => last = StoreError::connect("memcached", format!("{s}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// AMQP 0-9-1: send the protocol header and read the broker's Connection.Start frame.
+pub async fn amqp_handshake(url: &str) -> Result<String, StoreError> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5672")
+    };
+    let mut sock = tokio::net::TcpStream::connect(addr.as_str())
+        .await
+        .map_err(|e| StoreError::connect("AMQP broker", format!("{addr}: {e}")))?;
+    sock.write_all(b"AMQP\x00\x00\x09\x01")
+        .await
+        .map_err(|e| StoreError::protocol("AMQP broker", e))?;
+    let mut head = [0u8; 11];
+    sock.read_exact(&mut head)
+        .await
+        .map_err(|e| StoreError::protocol("AMQP broker", e))?;
+    // frame type 1 (method), channel 0, class 10 (connection), method 10 (start).
+    if head[0] == 1 && head[7..11] == [0, 10, 0, 10] {
+        Ok(format!("AMQP 0-9-1 Connection.Start from {addr}"))
+    } else {
+        Err(StoreError::protocol(
+            "AMQP broker",
+            format!("{addr} did not answer with Connection.Start"),
+        ))
+    }
+}

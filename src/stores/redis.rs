@@ -1,0 +1,451 @@
+//! Redis (Celery's `redis://`, `rediss://`, `sentinel://` backends): probe, and cleanup of results
+//! stored without a TTL.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use jiff::tz::TimeZone;
+
+use super::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
+use super::{pace, Expiry, PurgeOptions, PurgeReport, StoreError};
+use crate::uri::BackendConfig;
+
+pub struct RedisStore {
+    uri: String,
+    prefix: String,
+    /// `result_expires` is a number (keys get a TTL) rather than None (keys live forever).
+    ttl: bool,
+    /// Celery's `timezone`/`enable_utc`, for naive `date_done` strings.
+    clock: CeleryClock,
+}
+
+pub(super) const TASK_KEY: &str = "celery-task-meta-";
+pub(super) const GROUP_KEY: &str = "celery-taskset-meta-";
+
+/// Suffixes of the chord bookkeeping keys Celery's Redis backend keeps beside a group key
+/// (`RedisBackend.on_chord_part_return` and its Lua scripts): `.j` joined results (ZSET, or LIST
+/// with `result_chord_ordered: False`), `.t` total counter, `.s` size, `.d` dedupe SET, `.c`
+/// claim or "done" marker.
+pub const CHORD_SUFFIXES: [&str; 5] = [".j", ".t", ".s", ".d", ".c"];
+
+/// What a Redis key under the result key prefix is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedisKey<'a> {
+    /// `celery-task-meta-<task id>`.
+    Task(&'a str),
+    /// `celery-taskset-meta-<group id>`.
+    Group(&'a str),
+    /// `celery-taskset-meta-<group id>.<j|t|s|d|c>`: a chord's counters and joined results.
+    ChordBookkeeping,
+    /// Anything else.
+    Other,
+}
+
+/// `s` as a literal in a Redis glob (SCAN MATCH): `*`, `?`, `[`, `]` and `\\` escaped with a
+/// backslash (Redis `stringmatchlen`), so a key prefix such as `team[a]` matches only itself.
+pub fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Classify a key whose `global_keyprefix` is already removed.
+pub fn redis_key(key: &str) -> RedisKey<'_> {
+    if let Some(id) = key.strip_prefix(TASK_KEY) {
+        return RedisKey::Task(id);
+    }
+    if let Some(id) = key.strip_prefix(GROUP_KEY) {
+        if CHORD_SUFFIXES.iter().any(|s| id.ends_with(s)) {
+            return RedisKey::ChordBookkeeping;
+        }
+        return RedisKey::Group(id);
+    }
+    RedisKey::Other
+}
+
+/// The Redis timestamp rule, in words (for the report).
+pub fn redis_time_rule(zone: &Result<(String, TimeZone), String>) -> String {
+    match zone {
+        Ok((name, _)) => format!("date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings read in {name})"),
+        Err(_) => "date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings skipped: Celery's time zone is unknown)".into(),
+    }
+}
+
+/// A key as read for cleanup.
+enum Read {
+    Missing,
+    /// Not a string (a list, set, …): not something the rule can read.
+    WrongType,
+    Value {
+        bytes: Vec<u8>,
+        /// The key carries a TTL: Redis expires it itself.
+        expiring: bool,
+    },
+}
+
+fn redis_err(e: redis::RedisError) -> StoreError {
+    StoreError::protocol("redis", e)
+}
+
+/// TYPE and TTL of every key, then GET of the strings: never a command that fails on a key of
+/// another type, so an unexpected type is reported instead of aborting the run.
+async fn read_keys(
+    c: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+) -> Result<Vec<Read>, StoreError> {
+    if keys.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("TYPE").arg(k).cmd("TTL").arg(k);
+    }
+    let answers: Vec<redis::Value> = pipe.query_async(c).await.map_err(redis_err)?;
+    let mut kinds = Vec::with_capacity(keys.len());
+    for i in 0..keys.len() {
+        let ty: String = answers
+            .get(2 * i)
+            .cloned()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        let ttl: i64 = answers
+            .get(2 * i + 1)
+            .cloned()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or(-2);
+        kinds.push((ty, ttl));
+    }
+    let strings: Vec<&String> = keys
+        .iter()
+        .zip(&kinds)
+        .filter(|(_, (ty, _))| ty == "string")
+        .map(|(k, _)| k)
+        .collect();
+    let mut values: Vec<Option<Vec<u8>>> = vec![];
+    if !strings.is_empty() {
+        let mut pipe = redis::pipe();
+        for k in &strings {
+            pipe.cmd("GET").arg(*k);
+        }
+        match pipe.query_async(c).await {
+            Ok(v) => values = v,
+            // A key changed type since TYPE: read one by one so only that key is skipped.
+            Err(_) => {
+                for k in &strings {
+                    let v: Result<Option<Vec<u8>>, _> =
+                        redis::cmd("GET").arg(*k).query_async(c).await;
+                    match v {
+                        Ok(v) => values.push(v),
+                        Err(e) if e.code() == Some("WRONGTYPE") => values.push(None),
+                        Err(e) => return Err(redis_err(e)),
+                    }
+                }
+            }
+        }
+    }
+    let mut values = values.into_iter();
+    Ok(kinds
+        .into_iter()
+        .map(|(ty, ttl)| match ty.as_str() {
+            "none" => Read::Missing,
+            "string" => match values.next().flatten() {
+                Some(bytes) => Read::Value {
+                    bytes,
+                    expiring: ttl != -1,
+                },
+                None => Read::Missing,
+            },
+            _ => Read::WrongType,
+        })
+        .collect())
+}
+
+impl RedisStore {
+    pub fn new(cfg: &BackendConfig, result_expires_set: bool) -> Self {
+        let prefix = cfg
+            .settings
+            .get("result_backend_transport_options")
+            .and_then(|t| t.get("global_keyprefix"))
+            .and_then(|p| p.as_str())
+            .map(crate::uri::check::celery_key_prefix)
+            .unwrap_or_default();
+        let ttl = result_expires_set
+            && !matches!(
+                cfg.settings.get("result_expires"),
+                Some(serde_json::Value::Null)
+            );
+        // redis-rs reads `redis+unix://`; `sentinel://` needs a Sentinel client (not handled here).
+        let uri = cfg.uri.replacen("redis+socket://", "redis+unix://", 1);
+        RedisStore {
+            uri,
+            prefix,
+            ttl,
+            clock: CeleryClock::from_settings(cfg),
+        }
+    }
+
+    pub fn expiry(&self) -> Expiry {
+        if self.ttl {
+            Expiry::Native("Redis keys carry result_expires as TTL".into())
+        } else {
+            Expiry::Purgeable
+        }
+    }
+
+    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        if self.uri.starts_with("sentinel://") {
+            return Err(StoreError::Unsupported(
+                "Sentinel deployments are not probed yet".into(),
+            ));
+        }
+        let client =
+            redis::Client::open(self.uri.as_str()).map_err(|e| StoreError::connect("redis", e))?;
+        client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| StoreError::connect("redis", e))
+    }
+
+    pub async fn probe(&self) -> Result<String, StoreError> {
+        let mut c = self.conn().await?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| StoreError::protocol("redis", e))?;
+        Ok(format!("PING answered {pong}"))
+    }
+
+    /// One SCAN page of keys matching `<prefix><pattern>*`, without the ones already seen.
+    async fn scan_page(
+        &self,
+        c: &mut redis::aio::MultiplexedConnection,
+        pattern: &str,
+        cursor: u64,
+        count: usize,
+        seen: &mut HashSet<String>,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}{pattern}*", glob_escape(&self.prefix)))
+            .arg("COUNT")
+            .arg(count)
+            .query_async(c)
+            .await
+            .map_err(redis_err)?;
+        // SCAN may return a key twice; count it once.
+        Ok((
+            next,
+            keys.into_iter()
+                .filter(|k| seen.insert(k.clone()))
+                .collect(),
+        ))
+    }
+
+    /// UNLINK (or, in a dry run, only count) the pending keys as one batch.
+    async fn flush(
+        &self,
+        c: &mut redis::aio::MultiplexedConnection,
+        pending: &mut Vec<String>,
+        is_group: bool,
+        opts: &PurgeOptions,
+        report: &mut PurgeReport,
+        started: Instant,
+    ) -> Result<(), StoreError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        if !opts.dry_run {
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(&*pending)
+                .query_async(c)
+                .await
+                .map_err(redis_err)?;
+        }
+        report.record(is_group, pending.len(), t0.elapsed());
+        pending.clear();
+        if !opts.dry_run {
+            pace(opts.rate, report.tasks + report.groups, started).await;
+        }
+        Ok(())
+    }
+
+    /// Cleanup of TTL-less result keys (keys with a TTL expire by themselves and are left alone).
+    ///
+    /// - Timestamp rule: a task meta's `date_done` is Celery's `app.now().isoformat()`, which
+    ///   carries its UTC offset, so it is compared as an instant; naive strings are read in
+    ///   Celery's zone (`CeleryClock`). Metas without `date_done` are kept and counted.
+    /// - Group rule: Celery stores no timestamp with a group (`_save_group`), so a group is
+    ///   deleted only when every member's task meta is present and expired (`plan::group_verdict`);
+    ///   a group whose members are missing (not stored yet, or gone) is kept and counted. Groups
+    ///   are decided and removed before the tasks, so an interrupted run cannot leave a group
+    ///   whose expiry can no longer be shown.
+    /// - Chord bookkeeping (`celery-taskset-meta-<id>.j/.t/.s/.d/.c`) is skipped and counted:
+    ///   it has no timestamp, Celery removes it when the chord completes and otherwise expires it
+    ///   only through `result_chord_expires`, and a chord still waiting for its header looks
+    ///   exactly like an abandoned one. Keys of any other unexpected type or shape are skipped
+    ///   and counted too; the run goes on.
+    /// - Batches: each kind is deleted in UNLINKs of `batch` keys plus one remainder, in a dry run
+    ///   counted the same way.
+    pub async fn purge(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
+        let mut c = self.conn().await?;
+        let zone = self.clock.zone();
+        let naive = zone.as_ref().ok().map(|z| &z.1);
+        let mut report = PurgeReport::new(&opts);
+        report.time_rule = redis_time_rule(&zone);
+        report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in Redis)".into();
+        let started = Instant::now();
+        let batch = opts.batch.max(1) as usize;
+        let mut seen = HashSet::new();
+        let mut pending: Vec<String> = vec![];
+
+        // Groups first, while their members are still there.
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = self
+                .scan_page(&mut c, GROUP_KEY, cursor, batch, &mut seen)
+                .await?;
+            let mut groups = vec![];
+            for k in keys {
+                match redis_key(k.strip_prefix(&self.prefix).unwrap_or(&k)) {
+                    RedisKey::Group(_) => groups.push(k),
+                    RedisKey::ChordBookkeeping => report.skip("chord bookkeeping keys"),
+                    _ => report.skip("unrecognised keys"),
+                }
+            }
+            for (k, r) in groups.iter().zip(read_keys(&mut c, &groups).await?) {
+                let bytes = match r {
+                    Read::Missing | Read::Value { expiring: true, .. } => continue,
+                    Read::WrongType => {
+                        report.skip("keys of an unexpected type");
+                        continue;
+                    }
+                    Read::Value { bytes, .. } => bytes,
+                };
+                let Some(members) = plan::group_members(&bytes) else {
+                    report.skip("unreadable group results");
+                    continue;
+                };
+                let member_keys: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{}{TASK_KEY}{m}", self.prefix))
+                    .collect();
+                let verdicts: Vec<Option<TaskVerdict>> = read_keys(&mut c, &member_keys)
+                    .await?
+                    .into_iter()
+                    .map(|r| match r {
+                        Read::Missing => None,
+                        Read::WrongType => Some(TaskVerdict::Unrecognised),
+                        Read::Value { bytes, .. } => {
+                            Some(plan::task_verdict(&bytes, opts.cutoff_unix, naive))
+                        }
+                    })
+                    .collect();
+                match plan::group_verdict(&verdicts) {
+                    GroupVerdict::Expired => {
+                        pending.push(k.clone());
+                        if pending.len() >= batch {
+                            self.flush(&mut c, &mut pending, true, &opts, &mut report, started)
+                                .await?;
+                        }
+                    }
+                    GroupVerdict::InUse => {}
+                    GroupVerdict::Unproven => report.kept_groups_unproven += 1,
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        self.flush(&mut c, &mut pending, true, &opts, &mut report, started)
+            .await?;
+
+        // Then the tasks.
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = self
+                .scan_page(&mut c, TASK_KEY, cursor, batch, &mut seen)
+                .await?;
+            for (k, r) in keys.iter().zip(read_keys(&mut c, &keys).await?) {
+                let bytes = match r {
+                    Read::Missing | Read::Value { expiring: true, .. } => continue,
+                    Read::WrongType => {
+                        report.skip("keys of an unexpected type");
+                        continue;
+                    }
+                    Read::Value { bytes, .. } => bytes,
+                };
+                match plan::task_verdict(&bytes, opts.cutoff_unix, naive) {
+                    TaskVerdict::Expired => {
+                        pending.push(k.clone());
+                        if pending.len() >= batch {
+                            self.flush(&mut c, &mut pending, false, &opts, &mut report, started)
+                                .await?;
+                        }
+                    }
+                    TaskVerdict::Fresh => {}
+                    TaskVerdict::NoDateDone => report.kept_without_date_done += 1,
+                    TaskVerdict::Unrecognised => report.skip("unreadable task results"),
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        self.flush(&mut c, &mut pending, false, &opts, &mut report, started)
+            .await?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_glob_escape_keeps_prefixes_literal() {
+        assert_eq!(glob_escape("team-a:"), "team-a:");
+        assert_eq!(glob_escape(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+    }
+
+    #[test]
+    fn redis_store_uses_the_prefix_celery_writes() {
+        let cfg = |p: &str| BackendConfig {
+            uri: "redis://h:6379/0".into(),
+            settings: [(
+                "result_backend_transport_options".to_string(),
+                serde_json::json!({ "global_keyprefix": p }),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(RedisStore::new(&cfg("teama"), false).prefix, "teama_");
+        assert_eq!(RedisStore::new(&cfg("team-a:"), false).prefix, "team-a:");
+    }
+
+    #[test]
+    fn redis_keys_are_classified() {
+        let table = [
+            ("celery-task-meta-t1", RedisKey::Task("t1")),
+            ("celery-taskset-meta-g1", RedisKey::Group("g1")),
+            ("celery-taskset-meta-g1.j", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.t", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.s", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.d", RedisKey::ChordBookkeeping),
+            ("celery-taskset-meta-g1.c", RedisKey::ChordBookkeeping),
+            ("chord-unlock-g1", RedisKey::Other),
+            ("unacked", RedisKey::Other),
+        ];
+        for (key, want) in table {
+            assert_eq!(redis_key(key), want, "{key}");
+        }
+    }
+}
