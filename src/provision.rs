@@ -18,7 +18,7 @@ pub use images::StoreImages;
 
 /// The store families the operator can provision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Store {
+pub enum StoreFamily {
     Redis,
     Postgresql,
     Mongodb,
@@ -29,7 +29,7 @@ pub enum Store {
 /// Everything needed to provision one backend. Pure data; the controller applies it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    pub store: Store,
+    pub store: StoreFamily,
     /// Name of the StatefulSet (and of the client Service).
     pub statefulset_name: String,
     pub headless_service_name: String,
@@ -114,7 +114,7 @@ pub fn child_name_within(name: &str, suffix: &str, max: usize) -> String {
 }
 
 struct Profile {
-    store: Store,
+    store: StoreFamily,
     component: &'static str,
     default_image: &'static str,
     default_version: &'static str,
@@ -128,7 +128,7 @@ struct Profile {
 }
 
 const REDIS: Profile = Profile {
-    store: Store::Redis,
+    store: StoreFamily::Redis,
     component: "redis",
     default_image: "docker.io/library/redis",
     default_version: "7.4",
@@ -141,7 +141,7 @@ const REDIS: Profile = Profile {
     read_only_root: true,
 };
 const POSTGRES: Profile = Profile {
-    store: Store::Postgresql,
+    store: StoreFamily::Postgresql,
     component: "postgresql",
     default_image: "docker.io/library/postgres",
     default_version: "17",
@@ -154,7 +154,7 @@ const POSTGRES: Profile = Profile {
     read_only_root: true,
 };
 const MONGO: Profile = Profile {
-    store: Store::Mongodb,
+    store: StoreFamily::Mongodb,
     component: "mongodb",
     default_image: "docker.io/library/mongo",
     default_version: "8.0",
@@ -167,7 +167,7 @@ const MONGO: Profile = Profile {
     read_only_root: true,
 };
 const ELASTIC: Profile = Profile {
-    store: Store::Elasticsearch,
+    store: StoreFamily::Elasticsearch,
     component: "elasticsearch",
     default_image: "docker.elastic.co/elasticsearch/elasticsearch",
     default_version: "8.19.3",
@@ -181,7 +181,7 @@ const ELASTIC: Profile = Profile {
     read_only_root: false,
 };
 const MINIO: Profile = Profile {
-    store: Store::S3,
+    store: StoreFamily::S3,
     component: "minio",
     default_image: "quay.io/minio/minio",
     default_version: "RELEASE.2025-09-07T16-13-09Z",
@@ -273,13 +273,13 @@ pub fn plan(
     let mut tmp_mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
     let (command, env, readiness, post_start): (Value, Vec<Value>, Value, Option<Value>) =
         match profile.store {
-            Store::Redis => (
+            StoreFamily::Redis => (
                 json!(["sh", "-c", "exec redis-server --dir /data --appendonly yes --requirepass \"$REDIS_PASSWORD\""]),
                 vec![pw("REDIS_PASSWORD")],
                 json!({"exec": {"command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping | grep -q PONG"]}}),
                 None,
             ),
-            Store::Postgresql => {
+            StoreFamily::Postgresql => {
                 tmp_mounts.push(json!({"name": "run", "mountPath": "/var/run/postgresql"}));
                 (
                     Value::Null,
@@ -293,7 +293,7 @@ pub fn plan(
                     None,
                 )
             }
-            Store::Mongodb => (
+            StoreFamily::Mongodb => (
                 Value::Null,
                 vec![
                     user("MONGO_INITDB_ROOT_USERNAME"),
@@ -303,7 +303,7 @@ pub fn plan(
                 json!({"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]}}),
                 None,
             ),
-            Store::Elasticsearch => (
+            StoreFamily::Elasticsearch => (
                 Value::Null,
                 vec![
                     pw("ELASTIC_PASSWORD"),
@@ -317,7 +317,7 @@ pub fn plan(
                 // Create Celery's index once the node answers (400 = already exists).
                 Some(json!(["sh", "-c", "for i in $(seq 1 120); do code=$(curl -s -o /dev/null -w '%{http_code}' -u \"elastic:$ELASTIC_PASSWORD\" -X PUT \"http://127.0.0.1:9200/$CELERY_INDEX\"); case $code in 200|400) exit 0;; esac; sleep 2; done; exit 0"])),
             ),
-            Store::S3 => (
+            StoreFamily::S3 => (
                 json!(["minio", "server", "/data", "--address", ":9000", "--console-address", ":9001"]),
                 vec![
                     user("MINIO_ROOT_USER"),
@@ -331,7 +331,7 @@ pub fn plan(
             ),
         };
     let mut volumes = vec![json!({"name": "tmp", "emptyDir": {}})];
-    if profile.store == Store::Postgresql {
+    if profile.store == StoreFamily::Postgresql {
         volumes.push(json!({"name": "run", "emptyDir": {}}));
     }
     let mut mounts = vec![json!({"name": "data", "mountPath": profile.data_path})];
@@ -446,7 +446,7 @@ pub fn plan(
         ..Default::default()
     };
     match profile.store {
-        Store::Redis => {
+        StoreFamily::Redis => {
             external.redis = Some(RedisBackend {
                 external: Some(RedisExternal {
                     host: Some(host),
@@ -458,7 +458,7 @@ pub fn plan(
                 managed: None,
             });
         }
-        Store::Postgresql => {
+        StoreFamily::Postgresql => {
             let src = spec.database.as_ref();
             external.database = Some(DatabaseBackend {
                 external: Some(DatabaseExternal {
@@ -476,7 +476,7 @@ pub fn plan(
                 table_schemas: src.and_then(|b| b.table_schemas.clone()),
             });
         }
-        Store::Mongodb => {
+        StoreFamily::Mongodb => {
             let src = spec.mongodb.as_ref();
             external.mongodb = Some(MongoBackend {
                 external: Some(MongoExternal {
@@ -494,7 +494,7 @@ pub fn plan(
                 groupmeta_collection: src.and_then(|b| b.groupmeta_collection.clone()),
             });
         }
-        Store::Elasticsearch => {
+        StoreFamily::Elasticsearch => {
             external.elasticsearch = Some(ElasticsearchBackend {
                 external: Some(ElasticsearchExternal {
                     host,
@@ -508,7 +508,7 @@ pub fn plan(
                 index: Some(index),
             });
         }
-        Store::S3 => {
+        StoreFamily::S3 => {
             external.s3 = Some(S3Backend {
                 external: Some(S3External {
                     bucket,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{tz::TimeZone, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -63,19 +63,7 @@ fn condition(
     old: &[Condition],
 ) -> Condition {
     let status = if ok { "True" } else { "False" };
-    let last = old
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(Timestamp::now()));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: last,
-    }
+    super::status::condition(old, type_, status, reason, message, generation)
 }
 
 async fn write_status(client: &Client, name: &str, status: &CleanupPolicyStatus) {
@@ -363,7 +351,7 @@ async fn backend_event(
     r: &BackendCleanup,
     dry_run: bool,
 ) {
-    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::runtime::events::{Event, EventType};
     use kube::Resource;
     let (type_, reason, note) = if r.failed {
         (
@@ -386,13 +374,7 @@ async fn backend_event(
     } else {
         return;
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder = super::recorder(client);
     let ev = Event {
         type_,
         reason: reason.into(),

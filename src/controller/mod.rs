@@ -100,6 +100,18 @@ pub struct Context {
     write_budget: workloads::WriteBudget,
 }
 
+/// The Event recorder of this process (reporting controller `celery-backend-operator`, instance
+/// the Pod's name).
+pub(crate) fn recorder(client: &Client) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    )
+}
+
 /// Name of the Secret holding the URI for a backend (fits 253 characters).
 pub fn uri_secret_name(backend: &str) -> String {
     let suffix = "-celery-result-backend";
@@ -155,13 +167,7 @@ async fn run_controller(
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: recorder(&client),
         metrics,
         index: SecretIndex::default(),
         failures: Mutex::default(),

@@ -50,7 +50,9 @@ impl Outcome {
     }
 }
 
-fn condition(
+/// A condition of `type_`, keeping `lastTransitionTime` while the status does not change
+/// (Kubernetes API conventions), with `observedGeneration`.
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     status: &str,

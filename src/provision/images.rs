@@ -99,8 +99,8 @@ impl StoreImages {
     }
 
     /// The per-store image set for `store`, if any.
-    pub fn for_store(&self, store: super::Store) -> Option<&str> {
-        use super::Store::*;
+    pub fn for_store(&self, store: super::StoreFamily) -> Option<&str> {
+        use super::StoreFamily::*;
         match store {
             Redis => self.redis.as_deref(),
             Postgresql => self.postgresql.as_deref(),
@@ -115,7 +115,7 @@ impl StoreImages {
     /// repository without tag (`docker.io/library/redis`).
     pub fn resolve(
         &self,
-        store: super::Store,
+        store: super::StoreFamily,
         backend_image: Option<&str>,
         version: Option<&str>,
         default_image: &str,
@@ -368,7 +368,7 @@ pub fn check_secret_name(n: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provision::Store;
+    use crate::provision::StoreFamily as Store;
 
     #[test]
     fn registry_rule_keeps_the_last_component() {
