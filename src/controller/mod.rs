@@ -13,13 +13,12 @@ mod managed;
 mod runner;
 mod secrets;
 pub mod status;
+mod steps;
 pub mod workloads;
 
 pub use crate::apply::apply_if_changed;
+use finalizer::finalize_backend;
 pub use finalizer::FINALIZER;
-use finalizer::{finalize_backend, set_finalizer};
-use managed::provision;
-use secrets::{dereference, publish_uri_secret};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,7 +27,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
-use kube::api::{Patch, PatchParams};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -36,12 +34,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::{BindingRef, CeleryResultBackend, CeleryResultBackendStatus, SecretKeyRef};
 use crate::provision;
 use crate::telemetry::Metrics;
-use crate::uri::{self, BuildError};
+use crate::uri::{self};
 use status::{Outcome, Report, State};
 
 pub use crate::api::footprint::{APPLIED_HASH, CONFIG_KEY, FIELD_MANAGER, MANAGED_BY, URI_KEY};
@@ -445,50 +443,8 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     let secret_name = uri_secret_name(&name);
     let managed = obj.spec.is_managed();
 
-    // 1. Resolve (the one path shared with cleanup policies and the CLI): provision (managed) or
-    //    dereference (external), then build the URI.
-    let (provisioned, built) =
-        match crate::resolve::inputs(&name, &ns, &obj.spec, &ctx.store_images) {
-            Err(e) => {
-                let reason = match &e {
-                    provision::PlanError::Invalid(b) => b.reason(),
-                    provision::PlanError::NotManaged => "InvalidSpec",
-                };
-                let o = Outcome::failed(reason, e.to_string());
-                (o.clone(), Err(o))
-            }
-            Ok(crate::resolve::Inputs {
-                plan: Some(plan),
-                spec,
-                ..
-            }) => {
-                let p = provision(obj, ctx, &ns, &plan).await?;
-                let built = if p.outcome.state != State::Failed {
-                    uri::build(&spec, &p.secrets)
-                        .map_err(|e| Outcome::failed(e.reason(), e.to_string()))
-                } else {
-                    Err(p.outcome.clone())
-                };
-                (p.outcome, built)
-            }
-            Ok(crate::resolve::Inputs {
-                plan: None,
-                spec,
-                secrets,
-            }) => {
-                let values = dereference(ctx, &ns, &name, &secrets).await?;
-                let built = uri::build(&spec, &values)
-                    .map_err(|e: BuildError| Outcome::failed(e.reason(), e.to_string()));
-                (
-                    Outcome {
-                        state: State::Ready,
-                        reason: "External".into(),
-                        message: "external store: nothing to provision".into(),
-                    },
-                    built,
-                )
-            }
-        };
+    // 1. Resolve and build.
+    let (provisioned, built) = steps::resolve(obj, ctx, &ns, &name).await?;
 
     // Health: a task per backend probes the store; we only read its latest result here.
     let key = (ns.clone(), name.clone());
@@ -508,63 +464,12 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         .and_then(|_| ctx.health.latest_check(&key));
 
     // 2. Publish the URI Secret.
-    let mut checksum = None;
-    let ready = match built {
-        Ok(cfg) => match publish_uri_secret(obj, ctx, &ns, &secret_name, &cfg).await {
-            Ok(sum) => {
-                checksum = Some(sum);
-                if provisioned.is_ready() {
-                    Outcome::ready(&secret_name)
-                } else {
-                    Outcome::pending(
-                        "Provisioning",
-                        format!(
-                            "{}; URI already published in Secret {secret_name}",
-                            provisioned.message
-                        ),
-                    )
-                }
-            }
-            Err(e) => api_failure(&format!("Secret {secret_name}"), e)?,
-        },
-        Err(failed) => failed,
-    };
+    let (ready, checksum) =
+        steps::publish_secret(obj, ctx, &ns, &secret_name, built, &provisioned).await?;
 
-    if let Ok(mut sel) = ctx.selectors.lock() {
-        match obj
-            .spec
-            .injection
-            .as_ref()
-            .and_then(|i| i.workload_selector.clone())
-        {
-            Some(s) => {
-                sel.insert(key.clone(), s);
-            }
-            None => {
-                sel.remove(&key);
-            }
-        }
-    }
-
-    // 3. Inject into opted-in workloads (only with a published URI: a transient failure must not
-    //    strip workers of their configuration).
-    let (injected, injection) = match &checksum {
-        Some(sum) => {
-            let inj = crate::inject::Injection::new(&name, &obj.spec, &secret_name, sum);
-            let r = workloads::sync(ctx, obj, &ns, Some(&inj)).await?;
-            if !r.vanished {
-                // Held while any workload may carry this backend's annotations.
-                let holds =
-                    !(r.injected.is_empty() && r.throttled.is_empty() && r.failed.is_empty());
-                set_finalizer(ctx, obj, &ns, holds).await?;
-            }
-            (
-                Some(injected_outcome(&name, &r)),
-                Some((r.injected.len() as i32, r.missed_pods)),
-            )
-        }
-        None => (None, None),
-    };
+    // 3. Inject.
+    let (injected, injection) =
+        steps::inject(obj, ctx, &ns, &name, &secret_name, checksum.as_ref()).await?;
 
     // 4. Status (only when it changed) and Events (only on transitions).
     let old = obj.status.clone().unwrap_or_default();
@@ -584,84 +489,10 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             last_health_check,
         },
     );
-    if new != old {
-        tracing::debug!(backend = %name, old = ?old, new = ?new, "status changed");
-        let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"apiVersion": CeleryResultBackend::api_version(&()), "kind": CeleryResultBackend::kind(&()), "status": new});
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    }
-    let reference = obj.object_ref(&());
-    if status::condition_changed(&old, &new, "Provisioned") && managed {
-        publish(
-            ctx,
-            &reference,
-            provisioned.is_ready(),
-            &provisioned.reason,
-            &provisioned.message,
-        )
-        .await;
-    }
-    for type_ in ["Injected", "Healthy"] {
-        if let Some(c) = new.conditions.iter().find(|c| c.type_ == type_) {
-            // Not opting in to injection is a normal state, not worth an Event on every backend.
-            if status::condition_changed(&old, &new, type_)
-                && c.status != "Unknown"
-                && c.reason != "NoOptIn"
-            {
-                publish(ctx, &reference, c.status == "True", &c.reason, &c.message).await;
-            }
-        }
-    }
-    if status::condition_changed(&old, &new, "Ready") {
-        publish(
-            ctx,
-            &reference,
-            ready.is_ready(),
-            &ready.reason,
-            &ready.message,
-        )
-        .await;
-    }
-    ctx.metrics.set_conditions(
-        &format!("{ns}/{name}"),
-        Some(
-            new.conditions
-                .iter()
-                .map(|c| (c.type_.clone(), c.status.clone()))
-                .collect(),
-        ),
-    );
-    ctx.health
-        .retain(|(n, nm)| ctx.store.get(&ObjectRef::new(nm).within(n)).is_some());
-    ctx.metrics.retain_backends(|k| {
-        let (n, nm) = k.split_once('/').unwrap_or(("", k));
-        ctx.store.get(&ObjectRef::new(nm).within(n)).is_some()
-    });
-    // Converging (a store rolling out) is not an error.
-    if ready.state == State::Failed {
-        ctx.metrics
-            .errors
-            .get_or_create(&crate::telemetry::ReasonLabel {
-                reason: ready.reason.clone(),
-            })
-            .inc();
-    }
-    Ok(if ready.is_ready() {
-        if let Ok(mut f) = ctx.failures.lock() {
-            f.remove(&key);
-        }
-        Action::requeue(Duration::from_secs(600))
-    } else if ready.state == State::Pending {
-        // The StatefulSet watch wakes us when it becomes ready; this is only a safety net.
-        Action::requeue(Duration::from_secs(60))
-    } else {
-        Action::requeue(backoff(bump_failures(ctx, key)))
-    })
+    steps::report(obj, ctx, &old, &new, &provisioned, &ready).await?;
+
+    // 5. When to look again.
+    Ok(steps::next(ctx, &ready, key))
 }
 
 /// The Injected condition from what workload sync found.
