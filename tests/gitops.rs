@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace};
-use support::operator::{condition, get, wait_until, Operator};
-use support::stores::free_port;
+use support::operator::{condition, get, wait_until, Operator, WebhookConfigGuard};
 
 /// A local operator for `ns` with its own Pod webhook (the webhook injects the Pods).
 struct Env {
@@ -22,42 +21,14 @@ struct Env {
     _tmp: tempfile::TempDir,
 }
 
-struct WebhookConfigGuard(String);
-impl Drop for WebhookConfigGuard {
-    fn drop(&mut self) {
-        let _ = kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.0,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
 fn env(prefix: &str) -> Env {
     install_crds();
     let ns = TestNamespace::blocking(prefix);
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config_name = format!("cbo-test-{}", ns.name);
-    let guard = WebhookConfigGuard(config_name.clone());
-    let (addr, url) = (
-        format!("127.0.0.1:{port}"),
-        format!("https://127.0.0.1:{port}"),
-    );
-    let op = Operator::start_with(
-        tmp.path(),
-        &ns.name,
-        "op.log",
-        &[
-            "--webhook-addr",
-            &addr,
-            "--webhook-url",
-            &url,
-            "--webhook-config-name",
-            &config_name,
-        ],
-    );
+    let (flags, guard) = support::operator::local_webhook(&ns.name);
+    let config_name = guard.0.clone();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let op = Operator::start_with(tmp.path(), &ns.name, "op.log", &flags);
     wait_until("the webhook configuration", 30, || {
         kubectl(&["get", "mutatingwebhookconfiguration", &config_name])
             .status

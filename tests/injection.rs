@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace};
-use support::operator::{condition, get, wait_until, Operator};
+use support::operator::{condition, get, wait_until, Operator, WebhookConfigGuard};
 
 const SECRET: &str = "orders-redis-celery-result-backend";
 
@@ -81,37 +81,15 @@ fn template_checksum(ns: &str, deploy: &str) -> String {
     )
 }
 
-struct WebhookConfigGuard(String);
-impl Drop for WebhookConfigGuard {
-    fn drop(&mut self) {
-        let _ = kubectl(&[
-            "delete",
-            "mutatingwebhookconfiguration",
-            &self.0,
-            "--ignore-not-found",
-        ]);
-    }
-}
-
 #[test]
 fn workloads_and_pods_get_the_uri_by_reference() {
     install_crds();
     let ns = TestNamespace::blocking("inject");
     let n = ns.name.clone();
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config_name = format!("cbo-test-{n}");
-    let _guard = WebhookConfigGuard(config_name.clone());
-    let addr = format!("127.0.0.1:{port}");
-    let url = format!("https://127.0.0.1:{port}");
-    let flags = [
-        "--webhook-addr",
-        addr.as_str(),
-        "--webhook-url",
-        url.as_str(),
-        "--webhook-config-name",
-        config_name.as_str(),
-    ];
+    let (flags, _guard) = support::operator::local_webhook(&n);
+    let config_name = _guard.0.clone();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut op = Operator::start_with(tmp.path(), &n, "op1.log", &flags);
     support::operator::apply_redis_example(&n, 30);
     // Nothing opts in yet.
@@ -536,26 +514,9 @@ fn every_workload_kind_override_existing_and_config_module() {
     let n = ns.name.clone();
     let tmp = tempfile::tempdir().unwrap();
     // The Pod webhook injects the Pods (the operator only marks the templates).
-    let port = free_port();
-    let config_name = format!("cbo-test-{n}");
-    let _guard = WebhookConfigGuard(config_name.clone());
-    let (addr, url) = (
-        format!("127.0.0.1:{port}"),
-        format!("https://127.0.0.1:{port}"),
-    );
-    let op = Operator::start_with(
-        tmp.path(),
-        &n,
-        "op.log",
-        &[
-            "--webhook-addr",
-            &addr,
-            "--webhook-url",
-            &url,
-            "--webhook-config-name",
-            &config_name,
-        ],
-    );
+    let (flags, _guard) = support::operator::local_webhook(&n);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let op = Operator::start_with(tmp.path(), &n, "op.log", &flags);
     support::operator::apply_redis_example(&n, 30);
     // A worker that sets the variable itself keeps its value by default: nothing is injected.
     let own = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: own\n  labels: {celery.dev/result-backend: orders-redis}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: own}}\n  template:\n    metadata: {labels: {app: own}}\n    spec:\n      containers:\n      - {name: worker, image: registry.invalid/celery-worker:1, env: [{name: CELERY_RESULT_BACKEND, value: 'redis://mine:6379/0'}]}\n";

@@ -189,3 +189,33 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, body)
 }
+
+/// A MutatingWebhookConfiguration a test's local operator registers, deleted when dropped.
+pub struct WebhookConfigGuard(pub String);
+
+impl Drop for WebhookConfigGuard {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "mutatingwebhookconfiguration",
+            &self.0,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// Flags for a local operator serving its own Pod webhook on a free port of 127.0.0.1,
+/// registered as `cbo-test-<ns>` (deleted when the guard drops), and the guard.
+pub fn local_webhook(ns: &str) -> (Vec<String>, WebhookConfigGuard) {
+    let port = super::stores::free_port();
+    let config_name = format!("cbo-test-{ns}");
+    let flags = vec![
+        "--webhook-addr".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--webhook-url".into(),
+        format!("https://127.0.0.1:{port}"),
+        "--webhook-config-name".into(),
+        config_name.clone(),
+    ];
+    (flags, WebhookConfigGuard(config_name))
+}
