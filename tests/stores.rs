@@ -1036,3 +1036,32 @@ fn s3_random_mix_loses_exactly_the_expired_finished_results() {
     let t = Target { dir, f, s: Some(s) };
     oracle_case("s3", None, &t, 70, GroupRule::AllMembersExpired, &[]);
 }
+
+/// A wrong password is reported as refused credentials (health reason `StoreAuthFailed`), not as
+/// an unreachable store, by Redis and MariaDB themselves; the password never shows. (The test
+/// PostgreSQL trusts local connections, so it cannot refuse a password; the SQLSTATE class 28
+/// rule is the same code path as MariaDB's.)
+#[test]
+fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
+    stores_up(&["redis", "postgresql", "mariadb"]);
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "not-the-password-4711";
+    for (label, spec) in [
+        ("redis", "  redis:\n    external:\n      host: 127.0.0.1\n      port: 16379\n      auth: {passwordSecretRef: {name: store-auth, key: password}}\n"),
+        ("mysql", "  database:\n    external:\n      engine: mysql\n      host: 127.0.0.1\n      port: 13306\n      database: celery\n      auth: {username: celery, passwordSecretRef: {name: store-auth, key: password}}\n"),
+    ] {
+        let (f, s) = backend(dir.path(), spec, Some(wrong));
+        let (ok, out, err) = cli(&[
+            &["check"],
+            target_args(&f, &s).as_slice(),
+            &["--timeout", "10s"],
+        ]
+        .concat());
+        assert!(!ok, "{label}: {out}");
+        assert!(
+            err.contains("refused the credentials"),
+            "{label}: expected an authentication failure, got: {err}"
+        );
+        assert!(!err.contains(wrong), "{label}: password leaked: {err}");
+    }
+}

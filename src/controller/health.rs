@@ -83,6 +83,13 @@ fn outcome_of(
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
         ),
+        Err(crate::stores::StoreError::Auth { .. }) => Outcome::failed(
+            "StoreAuthFailed",
+            res.as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        ),
         Err(crate::stores::StoreError::Connect { .. }) => Outcome::failed(
             "StoreUnreachable",
             res.as_ref()
@@ -250,6 +257,35 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_failure_has_its_own_reason() {
+        use crate::stores::{Store, StoreError};
+        let store = Store::from_config(
+            &crate::uri::BackendConfig {
+                uri: "redis://h:6379/0".into(),
+                ..Default::default()
+            },
+            true,
+        );
+        let reason = |e: StoreError| super::outcome_of(&store, &Err(e)).reason;
+        assert_eq!(
+            reason(StoreError::auth("redis", "WRONGPASS")),
+            "StoreAuthFailed"
+        );
+        assert_eq!(
+            reason(StoreError::connect("redis", "refused")),
+            "StoreUnreachable"
+        );
+        assert_eq!(
+            reason(StoreError::Timeout {
+                store: "redis".into(),
+                timeout: std::time::Duration::from_secs(1)
+            }),
+            "StoreTimeout"
+        );
+        assert_eq!(reason(StoreError::protocol("redis", "ERR")), "StoreError");
+    }
+
     #[test]
     fn failed_checks_are_retried_sooner_up_to_the_interval() {
         use super::next_check;

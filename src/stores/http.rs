@@ -65,9 +65,11 @@ pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, St
     if status.is_success() {
         Ok(format!("GET {path} answered {status}"))
     } else {
-        Err(StoreError::protocol(
-            kind,
-            format!("GET {path} answered {status}"),
-        ))
+        let msg = format!("GET {path} answered {status}");
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            Err(StoreError::auth(kind, msg))
+        } else {
+            Err(StoreError::protocol(kind, msg))
+        }
     }
 }

@@ -156,6 +156,10 @@ pub struct PurgeOptions {
 pub enum StoreError {
     #[error("cannot connect to {store}: {message}")]
     Connect { store: String, message: String },
+    /// The store refused the credentials (a wrong password, an unknown user, no permission):
+    /// reachable, but the configuration is wrong, not the network.
+    #[error("{store} refused the credentials: {message}")]
+    Auth { store: String, message: String },
     #[error("{store} answered with an error: {message}")]
     Protocol { store: String, message: String },
     #[error("no answer from {store} within {timeout:?}")]
@@ -167,6 +171,12 @@ pub enum StoreError {
 impl StoreError {
     pub fn connect(store: &str, e: impl std::fmt::Display) -> Self {
         StoreError::Connect {
+            store: store.into(),
+            message: scrub(&e.to_string()),
+        }
+    }
+    pub fn auth(store: &str, e: impl std::fmt::Display) -> Self {
+        StoreError::Auth {
             store: store.into(),
             message: scrub(&e.to_string()),
         }

@@ -62,9 +62,13 @@ impl MongoStore {
     pub async fn probe(&self) -> Result<String, StoreError> {
         let client = self.client().await?;
         let db = client.database(&self.database);
-        db.run_command(doc! {"ping": 1})
-            .await
-            .map_err(|e| StoreError::connect(STORE, e))?;
+        db.run_command(doc! {"ping": 1}).await.map_err(|e| {
+            if matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. }) {
+                StoreError::auth(STORE, e)
+            } else {
+                StoreError::connect(STORE, e)
+            }
+        })?;
         let info = db
             .run_command(doc! {"buildInfo": 1})
             .await

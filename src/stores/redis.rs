@@ -89,7 +89,16 @@ enum Read {
 }
 
 fn redis_err(e: redis::RedisError) -> StoreError {
+    if redis_auth_failed(&e) {
+        return StoreError::auth("redis", e);
+    }
     StoreError::protocol("redis", e)
+}
+
+/// Whether Redis refused the credentials (AUTH failed, `WRONGPASS`, `NOAUTH`, `NOPERM`).
+fn redis_auth_failed(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }
 
 /// TYPE and TTL of every key, then GET of the strings: never a command that fails on a key of
@@ -208,7 +217,13 @@ impl RedisStore {
         client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| StoreError::connect("redis", e))
+            .map_err(|e| {
+                if redis_auth_failed(&e) {
+                    StoreError::auth("redis", e)
+                } else {
+                    StoreError::connect("redis", e)
+                }
+            })
     }
 
     pub async fn probe(&self) -> Result<String, StoreError> {
@@ -216,7 +231,7 @@ impl RedisStore {
         let pong: String = redis::cmd("PING")
             .query_async(&mut c)
             .await
-            .map_err(|e| StoreError::protocol("redis", e))?;
+            .map_err(redis_err)?;
         Ok(format!("PING answered {pong}"))
     }
 

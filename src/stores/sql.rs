@@ -175,7 +175,14 @@ impl SqlStore {
         sqlx::any::install_default_drivers();
         sqlx::AnyConnection::connect(&self.url)
             .await
-            .map_err(|e| StoreError::connect(self.engine(), e))
+            .map_err(|e| match &e {
+                // SQLSTATE class 28: invalid authorization (PostgreSQL 28P01/28000, MySQL and
+                // MariaDB 28000 for error 1045).
+                sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
+                    StoreError::auth(self.engine(), &e)
+                }
+                _ => StoreError::connect(self.engine(), &e),
+            })
     }
 
     pub async fn probe(&self) -> Result<String, StoreError> {
