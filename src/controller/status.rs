@@ -34,11 +34,17 @@ impl Outcome {
             message,
         }
     }
-    pub fn ready(secret: &str) -> Self {
+    /// Published, with the builder's warnings (what a user should know) in the message.
+    pub fn ready(secret: &str, warnings: &[String]) -> Self {
+        let mut message = format!("result_backend URI published in Secret {secret}");
+        for w in warnings {
+            message.push_str("; warning: ");
+            message.push_str(w);
+        }
         Outcome {
             state: State::Ready,
             reason: "UriPublished".into(),
-            message: format!("result_backend URI published in Secret {secret}"),
+            message,
         }
     }
     pub fn failed(reason: &str, message: String) -> Self {
@@ -222,7 +228,7 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_on_transition() {
-        let first = next(&Status::default(), &report(Outcome::ready("s"), 1));
+        let first = next(&Status::default(), &report(Outcome::ready("s", &[]), 1));
         let ready = |s: &Status| {
             s.conditions
                 .iter()
@@ -231,7 +237,7 @@ mod tests {
                 .unwrap()
         };
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let again = next(&first, &report(Outcome::ready("s"), 2));
+        let again = next(&first, &report(Outcome::ready("s", &[]), 2));
         assert_eq!(
             ready(&first).last_transition_time,
             ready(&again).last_transition_time
@@ -255,7 +261,7 @@ mod tests {
 
     #[test]
     fn unowned_conditions_are_kept_and_unknown_only_at_first() {
-        let mut first = next(&Status::default(), &report(Outcome::ready("s"), 1));
+        let mut first = next(&Status::default(), &report(Outcome::ready("s", &[]), 1));
         let healthy = first
             .conditions
             .iter()
@@ -271,7 +277,7 @@ mod tests {
             observed_generation: Some(1),
             last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
         });
-        let again = next(&first, &report(Outcome::ready("s"), 2));
+        let again = next(&first, &report(Outcome::ready("s", &[]), 2));
         let healthy = again
             .conditions
             .iter()

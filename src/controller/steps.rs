@@ -92,7 +92,7 @@ pub(super) async fn publish_secret(
             Ok(sum) => {
                 checksum = Some(sum);
                 if provisioned.is_ready() {
-                    Outcome::ready(secret_name)
+                    Outcome::ready(secret_name, &cfg.warnings)
                 } else {
                     Outcome::pending(
                         "Provisioning",

@@ -365,6 +365,7 @@ pub fn build(
     backend.family().build(&mut cx)?;
     result_expires(&mut cx, spec, kind)?;
     celery_clock(&mut cx, spec)?;
+    settings_reach_workers(&mut cx, spec);
     let uri = cx.out.uri.clone();
     cx.bind("uri", uri);
     cx.out.kind = Some(kind);
@@ -411,6 +412,26 @@ fn result_expires(
 }
 
 /// Celery's `timezone` and `enable_utc` (`spec.timezone`, `spec.enableUtc`), which decide how
+/// Settings that cannot live in the URI reach injected workers only through `celeryconfig.py`
+/// (`injection.configModule: true`): without it a worker keeps Celery's defaults for them (a
+/// 1-day `result_expires`, no Sentinel master name, no bucket) and nothing would say so. Warned,
+/// naming the settings.
+fn settings_reach_workers(cx: &mut Ctx, spec: &CeleryResultBackendSpec) {
+    let module = spec
+        .injection
+        .as_ref()
+        .and_then(|i| i.config_module)
+        .unwrap_or(false);
+    if module || cx.out.settings.is_empty() {
+        return;
+    }
+    let keys: Vec<&str> = cx.out.settings.keys().map(String::as_str).collect();
+    cx.warn(format!(
+        "injected workers get only the URI; these settings reach them only through celeryconfig.py: {}. Set injection.configModule: true (and put /etc/celery-result-backend on the worker's PYTHONPATH) or set them in the worker's own configuration",
+        keys.join(", ")
+    ));
+}
+
 /// Celery stamps `date_done` and so how cleanup reads it (`stores::plan::CeleryClock`).
 fn celery_clock(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
     if let Some(tz) = &spec.timezone {
@@ -492,6 +513,40 @@ pub fn config_module(cfg: &BackendConfig) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn settings_outside_the_uri_are_warned_unless_the_config_module_is_injected() {
+        let without = build(
+            &spec(json!({"redis": {"external": {"host": "r"}}, "resultExpires": "10m"})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert_eq!(without.settings["result_expires"], 600);
+        assert!(
+            without
+                .warnings
+                .iter()
+                .any(|w| w.contains("celeryconfig.py: result_expires.")),
+            "{:?}",
+            without.warnings
+        );
+        let with = build(
+            &spec(json!({"redis": {"external": {"host": "r"}}, "resultExpires": "10m", "injection": {"configModule": true}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(with.warnings.iter().all(|w| !w.contains("celeryconfig.py")));
+        let plain = build(
+            &spec(json!({"redis": {"external": {"host": "r"}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(
+            plain.warnings.is_empty(),
+            "nothing to warn: {:?}",
+            plain.warnings
+        );
+    }
 
     fn spec(v: serde_json::Value) -> CeleryResultBackendSpec {
         serde_json::from_value(v).unwrap()
