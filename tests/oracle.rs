@@ -401,7 +401,25 @@ fn document_store_uris_parse_back_in_celery() {
 // ------------------------------------------------------------------ object storage and settings-only backends
 
 fn object_and_settings_cases() -> Vec<Case> {
-    let mut v = vec![];
+    let mut v = vec![Case {
+        id: "redis/resultSettings".into(),
+        kind: "redis",
+        spec: json!({"redis": {"external": {"host": "r"}}, "injection": {"configModule": true},
+            "resultSettings": {"extended": true, "serializer": "json", "compression": "gzip",
+                "acceptContent": ["json", "application/x-python-serialize"],
+                "chordJoinTimeout": "3s", "chordRetryInterval": "1500ms", "backendAlwaysRetry": true,
+                "backendMaxRetries": 5, "backendBaseSleepBetweenRetries": "20ms",
+                "backendMaxSleepBetweenRetries": "10s", "cacheMax": 100}}),
+        secrets: SecretValues::new(),
+        expect: json!({"conf.result_extended": true, "conf.result_serializer": "json",
+            "conf.result_compression": "gzip",
+            "conf.result_accept_content": ["json", "application/x-python-serialize"],
+            "conf.result_chord_join_timeout": 3.0, "conf.result_chord_retry_interval": 1.5,
+            "conf.result_cache_max": 100,
+            "backend.serializer": "json", "backend.always_retry": true, "backend.max_retries": 5,
+            "backend.base_sleep_between_retries_ms": 20,
+            "backend.max_sleep_between_retries_ms": 10000}),
+    }];
     for (i, pw) in NASTY.iter().enumerate() {
         v.push(Case {
             id: format!("s3/settings/secret-{i}"),

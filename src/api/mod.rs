@@ -108,6 +108,9 @@ pub struct CeleryResultBackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
     pub result_expires: Option<String>,
+    /// Celery's other result settings (the task result backend settings of Celery's configuration reference), rendered into celeryconfig.py: they reach workers only with injection.configModule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_settings: Option<ResultSettings>,
     /// Celery's timezone setting of the workers writing to this backend (an IANA name such as Asia/Shanghai). Rendered into celeryconfig.py; cleanup reads stored times without an offset (MySQL/MariaDB and SQLite task rows, naive date_done strings) in this zone. Omitted: Celery's default (UTC, unless enableUtc is false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+/-]+$"))]
@@ -121,6 +124,61 @@ pub struct CeleryResultBackendSpec {
     /// Periodic health checks against the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+}
+
+/// Celery's result settings beyond the URI and result_expires (names as in Celery 5.7's
+/// `celery.app.defaults`), each rendered into celeryconfig.py under its Celery name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultSettings {
+    /// result_extended: also store the task's name, args, kwargs, worker, retries and queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended: Option<bool>,
+    /// result_serializer: json (Celery's default), pickle, yaml or msgpack. Cleanup reads results as JSON in key-value and document stores: results it cannot read there are kept, never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(json|pickle|yaml|msgpack)$"))]
+    pub serializer: Option<String>,
+    /// result_compression: gzip, bzip2, zlib or lzma (kombu's built-in codecs). Cleanup cannot read compressed results in key-value and document stores and keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(gzip|bzip2|zlib|lzma)$"))]
+    pub compression: Option<String>,
+    /// result_accept_content: serializer names or content types a client accepts when reading results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(min = 1, max = 128),
+            regex(pattern = r"^[a-zA-Z0-9][-+./a-zA-Z0-9]*$")
+        )
+    )]
+    pub accept_content: Option<Vec<String>>,
+    /// result_chord_join_timeout: how long a chord's join waits for its header results (a duration such as 3s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub chord_join_timeout: Option<String>,
+    /// result_chord_retry_interval: how long a chord waits before retrying its unlock (a duration such as 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub chord_retry_interval: Option<String>,
+    /// result_backend_always_retry: retry recoverable result-backend errors instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_always_retry: Option<bool>,
+    /// result_backend_max_retries: how many times (Celery's default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub backend_max_retries: Option<u32>,
+    /// result_backend_base_sleep_between_retries_ms, as a duration (e.g. 10ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub backend_base_sleep_between_retries: Option<String>,
+    /// result_backend_max_sleep_between_retries_ms, as a duration (e.g. 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = DURATION_PATTERN))]
+    pub backend_max_sleep_between_retries: Option<String>,
+    /// result_cache_max: how many results a client caches (-1: none, Celery's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1, max = 1000000))]
+    pub cache_max: Option<i64>,
 }
 
 /// Injection of the URI into Celery workers.
@@ -436,6 +494,7 @@ impl CeleryResultBackendSpec {
             iron_cache,
             filesystem,
             result_expires: _,
+            result_settings: _,
             timezone: _,
             enable_utc: _,
             injection: _,

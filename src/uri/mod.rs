@@ -364,12 +364,62 @@ pub fn build(
     cx.bind("provider", "celery-backend-operator");
     backend.family().build(&mut cx)?;
     result_expires(&mut cx, spec, kind)?;
+    result_settings(&mut cx, spec)?;
     celery_clock(&mut cx, spec)?;
     settings_reach_workers(&mut cx, spec);
     let uri = cx.out.uri.clone();
     cx.bind("uri", uri);
     cx.out.kind = Some(kind);
     Ok(cx.out)
+}
+
+/// `spec.resultSettings` under Celery's names; durations in Celery's units (seconds, or
+/// milliseconds for the retry sleeps).
+fn result_settings(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+    let Some(r) = &spec.result_settings else {
+        return Ok(());
+    };
+    let secs = |field: &str, v: &Option<String>| -> Result<Option<f64>, BuildError> {
+        v.as_deref()
+            .map(|d| {
+                parse_duration(d).map_err(|m| invalid(&format!("spec.resultSettings.{field}"), m))
+            })
+            .transpose()
+    };
+    cx.set_opt("result_extended", r.extended);
+    cx.set_opt("result_serializer", r.serializer.clone());
+    cx.set_opt("result_compression", r.compression.clone());
+    cx.set_opt("result_accept_content", r.accept_content.clone());
+    cx.set_opt(
+        "result_chord_join_timeout",
+        secs("chordJoinTimeout", &r.chord_join_timeout)?,
+    );
+    cx.set_opt(
+        "result_chord_retry_interval",
+        secs("chordRetryInterval", &r.chord_retry_interval)?,
+    );
+    cx.set_opt("result_backend_always_retry", r.backend_always_retry);
+    cx.set_opt("result_backend_max_retries", r.backend_max_retries);
+    let ms = |v: Option<f64>| v.map(|s| (s * 1000.0).round() as u64);
+    cx.set_opt(
+        "result_backend_base_sleep_between_retries_ms",
+        ms(secs(
+            "backendBaseSleepBetweenRetries",
+            &r.backend_base_sleep_between_retries,
+        )?),
+    );
+    cx.set_opt(
+        "result_backend_max_sleep_between_retries_ms",
+        ms(secs(
+            "backendMaxSleepBetweenRetries",
+            &r.backend_max_sleep_between_retries,
+        )?),
+    );
+    cx.set_opt("result_cache_max", r.cache_max);
+    if r.serializer.as_deref().is_some_and(|s| s != "json") || r.compression.is_some() {
+        cx.warn("result_serializer other than json, or result_compression: cleanup policies cannot read such results in key-value and document stores (Redis, MongoDB, Elasticsearch, CouchDB, object stores) and keep them; rely on result_expires there");
+    }
+    Ok(())
 }
 
 fn result_expires(
@@ -513,6 +563,42 @@ pub fn config_module(cfg: &BackendConfig) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn result_settings_use_celerys_names_and_units() {
+        let cfg = build(
+            &spec(json!({"redis": {"external": {"host": "r"}}, "injection": {"configModule": true},
+                "resultSettings": {"extended": true, "serializer": "json", "acceptContent": ["json"],
+                    "chordJoinTimeout": "3s", "chordRetryInterval": "1500ms", "backendAlwaysRetry": true,
+                    "backendMaxRetries": 5, "backendBaseSleepBetweenRetries": "10ms",
+                    "backendMaxSleepBetweenRetries": "10s", "cacheMax": -1}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        let s = &cfg.settings;
+        assert_eq!(s["result_extended"], true);
+        assert_eq!(s["result_serializer"], "json");
+        assert_eq!(s["result_accept_content"], json!(["json"]));
+        assert_eq!(s["result_chord_join_timeout"], 3.0);
+        assert_eq!(s["result_chord_retry_interval"], 1.5);
+        assert_eq!(s["result_backend_always_retry"], true);
+        assert_eq!(s["result_backend_max_retries"], 5);
+        assert_eq!(s["result_backend_base_sleep_between_retries_ms"], 10);
+        assert_eq!(s["result_backend_max_sleep_between_retries_ms"], 10000);
+        assert_eq!(s["result_cache_max"], -1);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let module = config_module(&cfg);
+        assert!(module.contains("result_extended = True\n"), "{module}");
+        let pickle = build(
+            &spec(json!({"redis": {"external": {"host": "r"}}, "resultSettings": {"serializer": "pickle"}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(pickle
+            .warnings
+            .iter()
+            .any(|w| w.contains("cannot read such results")));
+    }
 
     #[test]
     fn settings_outside_the_uri_are_warned_unless_the_config_module_is_injected() {

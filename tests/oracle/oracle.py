@@ -365,6 +365,13 @@ def run(case):
             raise
         actual = {"construct_error": type(e).__name__}
     actual = {k: (v() if callable(v) and k in case["expect"] else v) for k, v in actual.items()}
+    # "conf.<setting>": what Celery's configuration holds; "backend.<attr>": what Celery's own
+    # backend object took from it (BaseBackend reads the result_* settings in __init__).
+    for k in case["expect"]:
+        if k.startswith("conf."):
+            actual[k] = app.conf.get(k[len("conf."):])
+        elif k.startswith("backend."):
+            actual[k] = getattr(app.backend, k[len("backend."):], "<absent>")
     if "result_expires" in case["expect"]:
         exp = app.conf.result_expires
         actual["result_expires"] = exp.total_seconds() if hasattr(exp, "total_seconds") else exp
