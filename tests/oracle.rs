@@ -172,9 +172,34 @@ fn redis_cases() -> Vec<Case> {
             secrets: secrets(&[("creds", "pw", pw), ("creds", "spw", &format!("s-{pw}"))]),
             expect: json!({"class": "SentinelBackend", "db": 2, "password": pw,
                 "hosts": [{"host": "s0.sentinel", "port": 26379}, {"host": "fd00::2", "port": 26380}],
-                "master_name": "mymaster", "sentinel_password": format!("s-{pw}"), "ssl_cert_reqs": "required"}),
+                "master_name": "mymaster", "sentinel_password": format!("s-{pw}"), "ssl_cert_reqs": "required",
+                "sentinel_connection": {"ssl": true, "ssl_cert_reqs": "required", "ssl_ca_certs": null,
+                    "password": format!("s-{pw}")}}),
         });
     }
+    // TLS to the Sentinels with the master's CA; and the explicit opt-out keeps them in clear.
+    v.push(Case {
+        id: "redis/sentinel/tls-ca".into(),
+        kind: "redis",
+        spec: json!({"redis": {"external": {"sentinel": {"masterName": "m",
+                "hosts": [{"host": "s0.example.internal"}, {"host": "s1.example.internal"}]},
+            "tls": {"enabled": true, "verify": "Required", "caFile": "/etc/ssl/redis/ca.crt"}}}}),
+        secrets: secrets(&[]),
+        expect: json!({"class": "SentinelBackend", "ssl_cert_reqs": "required",
+            "sentinel_connection": {"ssl": true, "ssl_cert_reqs": "required",
+                "ssl_ca_certs": "/etc/ssl/redis/ca.crt", "password": null}}),
+    });
+    v.push(Case {
+        id: "redis/sentinel/tls-opt-out".into(),
+        kind: "redis",
+        spec: json!({"redis": {"external": {"sentinel": {"masterName": "m", "tls": false,
+                "hosts": [{"host": "s0.example.internal"}]},
+            "tls": {"enabled": true, "verify": "Required"}}}}),
+        secrets: secrets(&[]),
+        expect: json!({"class": "SentinelBackend", "ssl_cert_reqs": "required",
+            "sentinel_connection": {"ssl": false, "ssl_cert_reqs": null, "ssl_ca_certs": null,
+                "password": null}}),
+    });
     v.push(Case {
         id: "redis/unix-socket".into(),
         kind: "redis",

@@ -113,6 +113,9 @@ pub struct RedisSentinel {
     /// Password of the Sentinels themselves (sentinel_kwargs.password), if they require one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinel_password_secret_ref: Option<SecretKeyRef>,
+    /// Reach the Sentinels over TLS too, with tls's verification and files (sentinel_kwargs ssl, ssl_cert_reqs, ...). Default: as tls.enabled, so TLS is never silently downgraded for the Sentinel traffic; false only for Sentinels that do not speak TLS (warned: the Sentinel connections, and a Sentinel password, then travel in clear). true needs tls.enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
 }
 
 /// A Redis that the operator provisions.

@@ -73,11 +73,18 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
         }
         cx.out.uri = uris.join(";");
         transport.insert("master_name".into(), json!(s.master_name));
+        let mut sentinel_kwargs = serde_json::Map::new();
         if let Some(sp) = cx.opt_secret(
             &format!("{f}.sentinel.sentinelPasswordSecretRef"),
             &s.sentinel_password_secret_ref,
         )? {
-            transport.insert("sentinel_kwargs".into(), json!({ "password": sp }));
+            sentinel_kwargs.insert("password".into(), json!(sp));
+        }
+        if s.tls == Some(true) && tls.is_none() {
+            return Err(invalid(
+                &format!("{f}.sentinel.tls"),
+                "needs tls.enabled: the Sentinels use the same TLS settings as the master",
+            ));
         }
         if let Some(t) = tls {
             let mut ssl = serde_json::Map::new();
@@ -91,7 +98,22 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
                     ssl.insert(k.into(), json!(v));
                 }
             }
+            // Celery hands sentinel_kwargs to redis-py's Sentinel connections: without ssl there
+            // the master is reached over TLS but the Sentinels in clear (celery.backends.redis
+            // SentinelBackend._get_sentinel_instance).
+            if s.tls == Some(false) {
+                cx.warn(format!(
+                    "{f}.sentinel.tls is false: the Sentinel connections{} travel in clear; only the master connection uses TLS",
+                    if sentinel_kwargs.contains_key("password") { " and the Sentinel password" } else { "" }
+                ));
+            } else {
+                sentinel_kwargs.insert("ssl".into(), json!(true));
+                sentinel_kwargs.extend(ssl.clone());
+            }
             cx.set("redis_backend_use_ssl", Value::Object(ssl));
+        }
+        if !sentinel_kwargs.is_empty() {
+            transport.insert("sentinel_kwargs".into(), Value::Object(sentinel_kwargs));
         }
         cx.bind("sentinel_master", &s.master_name);
         cx.bind_credentials(&user, &pw);

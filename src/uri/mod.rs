@@ -565,6 +565,45 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn sentinel_tls_follows_the_master_and_an_opt_out_is_warned() {
+        let sentinel = |extra: Value| {
+            let mut s = json!({"masterName": "m", "hosts": [{"host": "s0"}]});
+            if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            s
+        };
+        let on = build(
+            &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({})), "tls": {"enabled": true}}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        let kw = &on.settings["result_backend_transport_options"]["sentinel_kwargs"];
+        assert_eq!(kw["ssl"], true, "{kw}");
+        assert!(on.warnings.iter().all(|w| !w.contains("in clear")));
+        let off = build(
+            &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({"tls": false})), "tls": {"enabled": true}}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(off.settings["result_backend_transport_options"]["sentinel_kwargs"].is_null());
+        assert!(
+            off.warnings.iter().any(|w| w.contains("travel in clear")),
+            "{:?}",
+            off.warnings
+        );
+        let e = build(
+            &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({"tls": true}))}}})),
+            &SecretValues::new(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("spec.redis.external.sentinel.tls"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn result_settings_use_celerys_names_and_units() {
         let cfg = build(
             &spec(json!({"redis": {"external": {"host": "r"}}, "injection": {"configModule": true},

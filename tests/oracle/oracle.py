@@ -59,6 +59,14 @@ def redis_params(app, url):
         ssl_conf = app.conf.redis_backend_use_ssl
         if ssl_conf:
             out["ssl_cert_reqs"] = ssl_conf.get("ssl_cert_reqs")
+        # How redis-py will reach the Sentinels themselves (built, not connected).
+        def sentinel_conn():
+            pool = b._get_sentinel_instance(**b.connparams).sentinels[0].connection_pool
+            kw = pool.connection_kwargs
+            return {"ssl": pool.connection_class.__name__ == "SSLConnection",
+                    "ssl_cert_reqs": cert_name(kw.get("ssl_cert_reqs")),
+                    "ssl_ca_certs": kw.get("ssl_ca_certs"), "password": kw.get("password")}
+        out["sentinel_connection"] = sentinel_conn
     else:
         out["host"] = cp.get("host")
         out["port"] = cp.get("port")
