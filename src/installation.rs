@@ -430,21 +430,28 @@ pub async fn checksum_key(
             },
             "type": "Opaque",
         }))?;
-        secret.data = Some(
-            [(
-                CHECKSUM_KEY.to_string(),
-                k8s_openapi::ByteString(key.clone()),
-            )]
-            .into(),
-        );
         let written = match live {
-            // Present but without a usable key (edited by hand): replace it, guarded by its
-            // resourceVersion.
+            // Present but without a usable key (edited by hand): a merge patch guarded by its
+            // resourceVersion (a conflict means someone wrote it meanwhile: read theirs). Patch,
+            // not update: the chart grants the operator get, create and patch on its Secrets.
             Some(l) => {
-                secret.metadata.resource_version = l.metadata.resource_version;
-                api.replace(name, &Default::default(), &secret).await
+                let patch = serde_json::json!({
+                    "metadata": {"resourceVersion": l.metadata.resource_version},
+                    "data": {CHECKSUM_KEY: k8s_openapi::ByteString(key.clone())},
+                });
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
             }
-            None => api.create(&Default::default(), &secret).await,
+            None => {
+                secret.data = Some(
+                    [(
+                        CHECKSUM_KEY.to_string(),
+                        k8s_openapi::ByteString(key.clone()),
+                    )]
+                    .into(),
+                );
+                api.create(&Default::default(), &secret).await
+            }
         };
         match written {
             Ok(_) => return Ok(key),

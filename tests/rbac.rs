@@ -115,6 +115,17 @@ fn run_under_chart_rbac(watch_namespace: bool) {
         format!("system:serviceaccount:{sys_ns}:celery-backend-operator")
     );
 
+    // A checksum-key Secret left without a usable key (edited by hand): the operator repairs it
+    // with the verbs the chart grants (a patch; no update).
+    kubectl_ok(&[
+        "-n",
+        &sys_ns,
+        "create",
+        "secret",
+        "generic",
+        "celery-backend-operator-checksum-key",
+        "--from-literal=checksum-key=short",
+    ]);
     // The operator, as the chart runs it, but out of cluster.
     let port = free_port();
     let (addr, url) = (
@@ -143,6 +154,20 @@ fn run_under_chart_rbac(watch_namespace: bool) {
     );
     // URI Secret, status, Events.
     support::operator::apply_redis_example(&n, 60);
+    let key = kubectl_ok(&[
+        "-n",
+        &sys_ns,
+        "get",
+        "secret",
+        "celery-backend-operator-checksum-key",
+        "-o",
+        "jsonpath={.data.checksum-key}",
+    ]);
+    assert_eq!(
+        key.trim().len(),
+        44,
+        "a 32-byte key (base64) replaced the unusable one: {key}"
+    );
     // Workload injection, and the finalizer it brings.
     let deployment = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: worker\n  namespace: {n}\n  labels: {{celery.dev/result-backend: orders-redis}}\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: worker}}}}\n  template:\n    metadata: {{labels: {{app: worker}}}}\n    spec:\n      containers: [{{name: worker, image: registry.invalid/celery-worker:1}}]\n"
