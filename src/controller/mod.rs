@@ -96,6 +96,9 @@ pub struct Context {
     checksum_key: Vec<u8>,
     /// Injection writes per workload in the last minute.
     write_budget: workloads::WriteBudget,
+    /// Backends (namespace, name) reconciled and not deleted, so a Namespace's label change (the
+    /// injection opt-out) reaches the backends of that namespace.
+    known: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 /// The Event recorder of this process (reporting controller `celery-backend-operator`, instance
@@ -176,6 +179,7 @@ async fn run_controller(
         store_images,
         checksum_key,
         write_budget: workloads::WriteBudget::default(),
+        known: Arc::default(),
         claims,
     });
     let index = ctx.index.clone();
@@ -204,6 +208,20 @@ async fn run_controller(
     )
     .default_backoff()
     .touched_objects();
+    // Namespaces (metadata only, label changes only): `celery.dev/injection: disabled` turned on
+    // or off reaches the namespace's backends at once. A scoped installation watches its one.
+    let known = ctx.known.clone();
+    let ns_config = match &namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
+    };
+    let namespace_changes = watcher(
+        Api::<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>::all(client.clone()),
+        ns_config,
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(predicates::labels, Default::default());
     let selectors = ctx.selectors.clone();
     // Workloads and Pods (metadata only) map to the backends they opt in to, are matched by, or
     // carry an injection record of.
@@ -299,6 +317,18 @@ async fn run_controller(
             scoped::<Service>(&client, &namespace),
             watcher::Config::default().labels(MANAGED_BY),
         )
+        .watches_stream(namespace_changes, move |n| {
+            let ns = n.name_any();
+            known
+                .lock()
+                .map(|k| {
+                    k.iter()
+                        .filter(|(bns, _)| bns == &ns)
+                        .map(|(bns, name)| ObjectRef::<Guarded>::new(name).within(bns))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
         .watches_stream(secret_changes, move |s| {
             let key = (s.namespace().unwrap_or_default(), s.name_any());
             index
@@ -435,6 +465,13 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         ctx.health.retain(|k| k != &key);
         tracing::debug!(namespace = %ns, backend = %name, "served by another installation; left alone");
         return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    if let Ok(mut k) = ctx.known.lock() {
+        if obj.metadata.deletion_timestamp.is_some() {
+            k.remove(&(ns.clone(), name.clone()));
+        } else {
+            k.insert((ns.clone(), name.clone()));
+        }
     }
     if obj.metadata.deletion_timestamp.is_some() {
         return finalize_backend(obj, ctx, &ns).await;

@@ -45,9 +45,10 @@
 - apiGroups: ["celery.dev"]
   resources: ["celeryresultcleanuppolicies/status"]
   verbs: ["get", "patch"]
+# Namespaces: the injection opt-out label (celery.dev/injection), watched for changes.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["mutatingwebhookconfigurations"]
   verbs: ["get", "list", "watch", "create", "patch"]
