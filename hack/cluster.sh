@@ -63,7 +63,10 @@ gen_certs() {
 }
 
 write_kubeconfig() {
-  cat >"$KCFG" <<KC
+  # Written to a temporary file and renamed: test processes that share this cluster read it while
+  # another one runs `up` (a truncated file sends kubectl to localhost:8080).
+  local tmp="$KCFG.tmp.$$"
+  cat >"$tmp" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -81,6 +84,7 @@ contexts:
   context: {cluster: cbo-local, user: admin, namespace: default}
 current-context: cbo-local
 KC
+  if cmp -s "$tmp" "$KCFG"; then rm -f "$tmp"; else mv -f "$tmp" "$KCFG"; fi
 }
 
 spawn() { # name command...
