@@ -1,5 +1,5 @@
 //! Benchmark: Pod admission latency through the operator's mutating webhook, against a baseline of
-//! Pods the webhook never sees (no opt-in label, so the API server's objectSelector skips the
+//! Pods the webhook never sees (no opt-in label or template mark, so the API server's matchConditions skip the
 //! call), measured in the same run on the local control plane. Prints a table.
 //!
 //! Run: `cargo bench --bench webhook_latency` (starts the local control plane if needed).
@@ -78,7 +78,7 @@ fn main() {
             if p.metadata
                 .annotations
                 .unwrap_or_default()
-                .contains_key("celery.dev/result-backend-checksum")
+                .contains_key("injected.celery.dev/orders-redis")
             {
                 break;
             }
@@ -102,7 +102,7 @@ fn main() {
                         p.metadata
                             .annotations
                             .unwrap_or_default()
-                            .contains_key("celery.dev/result-backend-checksum"),
+                            .contains_key("injected.celery.dev/orders-redis"),
                         "{name} not injected"
                     );
                     with.push(d);
