@@ -419,11 +419,9 @@ pub struct S3External {
     pub region: Option<String>,
     /// Endpoint of an S3-compatible store, e.g. http://minio.storage:9000 (s3_endpoint_url); no credentials in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 2048),
-        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-    )]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(NO_URL_CREDENTIALS_RULE).message(NO_URL_CREDENTIALS_MESSAGE))]
+    #[x_kube(validation = Rule::new(HTTP_URL_RULE).message(HTTP_URL_MESSAGE))]
     pub endpoint_url: Option<String>,
     /// Secret key holding the access key id (s3_access_key_id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -661,11 +659,9 @@ pub struct DynamoDbExternal {
     pub local_endpoint: Option<HostPort>,
     /// Endpoint URL override (dynamodb_endpoint_url), e.g. for LocalStack; no credentials in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 2048),
-        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-    )]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new(NO_URL_CREDENTIALS_RULE).message(NO_URL_CREDENTIALS_MESSAGE))]
+    #[x_kube(validation = Rule::new(HTTP_URL_RULE).message(HTTP_URL_MESSAGE))]
     pub endpoint_url: Option<String>,
     /// Table name (default celery; Celery creates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

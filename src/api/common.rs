@@ -40,10 +40,18 @@ pub const NO_TRAVERSAL_RULE: &str = r"!self.matches(r'(^|/)\.\.(/|$)')";
 /// Message of [`NO_TRAVERSAL_RULE`].
 pub const NO_TRAVERSAL_MESSAGE: &str =
     "must not contain '..' segments (path traversal): write the path without them";
-/// CEL: an http(s) URL without `user:password@` before the host.
-pub const NO_URL_CREDENTIALS_RULE: &str = r"!self.matches(r'^[A-Za-z][-+.A-Za-z0-9]*://[^/?#]*@')";
-/// Message of [`NO_URL_CREDENTIALS_RULE`].
-pub const NO_URL_CREDENTIALS_MESSAGE: &str = "must not contain credentials (user:password@ before the host): a secret outside a Secret; use the SecretRef fields";
+/// CEL: an endpoint URL without any `@`. Not just "none before the first `/`": a secret key
+/// containing `/` (AWS keys often do) would hide `user:secret@` from that test, and no endpoint
+/// URL needs an `@`.
+pub const NO_URL_CREDENTIALS_RULE: &str = r"!self.contains('@')";
+/// Message of [`NO_URL_CREDENTIALS_RULE`] (a CEL message: the API server does not echo the value).
+pub const NO_URL_CREDENTIALS_MESSAGE: &str = "must not contain '@' (no user:password@ in the URL: a secret outside a Secret); use the SecretRef fields";
+/// CEL: an http(s) URL with a host, an optional port and path, no spaces, query or fragment.
+/// A CEL rule rather than a schema pattern, whose error would print the whole value (and any
+/// credentials in it) back.
+pub const HTTP_URL_RULE: &str = r"self.matches(r'^https?://[^\s/?#@]+(/[^\s?#]*)?$')";
+/// Message of [`HTTP_URL_RULE`].
+pub const HTTP_URL_MESSAGE: &str = "must be an http:// or https:// URL (lowercase scheme), a host with an optional port and path, without spaces, query or fragment";
 
 /// A reference to one key of a Secret in the backend's namespace.
 #[derive(

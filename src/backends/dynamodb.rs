@@ -24,7 +24,7 @@ pub(crate) fn dynamodb(cx: &mut Ctx, spec: &DynamoDbBackend) -> Result<(), Build
             ))
         }
     };
-    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
+    checked_endpoint_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
     if b.region.is_some() && b.local_endpoint.is_some() {
         return Err(invalid(f, "set either region or localEndpoint, not both"));
     }

@@ -25,7 +25,7 @@ pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
             "set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither",
         ));
     }
-    checked_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
+    checked_endpoint_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
     // Celery ignores everything after s3://; the bucket and the rest are settings.
     cx.out.uri = "s3://".into();
     cx.set("s3_bucket", b.bucket.as_str());

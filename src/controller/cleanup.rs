@@ -451,10 +451,16 @@ async fn reconcile_policy(
     let now = Timestamp::now().as_second();
     let name = p.name_any();
     let old = p.status.clone().unwrap_or_default();
-    let cron = match (
-        parse_schedule(&p.spec.schedule),
-        parse_duration(&p.spec.retention),
-    ) {
+    // A schedule that parses but names no date that exists (30 February) would never run and
+    // never say so: refused like a schedule that does not parse.
+    let schedule = parse_schedule(&p.spec.schedule).and_then(|c| match next_run(&c, now) {
+        Some(_) => Ok(c),
+        None => Err(format!(
+            "spec.schedule {:?} never fires: no date matches it (such as 30 February)",
+            p.spec.schedule
+        )),
+    });
+    let cron = match (schedule, parse_duration(&p.spec.retention)) {
         (Ok(c), Ok(_)) => c,
         (Err(e), _) | (_, Err(e)) => {
             let c = condition(
@@ -545,6 +551,14 @@ mod tests {
         let every5s = parse_schedule("*/5 * * * * *").unwrap();
         assert_eq!(next_run(&every5s, t0), Some(t0 + 5));
         assert!(parse_schedule("not a cron").is_err());
+        // Parses, but no date matches: the reconcile refuses it as InvalidSpec (never fires).
+        let never = parse_schedule("0 0 30 2 *").unwrap();
+        assert_eq!(next_run(&never, t0), None);
+        let leap = parse_schedule("0 0 29 2 *").unwrap();
+        assert!(
+            next_run(&leap, t0).is_some(),
+            "29 February comes every four years"
+        );
     }
 
     /// A 2-hour-old result of a backend with resultExpires 1h is deleted by a 168h policy.

@@ -171,10 +171,23 @@ pub fn path_without_traversal(path: &str) -> Result<(), &'static str> {
 /// Refuse `user:password@` in a URL's authority (RFC 3986 section 3.2.1 userinfo): credentials
 /// belong in a Secret, and these URLs are published as plain settings.
 pub fn url_without_credentials(url: &str) -> Result<(), &'static str> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.contains('@') {
-        return Err("must not contain credentials (user:password@ before the host): a secret outside a Secret; use the SecretRef fields");
+    // Anywhere, not only before the first '/': a secret with a '/' in it would hide otherwise.
+    if url.contains('@') {
+        return Err(crate::api::NO_URL_CREDENTIALS_MESSAGE);
+    }
+    Ok(())
+}
+
+/// An http(s) endpoint URL as the CRD's `HTTP_URL_RULE` admits it: lowercase `http://` or
+/// `https://`, a host (optional port), an optional path; no spaces, query or fragment.
+pub fn http_url(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or(crate::api::HTTP_URL_MESSAGE)?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || url.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        return Err(crate::api::HTTP_URL_MESSAGE);
     }
     Ok(())
 }
@@ -289,14 +302,23 @@ mod tests {
         for bad in ["/etc/../root/.ssh/id", "/a/..", "/../x"] {
             assert!(path_without_traversal(bad).is_err(), "{bad}");
         }
-        for ok in [
-            "http://minio.storage:9000",
-            "https://s3.example/a@b",
-            "http://[fd00::1]:9000/p?x=@",
-        ] {
+        for ok in ["http://minio.storage:9000", "http://[fd00::1]:9000/p"] {
             assert!(url_without_credentials(ok).is_ok(), "{ok}");
+            assert!(http_url(ok).is_ok(), "{ok}");
         }
         for bad in [
+            "HTTPS://h/",
+            "https://h/#x",
+            "https://h/?q",
+            "ftp://h",
+            "https://",
+            "https://h /",
+        ] {
+            assert!(http_url(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            "https://AKIA:wJalr/K7MD/bPx@minio.example.internal",
+            "https://s3.example/a@b",
             "https://AKIA:secret@minio.example.internal",
             "http://user@h:9000/",
         ] {

@@ -103,6 +103,16 @@ pub(crate) fn checked_url(field: &str, url: Option<&String>) -> Result<(), Build
     }
 }
 
+/// An endpoint URL (S3, DynamoDB): no credentials and the shape the CRD admits.
+pub(crate) fn checked_endpoint_url(field: &str, url: Option<&String>) -> Result<(), BuildError> {
+    match url {
+        Some(u) => check::url_without_credentials(u)
+            .and_then(|()| check::http_url(u))
+            .map_err(|m| invalid(field, m)),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn invalid(field: &str, message: impl Into<String>) -> BuildError {
     BuildError::Invalid {
         field: field.into(),
