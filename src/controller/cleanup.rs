@@ -66,10 +66,24 @@ fn condition(
     super::status::condition(old, type_, status, reason, message, generation)
 }
 
-async fn write_status(client: &Client, name: &str, status: &CleanupPolicyStatus) {
+/// Writes a policy's status by server-side apply. `precondition`: the resourceVersion the writer
+/// decided on; when set, the write happens only if the policy has not changed since (the API
+/// server answers 409 otherwise). An installation that is not yet the status's named writer (the
+/// first write, or a take-over) writes conditionally, so two installations deciding at the same
+/// moment that they are first cannot both write: the second gets 409, backs off, and at its next
+/// run reads the winner's name. Returns whether the status was written.
+async fn write_status(
+    client: &Client,
+    name: &str,
+    status: &CleanupPolicyStatus,
+    precondition: Option<&str>,
+) -> bool {
     let api: Api<CeleryResultCleanupPolicy> = Api::all(client.clone());
-    let patch = json!({"apiVersion": CeleryResultCleanupPolicy::api_version(&()), "kind": CeleryResultCleanupPolicy::kind(&()), "status": status});
-    if let Err(e) = api
+    let mut patch = json!({"apiVersion": CeleryResultCleanupPolicy::api_version(&()), "kind": CeleryResultCleanupPolicy::kind(&()), "status": status});
+    if let Some(rv) = precondition {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
+    match api
         .patch_status(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -77,7 +91,15 @@ async fn write_status(client: &Client, name: &str, status: &CleanupPolicyStatus)
         )
         .await
     {
-        tracing::warn!(policy = %name, error = %e, "cannot write cleanup policy status");
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 409 && precondition.is_some() => {
+            tracing::info!(policy = %name, "policy changed since this run read it (another installation wrote its status first); not written");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(policy = %name, error = %e, "cannot write cleanup policy status");
+            false
+        }
     }
 }
 
@@ -338,7 +360,13 @@ async fn run_policy(
         conditions,
         installation: Some(me.id.clone()),
     };
-    write_status(&client, &name, &status).await;
+    // Not yet the named writer: only if nobody wrote since this run read the policy.
+    let precondition = if old.installation.as_deref() == Some(me.id.as_str()) {
+        None
+    } else {
+        policy.metadata.resource_version.as_deref()
+    };
+    write_status(&client, &name, &status, precondition).await;
 }
 
 /// An Event on the backend for what a run did to it, so `kubectl describe crb` shows cleanup
@@ -483,7 +511,7 @@ async fn reconcile_policy(
                     observed_generation: p.metadata.generation,
                     ..old.clone()
                 };
-                write_status(client, &name, &status).await;
+                write_status(client, &name, &status, None).await;
             }
             return Ok(Action::await_change());
         }
