@@ -109,9 +109,33 @@ pub enum TlsVerify {
     None,
 }
 
-/// TLS settings for a client connection. File paths are paths inside the worker container.
+/// Where injected TLS material is mounted in workers: `<TLS_MOUNT_ROOT>/<secret name>/<key>`
+/// (read-only, a Secret volume with exactly the referenced keys).
+pub const TLS_MOUNT_ROOT: &str = "/etc/celery-backend/tls";
+
+/// The key of a `kubernetes.io/tls` Secret holding the certificate chain (PEM).
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// The key of a `kubernetes.io/tls` Secret holding the private key (PEM).
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+/// A Secret of type `kubernetes.io/tls` in the backend's namespace (keys `tls.crt`, `tls.key`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSecretRef {
+    /// Name of the Secret, in the same namespace as the CeleryResultBackend.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
+    pub name: String,
+}
+
+/// TLS settings for a client connection. TLS material comes from Secrets (`caSecretRef`,
+/// `clientCertificateSecretRef`): the operator uses it in memory for its own checks and cleanup,
+/// and injection mounts it read-only into workers under `/etc/celery-backend/tls/<secret>/<key>`,
+/// the path the URI names. The `*File` fields are the alternative for images that bring their
+/// own files: paths inside the worker container, which the operator cannot read.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.caFile) && has(self.caSecretRef))").message("set either caFile or caSecretRef, not both"))]
+#[x_kube(validation = Rule::new("!has(self.clientCertificateSecretRef) || !(has(self.certFile) || has(self.keyFile))").message("set either clientCertificateSecretRef or certFile/keyFile, not both"))]
 pub struct TlsConfig {
     /// Connect with TLS.
     #[serde(default)]
@@ -134,6 +158,47 @@ pub struct TlsConfig {
     #[schemars(length(max = 4096), regex(pattern = ABS_PATH_PATTERN))]
     #[x_kube(validation = Rule::new(NO_TRAVERSAL_RULE).message(NO_TRAVERSAL_MESSAGE))]
     pub key_file: Option<String>,
+    /// CA bundle (PEM) that verifies the server, from a key of a Secret in the backend's namespace. Mounted into workers at /etc/celery-backend/tls/<name>/<key>; the operator's own checks use it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Client certificate and key for stores that require one (mutual TLS): a Secret of type kubernetes.io/tls (keys tls.crt and tls.key). Mounted into workers at /etc/celery-backend/tls/<name>/; the operator's own checks present it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret_ref: Option<TlsSecretRef>,
+}
+
+impl TlsConfig {
+    /// The CA bundle path workers read: the mounted `caSecretRef`, else `caFile`.
+    pub fn ca_path(&self) -> Option<String> {
+        match &self.ca_secret_ref {
+            Some(r) => Some(format!("{TLS_MOUNT_ROOT}/{}/{}", r.name, r.key)),
+            None => self.ca_file.clone(),
+        }
+    }
+
+    /// The client certificate and key paths workers read: the mounted
+    /// `clientCertificateSecretRef`, else `certFile`/`keyFile`.
+    pub fn client_paths(&self) -> (Option<String>, Option<String>) {
+        match &self.client_certificate_secret_ref {
+            Some(r) => (
+                Some(format!("{TLS_MOUNT_ROOT}/{}/{TLS_CERT_KEY}", r.name)),
+                Some(format!("{TLS_MOUNT_ROOT}/{}/{TLS_KEY_KEY}", r.name)),
+            ),
+            None => (self.cert_file.clone(), self.key_file.clone()),
+        }
+    }
+
+    /// The Secret keys injection mounts (`(secret, key)`), in a stable order.
+    pub fn mounted_keys(&self) -> Vec<(String, String)> {
+        let mut v = vec![];
+        if let Some(r) = &self.ca_secret_ref {
+            v.push((r.name.clone(), r.key.clone()));
+        }
+        if let Some(r) = &self.client_certificate_secret_ref {
+            v.push((r.name.clone(), TLS_CERT_KEY.into()));
+            v.push((r.name.clone(), TLS_KEY_KEY.into()));
+        }
+        v
+    }
 }
 
 /// What happens to provisioned data when the CeleryResultBackend is deleted.

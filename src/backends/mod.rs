@@ -15,8 +15,8 @@ mod prelude {
     pub(crate) use crate::uri::check::{self, Ipv6Rule};
     pub(crate) use crate::uri::encode::{self, component, host as fmt_host, query, userinfo};
     pub(crate) use crate::uri::{
-        basic_credentials, checked_endpoint_url, checked_host, checked_path, checked_tls_paths,
-        checked_url, double_component, invalid, tls_reqs, BuildError, Ctx,
+        basic_credentials, checked_endpoint_url, checked_host, checked_path, checked_url,
+        double_component, invalid, tls_reqs, BuildError, Ctx,
     };
 }
 
@@ -61,6 +61,24 @@ impl SecretRefs {
                 &format!("{field}.passwordSecretRef"),
                 &a.password_secret_ref,
             );
+        }
+    }
+
+    /// The Secret keys of a `tls` block at `field` (`caSecretRef`, and `tls.crt`/`tls.key` of
+    /// `clientCertificateSecretRef`).
+    pub(crate) fn tls(&mut self, field: &str, t: &Option<crate::api::TlsConfig>) {
+        if let Some(t) = t.as_ref().filter(|t| t.enabled) {
+            self.one(&format!("{field}.caSecretRef"), &t.ca_secret_ref);
+            for (name, key) in t
+                .mounted_keys()
+                .into_iter()
+                .skip(t.ca_secret_ref.is_some() as usize)
+            {
+                self.0.push((
+                    format!("{field}.clientCertificateSecretRef"),
+                    SecretKeyRef { name, key },
+                ));
+            }
         }
     }
 

@@ -50,16 +50,22 @@ pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> 
         q.push(("replicaSet", r.clone()));
     }
     if let Some(t) = b.tls.as_ref() {
-        checked_tls_paths(&format!("{f}.tls"), t)?;
         q.push(("tls", t.enabled.to_string()));
         if t.enabled {
+            if t.client_certificate_secret_ref.is_some() {
+                return Err(invalid(
+                    &format!("{f}.tls.clientCertificateSecretRef"),
+                    "MongoDB takes one PEM file with certificate and key (tlsCertificateKeyFile), not a kubernetes.io/tls pair: set certFile",
+                ));
+            }
+            cx.tls(&format!("{f}.tls"), t)?;
             match t.verify.unwrap_or_default() {
                 TlsVerify::Required => {}
                 TlsVerify::Optional => q.push(("tlsAllowInvalidCertificates", "true".into())),
                 TlsVerify::None => q.push(("tlsInsecure", "true".into())),
             }
-            if let Some(ca) = &t.ca_file {
-                q.push(("tlsCAFile", ca.clone()));
+            if let Some(ca) = t.ca_path() {
+                q.push(("tlsCAFile", ca));
             }
             match (&t.cert_file, &t.key_file) {
                 (Some(c), None) => q.push(("tlsCertificateKeyFile", c.clone())),
@@ -116,6 +122,7 @@ impl Family for MongoBackend {
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.mongodb.external.auth", &e.auth);
+            refs.tls("spec.mongodb.external.tls", &e.tls);
         }
     }
 

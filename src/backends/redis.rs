@@ -16,7 +16,7 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
     let db = b.db.unwrap_or(0);
     let tls = b.tls.as_ref().filter(|t| t.enabled);
     if let Some(t) = tls {
-        checked_tls_paths(&format!("{f}.tls"), t)?;
+        cx.tls(&format!("{f}.tls"), t)?;
     }
     checked_path(&format!("{f}.unixSocket"), b.unix_socket.as_ref())?;
     if let Some(k) = b
@@ -89,10 +89,11 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
         if let Some(t) = tls {
             let mut ssl = serde_json::Map::new();
             ssl.insert("ssl_cert_reqs".into(), json!(tls_reqs(t.verify)));
+            let (cert, key) = t.client_paths();
             for (k, v) in [
-                ("ssl_ca_certs", &t.ca_file),
-                ("ssl_certfile", &t.cert_file),
-                ("ssl_keyfile", &t.key_file),
+                ("ssl_ca_certs", t.ca_path()),
+                ("ssl_certfile", cert),
+                ("ssl_keyfile", key),
             ] {
                 if let Some(v) = v {
                     ssl.insert(k.into(), json!(v));
@@ -127,16 +128,17 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
         let port = b.port.unwrap_or(6379);
         let scheme = if let Some(t) = tls {
             q.push(("ssl_cert_reqs", tls_reqs(t.verify).to_string()));
+            let (cert, key) = t.client_paths();
             for (k, v) in [
-                ("ssl_ca_certs", &t.ca_file),
-                ("ssl_certfile", &t.cert_file),
-                ("ssl_keyfile", &t.key_file),
+                ("ssl_ca_certs", t.ca_path()),
+                ("ssl_certfile", cert),
+                ("ssl_keyfile", key),
             ] {
                 if let Some(v) = v {
                     // Decoded twice: by parse_qsl in kombu's url_to_parts, then by unquote in
                     // RedisBackend._params_from_url (celery/backends/redis.py), so encode twice
                     // ('/etc/ca%20x.pem' otherwise arrives as '/etc/ca x.pem').
-                    q.push((k, component(v)));
+                    q.push((k, component(&v)));
                 }
             }
             "rediss"
@@ -157,6 +159,7 @@ impl Family for RedisBackend {
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.redis.external.auth", &e.auth);
+            refs.tls("spec.redis.external.tls", &e.tls);
             if let Some(s) = &e.sentinel {
                 refs.one(
                     "spec.redis.external.sentinel.sentinelPasswordSecretRef",

@@ -162,6 +162,10 @@ pub enum StoreError {
     Auth { store: String, message: String },
     #[error("{store} answered with an error: {message}")]
     Protocol { store: String, message: String },
+    /// The TLS handshake failed: the server certificate did not verify (unknown CA, wrong host
+    /// name, expired), the client certificate was refused, or the server does not speak TLS.
+    #[error("TLS with {store} failed: {message}")]
+    Tls { store: String, message: String },
     #[error("no answer from {store} within {timeout:?}")]
     Timeout { store: String, timeout: Duration },
     #[error("{0}")]
@@ -181,11 +185,49 @@ impl StoreError {
             message: scrub(&e.to_string()),
         }
     }
+    /// A TLS failure, with an optional hint for the user (see [`tls_hint`]).
+    pub fn tls(store: &str, e: impl std::fmt::Display, hint: Option<&str>) -> Self {
+        let mut message = scrub(&e.to_string());
+        if let Some(h) = hint {
+            message.push_str(&format!(" ({h})"));
+        }
+        StoreError::Tls {
+            store: store.into(),
+            message,
+        }
+    }
     pub fn protocol(store: &str, e: impl std::fmt::Display) -> Self {
         StoreError::Protocol {
             store: store.into(),
             message: scrub(&e.to_string()),
         }
+    }
+}
+
+/// Whether a driver's error message reports a TLS failure (rustls: `invalid peer certificate`,
+/// alerts, a peer that is not speaking TLS).
+pub fn tls_failure(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    [
+        "invalid peer certificate",
+        "certificate",
+        "received corrupt message",
+        "tls handshake",
+        "alert",
+        "unknownissuer",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+}
+
+/// What to tell a user whose TLS verification failed: a CA given only as a worker-local file
+/// (`caFile`) is not one the operator can read.
+pub fn tls_hint(t: &crate::uri::TlsMaterial) -> Option<String> {
+    match (&t.ca_pem, &t.worker_ca_file) {
+        (None, Some(f)) => Some(format!(
+            "the operator verified against the system trust store: caFile {f} is a path inside workers it cannot read; set caSecretRef so both use the same CA"
+        )),
+        _ => None,
     }
 }
 

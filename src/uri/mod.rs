@@ -42,6 +42,35 @@ pub struct BackendConfig {
     /// The backend this was built for (set by [`build`]); the store layer chooses its client by
     /// it. `None` only for configurations written by hand (tests), which are read by scheme.
     pub kind: Option<BackendKind>,
+    /// TLS material the operator's own clients use (from `caSecretRef` and
+    /// `clientCertificateSecretRef`); held in memory, never published or printed.
+    pub tls: Option<TlsMaterial>,
+}
+
+/// TLS material for the operator's own store clients, read from the Secrets a `tls` block
+/// references. `Debug` prints which parts are present, never their bytes.
+#[derive(Clone, Default, PartialEq)]
+pub struct TlsMaterial {
+    /// How strictly the server certificate is verified (Celery's `ssl_cert_reqs` and kin).
+    pub verify: TlsVerify,
+    /// CA bundle (PEM) from `caSecretRef`; `None`: the system's trust store.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and key (PEM) from `clientCertificateSecretRef`.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    /// `caFile`: a path inside the worker that the operator cannot read (named in hints when
+    /// verification fails).
+    pub worker_ca_file: Option<String>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("verify", &self.verify)
+            .field("ca", &self.ca_pem.as_ref().map(|_| "<from Secret>"))
+            .field("client", &self.client.as_ref().map(|_| "<redacted>"))
+            .field("worker_ca_file", &self.worker_ca_file)
+            .finish()
+    }
 }
 
 /// Why a URI cannot be built. Messages name the field and never contain a secret value.
@@ -183,6 +212,69 @@ impl Ctx<'_> {
             &a.password_secret_ref,
         )?;
         Ok((user, password))
+    }
+
+    /// Check an enabled `tls` block at `field` and keep its Secret-held material for the
+    /// operator's own clients ([`BackendConfig::tls`]). Errors name the field: a key Kubernetes
+    /// cannot mount as a file (`.`, `..`), a missing Secret or key, material that is not PEM.
+    pub(crate) fn tls(&mut self, field: &str, t: &TlsConfig) -> Result<(), BuildError> {
+        checked_tls_paths(field, t)?;
+        if t.ca_file.is_some() && t.ca_secret_ref.is_some() {
+            return Err(invalid(
+                &format!("{field}.caSecretRef"),
+                "set either caFile or caSecretRef, not both",
+            ));
+        }
+        if t.client_certificate_secret_ref.is_some()
+            && (t.cert_file.is_some() || t.key_file.is_some())
+        {
+            return Err(invalid(
+                &format!("{field}.clientCertificateSecretRef"),
+                "set either clientCertificateSecretRef or certFile/keyFile, not both",
+            ));
+        }
+        if let Some(r) = &t.ca_secret_ref {
+            if r.key == "." || r.key == ".." || r.key.starts_with("..") {
+                return Err(invalid(
+                    &format!("{field}.caSecretRef.key"),
+                    "a key that starts with '..' cannot be mounted as a file",
+                ));
+            }
+        }
+        let pem = |fld: String, v: String| -> Result<Vec<u8>, BuildError> {
+            if v.contains("-----BEGIN ") {
+                Ok(v.into_bytes())
+            } else {
+                Err(invalid(&fld, "is not PEM (no -----BEGIN line)"))
+            }
+        };
+        let ca_pem = match &t.ca_secret_ref {
+            Some(r) => {
+                let fld = format!("{field}.caSecretRef");
+                Some(pem(fld.clone(), self.secret(&fld, r)?)?)
+            }
+            None => None,
+        };
+        let client = match &t.client_certificate_secret_ref {
+            Some(r) => {
+                let fld = format!("{field}.clientCertificateSecretRef");
+                let key = |k: &str| SecretKeyRef {
+                    name: r.name.clone(),
+                    key: k.into(),
+                };
+                let cert = self.secret(&fld, &key(TLS_CERT_KEY))?;
+                let pkey = self.secret(&fld, &key(TLS_KEY_KEY))?;
+                Some((pem(fld.clone(), cert)?, pem(fld, pkey)?))
+            }
+            None => None,
+        };
+        self.out.tls = Some(TlsMaterial {
+            verify: t.verify.unwrap_or_default(),
+            ca_pem,
+            client,
+            worker_ca_file: t.ca_file.clone(),
+        });
+        Ok(())
     }
 
     pub(crate) fn set(&mut self, key: &str, v: impl Into<Value>) {
@@ -573,6 +665,84 @@ pub fn config_module(cfg: &BackendConfig) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tls_material_from_secrets_is_mounted_for_workers_and_kept_for_the_operator() {
+        let mut secrets = SecretValues::new();
+        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        secrets
+            .entry("redis-ca".into())
+            .or_default()
+            .insert("ca.crt".into(), ca.into());
+        let client = secrets.entry("redis-client".into()).or_default();
+        client.insert("tls.crt".into(), ca.into());
+        client.insert(
+            "tls.key".into(),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
+        );
+        let cfg = build(
+            &spec(
+                json!({"redis": {"external": {"host": "r.example", "tls": {"enabled": true,
+                "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+                "clientCertificateSecretRef": {"name": "redis-client"}}}}}),
+            ),
+            &secrets,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.uri,
+            "rediss://r.example:6379/0?ssl_cert_reqs=required\
+             &ssl_ca_certs=%252Fetc%252Fcelery-backend%252Ftls%252Fredis-ca%252Fca.crt\
+             &ssl_certfile=%252Fetc%252Fcelery-backend%252Ftls%252Fredis-client%252Ftls.crt\
+             &ssl_keyfile=%252Fetc%252Fcelery-backend%252Ftls%252Fredis-client%252Ftls.key"
+        );
+        let t = cfg.tls.clone().unwrap();
+        assert_eq!(t.ca_pem.as_deref(), Some(ca.as_bytes()));
+        assert!(t.client.is_some());
+        // Never printed: the published config has paths only, and Debug hides the bytes.
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("MIIB") && !shown.contains("AAAA"),
+            "{shown}"
+        );
+        assert!(!config_module(&cfg).contains("BEGIN"));
+        // Material that is not PEM is refused naming the field, without echoing it.
+        secrets
+            .get_mut("redis-ca")
+            .unwrap()
+            .insert("ca.crt".into(), "hunter2".into());
+        let e = build(
+            &spec(
+                json!({"redis": {"external": {"host": "r.example", "tls": {"enabled": true,
+                "caSecretRef": {"name": "redis-ca", "key": "ca.crt"}}}}}),
+            ),
+            &secrets,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("spec.redis.external.tls.caSecretRef") && !e.contains("hunter2"),
+            "{e}"
+        );
+        // The operator reads the references (and only enabled TLS blocks' ones).
+        let refs = secret_refs(&spec(
+            json!({"redis": {"external": {"host": "r", "tls": {"enabled": true,
+            "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+            "clientCertificateSecretRef": {"name": "redis-client"}}}}}),
+        ));
+        let keys: Vec<_> = refs
+            .iter()
+            .map(|(_, r)| format!("{}/{}", r.name, r.key))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "redis-ca/ca.crt",
+                "redis-client/tls.crt",
+                "redis-client/tls.key"
+            ]
+        );
+    }
 
     #[test]
     fn sentinel_tls_follows_the_master_and_an_opt_out_is_warned() {
