@@ -53,6 +53,9 @@ pub struct Injection {
     pub config_module: bool,
     pub override_existing: bool,
     pub checksum: String,
+    /// TLS Secret keys to mount (`(secret, key)`, from `tls.caSecretRef` and
+    /// `tls.clientCertificateSecretRef`) at `/etc/celery-backend/tls/<secret>/<key>`.
+    pub tls: Vec<(String, String)>,
 }
 
 impl Injection {
@@ -70,6 +73,7 @@ impl Injection {
             config_module: inj.config_module.unwrap_or(false),
             override_existing: inj.override_existing.unwrap_or(false),
             checksum: checksum.into(),
+            tls: spec.tls().map(|t| t.mounted_keys()).unwrap_or_default(),
         }
     }
 
@@ -174,6 +178,98 @@ fn env_entries(inj: &Injection) -> Vec<Value> {
 
 fn config_volume(inj: &Injection) -> Value {
     json!({"name": CONFIG_VOLUME, "secret": {"secretName": inj.secret, "items": [{"key": CONFIG_KEY, "path": "celeryconfig.py"}]}})
+}
+
+/// The Pod volume that carries TLS material from Secret `secret`: `cbo-tls-` and 8 hex digits
+/// of SHA-256 of the name (a DNS label whatever the Secret's name), one per Secret so two
+/// backends that share a CA Secret share the volume.
+pub fn tls_volume_name(secret: &str) -> String {
+    use sha2::Digest;
+    let h = Sha256::digest(secret.as_bytes());
+    format!("cbo-tls-{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+}
+
+/// Where a TLS Secret is mounted: `/etc/celery-backend/tls/<secret>`.
+pub fn tls_mount_path(secret: &str) -> String {
+    format!("{}/{secret}", crate::api::TLS_MOUNT_ROOT)
+}
+
+/// The TLS Secrets of an injection with the keys each must carry, sorted by Secret.
+fn tls_secrets(inj: &Injection) -> BTreeMap<&str, Vec<&str>> {
+    let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (secret, key) in &inj.tls {
+        let keys = m.entry(secret.as_str()).or_default();
+        if !keys.contains(&key.as_str()) {
+            keys.push(key.as_str());
+        }
+    }
+    m
+}
+
+/// JSON patch operations mounting an injection's TLS Secrets, read-only, in every container:
+/// a Secret volume with exactly the referenced keys (an existing volume of the same Secret, from
+/// another backend, gains the missing keys), mounted at [`tls_mount_path`].
+fn tls_patch(spec: &PodSpec, inj: &Injection) -> Vec<Value> {
+    let mut ops = vec![];
+    let mut vols = spec.volumes.clone().unwrap_or_default();
+    let mut vols_added = spec.volumes.is_some();
+    let mut has_mounts: Vec<bool> = spec
+        .containers
+        .iter()
+        .map(|c| c.volume_mounts.is_some())
+        .collect();
+    for (secret, keys) in tls_secrets(inj) {
+        let name = tls_volume_name(secret);
+        let items = |keys: &[&str]| -> Vec<Value> {
+            keys.iter().map(|k| json!({"key": k, "path": k})).collect()
+        };
+        match vols.iter().position(|v| v.name == name) {
+            Some(j) => {
+                let mut have: Vec<&str> = vols[j]
+                    .secret
+                    .as_ref()
+                    .and_then(|s| s.items.as_ref())
+                    .map(|i| i.iter().map(|i| i.key.as_str()).collect())
+                    .unwrap_or_default();
+                let missing: Vec<&str> =
+                    keys.iter().filter(|k| !have.contains(k)).copied().collect();
+                if !missing.is_empty() {
+                    have.extend(missing);
+                    let v = json!({"name": name, "secret": {"secretName": secret, "items": items(&have)}});
+                    ops.push(
+                        json!({"op": "replace", "path": format!("/spec/volumes/{j}"), "value": v}),
+                    );
+                }
+            }
+            None => {
+                let v =
+                    json!({"name": name, "secret": {"secretName": secret, "items": items(&keys)}});
+                if vols_added {
+                    ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": v}));
+                } else {
+                    ops.push(json!({"op": "add", "path": "/spec/volumes", "value": [v]}));
+                    vols_added = true;
+                }
+                if let Ok(v) = serde_json::from_value(v) {
+                    vols.push(v);
+                }
+            }
+        }
+        for (i, c) in spec.containers.iter().enumerate() {
+            let mounts = c.volume_mounts.clone().unwrap_or_default();
+            if mounts.iter().any(|m| m.name == name) {
+                continue;
+            }
+            let m = json!({"name": name, "mountPath": tls_mount_path(secret), "readOnly": true});
+            if !has_mounts[i] {
+                ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/volumeMounts"), "value": [m]}));
+                has_mounts[i] = true;
+            } else {
+                ops.push(json!({"op": "add", "path": format!("/spec/containers/{i}/volumeMounts/-"), "value": m}));
+            }
+        }
+    }
+    ops
 }
 
 /// Whether a container already sets the variable some other way (not from our Secret).
@@ -315,6 +411,17 @@ pub fn pod_patch(pod: &Pod, inj: &Injection) -> Vec<Value> {
             }
         }
     }
+    if !inj.tls.is_empty() {
+        // Applied after the ops above in one document: compute on the Pod as they leave it.
+        let mut doc = serde_json::to_value(pod).unwrap_or_default();
+        let applied = serde_json::from_value::<json_patch::Patch>(Value::Array(ops.clone()))
+            .ok()
+            .and_then(|p| json_patch::patch(&mut doc, &p).ok())
+            .and_then(|()| serde_json::from_value::<Pod>(doc).ok());
+        if let Some(spec) = applied.as_ref().and_then(|p| p.spec.as_ref()) {
+            ops.extend(tls_patch(spec, inj));
+        }
+    }
     // The stamp: this Pod went through the webhook for this backend (missed-Pod reports read it).
     let stamp = injected_key(&inj.backend);
     let annotations = pod.metadata.annotations.clone();
@@ -383,7 +490,93 @@ mod tests {
             config_module: false,
             override_existing: false,
             checksum: "abc".into(),
+            tls: vec![],
         }
+    }
+
+    #[test]
+    fn tls_secrets_are_mounted_read_only_once_per_secret() {
+        let a = Injection {
+            tls: vec![
+                ("redis-ca".into(), "ca.crt".into()),
+                ("client".into(), "tls.crt".into()),
+                ("client".into(), "tls.key".into()),
+            ],
+            ..inj()
+        };
+        let b = Injection {
+            backend: "other".into(),
+            env_var: "OTHER_BACKEND".into(),
+            tls: vec![("redis-ca".into(), "bundle.pem".into())],
+            ..inj()
+        };
+        let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "x"},
+            {"name": "b", "image": "x", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}]}}));
+        let (ops, left_out) = pod_patch_all(&p, &[a.clone(), b.clone()]).unwrap();
+        assert!(left_out.is_empty());
+        let patched = apply(&p, &ops);
+        let spec = patched.spec.as_ref().unwrap();
+        let vols = spec.volumes.as_ref().unwrap();
+        assert_eq!(vols.len(), 3, "data + one volume per Secret: {vols:?}");
+        let ca = vols
+            .iter()
+            .find(|v| v.name == tls_volume_name("redis-ca"))
+            .unwrap();
+        let keys: Vec<_> = ca
+            .secret
+            .as_ref()
+            .unwrap()
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["ca.crt", "bundle.pem"],
+            "the shared Secret gains the second key"
+        );
+        for c in &spec.containers {
+            let m: Vec<_> = c
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.name.starts_with("cbo-tls-"))
+                .map(|m| (m.mount_path.as_str(), m.read_only))
+                .collect();
+            assert_eq!(
+                m,
+                [
+                    ("/etc/celery-backend/tls/client", Some(true)),
+                    ("/etc/celery-backend/tls/redis-ca", Some(true))
+                ],
+                "{}",
+                c.name
+            );
+        }
+        // Idempotent: a Pod already carrying everything gets no TLS operation.
+        let again = pod_patch(&patched, &a);
+        assert!(
+            again.iter().all(|o| !o.to_string().contains("cbo-tls")),
+            "{again:?}"
+        );
+        // The paths are the ones the URI names.
+        let t: crate::api::TlsConfig = serde_json::from_value(json!({"enabled": true,
+            "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+            "clientCertificateSecretRef": {"name": "client"}}))
+        .unwrap();
+        assert_eq!(
+            t.ca_path().unwrap(),
+            format!("{}/ca.crt", tls_mount_path("redis-ca"))
+        );
+        assert_eq!(
+            t.client_paths().1.unwrap(),
+            format!("{}/tls.key", tls_mount_path("client"))
+        );
     }
 
     fn pod(v: Value) -> Pod {
