@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
+#   hack/stores.sh up [redis redis_tls postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -11,6 +11,7 @@ source hack/versions.sh
 STATE=/var/tmp/cbo-stores
 # Passwords with the characters URIs get wrong, as in the examples.
 REDIS_PORT=16379 REDIS_PW='r3dis p@ss:w/rd#?%'
+REDIS_TLS_PORT=16380
 PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
 MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
 MC_PORT=21211
@@ -49,6 +50,42 @@ up_redis() {
     "$CBO_NODE_IP" $REDIS_PORT $STATE/redis $STATE/redis/redis.pid $STATE/redis/redis.log "$REDIS_PW" >$STATE/redis/redis.conf
   redis-server $STATE/redis/redis.conf
   wait_for redis 10 sh -c "redis-cli -p $REDIS_PORT --no-auth-warning -a '$REDIS_PW' ping | grep -q PONG"
+}
+
+# A test PKI under $STATE/tls (outside the repo), made once: a CA, a server certificate for
+# 127.0.0.1, localhost and the node's bridge address, a client certificate the servers require,
+# and a second CA that signed nothing here (the "wrong CA" of the tests).
+make_pki() {
+  local d=$STATE/tls
+  [ -f $d/client.key ] && [ -f $d/other-ca.crt ] && return 0
+  need_pkg openssl openssl
+  mkdir -p $d && chmod 755 $d
+  ( cd $d
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cbo test CA" -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=cbo other CA" -keyout other-ca.key -out other-ca.crt 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$CBO_NODE_IP" >server.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr 2>/dev/null
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile server.ext -out server.crt 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=celery" -keyout client.key.tmp -out client.csr 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out client.crt 2>/dev/null
+    # PKCS#8, the form rustls and every client here read.
+    openssl pkcs8 -topk8 -nocrypt -in client.key.tmp -out client.key && rm -f client.key.tmp
+    chmod 644 ./*.crt ./*.key )
+}
+
+# Redis with TLS only (port 0: a plain-text client cannot even connect, so no password crosses
+# the wire in clear), a password, and client certificates required.
+up_redis_tls() {
+  need_pkg redis-server redis-server
+  make_pki
+  local d=$STATE/tls
+  redis-cli --tls --cacert $d/ca.crt --cert $d/client.crt --key $d/client.key -p $REDIS_TLS_PORT --no-auth-warning -a "$REDIS_PW" ping 2>/dev/null | grep -q PONG && return 0
+  mkdir -p $STATE/redis-tls
+  printf 'bind 127.0.0.1 -%s\nport 0\ntls-port %s\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients yes\nsave ""\nappendonly no\ndaemonize yes\ndir %s\npidfile %s\nlogfile %s\nrequirepass "%s"\n' \
+    "$CBO_NODE_IP" $REDIS_TLS_PORT $d/server.crt $d/server.key $d/ca.crt $STATE/redis-tls $STATE/redis-tls/redis.pid $STATE/redis-tls/redis.log "$REDIS_PW" >$STATE/redis-tls/redis.conf
+  redis-server $STATE/redis-tls/redis.conf
+  wait_for redis-tls 10 sh -c "redis-cli --tls --cacert $d/ca.crt --cert $d/client.crt --key $d/client.key -p $REDIS_TLS_PORT --no-auth-warning -a '$REDIS_PW' ping | grep -q PONG"
 }
 
 up_postgresql() {
@@ -310,6 +347,7 @@ up_cassandra() {
 
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
+  [ -f $STATE/redis-tls/redis.pid ] && kill "$(cat $STATE/redis-tls/redis.pid)" 2>/dev/null || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   [ -n "$bin" ] && [ -f $STATE/pg/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -m fast stop >/dev/null 2>&1 || true
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
@@ -321,9 +359,9 @@ down() {
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
+    [ $# -eq 0 ] && set -- redis redis_tls postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
 esac

@@ -1065,3 +1065,118 @@ fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
         assert!(!err.contains(wrong), "{label}: password leaked: {err}");
     }
 }
+
+/// The TLS test PKI `hack/stores.sh` makes (CA, client certificate, a CA that signed nothing).
+const TLS_DIR: &str = "/var/tmp/cbo-stores/tls";
+
+/// A Secret manifest entry (`stringData` value) as a YAML block scalar.
+fn block(text: &str) -> String {
+    let mut s = String::from("|\n");
+    for l in text.trim_end().lines() {
+        s.push_str("    ");
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// Redis over TLS only (the test server has no plain-text port and requires a client
+/// certificate): TLS material comes from Secrets (`caSecretRef`, `clientCertificateSecretRef`).
+/// The operator's probe and cleanup use it in memory; a real Celery worker reads it from
+/// `/etc/celery-backend/tls/<secret>/<key>`, the paths the URI names, where injection mounts the
+/// Secrets (here the test writes the files there itself, playing the kubelet's part; the webhook
+/// mount is tested in `inject`). Both succeed against a server that refuses plain text, so the
+/// password never crossed the wire in clear. A wrong CA, a missing client certificate and a
+/// TLS client on a plain port each fail the check naming TLS and the endpoint, never the password.
+#[test]
+fn redis_over_tls_with_secret_material_is_checked_and_cleaned() {
+    stores_up(&["redis_tls", "rabbitmq"]);
+    let id = run_id();
+    let (ca, client) = (format!("tls-ca-{id}"), format!("tls-client-{id}"));
+    let read = |f: &str| std::fs::read_to_string(format!("{TLS_DIR}/{f}")).unwrap();
+    let secrets = |ca_file: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  password: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {ca}}}\nstringData:\n  ca.crt: {}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {client}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}  tls.key: {}",
+            serde_json::to_string("r3dis p@ss:w/rd#?%").unwrap(),
+            block(&read(ca_file)),
+            block(&read("client.crt")),
+            block(&read("client.key")),
+        )
+    };
+    // What the webhook's Secret volumes put in a worker.
+    let mounted = [
+        (format!("{ca}/ca.crt"), read("ca.crt")),
+        (format!("{client}/tls.crt"), read("client.crt")),
+        (format!("{client}/tls.key"), read("client.key")),
+    ];
+    for (path, text) in &mounted {
+        let p = Path::new("/etc/celery-backend/tls").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    let spec = |port: u16, client_cert: bool| {
+        format!(
+            "  resultExpires: 0s\n  redis:\n    external:\n      host: 127.0.0.1\n      port: {port}\n      db: 6\n      keyPrefix: 'tls-{id}'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n{}",
+            if client_cert { format!("        clientCertificateSecretRef: {{name: {client}}}\n") } else { String::new() }
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret(
+        "redis-tls",
+        &spec(16380, true),
+        dir.path(),
+        &secrets("ca.crt"),
+    );
+
+    let fails = |label: &str, spec: &str, secret: &str, want: &[&str]| {
+        let d = tempfile::tempdir().unwrap();
+        let s = write(d.path(), "secret.yaml", secret);
+        let f = write(
+            d.path(),
+            "backend.yaml",
+            &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{spec}"),
+        );
+        let (ok, out, err) = cli(&["check", "-f", &f, "-s", &s, "--timeout", "5s"]);
+        assert!(!ok, "{label}: {out}");
+        for w in want {
+            assert!(err.contains(w), "{label}: expected {w:?} in: {err}");
+        }
+        assert!(
+            !err.contains("r3dis") && !err.contains("BEGIN"),
+            "{label}: secret leaked: {err}"
+        );
+    };
+    fails(
+        "wrong CA",
+        &spec(16380, true),
+        &secrets("other-ca.crt"),
+        &[
+            "TLS with redis at 127.0.0.1:16380 failed",
+            "invalid peer certificate",
+        ],
+    );
+    fails(
+        "no client certificate",
+        &spec(16380, false),
+        &secrets("ca.crt"),
+        &[
+            "TLS with redis at 127.0.0.1:16380 failed",
+            "CertificateRequired",
+        ],
+    );
+    fails(
+        "TLS client on the plain-text port",
+        &spec(16379, true),
+        &secrets("ca.crt"),
+        &["redis at 127.0.0.1:16379"],
+    );
+    // And the server refuses a plain-text client: nothing, password included, goes in clear.
+    fails(
+        "plain text on the TLS port",
+        "  redis:\n    external:\n      host: 127.0.0.1\n      port: 16380\n      auth: {passwordSecretRef: {name: store-auth, key: password}}\n",
+        &secrets("ca.crt"),
+        &["redis at 127.0.0.1:16380"],
+    );
+    let _ = std::fs::remove_dir_all(format!("/etc/celery-backend/tls/{ca}"));
+    let _ = std::fs::remove_dir_all(format!("/etc/celery-backend/tls/{client}"));
+}

@@ -231,6 +231,18 @@ pub fn tls_hint(t: &crate::uri::TlsMaterial) -> Option<String> {
     }
 }
 
+/// `host:port` of a URI's first authority, without credentials (for messages): the text after
+/// the last `@` and before the path (`redis://:pw@10.0.0.5:6379/0` -> `10.0.0.5:6379`).
+pub fn endpoint_of(uri: &str) -> String {
+    let rest = uri.split_once("://").map(|(_, r)| r).unwrap_or(uri);
+    let authority = rest.split(['/', '?', '#', ';']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority)
+        .to_string()
+}
+
 /// Remove anything that looks like URI credentials from a driver's error message.
 pub fn scrub(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
@@ -575,6 +587,20 @@ pub async fn pace(rate: u32, done: u64, started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_never_carry_credentials() {
+        for (uri, want) in [
+            ("redis://:p%40ss@10.0.0.5:6379/0", "10.0.0.5:6379"),
+            (
+                "rediss://u:p@[fd00::1]:6380/1?ssl_cert_reqs=required",
+                "[fd00::1]:6380",
+            ),
+            ("redis://127.0.0.1:6379", "127.0.0.1:6379"),
+        ] {
+            assert_eq!(endpoint_of(uri), want);
+        }
+    }
 
     #[test]
     fn scrub_removes_credentials() {

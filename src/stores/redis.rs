@@ -215,25 +215,33 @@ impl RedisStore {
                 "Sentinel deployments are not probed yet".into(),
             ));
         }
-        let client = if self.uri.starts_with("rediss://") {
+        let tls = self.uri.starts_with("rediss://");
+        let store = format!("redis at {}", super::endpoint_of(&self.uri));
+        let client = if tls {
             self.tls_client()?
         } else {
-            redis::Client::open(self.uri.as_str()).map_err(|e| StoreError::connect("redis", e))?
+            redis::Client::open(self.uri.as_str()).map_err(|e| StoreError::connect(&store, e))?
         };
         client
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| {
                 if redis_auth_failed(&e) {
-                    StoreError::auth("redis", e)
+                    StoreError::auth(&store, e)
                 } else if super::tls_failure(&e.to_string()) {
                     StoreError::tls(
-                        "redis",
+                        &store,
                         e,
                         self.tls.as_ref().and_then(super::tls_hint).as_deref(),
                     )
+                } else if tls && e.is_timeout() {
+                    StoreError::tls(
+                        &store,
+                        e,
+                        Some("no answer to the TLS handshake: does this port speak TLS?"),
+                    )
                 } else {
-                    StoreError::connect("redis", e)
+                    StoreError::connect(&store, e)
                 }
             })
     }
