@@ -200,6 +200,64 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     );
     assert_results(&out, 5);
 
+    // 5b. A TLS-only Redis (hack/stores.sh: no plain-text port, client certificates required),
+    // TLS material by Secret reference: the in-cluster operator (whose image carries no CA for
+    // it) probes it with the Secrets in memory, and the webhook mounts them into a worker and a
+    // client that store and read results over TLS through the paths the URI names.
+    support::stores::up(&["redis_tls"]);
+    let pem = |f: &str| std::fs::read_to_string(format!("/var/tmp/cbo-stores/tls/{f}")).unwrap();
+    apply(
+        &n,
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-ca"},
+             "stringData": {"ca.crt": pem("ca.crt")}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-client"},
+             "type": "kubernetes.io/tls",
+             "stringData": {"tls.crt": pem("client.crt"), "tls.key": pem("client.key")}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-tls-auth"},
+             "stringData": {"password": REDIS_ADMIN_PW}},
+            {"apiVersion": "celery.dev/v1alpha1", "kind": "CeleryResultBackend",
+             "metadata": {"name": "orders-tls"},
+             "spec": {"redis": {"external": {"host": REDIS_HOST, "port": 16380, "db": 7,
+                "auth": {"passwordSecretRef": {"name": "redis-tls-auth", "key": "password"}},
+                "tls": {"enabled": true, "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+                        "clientCertificateSecretRef": {"name": "redis-client"}}}}}},
+        ]})
+        .to_string(),
+    );
+    wait_until(
+        "orders-tls Healthy=True (probed over TLS by the in-cluster operator)",
+        90,
+        || {
+            condition(&n, "orders-tls", "Healthy")
+                .starts_with("True")
+                .then_some(())
+        },
+    );
+    let tls_broker = "redis://broker:6379/1";
+    apply(&n, &format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: worker-tls}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: worker-tls}}}}\n  template:\n    metadata: {{labels: {{app: worker-tls, celery.dev/result-backend: orders-tls}}}}\n    spec:\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: '{tls_broker}'}}\n"
+    ));
+    rollout(&n, "deployment/worker-tls", 180);
+    let tls_worker = pod_names(&n, "app=worker-tls");
+    let mounts =
+        json(&n, &["pod", &tls_worker[0]])["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains("/etc/celery-backend/tls/redis-ca")
+            && mounts.contains("/etc/celery-backend/tls/redis-client")
+            && mounts.contains("\"readOnly\":true"),
+        "the worker mounts the TLS Secrets read-only: {mounts}"
+    );
+    let out = client_job(
+        &n,
+        "client-tls",
+        &worker_image,
+        "orders-tls",
+        tls_broker,
+        &["send", "4"],
+    );
+    assert_results(&out, 4);
+
     // 6. Rotating the password rolls the workers once; the new Pods work with the new password.
     redis_cli(&["ACL", "SETUSER", &user, &format!(">{pw2}")]);
     let before = json(&n, &["deployment", "worker"])["metadata"]["generation"].as_i64();
