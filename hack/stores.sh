@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis redis_tls postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
+#   hack/stores.sh up [redis redis_tls postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -13,6 +13,7 @@ STATE=/var/tmp/cbo-stores
 REDIS_PORT=16379 REDIS_PW='r3dis p@ss:w/rd#?%'
 REDIS_TLS_PORT=16380
 PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
+PG_TLS_PORT=15433
 MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
 MC_PORT=21211
 AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
@@ -102,6 +103,31 @@ up_postgresql() {
     "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q';" >/dev/null
   runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='celery'" | grep -q 1 \
     || runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc "CREATE DATABASE celery OWNER celery" >/dev/null
+}
+
+# PostgreSQL with TLS only: ssl=on, hostssl with scram-sha-256 (a wrong password fails), every
+# non-TLS TCP connection rejected; the admin connects over the Unix socket.
+up_postgresql_tls() {
+  need_pkg pg_ctlcluster postgresql
+  make_pki
+  local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  local d=$STATE/pg-tls
+  if runuser -u postgres -- "$bin/pg_isready" -h $d -p $PG_TLS_PORT -q 2>/dev/null; then return 0; fi
+  mkdir -p $d && chown postgres: $d
+  if [ ! -f $d/data/PG_VERSION ]; then
+    runuser -u postgres -- "$bin/initdb" -D $d/data -U postgres -A trust >/dev/null
+  fi
+  install -o postgres -m 600 $STATE/tls/server.key $d/data/server.key
+  install -o postgres -m 644 $STATE/tls/server.crt $d/data/server.crt
+  printf 'local all postgres trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all %s/32 scram-sha-256\nhostssl all all 10.244.0.0/16 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n' "$CBO_NODE_IP" >$d/data/pg_hba.conf
+  chown postgres: $d/data/pg_hba.conf
+  runuser -u postgres -- "$bin/pg_ctl" -D $d/data -l $d/pg.log -w \
+    -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c password_encryption=scram-sha-256" start >/dev/null
+  local q; q=$(printf "%s" "$PG_PW" | sed "s/'/''/g")
+  runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc \
+    "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q';" >/dev/null
+  runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='celery'" | grep -q 1 \
+    || runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qc "CREATE DATABASE celery OWNER celery" >/dev/null
 }
 
 up_mariadb() {
@@ -350,6 +376,7 @@ down() {
   [ -f $STATE/redis-tls/redis.pid ] && kill "$(cat $STATE/redis-tls/redis.pid)" 2>/dev/null || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   [ -n "$bin" ] && [ -f $STATE/pg/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -m fast stop >/dev/null 2>&1 || true
+  [ -n "$bin" ] && [ -f $STATE/pg-tls/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg-tls/data -m fast stop >/dev/null 2>&1 || true
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
@@ -359,9 +386,9 @@ down() {
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis redis_tls postgresql mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
+    [ $# -eq 0 ] && set -- redis redis_tls postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|redis_tls|postgresql|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|postgresql|postgresql_tls|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
 esac

@@ -470,6 +470,7 @@ pub fn plan(
                     path: None,
                     auth: Some(auth(true)),
                     options: BTreeMap::new(),
+                    tls: None,
                 }),
                 managed: None,
                 table_names: src.and_then(|b| b.table_names.clone()),

@@ -152,6 +152,24 @@ fn redis_cases() -> Vec<Case> {
                 "ssl_keyfile": "/etc/ssl/k.pem", "password": "t#ls:pw"}),
         });
     }
+    for (i, pw) in NASTY.iter().enumerate().take(4) {
+        v.push(Case {
+            id: format!("redis/tls-from-secrets-{i}"),
+            kind: "redis",
+            spec: json!({"redis": {"external": {"host": "redis.tls", "port": 6380,
+                "auth": {"passwordSecretRef": sref("pw")},
+                "tls": {"enabled": true, "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+                        "clientCertificateSecretRef": {"name": "redis-client"}}}}}),
+            secrets: secrets(&[("creds", "pw", pw),
+                ("redis-ca", "ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+                ("redis-client", "tls.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+                ("redis-client", "tls.key", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")]),
+            expect: json!({"host": "redis.tls", "port": 6380, "ssl": true, "ssl_cert_reqs": "required",
+                "ssl_ca_certs": "/etc/celery-backend/tls/redis-ca/ca.crt",
+                "ssl_certfile": "/etc/celery-backend/tls/redis-client/tls.crt",
+                "ssl_keyfile": "/etc/celery-backend/tls/redis-client/tls.key", "password": pw}),
+        });
+    }
     v.push(Case {
         id: "redis/options-and-key-prefix".into(),
         kind: "redis",
@@ -236,6 +254,35 @@ fn database_cases() -> Vec<Case> {
                 expect: json!({"class": "DatabaseBackend", "drivername": format!("{engine}+{driver}"),
                     "host": host, "port": port, "username": "us@er", "password": pw,
                     "database": "celery results", "query": {"sslmode": "require", "x": "a+b"}}),
+            });
+        }
+    }
+    // TLS from Secrets: libpq's parameters name the mounted files (SQLAlchemy decodes the query
+    // once and hands it to psycopg2/psycopg as connect arguments).
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    for (i, pw) in NASTY.iter().enumerate().take(4) {
+        for (driver, verify, mode) in [
+            ("psycopg2", "Required", "verify-full"),
+            ("psycopg", "Optional", "verify-ca"),
+            ("psycopg2", "None", "require"),
+        ] {
+            v.push(Case {
+                id: format!("database/postgresql+{driver}/tls-{verify}-{i}"),
+                kind: "database",
+                spec: json!({"database": {"external": {"engine": "postgresql", "driver": driver,
+                    "host": "pg.tls", "database": "celery",
+                    "auth": {"username": "celery", "passwordSecretRef": sref("pw")},
+                    "tls": {"enabled": true, "verify": verify,
+                        "caSecretRef": {"name": "pg-ca", "key": "root.pem"},
+                        "clientCertificateSecretRef": {"name": "pg-client"}}}}}),
+                secrets: secrets(&[("creds", "pw", pw), ("pg-ca", "root.pem", PEM),
+                    ("pg-client", "tls.crt", PEM), ("pg-client", "tls.key", PEM)]),
+                expect: json!({"class": "DatabaseBackend", "drivername": format!("postgresql+{driver}"),
+                    "host": "pg.tls", "port": 5432, "username": "celery", "password": pw,
+                    "database": "celery", "query": {"sslmode": mode,
+                        "sslrootcert": "/etc/celery-backend/tls/pg-ca/root.pem",
+                        "sslcert": "/etc/celery-backend/tls/pg-client/tls.crt",
+                        "sslkey": "/etc/celery-backend/tls/pg-client/tls.key"}}),
             });
         }
     }

@@ -1080,6 +1080,71 @@ fn block(text: &str) -> String {
     s
 }
 
+/// TLS material of one test run as Secrets (`store-auth` with `password`, `tls-ca-<id>` with the
+/// CA from `ca_file`, `tls-client-<id>` of type kubernetes.io/tls), and the names of the last two.
+fn tls_secrets(id: &str, password: &str, ca_file: &str) -> (String, String, String) {
+    let (ca, client) = (format!("tls-ca-{id}"), format!("tls-client-{id}"));
+    let read = |f: &str| std::fs::read_to_string(format!("{TLS_DIR}/{f}")).unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  password: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {ca}}}\nstringData:\n  ca.crt: {}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {client}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}  tls.key: {}",
+        serde_json::to_string(password).unwrap(),
+        block(&read(ca_file)),
+        block(&read("client.crt")),
+        block(&read("client.key")),
+    );
+    (yaml, ca, client)
+}
+
+/// What the webhook's Secret volumes put in a worker (`/etc/celery-backend/tls/<secret>/<key>`),
+/// written on this host for the Celery of these tests; removed when the guard drops.
+struct Mounted(Vec<String>);
+
+impl Mounted {
+    fn new(ca: &str, client: &str) -> Self {
+        let read = |f: &str| std::fs::read_to_string(format!("{TLS_DIR}/{f}")).unwrap();
+        for (path, text) in [
+            (format!("{ca}/ca.crt"), read("ca.crt")),
+            (format!("{client}/tls.crt"), read("client.crt")),
+            (format!("{client}/tls.key"), read("client.key")),
+        ] {
+            let p = Path::new("/etc/celery-backend/tls").join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            // libpq refuses a key that others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        Mounted(vec![ca.to_string(), client.to_string()])
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(format!("/etc/celery-backend/tls/{d}"));
+        }
+    }
+}
+
+/// `check` fails for `spec` with every string of `want` in its message, and no secret in it.
+fn check_fails(label: &str, spec: &str, secret: &str, want: &[&str], secrets: &[&str]) {
+    let d = tempfile::tempdir().unwrap();
+    let s = write(d.path(), "secret.yaml", secret);
+    let f = write(
+        d.path(),
+        "backend.yaml",
+        &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{spec}"),
+    );
+    let (ok, out, err) = cli(&["check", "-f", &f, "-s", &s, "--timeout", "5s"]);
+    assert!(!ok, "{label}: {out}");
+    for w in want {
+        assert!(err.contains(w), "{label}: expected {w:?} in: {err}");
+    }
+    for x in secrets.iter().chain(&["BEGIN"]) {
+        assert!(!err.contains(x), "{label}: secret leaked: {err}");
+    }
+}
+
 /// Redis over TLS only (the test server has no plain-text port and requires a client
 /// certificate): TLS material comes from Secrets (`caSecretRef`, `clientCertificateSecretRef`).
 /// The operator's probe and cleanup use it in memory; a real Celery worker reads it from
@@ -1092,28 +1157,9 @@ fn block(text: &str) -> String {
 fn redis_over_tls_with_secret_material_is_checked_and_cleaned() {
     stores_up(&["redis_tls", "rabbitmq"]);
     let id = run_id();
-    let (ca, client) = (format!("tls-ca-{id}"), format!("tls-client-{id}"));
-    let read = |f: &str| std::fs::read_to_string(format!("{TLS_DIR}/{f}")).unwrap();
-    let secrets = |ca_file: &str| {
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  password: {}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {ca}}}\nstringData:\n  ca.crt: {}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {client}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: {}  tls.key: {}",
-            serde_json::to_string("r3dis p@ss:w/rd#?%").unwrap(),
-            block(&read(ca_file)),
-            block(&read("client.crt")),
-            block(&read("client.key")),
-        )
-    };
-    // What the webhook's Secret volumes put in a worker.
-    let mounted = [
-        (format!("{ca}/ca.crt"), read("ca.crt")),
-        (format!("{client}/tls.crt"), read("client.crt")),
-        (format!("{client}/tls.key"), read("client.key")),
-    ];
-    for (path, text) in &mounted {
-        let p = Path::new("/etc/celery-backend/tls").join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
+    let pw = "r3dis p@ss:w/rd#?%";
+    let (secrets, ca, client) = tls_secrets(&id, pw, "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
     let spec = |port: u16, client_cert: bool| {
         format!(
             "  resultExpires: 0s\n  redis:\n    external:\n      host: 127.0.0.1\n      port: {port}\n      db: 6\n      keyPrefix: 'tls-{id}'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n{}",
@@ -1121,62 +1167,91 @@ fn redis_over_tls_with_secret_material_is_checked_and_cleaned() {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    cleanup_round_trip_with_secret(
-        "redis-tls",
-        &spec(16380, true),
-        dir.path(),
-        &secrets("ca.crt"),
-    );
-
-    let fails = |label: &str, spec: &str, secret: &str, want: &[&str]| {
-        let d = tempfile::tempdir().unwrap();
-        let s = write(d.path(), "secret.yaml", secret);
-        let f = write(
-            d.path(),
-            "backend.yaml",
-            &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{spec}"),
-        );
-        let (ok, out, err) = cli(&["check", "-f", &f, "-s", &s, "--timeout", "5s"]);
-        assert!(!ok, "{label}: {out}");
-        for w in want {
-            assert!(err.contains(w), "{label}: expected {w:?} in: {err}");
-        }
-        assert!(
-            !err.contains("r3dis") && !err.contains("BEGIN"),
-            "{label}: secret leaked: {err}"
-        );
-    };
-    fails(
+    cleanup_round_trip_with_secret("redis-tls", &spec(16380, true), dir.path(), &secrets);
+    let wrong_ca = tls_secrets(&id, pw, "other-ca.crt").0;
+    check_fails(
         "wrong CA",
         &spec(16380, true),
-        &secrets("other-ca.crt"),
+        &wrong_ca,
         &[
             "TLS with redis at 127.0.0.1:16380 failed",
             "invalid peer certificate",
         ],
+        &["r3dis"],
     );
-    fails(
+    check_fails(
         "no client certificate",
         &spec(16380, false),
-        &secrets("ca.crt"),
+        &secrets,
         &[
             "TLS with redis at 127.0.0.1:16380 failed",
             "CertificateRequired",
         ],
+        &["r3dis"],
     );
-    fails(
+    check_fails(
         "TLS client on the plain-text port",
         &spec(16379, true),
-        &secrets("ca.crt"),
+        &secrets,
         &["redis at 127.0.0.1:16379"],
+        &["r3dis"],
     );
     // And the server refuses a plain-text client: nothing, password included, goes in clear.
-    fails(
+    check_fails(
         "plain text on the TLS port",
         "  redis:\n    external:\n      host: 127.0.0.1\n      port: 16380\n      auth: {passwordSecretRef: {name: store-auth, key: password}}\n",
-        &secrets("ca.crt"),
+        &secrets,
         &["redis at 127.0.0.1:16380"],
+        &["r3dis"],
     );
-    let _ = std::fs::remove_dir_all(format!("/etc/celery-backend/tls/{ca}"));
-    let _ = std::fs::remove_dir_all(format!("/etc/celery-backend/tls/{client}"));
+}
+
+/// PostgreSQL over TLS only (`hostssl` with scram-sha-256, plain text rejected): the CA from a
+/// Secret (`caSecretRef`) is used by the operator's check and cleanup (sqlx, from a private
+/// temporary file) and, mounted, by a real Celery worker through psycopg2 with
+/// `sslmode=verify-full`. A wrong CA fails naming TLS; a wrong password is refused credentials
+/// (the server really checks it); plain text is rejected by the server.
+#[test]
+fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
+    stores_up(&["postgresql_tls", "rabbitmq"]);
+    let id = run_id();
+    let pw = "pg p@ss:w/rd#?%";
+    let (secrets, ca, client) = tls_secrets(&id, pw, "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let spec = |port: u16, verify: &str| {
+        format!(
+            "  resultExpires: 0s\n  database:\n    tableNames: {{task: tls_task_{id}, group: tls_group_{id}}}\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: {port}\n      database: celery\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        verify: {verify}\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret(
+        "postgresql-tls",
+        &spec(15433, "Required"),
+        dir.path(),
+        &secrets,
+    );
+    check_fails(
+        "wrong CA",
+        &spec(15433, "Required"),
+        &tls_secrets(&id, pw, "other-ca.crt").0,
+        &[
+            "TLS with postgresql at 127.0.0.1:15433 failed",
+            "invalid peer certificate",
+        ],
+        &["pg p@ss"],
+    );
+    check_fails(
+        "wrong password",
+        &spec(15433, "Required"),
+        &tls_secrets(&id, "not-the-password-4711", "ca.crt").0,
+        &["postgresql at 127.0.0.1:15433 refused the credentials"],
+        &["not-the-password-4711"],
+    );
+    check_fails(
+        "plain text",
+        "  database:\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15433\n      database: celery\n      options: {sslmode: disable}\n      auth: {username: celery, passwordSecretRef: {name: store-auth, key: password}}\n",
+        &secrets,
+        &["no encryption"],
+        &["pg p@ss"],
+    );
 }

@@ -559,12 +559,13 @@ impl CeleryResultBackendSpec {
     }
 
     /// The one backend set, or the kinds set when that is not exactly one (empty: none).
-    /// The enabled `tls` block of the chosen backend, when it has one (Redis, MongoDB): what
+    /// The enabled `tls` block of the chosen backend, when it has one (Redis, MongoDB, SQL): what
     /// injection mounts into workers.
     pub fn tls(&self) -> Option<&TlsConfig> {
         let t = match self.backend().ok()? {
             Backend::Redis(b) => b.external.as_ref()?.tls.as_ref(),
             Backend::Mongodb(b) => b.external.as_ref()?.tls.as_ref(),
+            Backend::Database(b) => b.external.as_ref()?.tls.as_ref(),
             _ => None,
         };
         t.filter(|t| t.enabled)

@@ -3,6 +3,9 @@
 use super::prelude::*;
 use super::{Family, SecretRefs};
 
+/// libpq's TLS parameters, which `tls` sets (so `options` may not).
+pub(crate) const SSL_OPTIONS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
 pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildError> {
     let b = d.external.as_ref().ok_or_else(|| {
         invalid(
@@ -12,7 +15,49 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
     })?;
     let f = "spec.database.external";
     let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let q = query(b.options.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let mut opts: Vec<(&str, String)> = b
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    if let Some(t) = b.tls.as_ref().filter(|t| t.enabled) {
+        let fld = format!("{f}.tls");
+        if b.engine != DatabaseEngine::Postgresql || b.driver == Some(DatabaseDriver::Pg8000) {
+            return Err(invalid(
+                &fld,
+                "tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode); pg8000 takes an ssl_context a URI cannot carry, mysql is not supported yet, sqlite is a file",
+            ));
+        }
+        if let Some(k) = b.options.keys().find(|k| SSL_OPTIONS.contains(&k.as_str())) {
+            return Err(invalid(
+                &format!("{f}.options.{k}"),
+                "set by tls: remove it from options",
+            ));
+        }
+        cx.tls(&fld, t)?;
+        // libpq: verify-full checks the chain and the host name, verify-ca the chain only,
+        // require encrypts without checking (https://www.postgresql.org/docs/current/libpq-ssl.html).
+        opts.push((
+            "sslmode",
+            match t.verify.unwrap_or_default() {
+                TlsVerify::Required => "verify-full",
+                TlsVerify::Optional => "verify-ca",
+                TlsVerify::None => "require",
+            }
+            .into(),
+        ));
+        let (cert, key) = t.client_paths();
+        for (k, v) in [
+            ("sslrootcert", t.ca_path()),
+            ("sslcert", cert),
+            ("sslkey", key),
+        ] {
+            if let Some(v) = v {
+                opts.push((k, v));
+            }
+        }
+    }
+    let q = query(opts);
     match b.engine {
         DatabaseEngine::Sqlite => {
             let path = b
@@ -116,6 +161,7 @@ impl Family for DatabaseBackend {
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.database.external.auth", &e.auth);
+            refs.tls("spec.database.external.tls", &e.tls);
         }
     }
 

@@ -102,8 +102,15 @@ pub enum Engine {
 
 pub struct SqlStore {
     engine: Engine,
-    /// sqlx connection URL (credentials inside; never logged).
+    /// sqlx connection URL (credentials and TLS material inside; never logged).
     url: String,
+    /// `host:port` (or the SQLite file), for messages.
+    endpoint: String,
+    /// What to add to a TLS failure (see `stores::tls_hint`).
+    tls_hint: Option<String>,
+    /// The private directory holding the TLS files the URL names (removed on drop), or why it
+    /// could not be written.
+    tls_files: Result<Option<tempfile::TempDir>, String>,
     task_table: String,
     group_table: String,
     /// Celery's `timezone`/`enable_utc` (MySQL and SQLite task rows).
@@ -137,6 +144,71 @@ fn table(cfg: &BackendConfig, which: &str, default: &str) -> String {
     }
 }
 
+/// The URL the operator connects with, given the backend's TLS material. libpq's file
+/// parameters (`sslrootcert`, `sslcert`, `sslkey`) name paths inside workers, and sqlx reads
+/// them from files only: the PEM is written to a private temporary directory (0700, files 0600,
+/// removed when the returned guard drops; a memory-backed `/tmp` in the chart) and the URL names
+/// those files. A CA the operator has only as a worker path (`caFile`) is dropped: sqlx then
+/// verifies against the webpki roots. `sslmode` stays, so TLS is never turned off.
+fn with_tls_material(
+    url: &str,
+    t: &crate::uri::TlsMaterial,
+) -> Result<(String, Option<tempfile::TempDir>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut dir: Option<tempfile::TempDir> = None;
+    let mut file = |name: &str, pem: &[u8]| -> Result<String, String> {
+        let d = match &dir {
+            Some(d) => d,
+            None => dir.insert(
+                tempfile::Builder::new()
+                    .prefix("cbo-tls-")
+                    .tempdir()
+                    .map_err(|e| {
+                        format!("cannot write TLS material to a temporary directory: {e}")
+                    })?,
+            ),
+        };
+        let path = d.path().join(name);
+        write_private(&path, pem)
+            .map_err(|e| format!("cannot write TLS material to {}: {e}", path.display()))?;
+        Ok(crate::uri::encode::component(&path.to_string_lossy()))
+    };
+    let mut pairs = vec![];
+    for kv in query.split('&') {
+        let (k, _) = kv.split_once('=').unwrap_or((kv, ""));
+        let replaced = match k {
+            "sslrootcert" => t.ca_pem.as_deref().map(|c| ("ca.crt", c)),
+            "sslcert" => t.client.as_ref().map(|(c, _)| ("tls.crt", c.as_slice())),
+            "sslkey" => t
+                .client
+                .as_ref()
+                .map(|(_, key)| ("tls.key", key.as_slice())),
+            _ => {
+                pairs.push(kv.to_string());
+                continue;
+            }
+        };
+        if let Some((name, pem)) = replaced {
+            pairs.push(format!("{k}={}", file(name, pem)?));
+        }
+    }
+    Ok((format!("{base}?{}", pairs.join("&")), dir))
+}
+
+/// Write `bytes` to a new file readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 impl SqlStore {
     pub fn new(cfg: &BackendConfig) -> Self {
         let rest = cfg.uri.trim_start_matches("db+");
@@ -154,8 +226,21 @@ impl SqlStore {
             // mode=rwc: like SQLAlchemy, a missing database file is created.
             Engine::Sqlite => format!("sqlite:///{}?mode=rwc", tail.trim_start_matches('/')),
         };
+        let (url, tls_files) = match (&engine, &cfg.tls) {
+            (Engine::Postgres, Some(t)) => match with_tls_material(&url, t) {
+                Ok((u, d)) => (u, Ok(d)),
+                Err(e) => (url, Err(e)),
+            },
+            _ => (url, Ok(None)),
+        };
         SqlStore {
             engine,
+            endpoint: match engine {
+                Engine::Sqlite => tail.to_string(),
+                _ => super::endpoint_of(&cfg.uri),
+            },
+            tls_hint: cfg.tls.as_ref().and_then(super::tls_hint),
+            tls_files,
             url,
             task_table: table(cfg, "task", "celery_taskmeta"),
             group_table: table(cfg, "group", "celery_tasksetmeta"),
@@ -173,15 +258,23 @@ impl SqlStore {
 
     async fn connect(&self) -> Result<sqlx::AnyConnection, StoreError> {
         sqlx::any::install_default_drivers();
+        let store = format!("{} at {}", self.engine(), self.endpoint);
+        if let Err(e) = &self.tls_files {
+            return Err(StoreError::tls(&store, e, None));
+        }
         sqlx::AnyConnection::connect(&self.url)
             .await
             .map_err(|e| match &e {
                 // SQLSTATE class 28: invalid authorization (PostgreSQL 28P01/28000, MySQL and
                 // MariaDB 28000 for error 1045).
                 sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
-                    StoreError::auth(self.engine(), &e)
+                    StoreError::auth(&store, &e)
                 }
-                _ => StoreError::connect(self.engine(), &e),
+                sqlx::Error::Tls(_) => StoreError::tls(&store, &e, self.tls_hint.as_deref()),
+                _ if super::tls_failure(&e.to_string()) => {
+                    StoreError::tls(&store, &e, self.tls_hint.as_deref())
+                }
+                _ => StoreError::connect(&store, &e),
             })
     }
 
