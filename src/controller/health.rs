@@ -90,6 +90,13 @@ fn outcome_of(
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
         ),
+        Err(crate::stores::StoreError::NoCredentials { .. }) => Outcome::failed(
+            "StoreCredentialsMissing",
+            res.as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        ),
         Err(crate::stores::StoreError::Tls { .. }) => Outcome::failed(
             "StoreTlsFailed",
             res.as_ref()

@@ -143,6 +143,46 @@ impl DynamoStore {
             .table_name(&self.target.table)
             .send()
             .await;
+        let at = format!(
+            "{STORE} at {}",
+            self.target
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("region {}", self.target.region))
+        );
+        let res = match res {
+            // Never reached the service: name the cause, not the SDK's debug rendering.
+            Err(aws_sdk_dynamodb::error::SdkError::DispatchFailure(d)) => {
+                let cause = d
+                    .as_connector_error()
+                    .map(|c| super::cause_chain(c))
+                    .unwrap_or_else(|| "the request could not be sent".into());
+                return Err(if cause.contains("loading credentials") {
+                    StoreError::NoCredentials {
+                        store: at,
+                        message: format!("{cause} (set the backend's access key Secret references, or give the operator's Pod AWS credentials)"),
+                    }
+                } else if d.is_timeout() {
+                    StoreError::connect(&at, format!("no answer (timed out): {cause}"))
+                } else {
+                    StoreError::connect(&at, cause)
+                });
+            }
+            Err(aws_sdk_dynamodb::error::SdkError::TimeoutError(_)) => {
+                return Err(StoreError::connect(&at, "no answer (timed out)"));
+            }
+            Err(e @ aws_sdk_dynamodb::error::SdkError::ConstructionFailure(_)) => {
+                let cause = std::error::Error::source(&e)
+                    .map(super::cause_chain)
+                    .unwrap_or_else(|| "the request could not be built".into());
+                // Without credentials the SDK cannot sign the request.
+                return Err(StoreError::auth(
+                    &at,
+                    format!("no AWS credentials found or usable: {cause}"),
+                ));
+            }
+            other => other,
+        };
         match res.map_err(aws_sdk_dynamodb::Error::from) {
             Ok(out) => {
                 let status = out
@@ -157,10 +197,27 @@ impl DynamoStore {
                 "the service answered; table {} does not exist yet (Celery creates it at start-up)",
                 self.target.table
             )),
-            Err(e) => Err(StoreError::connect(
-                STORE,
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )),
+            Err(e) => {
+                use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+                let what = match (e.code(), e.message()) {
+                    (Some(c), Some(m)) => format!("{c}: {m}"),
+                    (Some(c), None) => c.to_string(),
+                    _ => super::cause_chain(&e),
+                };
+                if matches!(
+                    e.code(),
+                    Some(
+                        "UnrecognizedClientException"
+                            | "InvalidSignatureException"
+                            | "AccessDeniedException"
+                            | "MissingAuthenticationToken"
+                    )
+                ) {
+                    Err(StoreError::auth(&at, what))
+                } else {
+                    Err(StoreError::protocol(&at, what))
+                }
+            }
         }
     }
 

@@ -57,19 +57,30 @@ pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, St
         .build()
         .map_err(|e| StoreError::connect(kind, e))?;
     let req = authed(client.get(base.clone()), &auth);
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| StoreError::connect(kind, e.without_url()))?;
+    let at = format!(
+        "{kind} at {}:{}",
+        base.host_str().unwrap_or_default(),
+        base.port_or_known_default().unwrap_or_default()
+    );
+    let resp = req.send().await.map_err(|e| {
+        let e = e.without_url();
+        if e.is_timeout() {
+            StoreError::connect(&at, "no answer (timed out)")
+        } else if super::tls_failure(&super::cause_chain(&e)) {
+            StoreError::tls(&at, super::cause_chain(&e), None)
+        } else {
+            StoreError::connect(&at, super::cause_chain(&e))
+        }
+    })?;
     let status = resp.status();
     if status.is_success() {
         Ok(format!("GET {path} answered {status}"))
     } else {
         let msg = format!("GET {path} answered {status}");
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            Err(StoreError::auth(kind, msg))
+            Err(StoreError::auth(&at, msg))
         } else {
-            Err(StoreError::protocol(kind, msg))
+            Err(StoreError::protocol(&at, msg))
         }
     }
 }

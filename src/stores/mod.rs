@@ -166,6 +166,10 @@ pub enum StoreError {
     /// name, expired), the client certificate was refused, or the server does not speak TLS.
     #[error("TLS with {store} failed: {message}")]
     Tls { store: String, message: String },
+    /// No cloud credentials were found (none in the backend, none in the operator's environment,
+    /// no instance metadata service): the store was never asked.
+    #[error("no credentials for {store}: {message}")]
+    NoCredentials { store: String, message: String },
     #[error("no answer from {store} within {timeout:?}")]
     Timeout { store: String, timeout: Duration },
     #[error("{0}")]
@@ -229,6 +233,23 @@ pub fn tls_hint(t: &crate::uri::TlsMaterial) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// One readable sentence from an error and its sources (`std::error::Error::source`): each
+/// level's message joined by ": ", a level whose text an earlier one already contains left out,
+/// so a client's "error sending request" is followed by its real cause ("tcp connect error:
+/// Connection refused (os error 111)"). Scrubbed of URI credentials.
+pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![];
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    scrub(&parts.join(": "))
 }
 
 /// `host:port` of a URI's first authority, without credentials (for messages): the text after
@@ -587,6 +608,33 @@ pub async fn pace(rate: u32, done: u64, started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cause_chains_read_as_one_sentence() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "error sending request",
+            Some(Box::new(E(
+                "client error (Connect)",
+                Some(Box::new(E("tcp connect error: Connection refused", None))),
+            ))),
+        );
+        assert_eq!(
+            cause_chain(&e),
+            "error sending request: client error (Connect): tcp connect error: Connection refused"
+        );
+    }
 
     #[test]
     fn endpoints_never_carry_credentials() {

@@ -190,7 +190,7 @@ impl ObjectClient {
             Err(e) if self.kind == "azureBlockBlob" && container_missing(&e) => {
                 return Ok("the account answered; the container does not exist yet (Celery creates it on first write)".into());
             }
-            Err(e) => return Err(StoreError::connect(self.kind, e)),
+            Err(e) => return Err(probe_error(self.kind, &e)),
         };
         Ok(format!(
             "listing answered ({} objects, {} prefixes at the base path)",
@@ -315,4 +315,29 @@ impl ObjectClient {
         }
         Ok(report)
     }
+}
+
+/// What a failed listing means: no credentials at all (a token request to the cloud's metadata
+/// address failed: nothing in the backend, no Application Default Credentials, no instance
+/// identity), refused credentials (401/403 from the store), or an unreachable store.
+fn probe_error(kind: &str, e: &object_store::Error) -> StoreError {
+    let text = super::cause_chain(e);
+    if text.contains("token request") || text.contains("169.254.169.254") {
+        let how = match kind {
+            "gcs" => "Celery and the operator use Application Default Credentials: give the operator's Pod GOOGLE_APPLICATION_CREDENTIALS or a workload identity",
+            "s3" => "set the access key Secret references, or give the operator's Pod AWS credentials",
+            _ => "set the credentials Secret references, or give the operator's Pod a cloud identity",
+        };
+        return StoreError::NoCredentials {
+            store: kind.into(),
+            message: format!("none found in the backend or the operator's environment, and the cloud metadata service gave no token; {how}"),
+        };
+    }
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return StoreError::auth(kind, text);
+    }
+    StoreError::connect(kind, text)
 }
