@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis redis_tls postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
+#   hack/stores.sh up [redis redis_tls redis_sentinel postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -11,7 +11,7 @@ source hack/versions.sh
 STATE=/var/tmp/cbo-stores
 # Passwords with the characters URIs get wrong, as in the examples.
 REDIS_PORT=16379 REDIS_PW='r3dis p@ss:w/rd#?%'
-REDIS_TLS_PORT=16380
+REDIS_TLS_PORT=16380 SENTINEL_PORT=26380 SENTINEL_PW='sentinel p@ss:w/rd#?%'
 PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
 PG_TLS_PORT=15433
 MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
@@ -51,6 +51,19 @@ up_redis() {
     "$CBO_NODE_IP" $REDIS_PORT $STATE/redis $STATE/redis/redis.pid $STATE/redis/redis.log "$REDIS_PW" >$STATE/redis/redis.conf
   redis-server $STATE/redis/redis.conf
   wait_for redis 10 sh -c "redis-cli -p $REDIS_PORT --no-auth-warning -a '$REDIS_PW' ping | grep -q PONG"
+}
+
+# A Redis Sentinel (redis-server --sentinel, Debian's Redis) in front of the test Redis, master
+# name cbo-master, with a password of its own (requirepass) besides the master's (auth-pass).
+up_redis_sentinel() {
+  up_redis
+  redis-cli -p $SENTINEL_PORT --no-auth-warning -a "$SENTINEL_PW" sentinel get-master-addr-by-name cbo-master 2>/dev/null | grep -q $REDIS_PORT && return 0
+  mkdir -p $STATE/sentinel
+  # Sentinel rewrites its file; a fresh one each start.
+  printf 'bind 127.0.0.1\nport %s\ndaemonize yes\ndir %s\npidfile %s\nlogfile %s\nrequirepass "%s"\nsentinel monitor cbo-master 127.0.0.1 %s 1\nsentinel auth-pass cbo-master "%s"\nsentinel down-after-milliseconds cbo-master 60000\n' \
+    $SENTINEL_PORT $STATE/sentinel $STATE/sentinel/sentinel.pid $STATE/sentinel/sentinel.log "$SENTINEL_PW" $REDIS_PORT "$REDIS_PW" >$STATE/sentinel/sentinel.conf
+  redis-server $STATE/sentinel/sentinel.conf --sentinel
+  wait_for redis-sentinel 15 sh -c "redis-cli -p $SENTINEL_PORT --no-auth-warning -a '$SENTINEL_PW' sentinel get-master-addr-by-name cbo-master | grep -q $REDIS_PORT"
 }
 
 # A test PKI under $STATE/tls (outside the repo), made once: a CA, a server certificate for
@@ -374,6 +387,7 @@ up_cassandra() {
 down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   [ -f $STATE/redis-tls/redis.pid ] && kill "$(cat $STATE/redis-tls/redis.pid)" 2>/dev/null || true
+  [ -f $STATE/sentinel/sentinel.pid ] && kill "$(cat $STATE/sentinel/sentinel.pid)" 2>/dev/null || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   [ -n "$bin" ] && [ -f $STATE/pg/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -m fast stop >/dev/null 2>&1 || true
   [ -n "$bin" ] && [ -f $STATE/pg-tls/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg-tls/data -m fast stop >/dev/null 2>&1 || true
@@ -386,9 +400,9 @@ down() {
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis redis_tls postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
+    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|redis_tls|postgresql|postgresql_tls|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|postgresql|postgresql_tls|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
 esac

@@ -1255,3 +1255,49 @@ fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
         &["pg p@ss"],
     );
 }
+
+/// A Sentinel deployment (hack/stores.sh: a real Redis Sentinel with its own password in front of
+/// the test Redis): Celery's `SentinelBackend` writes through it with the operator's URI and
+/// transport options, and the operator finds the master the same way to check and clean it. A
+/// wrong Sentinel password is refused credentials; an unknown master name says so.
+#[test]
+fn redis_sentinel_is_checked_and_cleaned_through_the_sentinels() {
+    stores_up(&["redis_sentinel", "rabbitmq"]);
+    let id = run_id();
+    let secret = |sentinel_pw: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  password: {}\n  sentinel: {}\n",
+            serde_json::to_string("r3dis p@ss:w/rd#?%").unwrap(),
+            serde_json::to_string(sentinel_pw).unwrap()
+        )
+    };
+    let spec = |master: &str| {
+        format!(
+            "  resultExpires: 0s\n  injection: {{configModule: true}}\n  redis:\n    external:\n      db: 9\n      keyPrefix: 'sentinel-{id}'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n      sentinel:\n        masterName: {master}\n        hosts: [{{host: 127.0.0.1, port: 26380}}]\n        sentinelPasswordSecretRef: {{name: store-auth, key: sentinel}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret(
+        "redis-sentinel",
+        &spec("cbo-master"),
+        dir.path(),
+        &secret("sentinel p@ss:w/rd#?%"),
+    );
+    check_fails(
+        "wrong Sentinel password",
+        &spec("cbo-master"),
+        &secret("not-the-sentinel-password"),
+        &["via Sentinel 127.0.0.1:26380 refused the credentials"],
+        &["r3dis", "not-the-sentinel-password"],
+    );
+    check_fails(
+        "unknown master",
+        &spec("no-such-master"),
+        &secret("sentinel p@ss:w/rd#?%"),
+        &[
+            "\"no-such-master\" via Sentinel 127.0.0.1:26380",
+            "not found",
+        ],
+        &["r3dis", "sentinel p@ss"],
+    );
+}

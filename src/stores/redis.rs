@@ -17,8 +17,98 @@ pub struct RedisStore {
     ttl: bool,
     /// Celery's `timezone`/`enable_utc`, for naive `date_done` strings.
     clock: CeleryClock,
-    /// TLS material from the backend's Secrets (`rediss://` only).
+    /// TLS material from the backend's Secrets (`rediss://` and TLS Sentinel deployments).
     tls: Option<crate::uri::TlsMaterial>,
+    /// For `sentinel://`: what Celery reads beside the URI.
+    sentinel: Option<Sentinel>,
+}
+
+/// A Sentinel deployment as Celery's `SentinelBackend` reaches it: the master's name
+/// (`result_backend_transport_options.master_name`), the Sentinels' own password and TLS
+/// (`sentinel_kwargs`), and TLS to the master (`redis_backend_use_ssl`).
+#[derive(Clone, Debug, Default)]
+struct Sentinel {
+    master_name: String,
+    sentinel_password: Option<String>,
+    sentinel_tls: bool,
+    master_tls: bool,
+}
+
+impl Sentinel {
+    fn from_settings(cfg: &BackendConfig) -> Option<Self> {
+        if !cfg.uri.starts_with("sentinel://") {
+            return None;
+        }
+        let transport = cfg.settings.get("result_backend_transport_options");
+        let kwargs = transport.and_then(|t| t.get("sentinel_kwargs"));
+        Some(Sentinel {
+            master_name: transport
+                .and_then(|t| t.get("master_name"))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            sentinel_password: kwargs
+                .and_then(|k| k.get("password"))
+                .and_then(|p| p.as_str())
+                .map(String::from),
+            sentinel_tls: kwargs
+                .and_then(|k| k.get("ssl"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            master_tls: cfg.settings.contains_key("redis_backend_use_ssl"),
+        })
+    }
+}
+
+/// One Sentinel of Celery's list, with the master's credentials and database it carries.
+#[derive(Clone)]
+struct SentinelNode {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<String>,
+    db: i64,
+}
+
+/// One `sentinel://[user:password@]host:port/db` of Celery's `;`-separated list: the address and
+/// the (percent-decoded) master credentials and database.
+fn sentinel_node(uri: &str) -> Option<SentinelNode> {
+    let rest = uri.trim().strip_prefix("sentinel://")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, "0"));
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .to_string()
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((n, p)) => (Some(decode(n)).filter(|n| !n.is_empty()), Some(decode(p))),
+            None => (Some(decode(u)).filter(|n| !n.is_empty()), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = hostport.rsplit_once(':')?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let db = path
+        .split(['?', '/'])
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    Some(SentinelNode {
+        host,
+        port: port.parse().ok()?,
+        user,
+        password,
+        db,
+    })
 }
 
 pub(super) const TASK_KEY: &str = "celery-task-meta-";
@@ -190,7 +280,7 @@ impl RedisStore {
                 cfg.settings.get("result_expires"),
                 Some(serde_json::Value::Null)
             );
-        // redis-rs reads `redis+unix://`; `sentinel://` needs a Sentinel client (not handled here).
+        // redis-rs reads `redis+unix://`; `sentinel://` goes through `sentinel_conn`.
         let uri = cfg.uri.replacen("redis+socket://", "redis+unix://", 1);
         RedisStore {
             uri,
@@ -198,6 +288,7 @@ impl RedisStore {
             ttl,
             clock: CeleryClock::from_settings(cfg),
             tls: cfg.tls.clone(),
+            sentinel: Sentinel::from_settings(cfg),
         }
     }
 
@@ -210,10 +301,8 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
-        if self.uri.starts_with("sentinel://") {
-            return Err(StoreError::Unsupported(
-                "Sentinel deployments are not probed yet".into(),
-            ));
+        if let Some(s) = &self.sentinel {
+            return self.sentinel_conn(s).await;
         }
         let tls = self.uri.starts_with("rediss://");
         let store = format!("redis at {}", super::endpoint_of(&self.uri));
@@ -244,6 +333,111 @@ impl RedisStore {
                     StoreError::connect(&store, e)
                 }
             })
+    }
+
+    /// The master of a Sentinel deployment, found through the Sentinels as Celery's
+    /// `SentinelBackend` finds it (`master_for(master_name)`): the Sentinels with their own
+    /// password and TLS, the master with the URI's credentials and database and TLS when
+    /// `redis_backend_use_ssl` is set, each with the Secret material.
+    async fn sentinel_conn(
+        &self,
+        s: &Sentinel,
+    ) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let nodes: Vec<_> = self.uri.split(';').filter_map(sentinel_node).collect();
+        let endpoints = nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.port))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let store = format!("redis master {:?} via Sentinel {endpoints}", s.master_name);
+        let Some(SentinelNode {
+            user, password, db, ..
+        }) = nodes.first().cloned()
+        else {
+            return Err(StoreError::connect(
+                &store,
+                "no Sentinel address in the URI",
+            ));
+        };
+        let insecure = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.verify == crate::api::TlsVerify::None);
+        let addr = |h: &str, p: u16, tls: bool| {
+            if tls {
+                redis::ConnectionAddr::TcpTls {
+                    host: h.to_string(),
+                    port: p,
+                    insecure,
+                    tls_params: None,
+                }
+            } else {
+                redis::ConnectionAddr::Tcp(h.to_string(), p)
+            }
+        };
+        let certs = || redis::TlsCertificates {
+            client_tls: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.client.as_ref())
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.tls.as_ref().and_then(|t| t.ca_pem.clone()),
+        };
+        let mode = if insecure {
+            redis::TlsMode::Insecure
+        } else {
+            redis::TlsMode::Secure
+        };
+        let mut b = SentinelClientBuilder::new(
+            nodes.iter().map(|n| addr(&n.host, n.port, s.sentinel_tls)),
+            &s.master_name,
+            SentinelServerType::Master,
+        )
+        .map_err(|e| StoreError::connect(&store, e))?
+        .set_client_to_redis_db(db);
+        if let Some(u) = &user {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = &password {
+            b = b.set_client_to_redis_password(p);
+        }
+        if let Some(p) = &s.sentinel_password {
+            b = b.set_client_to_sentinel_password(p);
+        }
+        let has_material = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.ca_pem.is_some() || t.client.is_some());
+        if s.master_tls {
+            b = b.set_client_to_redis_tls_mode(mode);
+            if has_material {
+                b = b.set_client_to_redis_certificates(certs());
+            }
+        }
+        if s.sentinel_tls {
+            b = b.set_client_to_sentinel_tls_mode(mode);
+            if has_material {
+                b = b.set_client_to_sentinel_certificates(certs());
+            }
+        }
+        let mut client = b.build().map_err(|e| StoreError::connect(&store, e))?;
+        client.get_async_connection().await.map_err(|e| {
+            if redis_auth_failed(&e) {
+                StoreError::auth(&store, e)
+            } else if super::tls_failure(&e.to_string()) {
+                StoreError::tls(
+                    &store,
+                    e,
+                    self.tls.as_ref().and_then(super::tls_hint).as_deref(),
+                )
+            } else {
+                StoreError::connect(&store, e)
+            }
+        })
     }
 
     /// A client for `rediss://` with the semantics redis-py applies to Celery's `ssl_*`
