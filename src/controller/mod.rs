@@ -501,7 +501,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         .and_then(|_| ctx.health.latest_check(&key));
 
     // 2. Publish the URI Secret.
-    let (ready, checksum) =
+    let (ready, checksum, config_delivered) =
         steps::publish_secret(obj, ctx, &ns, &secret_name, built, &provisioned).await?;
 
     // 3. Inject.
@@ -520,6 +520,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             provisioned: provisioned.clone(),
             healthy,
             injected,
+            config_delivered,
             secret: secret_name.clone(),
             uri_checksum: checksum,
             injection,

@@ -56,6 +56,49 @@ impl Outcome {
     }
 }
 
+/// The `ConfigDelivered` condition: whether what the builder computed reaches injected workers.
+/// The URI travels as `CELERY_RESULT_BACKEND`; every other setting only through the mounted
+/// `celeryconfig.py` (`injection.configModule`). Celery applies that module when the app calls
+/// `config_from_envvar("CELERY_CONFIG_MODULE")` (an app made with `Celery()` uses the AppLoader,
+/// which does not read the variable by itself: celery/loaders/app.py) with the mount directory on
+/// `PYTHONPATH`. Pure.
+pub fn config_delivered(
+    spec: &crate::api::CeleryResultBackendSpec,
+    cfg: &crate::uri::BackendConfig,
+) -> Outcome {
+    let keys: Vec<&str> = cfg.settings.keys().map(String::as_str).collect();
+    let module = spec
+        .injection
+        .as_ref()
+        .and_then(|i| i.config_module)
+        .unwrap_or(false);
+    if keys.is_empty() {
+        return Outcome {
+            state: State::Ready,
+            reason: "UriCarriesAll".into(),
+            message: "everything workers need is in the URI (CELERY_RESULT_BACKEND)".into(),
+        };
+    }
+    if module {
+        return Outcome {
+            state: State::Ready,
+            reason: "ConfigModuleMounted".into(),
+            message: format!(
+                "celeryconfig.py ({}) is mounted at {} and named by CELERY_CONFIG_MODULE; Celery applies it when the app calls config_from_envvar('CELERY_CONFIG_MODULE') with that directory on PYTHONPATH",
+                keys.join(", "),
+                crate::api::footprint::CONFIG_MOUNT
+            ),
+        };
+    }
+    Outcome::failed(
+        "SettingsNotDelivered",
+        format!(
+            "injected workers get only the URI; these settings do not reach them: {}. Set spec.injection.configModule: true, or set them in the workers' own configuration",
+            keys.join(", ")
+        ),
+    )
+}
+
 /// A condition of `type_`, keeping `lastTransitionTime` while the status does not change
 /// (Kubernetes API conventions), with `observedGeneration`.
 pub(crate) fn condition(
@@ -92,6 +135,8 @@ pub struct Report {
     pub provisioned: Outcome,
     pub healthy: Option<Outcome>,
     pub injected: Option<Outcome>,
+    /// Whether the settings reach workers (None keeps the previous condition).
+    pub config_delivered: Option<Outcome>,
     /// Name of the published URI Secret.
     pub secret: String,
     /// Checksum of the published URI Secret (None keeps the previous one).
@@ -148,17 +193,35 @@ pub fn next(old: &Status, r: &Report) -> Status {
             g,
         ),
     };
+    let delivered = match &r.config_delivered {
+        Some(o) => to_condition(c, "ConfigDelivered", o, g),
+        None => keep_or_unknown(
+            c,
+            "ConfigDelivered",
+            "NotEvaluated",
+            "no configuration has been built yet",
+            g,
+        ),
+    };
     let mut conditions = vec![
         to_condition(c, "Ready", &r.ready, g),
         to_condition(c, "Provisioned", &r.provisioned, g),
         healthy,
         injected,
+        delivered,
     ];
     // Keep conditions of types this version does not manage.
     conditions.extend(
         c.iter()
             .filter(|x| {
-                !["Ready", "Provisioned", "Healthy", "Injected"].contains(&x.type_.as_str())
+                ![
+                    "Ready",
+                    "Provisioned",
+                    "Healthy",
+                    "Injected",
+                    "ConfigDelivered",
+                ]
+                .contains(&x.type_.as_str())
             })
             .cloned(),
     );
@@ -219,11 +282,44 @@ mod tests {
             },
             healthy: None,
             injected: None,
+            config_delivered: None,
             secret: "s".into(),
             uri_checksum: None,
             injection: None,
             last_health_check: None,
         }
+    }
+
+    #[test]
+    fn config_delivered_says_whether_settings_reach_workers() {
+        let spec = |v: serde_json::Value| -> crate::api::CeleryResultBackendSpec {
+            serde_json::from_value(v).unwrap()
+        };
+        let build = |s: &crate::api::CeleryResultBackendSpec| {
+            crate::uri::build(s, &Default::default()).unwrap()
+        };
+        let plain = spec(serde_json::json!({"redis": {"external": {"host": "r"}}}));
+        assert_eq!(
+            config_delivered(&plain, &build(&plain)).reason,
+            "UriCarriesAll"
+        );
+        // The issue's input: result_expires computed, but only the URI is injected.
+        let expires = spec(
+            serde_json::json!({"redis": {"external": {"host": "redis.example.internal", "db": 2}},
+            "resultExpires": "10m", "injection": {"workloadSelector": {"matchLabels": {"app": "game-worker"}}}}),
+        );
+        let o = config_delivered(&expires, &build(&expires));
+        assert_eq!(
+            (o.state, o.reason.as_str()),
+            (State::Failed, "SettingsNotDelivered")
+        );
+        assert!(o.message.contains("result_expires"), "{}", o.message);
+        let module = spec(serde_json::json!({"redis": {"external": {"host": "r"}},
+            "resultExpires": "10m", "injection": {"configModule": true}}));
+        assert_eq!(
+            config_delivered(&module, &build(&module)).reason,
+            "ConfigModuleMounted"
+        );
     }
 
     #[test]

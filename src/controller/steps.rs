@@ -85,8 +85,12 @@ pub(super) async fn publish_secret(
     secret_name: &str,
     built: Result<BackendConfig, Outcome>,
     provisioned: &Outcome,
-) -> Result<(Outcome, Option<String>), Error> {
+) -> Result<(Outcome, Option<String>, Option<Outcome>), Error> {
     let mut checksum = None;
+    let delivered = built
+        .as_ref()
+        .ok()
+        .map(|cfg| status::config_delivered(&obj.spec, cfg));
     let ready = match built {
         Ok(cfg) => match publish_uri_secret(obj, ctx, ns, secret_name, &cfg).await {
             Ok(sum) => {
@@ -107,7 +111,7 @@ pub(super) async fn publish_secret(
         },
         Err(failed) => failed,
     };
-    Ok((ready, checksum))
+    Ok((ready, checksum, delivered))
 }
 
 /// Step 3, inject into opted-in workloads (only with a published URI: a transient failure must
@@ -191,12 +195,18 @@ pub(super) async fn report(
         )
         .await;
     }
-    for type_ in ["Injected", "Healthy"] {
+    for type_ in ["Injected", "Healthy", "ConfigDelivered"] {
         if let Some(c) = new.conditions.iter().find(|c| c.type_ == type_) {
-            // Not opting in to injection is a normal state, not worth an Event on every backend.
+            // Not opting in to injection is a normal state, not worth an Event on every backend;
+            // settings that reach workers are news only after they did not.
+            let was_false = old
+                .conditions
+                .iter()
+                .any(|o| o.type_ == type_ && o.status == "False");
             if status::condition_changed(old, new, type_)
                 && c.status != "Unknown"
                 && c.reason != "NoOptIn"
+                && (type_ != "ConfigDelivered" || c.status == "False" || was_false)
             {
                 publish(ctx, &reference, c.status == "True", &c.reason, &c.message).await;
             }
