@@ -149,7 +149,7 @@ impl Registry {
             });
         };
         let store = Store::from_config(cfg, obj.spec.result_expires.is_some());
-        if let (Store::Other { .. }, Expiry::Unsupported(why)) = (&store, store.expiry()) {
+        if let (false, Expiry::Unsupported(why)) = (store.is_supported(), store.expiry()) {
             if let Some(e) = map.remove(&key) {
                 e.handle.abort();
             }

@@ -253,6 +253,25 @@ impl CassandraStore {
     }
 }
 
+impl super::StoreClient for CassandraStore {
+    fn kind(&self) -> String {
+        "cassandra".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        if self.has_ttl() {
+            super::Expiry::Native("Cassandra row TTL (cassandra_entry_ttl) expires rows".into())
+        } else {
+            super::Expiry::Purgeable
+        }
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(CassandraStore::probe(self))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(CassandraStore::purge(self, opts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,6 +314,25 @@ impl DynamoStore {
     }
 }
 
+impl super::StoreClient for DynamoStore {
+    fn kind(&self) -> String {
+        "dynamodb".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        if self.has_ttl() {
+            super::Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
+        } else {
+            super::Expiry::Purgeable
+        }
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(DynamoStore::probe(self))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(DynamoStore::purge(self, opts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,34 @@ pub async fn filesystem_purge(path: &str, opts: PurgeOptions) -> Result<PurgeRep
     Ok(report)
 }
 
+/// Celery's `file://` backend: the directory the URI names (verbatim).
+pub struct FilesystemStore {
+    path: String,
+}
+
+impl FilesystemStore {
+    pub fn new(uri: &str) -> Self {
+        FilesystemStore {
+            path: uri.trim_start_matches("file://").to_string(),
+        }
+    }
+}
+
+impl super::StoreClient for FilesystemStore {
+    fn kind(&self) -> String {
+        "filesystem".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        super::Expiry::Purgeable
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(filesystem_probe(&self.path))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(filesystem_purge(&self.path, opts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

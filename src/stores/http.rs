@@ -84,3 +84,76 @@ pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, St
         }
     }
 }
+
+/// A store reached over HTTP with Celery's URI rewritten to `http(s)://`: Elasticsearch, CouchDB,
+/// Consul, ArangoDB.
+pub struct HttpClient {
+    store: super::HttpStore,
+    url: String,
+    /// `result_expires` is explicitly None: Consul sessions get no TTL.
+    no_ttl: bool,
+    /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
+    clock: super::plan::CeleryClock,
+}
+
+impl HttpClient {
+    pub fn new(store: super::HttpStore, cfg: &crate::uri::BackendConfig) -> Self {
+        let uri = cfg.uri.as_str();
+        let scheme = uri.split("://").next().unwrap_or_default();
+        // Only Elasticsearch's scheme says https (elasticsearch+https); the others' URIs are
+        // rewritten to http.
+        let https = store == super::HttpStore::Elasticsearch && scheme.ends_with("https");
+        HttpClient {
+            store,
+            url: uri.replacen(
+                &format!("{scheme}://"),
+                if https { "https://" } else { "http://" },
+                1,
+            ),
+            no_ttl: store != super::HttpStore::Elasticsearch
+                && matches!(
+                    cfg.settings.get("result_expires"),
+                    Some(serde_json::Value::Null)
+                ),
+            clock: super::plan::CeleryClock::from_settings(cfg),
+        }
+    }
+}
+
+impl super::StoreClient for HttpClient {
+    fn kind(&self) -> String {
+        self.store.name().into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        use super::{Expiry, HttpStore};
+        match self.store {
+            HttpStore::Consul if !self.no_ttl => Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into()),
+            HttpStore::Couchdb | HttpStore::Elasticsearch => Expiry::Purgeable,
+            HttpStore::Consul | HttpStore::Arangodb => Expiry::Unsupported(format!(
+                "cleanup of {} is not implemented yet",
+                self.store.name()
+            )),
+        }
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(http_probe(self.store, &self.url))
+    }
+    fn purge(
+        &self,
+        opts: super::PurgeOptions,
+    ) -> super::BoxFuture<'_, Result<super::PurgeReport, StoreError>> {
+        match self.store {
+            super::HttpStore::Elasticsearch => {
+                Box::pin(super::search::elasticsearch_purge(&self.url, opts))
+            }
+            super::HttpStore::Couchdb => {
+                Box::pin(super::couchdb::couchdb_purge(&self.url, &self.clock, opts))
+            }
+            _ => Box::pin(async {
+                Err(StoreError::Unsupported(
+                    "cleanup is not implemented for this store".into(),
+                ))
+            }),
+        }
+    }
+}

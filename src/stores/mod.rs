@@ -355,29 +355,57 @@ pub fn kind_of_scheme(scheme: &str) -> Option<BackendKind> {
     })
 }
 
-/// A store client for one backend.
-pub enum Store {
-    Redis(redis::RedisStore),
-    Sql(sql::SqlStore),
-    Memcached(Vec<String>),
-    Amqp(String),
-    Http {
-        store: HttpStore,
-        url: String,
-        /// `result_expires` is explicitly None: Consul sessions get no TTL.
-        no_ttl: bool,
-        /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
-        clock: plan::CeleryClock,
-    },
-    Filesystem(String),
-    Object(objects::ObjectClient),
-    Mongo(mongo::MongoStore),
-    Dynamo(dynamodb::DynamoStore),
-    Cassandra(cassandra::CassandraStore),
-    Other {
-        kind: String,
-        expiry: Expiry,
-    },
+/// What every store client provides; each client implements it in its own file, and
+/// [`Store::from_config`] holds the one row per backend kind that picks it.
+pub trait StoreClient: Send + Sync {
+    /// Name of the store family, for messages (`redis`, `postgresql`, `dynamodb`, ...).
+    fn kind(&self) -> String;
+    /// How results leave this store: by the store itself, by the operator's cleanup, or not yet.
+    fn expiry(&self) -> Expiry;
+    /// One real protocol round trip; `Ok` says what answered.
+    fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>>;
+    /// Delete (or count, in a dry run) the results Celery stored that completed before the
+    /// cutoff. Called only when [`StoreClient::expiry`] is [`Expiry::Purgeable`].
+    fn purge(&self, _opts: PurgeOptions) -> BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(async {
+            Err(StoreError::Unsupported(
+                "cleanup is not implemented for this store".into(),
+            ))
+        })
+    }
+}
+
+/// A boxed future of a store call.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A backend the operator has no client for (yet): no health check, no cleanup, and why.
+struct NoClient {
+    kind: String,
+    why: String,
+}
+
+impl StoreClient for NoClient {
+    fn kind(&self) -> String {
+        self.kind.clone()
+    }
+    fn expiry(&self) -> Expiry {
+        Expiry::Unsupported(self.why.clone())
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
+        let kind = self.kind.clone();
+        Box::pin(async move {
+            Err(StoreError::Unsupported(format!(
+                "no health check for {kind} yet"
+            )))
+        })
+    }
+}
+
+/// The store client of one backend.
+pub struct Store {
+    client: Box<dyn StoreClient>,
+    /// False for [`NoClient`]: health reports `NotSupported`, never `False`.
+    supported: bool,
 }
 
 impl Store {
@@ -388,81 +416,59 @@ impl Store {
         let scheme = uri.split("://").next().unwrap_or_default();
         match cfg.kind.or_else(|| kind_of_scheme(scheme)) {
             Some(kind) => Self::for_kind(kind, cfg, result_expires_set),
-            None => Store::Other {
-                kind: scheme.into(),
-                expiry: Expiry::Unsupported(format!(
-                    "the operator has no {scheme} client yet: no health check or cleanup"
-                )),
-            },
+            None => Self::none(
+                scheme,
+                format!("the operator has no {scheme} client yet: no health check or cleanup"),
+            ),
         }
     }
 
-    /// The client of backend `kind` for `cfg` (an exhaustive match: a new backend names its
-    /// client here).
+    fn of(client: impl StoreClient + 'static) -> Self {
+        Store {
+            client: Box::new(client),
+            supported: true,
+        }
+    }
+
+    fn none(kind: &str, why: String) -> Self {
+        Store {
+            client: Box::new(NoClient {
+                kind: kind.into(),
+                why,
+            }),
+            supported: false,
+        }
+    }
+
+    /// The client of backend `kind` for `cfg`: one row per backend (an exhaustive match: a new
+    /// backend names its client here).
     fn for_kind(kind: BackendKind, cfg: &BackendConfig, result_expires_set: bool) -> Self {
         let uri = cfg.uri.as_str();
-        let scheme = uri.split("://").next().unwrap_or_default();
-        let unsupported = |kind: &str, why: String| Store::Other {
-            kind: kind.into(),
-            expiry: Expiry::Unsupported(why),
-        };
-        let http = |store: HttpStore, https: bool| Store::Http {
-            store,
-            url: uri.replacen(
-                &format!("{scheme}://"),
-                if https { "https://" } else { "http://" },
-                1,
-            ),
-            no_ttl: matches!(
-                cfg.settings.get("result_expires"),
-                Some(serde_json::Value::Null)
-            ),
-            clock: plan::CeleryClock::from_settings(cfg),
-        };
+        let http = |store: HttpStore| Self::of(http::HttpClient::new(store, cfg));
         match kind {
-            BackendKind::Redis => Store::Redis(redis::RedisStore::new(cfg, result_expires_set)),
-            BackendKind::Database => Store::Sql(sql::SqlStore::new(cfg)),
-            BackendKind::Cache => Store::Memcached(
-                uri.split("://")
-                    .nth(1)
-                    .unwrap_or_default()
-                    .trim_end_matches('/')
-                    .split(';')
-                    .map(String::from)
-                    .collect(),
-            ),
-            // rpc results travel over the broker; its URL is the worker's broker_url.
-            BackendKind::Rpc => Store::Amqp(
-                std::env::var("CELERY_BROKER_URL")
-                    .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672//".into()),
-            ),
-            BackendKind::Filesystem => {
-                Store::Filesystem(uri.trim_start_matches("file://").to_string())
-            }
-            BackendKind::Elasticsearch => {
-                let mut s = http(HttpStore::Elasticsearch, scheme.ends_with("https"));
-                if let Store::Http { no_ttl, .. } = &mut s {
-                    *no_ttl = false;
-                }
-                s
-            }
-            BackendKind::Couchdb => http(HttpStore::Couchdb, false),
-            BackendKind::Consul => http(HttpStore::Consul, false),
-            BackendKind::Arangodb => http(HttpStore::Arangodb, false),
+            BackendKind::Redis => Self::of(redis::RedisStore::new(cfg, result_expires_set)),
+            BackendKind::Database => Self::of(sql::SqlStore::new(cfg)),
+            BackendKind::Cache => Self::of(probes::MemcachedStore::new(uri)),
+            BackendKind::Rpc => Self::of(probes::AmqpStore::from_env()),
+            BackendKind::Filesystem => Self::of(filesystem::FilesystemStore::new(uri)),
+            BackendKind::Elasticsearch => http(HttpStore::Elasticsearch),
+            BackendKind::Couchdb => http(HttpStore::Couchdb),
+            BackendKind::Consul => http(HttpStore::Consul),
+            BackendKind::Arangodb => http(HttpStore::Arangodb),
             BackendKind::S3 => objects::ObjectClient::s3(cfg)
-                .map(Store::Object)
-                .unwrap_or_else(|e| unsupported("s3", e.to_string())),
+                .map(Self::of)
+                .unwrap_or_else(|e| Self::none("s3", e.to_string())),
             BackendKind::AzureBlockBlob => objects::ObjectClient::azure(cfg)
-                .map(Store::Object)
-                .unwrap_or_else(|e| unsupported("azureBlockBlob", e.to_string())),
+                .map(Self::of)
+                .unwrap_or_else(|e| Self::none("azureBlockBlob", e.to_string())),
             BackendKind::Gcs => objects::ObjectClient::gcs(cfg)
-                .map(Store::Object)
-                .unwrap_or_else(|e| unsupported("gcs", e.to_string())),
-            BackendKind::Dynamodb => Store::Dynamo(dynamodb::DynamoStore::new(cfg)),
-            BackendKind::Mongodb => Store::Mongo(mongo::MongoStore::new(cfg)),
-            BackendKind::Cassandra => Store::Cassandra(cassandra::CassandraStore::new(cfg)),
+                .map(Self::of)
+                .unwrap_or_else(|e| Self::none("gcs", e.to_string())),
+            BackendKind::Dynamodb => Self::of(dynamodb::DynamoStore::new(cfg)),
+            BackendKind::Mongodb => Self::of(mongo::MongoStore::new(cfg)),
+            BackendKind::Cassandra => Self::of(cassandra::CassandraStore::new(cfg)),
             BackendKind::Couchbase | BackendKind::CosmosDbSql | BackendKind::IronCache => {
-                unsupported(
+                Self::none(
                     kind.field(),
                     format!(
                         "the operator has no {} client yet: no health check or cleanup",
@@ -473,122 +479,44 @@ impl Store {
         }
     }
 
-    /// Name of the store family, for messages.
-    pub fn kind(&self) -> String {
-        match self {
-            Store::Redis(_) => "redis".into(),
-            Store::Sql(s) => s.engine().into(),
-            Store::Memcached(_) => "memcached".into(),
-            Store::Amqp(_) => "rpc (AMQP broker)".into(),
-            Store::Http { store, .. } => store.name().into(),
-            Store::Other { kind, .. } => kind.clone(),
-            Store::Filesystem(_) => "filesystem".into(),
-            Store::Object(o) => o.kind().into(),
-            Store::Mongo(_) => "mongodb".into(),
-            Store::Dynamo(_) => "dynamodb".into(),
-            Store::Cassandra(_) => "cassandra".into(),
-        }
+    /// Whether the operator has a client for this backend at all.
+    pub fn is_supported(&self) -> bool {
+        self.supported
     }
 
+    /// Name of the store family, for messages.
+    pub fn kind(&self) -> String {
+        self.client.kind()
+    }
+
+    /// How results leave this store.
     pub fn expiry(&self) -> Expiry {
-        match self {
-            Store::Redis(r) => r.expiry(),
-            Store::Object(o) if o.native_expiry().is_some() => {
-                Expiry::Native(o.native_expiry().unwrap_or_default().to_string())
-            }
-            Store::Sql(_) | Store::Filesystem(_) | Store::Object(_) | Store::Mongo(_) => {
-                Expiry::Purgeable
-            }
-            Store::Dynamo(d) if d.has_ttl() => {
-                Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
-            }
-            Store::Dynamo(_) => Expiry::Purgeable,
-            Store::Cassandra(c) if c.has_ttl() => Expiry::Native(
-                "Cassandra row TTL (cassandra_entry_ttl) expires rows".into(),
-            ),
-            Store::Cassandra(_) => Expiry::Purgeable,
-            Store::Memcached(_) => {
-                Expiry::Native("memcached expires every result (result_expires is the TTL)".into())
-            }
-            Store::Amqp(_) => Expiry::Native(
-                "rpc results are messages consumed by the caller; nothing is stored".into(),
-            ),
-            Store::Http { store, no_ttl, .. } => match store {
-                HttpStore::Consul if !no_ttl => Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into()),
-                HttpStore::Couchdb | HttpStore::Elasticsearch => Expiry::Purgeable,
-                HttpStore::Consul | HttpStore::Arangodb => Expiry::Unsupported(format!(
-                    "cleanup of {} is not implemented yet",
-                    store.name()
-                )),
-            },
-            Store::Other { expiry, .. } => expiry.clone(),
-        }
+        self.client.expiry()
     }
 
     /// A real round trip, bounded by `timeout`.
     pub async fn probe(&self, timeout: Duration) -> Result<Probe, StoreError> {
-        let kind = self.kind();
         let started = Instant::now();
-        let fut = async {
-            match self {
-                Store::Redis(r) => r.probe().await,
-                Store::Sql(s) => s.probe().await,
-                Store::Memcached(servers) => probes::memcached_version(servers).await,
-                Store::Amqp(url) => probes::amqp_handshake(url).await,
-                Store::Http { store, url, .. } => http::http_probe(*store, url).await,
-                Store::Filesystem(path) => filesystem::filesystem_probe(path).await,
-                Store::Object(o) => o.probe().await,
-                Store::Mongo(m) => m.probe().await,
-                Store::Dynamo(d) => d.probe().await,
-                Store::Cassandra(c) => c.probe().await,
-                Store::Other { kind, .. } => Err(StoreError::Unsupported(format!(
-                    "no health check for {kind} yet"
-                ))),
-            }
-        };
-        let detail =
-            tokio::time::timeout(timeout, fut)
-                .await
-                .map_err(|_| StoreError::Timeout {
-                    store: kind,
-                    timeout,
-                })??;
+        let detail = tokio::time::timeout(timeout, self.client.probe())
+            .await
+            .map_err(|_| StoreError::Timeout {
+                store: self.kind(),
+                timeout,
+            })??;
         Ok(Probe {
             latency: started.elapsed(),
             detail,
         })
     }
 
-    /// Delete (or count, in a dry run) the results Celery stored that completed before the cutoff.
+    /// Delete (or count, in a dry run) the results Celery stored that completed before the
+    /// cutoff; a store that expires results itself, or that the operator cannot clean yet, says
+    /// why instead.
     pub async fn purge_expired(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
-        match self {
-            Store::Redis(r) => r.purge(opts).await,
-            Store::Sql(s) => s.purge(opts).await,
-            Store::Filesystem(path) => filesystem::filesystem_purge(path, opts).await,
-            Store::Object(o) if o.native_expiry().is_none() => o.purge(opts).await,
-            Store::Mongo(m) => m.purge(opts).await,
-            Store::Dynamo(d) if !d.has_ttl() => d.purge(opts).await,
-            Store::Cassandra(c) if !c.has_ttl() => c.purge(opts).await,
-            Store::Http {
-                store: HttpStore::Elasticsearch,
-                url,
-                ..
-            } => search::elasticsearch_purge(url, opts).await,
-            Store::Http {
-                store: HttpStore::Couchdb,
-                url,
-                clock,
-                ..
-            } => couchdb::couchdb_purge(url, clock, opts).await,
-            other => match other.expiry() {
-                Expiry::Native(why) => {
-                    Err(StoreError::Unsupported(format!("nothing to purge: {why}")))
-                }
-                Expiry::Unsupported(why) => Err(StoreError::Unsupported(why)),
-                Expiry::Purgeable => Err(StoreError::Unsupported(
-                    "cleanup is not implemented for this store".into(),
-                )),
-            },
+        match self.expiry() {
+            Expiry::Purgeable => self.client.purge(opts).await,
+            Expiry::Native(why) => Err(StoreError::Unsupported(format!("nothing to purge: {why}"))),
+            Expiry::Unsupported(why) => Err(StoreError::Unsupported(why)),
         }
     }
 }

@@ -159,6 +159,21 @@ impl MongoStore {
     }
 }
 
+impl super::StoreClient for MongoStore {
+    fn kind(&self) -> String {
+        "mongodb".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        super::Expiry::Purgeable
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(MongoStore::probe(self))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(MongoStore::purge(self, opts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

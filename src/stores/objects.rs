@@ -341,3 +341,21 @@ fn probe_error(kind: &str, e: &object_store::Error) -> StoreError {
     }
     StoreError::connect(kind, text)
 }
+
+impl super::StoreClient for ObjectClient {
+    fn kind(&self) -> String {
+        ObjectClient::kind(self).into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        match self.native_expiry() {
+            Some(why) => super::Expiry::Native(why.to_string()),
+            None => super::Expiry::Purgeable,
+        }
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(ObjectClient::probe(self))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(ObjectClient::purge(self, opts))
+    }
+}

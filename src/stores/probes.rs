@@ -68,3 +68,64 @@ pub async fn amqp_handshake(url: &str) -> Result<String, StoreError> {
         ))
     }
 }
+
+/// Celery's `cache+memcached://h1:p1;h2:p2/` backend: the servers of the URI.
+pub struct MemcachedStore {
+    servers: Vec<String>,
+}
+
+impl MemcachedStore {
+    pub fn new(uri: &str) -> Self {
+        MemcachedStore {
+            servers: uri
+                .split("://")
+                .nth(1)
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .split(';')
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+impl super::StoreClient for MemcachedStore {
+    fn kind(&self) -> String {
+        "memcached".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        super::Expiry::Native("memcached expires every result (result_expires is the TTL)".into())
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(memcached_version(&self.servers))
+    }
+}
+
+/// Celery's `rpc://` backend: results travel over the broker, whose URL is the worker's
+/// `CELERY_BROKER_URL` (read from the operator's environment; a local RabbitMQ otherwise).
+pub struct AmqpStore {
+    url: String,
+}
+
+impl AmqpStore {
+    pub fn from_env() -> Self {
+        AmqpStore {
+            url: std::env::var("CELERY_BROKER_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672//".into()),
+        }
+    }
+}
+
+impl super::StoreClient for AmqpStore {
+    fn kind(&self) -> String {
+        "rpc (AMQP broker)".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        super::Expiry::Native(
+            "rpc results are messages consumed by the caller; nothing is stored".into(),
+        )
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(amqp_handshake(&self.url))
+    }
+}

@@ -671,6 +671,21 @@ impl RedisStore {
     }
 }
 
+impl super::StoreClient for RedisStore {
+    fn kind(&self) -> String {
+        "redis".into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        RedisStore::expiry(self)
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(RedisStore::probe(self))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(RedisStore::purge(self, opts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -482,6 +482,21 @@ impl SqlStore {
     }
 }
 
+impl super::StoreClient for SqlStore {
+    fn kind(&self) -> String {
+        self.engine().into()
+    }
+    fn expiry(&self) -> super::Expiry {
+        super::Expiry::Purgeable
+    }
+    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(SqlStore::probe(self))
+    }
+    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(SqlStore::purge(self, opts))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
