@@ -1,7 +1,8 @@
-//! One file per backend family: what changes along the backend axis lives together. Each file
+//! One room per backend family: what changes along the backend axis lives together. Each family
 //! builds its backend's Celery `result_backend` URI and settings from the typed spec
-//! (`crate::api::Backend`); the shared toolkit (encoding, checks, the collector `Ctx`, errors)
-//! stays in `crate::uri`, the store clients in `crate::stores`.
+//! (`crate::api::Backend`, in the family's `mod.rs` or file) and, where the operator can reach the
+//! store, holds its client (`store.rs`, a `crate::stores::StoreClient`). The shared toolkits stay
+//! in `crate::uri` (encoding, checks, the collector `Ctx`, errors) and `crate::stores`.
 
 use crate::api::{Backend, BasicAuth, SecretKeyRef};
 use crate::uri::{BuildError, Ctx};

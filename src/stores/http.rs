@@ -6,11 +6,11 @@ use std::time::Duration;
 use super::StoreError;
 
 /// User name and optional password for HTTP basic auth.
-pub(super) type BasicCreds = Option<(String, Option<String>)>;
+pub(crate) type BasicCreds = Option<(String, Option<String>)>;
 
 /// Base URL (no credentials) and basic-auth pair of an HTTP store URI. CouchDB URIs carry their
 /// credentials percent-encoded twice (pycouchdb decodes twice), so `decode_rounds` is 2 there.
-pub(super) fn http_parts(
+pub(crate) fn http_parts(
     kind: &str,
     url: &str,
     decode_rounds: usize,
@@ -34,7 +34,7 @@ pub(super) fn http_parts(
     Ok((base, auth))
 }
 
-pub(super) fn authed(
+pub(crate) fn authed(
     rb: reqwest::RequestBuilder,
     auth: &Option<(String, Option<String>)>,
 ) -> reqwest::RequestBuilder {
@@ -143,12 +143,14 @@ impl super::StoreClient for HttpClient {
         opts: super::PurgeOptions,
     ) -> super::BoxFuture<'_, Result<super::PurgeReport, StoreError>> {
         match self.store {
-            super::HttpStore::Elasticsearch => {
-                Box::pin(super::search::elasticsearch_purge(&self.url, opts))
-            }
-            super::HttpStore::Couchdb => {
-                Box::pin(super::couchdb::couchdb_purge(&self.url, &self.clock, opts))
-            }
+            super::HttpStore::Elasticsearch => Box::pin(
+                crate::backends::elasticsearch::store::elasticsearch_purge(&self.url, opts),
+            ),
+            super::HttpStore::Couchdb => Box::pin(crate::backends::couchdb::store::couchdb_purge(
+                &self.url,
+                &self.clock,
+                opts,
+            )),
             _ => Box::pin(async {
                 Err(StoreError::Unsupported(
                     "cleanup is not implemented for this store".into(),

@@ -1,18 +1,9 @@
-//! Store clients: a real protocol round trip (`probe`) and result-expiry cleanup (`purge_expired`)
-//! per store family, chosen by the backend kind the builder recorded (one file per store family).
+//! The store toolkit: the `StoreClient` trait every backend's client implements (in
+//! `backends/<family>/store.rs`), the one dispatch from a backend kind to its client, and what the
+//! clients share (errors and their reasons, cause chains, endpoints, pacing, planning).
 
-pub mod cassandra;
-pub mod couchdb;
-pub mod dynamodb;
-pub mod filesystem;
 pub mod http;
-pub mod mongo;
-pub mod objects;
 pub mod plan;
-pub mod probes;
-pub mod redis;
-pub mod search;
-pub mod sql;
 
 use std::time::{Duration, Instant};
 
@@ -446,27 +437,40 @@ impl Store {
         let uri = cfg.uri.as_str();
         let http = |store: HttpStore| Self::of(http::HttpClient::new(store, cfg));
         match kind {
-            BackendKind::Redis => Self::of(redis::RedisStore::new(cfg, result_expires_set)),
-            BackendKind::Database => Self::of(sql::SqlStore::new(cfg)),
-            BackendKind::Cache => Self::of(probes::MemcachedStore::new(uri)),
-            BackendKind::Rpc => Self::of(probes::AmqpStore::from_env()),
-            BackendKind::Filesystem => Self::of(filesystem::FilesystemStore::new(uri)),
+            BackendKind::Redis => Self::of(crate::backends::redis::store::RedisStore::new(
+                cfg,
+                result_expires_set,
+            )),
+            BackendKind::Database => Self::of(crate::backends::sql::store::SqlStore::new(cfg)),
+            BackendKind::Cache => {
+                Self::of(crate::backends::memcached::store::MemcachedStore::new(uri))
+            }
+            BackendKind::Rpc => Self::of(crate::backends::rpc::store::AmqpStore::from_env()),
+            BackendKind::Filesystem => Self::of(
+                crate::backends::filesystem::store::FilesystemStore::new(uri),
+            ),
             BackendKind::Elasticsearch => http(HttpStore::Elasticsearch),
             BackendKind::Couchdb => http(HttpStore::Couchdb),
             BackendKind::Consul => http(HttpStore::Consul),
             BackendKind::Arangodb => http(HttpStore::Arangodb),
-            BackendKind::S3 => objects::ObjectClient::s3(cfg)
+            BackendKind::S3 => crate::backends::objects::store::ObjectClient::s3(cfg)
                 .map(Self::of)
                 .unwrap_or_else(|e| Self::none("s3", e.to_string())),
-            BackendKind::AzureBlockBlob => objects::ObjectClient::azure(cfg)
-                .map(Self::of)
-                .unwrap_or_else(|e| Self::none("azureBlockBlob", e.to_string())),
-            BackendKind::Gcs => objects::ObjectClient::gcs(cfg)
+            BackendKind::AzureBlockBlob => {
+                crate::backends::objects::store::ObjectClient::azure(cfg)
+                    .map(Self::of)
+                    .unwrap_or_else(|e| Self::none("azureBlockBlob", e.to_string()))
+            }
+            BackendKind::Gcs => crate::backends::objects::store::ObjectClient::gcs(cfg)
                 .map(Self::of)
                 .unwrap_or_else(|e| Self::none("gcs", e.to_string())),
-            BackendKind::Dynamodb => Self::of(dynamodb::DynamoStore::new(cfg)),
-            BackendKind::Mongodb => Self::of(mongo::MongoStore::new(cfg)),
-            BackendKind::Cassandra => Self::of(cassandra::CassandraStore::new(cfg)),
+            BackendKind::Dynamodb => {
+                Self::of(crate::backends::dynamodb::store::DynamoStore::new(cfg))
+            }
+            BackendKind::Mongodb => Self::of(crate::backends::mongodb::store::MongoStore::new(cfg)),
+            BackendKind::Cassandra => {
+                Self::of(crate::backends::cassandra::store::CassandraStore::new(cfg))
+            }
             BackendKind::Couchbase | BackendKind::CosmosDbSql | BackendKind::IronCache => {
                 Self::none(
                     kind.field(),

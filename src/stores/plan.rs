@@ -3,6 +3,12 @@
 //! Each backend file states its own timestamp and group rule and calls these functions; nothing
 //! here talks to a store, so every rule is table-tested beside its code.
 
+/// Key prefix of a task result in Celery's key-value layout (`KeyValueStoreBackend.task_keyprefix`):
+/// Redis keys, CouchDB/Elasticsearch document ids, object names and file names.
+pub const TASK_KEY: &str = "celery-task-meta-";
+/// Key prefix of a group result (`KeyValueStoreBackend.group_keyprefix`).
+pub const GROUP_KEY: &str = "celery-taskset-meta-";
+
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -155,6 +161,15 @@ pub fn group_verdict(members: &[Option<TaskVerdict>]) -> GroupVerdict {
 /// follows report the same number.
 pub fn batches(n: u64, batch: u32) -> u64 {
     n.div_ceil(u64::from(batch.max(1)))
+}
+
+/// The rule for the ISO-8601 `date_done` Celery's key-value backends store (Redis, CouchDB, the
+/// object stores), in words for the cleanup report.
+pub fn iso_time_rule(zone: &Result<(String, jiff::tz::TimeZone), String>) -> String {
+    match zone {
+        Ok((name, _)) => format!("date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings read in {name})"),
+        Err(_) => "date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings skipped: Celery's time zone is unknown)".into(),
+    }
 }
 
 #[cfg(test)]

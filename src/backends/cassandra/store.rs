@@ -11,7 +11,7 @@ use scylla::statement::unprepared::Statement;
 use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 const STORE: &str = "cassandra";
@@ -245,7 +245,7 @@ impl CassandraStore {
         }
         if opts.dry_run {
             // The real run flushes full batches plus one remainder.
-            report.batches = super::plan::batches(report.tasks, opts.batch);
+            report.batches = crate::stores::plan::batches(report.tasks, opts.batch);
         }
         report.time_rule = "cassandra: date_done is a CQL timestamp (UTC milliseconds; the driver converts Celery's aware app.now())".into();
         report.group_rule = "none: Celery's Cassandra backend cannot save groups".into();
@@ -253,21 +253,26 @@ impl CassandraStore {
     }
 }
 
-impl super::StoreClient for CassandraStore {
+impl crate::stores::StoreClient for CassandraStore {
     fn kind(&self) -> String {
         "cassandra".into()
     }
-    fn expiry(&self) -> super::Expiry {
+    fn expiry(&self) -> crate::stores::Expiry {
         if self.has_ttl() {
-            super::Expiry::Native("Cassandra row TTL (cassandra_entry_ttl) expires rows".into())
+            crate::stores::Expiry::Native(
+                "Cassandra row TTL (cassandra_entry_ttl) expires rows".into(),
+            )
         } else {
-            super::Expiry::Purgeable
+            crate::stores::Expiry::Purgeable
         }
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(CassandraStore::probe(self))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(CassandraStore::purge(self, opts))
     }
 }

@@ -8,7 +8,7 @@ use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 const STORE: &str = "mongodb";
@@ -118,7 +118,7 @@ impl MongoStore {
             report.skip_n("documents with a string date_done (Celery < 5.3)", strings);
             if opts.dry_run {
                 let n = coll.count_documents(expired.clone()).await.map_err(err)?;
-                report.batches += super::plan::batches(n, opts.batch);
+                report.batches += crate::stores::plan::batches(n, opts.batch);
                 if is_group {
                     report.groups += n;
                 } else {
@@ -159,17 +159,20 @@ impl MongoStore {
     }
 }
 
-impl super::StoreClient for MongoStore {
+impl crate::stores::StoreClient for MongoStore {
     fn kind(&self) -> String {
         "mongodb".into()
     }
-    fn expiry(&self) -> super::Expiry {
-        super::Expiry::Purgeable
+    fn expiry(&self) -> crate::stores::Expiry {
+        crate::stores::Expiry::Purgeable
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(MongoStore::probe(self))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(MongoStore::purge(self, opts))
     }
 }

@@ -1,5 +1,8 @@
 //! Object stores: S3 (`s3://`), Google Cloud Storage (`gs://`) and Azure Blob (`azureblockblob://`).
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

@@ -1,5 +1,8 @@
 //! MongoDB (`mongodb://`): URI and settings, following pymongo.
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

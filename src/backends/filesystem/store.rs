@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use super::redis::{GROUP_KEY, TASK_KEY};
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::plan::{GROUP_KEY, TASK_KEY};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 
 /// Celery's filesystem backend: the directory exists and is writable.
 pub async fn filesystem_probe(path: &str) -> Result<String, StoreError> {
@@ -100,17 +100,20 @@ impl FilesystemStore {
     }
 }
 
-impl super::StoreClient for FilesystemStore {
+impl crate::stores::StoreClient for FilesystemStore {
     fn kind(&self) -> String {
         "filesystem".into()
     }
-    fn expiry(&self) -> super::Expiry {
-        super::Expiry::Purgeable
+    fn expiry(&self) -> crate::stores::Expiry {
+        crate::stores::Expiry::Purgeable
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(filesystem_probe(&self.path))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(filesystem_purge(&self.path, opts))
     }
 }

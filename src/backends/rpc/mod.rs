@@ -1,5 +1,8 @@
 //! RPC (`rpc://`): results as AMQP messages on the broker.
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

@@ -1,5 +1,8 @@
 //! Elasticsearch/OpenSearch (`elasticsearch+http(s)://`): URI and settings, following elasticsearch-py.
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

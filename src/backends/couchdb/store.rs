@@ -2,11 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::http::{authed, http_parts, BasicCreds};
-use super::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
-use super::redis::redis_time_rule;
-use super::redis::{GROUP_KEY, TASK_KEY};
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::http::{authed, http_parts, BasicCreds};
+use crate::stores::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
+use crate::stores::plan::{GROUP_KEY, TASK_KEY};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 
 /// A CouchDB database: client, base URL (no credentials) and basic auth.
 struct CouchDb {
@@ -80,7 +79,8 @@ pub async fn couchdb_purge(
     let zone = clock.zone();
     let naive = zone.as_ref().ok().map(|z| &z.1);
     let mut report = PurgeReport::new(&opts);
-    report.time_rule = redis_time_rule(&zone).replace("date_done", "value.date_done");
+    report.time_rule =
+        crate::stores::plan::iso_time_rule(&zone).replace("date_done", "value.date_done");
     report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in CouchDB)".into();
     let started = Instant::now();
     let err = |e: reqwest::Error| StoreError::protocol("couchdb", e.without_url());

@@ -1,5 +1,8 @@
 //! Apache Cassandra (`cassandra://`, settings `cassandra_*`).
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

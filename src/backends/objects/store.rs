@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use super::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 const TASK_KEY: &str = "celery-task-meta-";
@@ -228,7 +228,7 @@ impl ObjectClient {
         let zone = self.clock.zone();
         let naive = zone.as_ref().ok().map(|z| &z.1);
         let mut report = PurgeReport::new(&opts);
-        report.time_rule = super::redis::redis_time_rule(&zone);
+        report.time_rule = crate::stores::plan::iso_time_rule(&zone);
         report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in object stores)".into();
         let started = Instant::now();
         let prefix = self.list_prefix();
@@ -321,7 +321,7 @@ impl ObjectClient {
 /// address failed: nothing in the backend, no Application Default Credentials, no instance
 /// identity), refused credentials (401/403 from the store), or an unreachable store.
 fn probe_error(kind: &str, e: &object_store::Error) -> StoreError {
-    let text = super::cause_chain(e);
+    let text = crate::stores::cause_chain(e);
     if text.contains("token request") || text.contains("169.254.169.254") {
         let how = match kind {
             "gcs" => "Celery and the operator use Application Default Credentials: give the operator's Pod GOOGLE_APPLICATION_CREDENTIALS or a workload identity",
@@ -342,20 +342,23 @@ fn probe_error(kind: &str, e: &object_store::Error) -> StoreError {
     StoreError::connect(kind, text)
 }
 
-impl super::StoreClient for ObjectClient {
+impl crate::stores::StoreClient for ObjectClient {
     fn kind(&self) -> String {
         ObjectClient::kind(self).into()
     }
-    fn expiry(&self) -> super::Expiry {
+    fn expiry(&self) -> crate::stores::Expiry {
         match self.native_expiry() {
-            Some(why) => super::Expiry::Native(why.to_string()),
-            None => super::Expiry::Purgeable,
+            Some(why) => crate::stores::Expiry::Native(why.to_string()),
+            None => crate::stores::Expiry::Purgeable,
         }
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(ObjectClient::probe(self))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(ObjectClient::purge(self, opts))
     }
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use sqlx::Connection;
 
-use super::plan::{self, CeleryClock};
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::plan::{self, CeleryClock};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 /// How `date_done` (a naive `TIMESTAMP WITHOUT TIME ZONE` / `DATETIME` column, as Celery's
@@ -237,9 +237,9 @@ impl SqlStore {
             engine,
             endpoint: match engine {
                 Engine::Sqlite => tail.to_string(),
-                _ => super::endpoint_of(&cfg.uri),
+                _ => crate::stores::endpoint_of(&cfg.uri),
             },
-            tls_hint: cfg.tls.as_ref().and_then(super::tls_hint),
+            tls_hint: cfg.tls.as_ref().and_then(crate::stores::tls_hint),
             tls_files,
             url,
             task_table: table(cfg, "task", "celery_taskmeta"),
@@ -271,7 +271,7 @@ impl SqlStore {
                     StoreError::auth(&store, &e)
                 }
                 sqlx::Error::Tls(_) => StoreError::tls(&store, &e, self.tls_hint.as_deref()),
-                _ if super::tls_failure(&e.to_string()) => {
+                _ if crate::stores::tls_failure(&e.to_string()) => {
                     StoreError::tls(&store, &e, self.tls_hint.as_deref())
                 }
                 _ => StoreError::connect(&store, &e),
@@ -482,17 +482,20 @@ impl SqlStore {
     }
 }
 
-impl super::StoreClient for SqlStore {
+impl crate::stores::StoreClient for SqlStore {
     fn kind(&self) -> String {
         self.engine().into()
     }
-    fn expiry(&self) -> super::Expiry {
-        super::Expiry::Purgeable
+    fn expiry(&self) -> crate::stores::Expiry {
+        crate::stores::Expiry::Purgeable
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(SqlStore::probe(self))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(SqlStore::purge(self, opts))
     }
 }

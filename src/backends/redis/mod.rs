@@ -1,5 +1,8 @@
 //! Redis (`redis://`, `rediss://`, `redis+socket://`, `sentinel://`): URI and settings, following kombu and redis-py.
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

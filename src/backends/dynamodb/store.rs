@@ -8,7 +8,7 @@ use std::time::Instant;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 const STORE: &str = "dynamodb";
@@ -155,7 +155,7 @@ impl DynamoStore {
             Err(aws_sdk_dynamodb::error::SdkError::DispatchFailure(d)) => {
                 let cause = d
                     .as_connector_error()
-                    .map(|c| super::cause_chain(c))
+                    .map(|c| crate::stores::cause_chain(c))
                     .unwrap_or_else(|| "the request could not be sent".into());
                 return Err(if cause.contains("loading credentials") {
                     StoreError::NoCredentials {
@@ -173,7 +173,7 @@ impl DynamoStore {
             }
             Err(e @ aws_sdk_dynamodb::error::SdkError::ConstructionFailure(_)) => {
                 let cause = std::error::Error::source(&e)
-                    .map(super::cause_chain)
+                    .map(crate::stores::cause_chain)
                     .unwrap_or_else(|| "the request could not be built".into());
                 // Without credentials the SDK cannot sign the request.
                 return Err(StoreError::auth(
@@ -202,7 +202,7 @@ impl DynamoStore {
                 let what = match (e.code(), e.message()) {
                     (Some(c), Some(m)) => format!("{c}: {m}"),
                     (Some(c), None) => c.to_string(),
-                    _ => super::cause_chain(&e),
+                    _ => crate::stores::cause_chain(&e),
                 };
                 if matches!(
                     e.code(),
@@ -314,21 +314,24 @@ impl DynamoStore {
     }
 }
 
-impl super::StoreClient for DynamoStore {
+impl crate::stores::StoreClient for DynamoStore {
     fn kind(&self) -> String {
         "dynamodb".into()
     }
-    fn expiry(&self) -> super::Expiry {
+    fn expiry(&self) -> crate::stores::Expiry {
         if self.has_ttl() {
-            super::Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
+            crate::stores::Expiry::Native("DynamoDB TTL (ttl_seconds) expires items".into())
         } else {
-            super::Expiry::Purgeable
+            crate::stores::Expiry::Purgeable
         }
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(DynamoStore::probe(self))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(DynamoStore::purge(self, opts))
     }
 }

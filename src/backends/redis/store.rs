@@ -4,10 +4,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use jiff::tz::TimeZone;
-
-use super::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
-use super::{pace, Expiry, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
+use crate::stores::{pace, Expiry, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 pub struct RedisStore {
@@ -111,8 +109,7 @@ fn sentinel_node(uri: &str) -> Option<SentinelNode> {
     })
 }
 
-pub(super) const TASK_KEY: &str = "celery-task-meta-";
-pub(super) const GROUP_KEY: &str = "celery-taskset-meta-";
+use crate::stores::plan::{GROUP_KEY, TASK_KEY};
 
 /// Suffixes of the chord bookkeeping keys Celery's Redis backend keeps beside a group key
 /// (`RedisBackend.on_chord_part_return` and its Lua scripts): `.j` joined results (ZSET, or LIST
@@ -158,14 +155,6 @@ pub fn redis_key(key: &str) -> RedisKey<'_> {
         return RedisKey::Group(id);
     }
     RedisKey::Other
-}
-
-/// The Redis timestamp rule, in words (for the report).
-pub fn redis_time_rule(zone: &Result<(String, TimeZone), String>) -> String {
-    match zone {
-        Ok((name, _)) => format!("date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings read in {name})"),
-        Err(_) => "date_done is Celery's ISO-8601 app.now() with its UTC offset (naive strings skipped: Celery's time zone is unknown)".into(),
-    }
 }
 
 /// A key as read for cleanup.
@@ -305,7 +294,7 @@ impl RedisStore {
             return self.sentinel_conn(s).await;
         }
         let tls = self.uri.starts_with("rediss://");
-        let store = format!("redis at {}", super::endpoint_of(&self.uri));
+        let store = format!("redis at {}", crate::stores::endpoint_of(&self.uri));
         let client = if tls {
             self.tls_client()?
         } else {
@@ -317,11 +306,14 @@ impl RedisStore {
             .map_err(|e| {
                 if redis_auth_failed(&e) {
                     StoreError::auth(&store, e)
-                } else if super::tls_failure(&e.to_string()) {
+                } else if crate::stores::tls_failure(&e.to_string()) {
                     StoreError::tls(
                         &store,
                         e,
-                        self.tls.as_ref().and_then(super::tls_hint).as_deref(),
+                        self.tls
+                            .as_ref()
+                            .and_then(crate::stores::tls_hint)
+                            .as_deref(),
                     )
                 } else if tls && e.is_timeout() {
                     StoreError::tls(
@@ -428,11 +420,14 @@ impl RedisStore {
         client.get_async_connection().await.map_err(|e| {
             if redis_auth_failed(&e) {
                 StoreError::auth(&store, e)
-            } else if super::tls_failure(&e.to_string()) {
+            } else if crate::stores::tls_failure(&e.to_string()) {
                 StoreError::tls(
                     &store,
                     e,
-                    self.tls.as_ref().and_then(super::tls_hint).as_deref(),
+                    self.tls
+                        .as_ref()
+                        .and_then(crate::stores::tls_hint)
+                        .as_deref(),
                 )
             } else {
                 StoreError::connect(&store, e)
@@ -563,7 +558,7 @@ impl RedisStore {
         let zone = self.clock.zone();
         let naive = zone.as_ref().ok().map(|z| &z.1);
         let mut report = PurgeReport::new(&opts);
-        report.time_rule = redis_time_rule(&zone);
+        report.time_rule = crate::stores::plan::iso_time_rule(&zone);
         report.group_rule = "a group is deleted only when every member result is present and expired (Celery stores no group timestamp in Redis)".into();
         let started = Instant::now();
         let batch = opts.batch.max(1) as usize;
@@ -671,17 +666,20 @@ impl RedisStore {
     }
 }
 
-impl super::StoreClient for RedisStore {
+impl crate::stores::StoreClient for RedisStore {
     fn kind(&self) -> String {
         "redis".into()
     }
-    fn expiry(&self) -> super::Expiry {
+    fn expiry(&self) -> crate::stores::Expiry {
         RedisStore::expiry(self)
     }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
+    fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(RedisStore::probe(self))
     }
-    fn purge(&self, opts: PurgeOptions) -> super::BoxFuture<'_, Result<PurgeReport, StoreError>> {
+    fn purge(
+        &self,
+        opts: PurgeOptions,
+    ) -> crate::stores::BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(RedisStore::purge(self, opts))
     }
 }

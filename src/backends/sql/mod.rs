@@ -1,5 +1,8 @@
 //! SQL databases through SQLAlchemy (`db+postgresql://`, `db+mysql://`, `db+sqlite://`): URI and settings.
 
+/// The operator's client for this store: health round trip and cleanup.
+pub mod store;
+
 use super::prelude::*;
 use super::{Family, SecretRefs};
 

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::http::{authed, http_parts};
-use super::redis::{GROUP_KEY, TASK_KEY};
-use super::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::http::{authed, http_parts};
+use crate::stores::plan::{GROUP_KEY, TASK_KEY};
+use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 
 /// Elasticsearch/OpenSearch: documents in Celery's index whose `@timestamp` (Celery stamps every
 /// task and group document) is before the cutoff, read through a scroll of `batch` ids at a time
