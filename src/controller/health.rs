@@ -136,13 +136,13 @@ impl Registry {
             }
             return Some(if enabled {
                 Outcome {
-                    state: State::Failed,
+                    state: State::Unknown,
                     reason: "NotChecked".into(),
                     message: "no URI to check yet".into(),
                 }
             } else {
                 Outcome {
-                    state: State::Failed,
+                    state: State::Unknown,
                     reason: "HealthCheckDisabled".into(),
                     message: "spec.healthCheck.enabled is false".into(),
                 }
@@ -154,7 +154,7 @@ impl Registry {
                 e.handle.abort();
             }
             return Some(Outcome {
-                state: State::Failed,
+                state: State::Unknown,
                 reason: "NotSupported".into(),
                 message: why,
             });

@@ -497,7 +497,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     );
     let last_health_check = healthy
         .as_ref()
-        .filter(|h| h.reason.starts_with("Store"))
+        .filter(|h| h.state != State::Unknown)
         .and_then(|_| ctx.health.latest_check(&key));
 
     // 2. Publish the URI Secret.

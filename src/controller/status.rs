@@ -12,13 +12,15 @@ pub struct Outcome {
     pub message: String,
 }
 
-/// Where a step stands: done, still converging (no failure: a requeue will see it through), or
-/// failed with a reason the user can act on.
+/// Where a step stands: done, still converging (no failure: a requeue will see it through),
+/// failed with a reason the user can act on, or not evaluated (a check that cannot or may not
+/// run: its condition is `Unknown`, never `False`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Ready,
     Pending,
     Failed,
+    Unknown,
 }
 
 impl Outcome {
@@ -148,7 +150,11 @@ pub struct Report {
 }
 
 fn to_condition(old: &[Condition], type_: &str, o: &Outcome, generation: Option<i64>) -> Condition {
-    let status = if o.is_ready() { "True" } else { "False" };
+    let status = match o.state {
+        State::Ready => "True",
+        State::Unknown => "Unknown",
+        State::Pending | State::Failed => "False",
+    };
     condition(old, type_, status, &o.reason, &o.message, generation)
 }
 
@@ -173,13 +179,7 @@ pub fn next(old: &Status, r: &Report) -> Status {
     let c = &old.conditions;
     let g = r.generation;
     let healthy = match &r.healthy {
-        // Checks that cannot run say so without claiming the store is down.
-        Some(o)
-            if ["NotChecked", "HealthCheckDisabled", "NotSupported"]
-                .contains(&o.reason.as_str()) =>
-        {
-            condition(c, "Healthy", "Unknown", &o.reason, &o.message, g)
-        }
+        // Checks that cannot run say so without claiming the store is down (State::Unknown).
         Some(o) => to_condition(c, "Healthy", o, g),
         None => keep_or_unknown(c, "Healthy", "NotChecked", "no health check has run yet", g),
     };
