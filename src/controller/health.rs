@@ -148,6 +148,16 @@ impl Registry {
                 }
             });
         };
+        if let Some(why) = crate::stores::not_visible(cfg) {
+            if let Some(e) = map.remove(&key) {
+                e.handle.abort();
+            }
+            return Some(Outcome {
+                state: State::Unknown,
+                reason: "NotProbeable".into(),
+                message: why,
+            });
+        }
         let store = Store::from_config(cfg, obj.spec.result_expires.is_some());
         if let (false, Expiry::Unsupported(why)) = (store.is_supported(), store.expiry()) {
             if let Some(e) = map.remove(&key) {

@@ -243,6 +243,31 @@ pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     scrub(&parts.join(": "))
 }
 
+/// The path of a backend that lives in the workers' own filesystem (Celery's `file://` directory,
+/// a `db+sqlite://` file), `None` for network stores. The operator can check and clean such a
+/// backend only when the same path is mounted into its own container.
+pub fn worker_local_path(cfg: &BackendConfig) -> Option<String> {
+    let uri = cfg.uri.as_str();
+    if let Some(p) = uri.strip_prefix("file://") {
+        return Some(p.to_string());
+    }
+    uri.strip_prefix("db+sqlite:///").map(|p| {
+        let p = p.split('?').next().unwrap_or_default();
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .to_string()
+    })
+}
+
+/// Why the operator does not check or clean a worker-local backend it cannot see: `Some` when
+/// [`worker_local_path`] names a path absent from the operator's own filesystem.
+pub fn not_visible(cfg: &BackendConfig) -> Option<String> {
+    let p = worker_local_path(cfg)?;
+    (!std::path::Path::new(&p).exists()).then(|| {
+        format!("{p} is inside the workers' filesystem and not visible to the operator: mount the same volume into the operator's Pod to have it checked and cleaned")
+    })
+}
+
 /// `host:port` of a URI's first authority, without credentials (for messages): the text after
 /// the last `@` and before the path (`redis://:pw@10.0.0.5:6379/0` -> `10.0.0.5:6379`).
 pub fn endpoint_of(uri: &str) -> String {
@@ -566,6 +591,25 @@ mod tests {
             cause_chain(&e),
             "error sending request: client error (Connect): tcp connect error: Connection refused"
         );
+    }
+
+    #[test]
+    fn worker_local_backends_are_named() {
+        let c = |uri: &str| BackendConfig {
+            uri: uri.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            worker_local_path(&c("file:///var/lib/celery/results")).as_deref(),
+            Some("/var/lib/celery/results")
+        );
+        assert_eq!(
+            worker_local_path(&c("db+sqlite:////var/lib/my%20results.db")).as_deref(),
+            Some("/var/lib/my results.db")
+        );
+        assert_eq!(worker_local_path(&c("redis://h:6379/0")), None);
+        assert!(not_visible(&c("file:///no/such/dir/cbo")).is_some());
+        assert!(not_visible(&c("file:///tmp")).is_none());
     }
 
     #[test]
