@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis redis_tls redis_sentinel postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
+#   hack/stores.sh up [redis redis_tls redis_sentinel postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -14,7 +14,7 @@ REDIS_PORT=16379 REDIS_PW='r3dis p@ss:w/rd#?%'
 REDIS_TLS_PORT=16380 SENTINEL_PORT=26380 SENTINEL_PW='sentinel p@ss:w/rd#?%'
 PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
 PG_TLS_PORT=15433
-MY_PORT=13306 MY_PW='my p@ss:w/rd#?%'
+MY_PORT=13306 MY_PW='my p@ss:w/rd#?%' MY_TLS_PORT=13307
 MC_PORT=21211
 AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
 COUCH_PORT=25984 POUCHDB_SERVER_VERSION=4.2.0
@@ -157,6 +157,28 @@ up_mariadb() {
   wait_for mariadb 30 mariadb-admin -h 127.0.0.1 -P $MY_PORT -uroot --protocol=tcp ping
   local q; q=$(printf "%s" "$MY_PW" | sed "s/'/''/g")
   mariadb -h 127.0.0.1 -P $MY_PORT -uroot --protocol=tcp -e \
+    "CREATE DATABASE IF NOT EXISTS celery; CREATE USER IF NOT EXISTS 'celery'@'127.0.0.1' IDENTIFIED BY '$q'; ALTER USER 'celery'@'127.0.0.1' IDENTIFIED BY '$q'; GRANT ALL ON celery.* TO 'celery'@'127.0.0.1';"
+}
+
+# MariaDB that requires TLS (require_secure_transport: a plain TCP login is refused), with the test
+# PKI's server certificate; the admin connects over the Unix socket.
+up_mariadb_tls() {
+  need_pkg mariadbd mariadb-server
+  make_pki
+  local d=$STATE/mysql-tls
+  mariadb -S $d/mysqld.sock -uroot -e 'SELECT 1' >/dev/null 2>&1 && return 0
+  mkdir -p $d && chown mysql: $d
+  if [ ! -d $d/data/mysql ]; then
+    mariadb-install-db --user=mysql --datadir=$d/data --auth-root-authentication-method=normal >/dev/null 2>&1 \
+      || die "mariadb-install-db (TLS) failed"
+  fi
+  (mariadbd --user=mysql --datadir=$d/data --bind-address=127.0.0.1 --port=$MY_TLS_PORT \
+     --socket=$d/mysqld.sock --pid-file=$d/mysqld.pid --skip-name-resolve \
+     --ssl-cert=$STATE/tls/server.crt --ssl-key=$STATE/tls/server.key --ssl-ca=$STATE/tls/ca.crt \
+     --require-secure-transport=ON >$d/mysqld.log 2>&1 &)
+  wait_for mariadb-tls 30 mariadb -S $d/mysqld.sock -uroot -e 'SELECT 1'
+  local q; q=$(printf "%s" "$MY_PW" | sed "s/'/''/g")
+  mariadb -S $d/mysqld.sock -uroot -e \
     "CREATE DATABASE IF NOT EXISTS celery; CREATE USER IF NOT EXISTS 'celery'@'127.0.0.1' IDENTIFIED BY '$q'; ALTER USER 'celery'@'127.0.0.1' IDENTIFIED BY '$q'; GRANT ALL ON celery.* TO 'celery'@'127.0.0.1';"
 }
 
@@ -392,6 +414,7 @@ down() {
   [ -n "$bin" ] && [ -f $STATE/pg/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -m fast stop >/dev/null 2>&1 || true
   [ -n "$bin" ] && [ -f $STATE/pg-tls/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg-tls/data -m fast stop >/dev/null 2>&1 || true
   [ -f $STATE/mysql/mysqld.pid ] && kill "$(cat $STATE/mysql/mysqld.pid)" 2>/dev/null || true
+  [ -f $STATE/mysql-tls/mysqld.pid ] && kill "$(cat $STATE/mysql-tls/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
   for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul opensearch es-shim cassandra; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
@@ -400,9 +423,9 @@ down() {
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel postgresql postgresql_tls mariadb memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
+    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|postgresql|postgresql_tls|mariadb|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
 esac

@@ -286,6 +286,32 @@ fn database_cases() -> Vec<Case> {
             });
         }
     }
+    for (i, pw) in NASTY.iter().enumerate().take(4) {
+        for (verify, query) in [
+            (
+                "Required",
+                json!({"ssl_ca": "/etc/celery-backend/tls/my-ca/ca.pem", "ssl_check_hostname": "true"}),
+            ),
+            (
+                "Optional",
+                json!({"ssl_ca": "/etc/celery-backend/tls/my-ca/ca.pem", "ssl_check_hostname": "false"}),
+            ),
+            ("None", json!({"ssl_check_hostname": "false"})),
+        ] {
+            v.push(Case {
+                id: format!("database/mysql+pymysql/tls-{verify}-{i}"),
+                kind: "database",
+                spec: json!({"database": {"external": {"engine": "mysql", "host": "my.tls", "database": "celery",
+                    "auth": {"username": "celery", "passwordSecretRef": sref("pw")},
+                    "tls": {"enabled": true, "verify": verify,
+                        "caSecretRef": {"name": "my-ca", "key": "ca.pem"}}}}}),
+                secrets: secrets(&[("creds", "pw", pw), ("my-ca", "ca.pem", PEM)]),
+                expect: json!({"class": "DatabaseBackend", "drivername": "mysql+pymysql",
+                    "host": "my.tls", "port": 3306, "username": "celery", "password": pw,
+                    "database": "celery", "query": query}),
+            });
+        }
+    }
     v.push(Case {
         id: "database/postgresql-defaults-left-out".into(),
         kind: "database",

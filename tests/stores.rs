@@ -1301,3 +1301,60 @@ fn redis_sentinel_is_checked_and_cleaned_through_the_sentinels() {
         &["r3dis", "sentinel p@ss"],
     );
 }
+
+/// MariaDB that requires TLS (`require_secure_transport`): the CA from a Secret is used by the
+/// operator (sqlx `VERIFY_IDENTITY`, from a private temporary file) and, mounted, by a real Celery
+/// worker through PyMySQL (`ssl_ca`, `ssl_check_hostname`). A wrong CA fails naming TLS, a wrong
+/// password is refused credentials, and the server refuses a client without TLS.
+#[test]
+fn mariadb_over_tls_with_secret_material_is_checked_and_cleaned() {
+    stores_up(&["mariadb_tls", "rabbitmq"]);
+    let id = run_id();
+    let pw = "my p@ss:w/rd#?%";
+    let (secrets, ca, client) = tls_secrets(&id, pw, "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let spec = format!(
+        "  resultExpires: 0s\n  database:\n    tableNames: {{task: tls_task_{id}, group: tls_group_{id}}}\n    external:\n      engine: mysql\n      host: 127.0.0.1\n      port: 13307\n      database: celery\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret("mariadb-tls", &spec, dir.path(), &secrets);
+    check_fails(
+        "wrong CA",
+        &spec,
+        &tls_secrets(&id, pw, "other-ca.crt").0,
+        &[
+            "TLS with mysql at 127.0.0.1:13307 failed",
+            "invalid peer certificate",
+        ],
+        &["my p@ss"],
+    );
+    check_fails(
+        "wrong password",
+        &spec,
+        &tls_secrets(&id, "not-the-password-4711", "ca.crt").0,
+        &["mysql at 127.0.0.1:13307 refused the credentials"],
+        &["not-the-password-4711"],
+    );
+    // The server refuses plain text with the right password (MariaDB 10.11 answers "Access denied"
+    // to an insecure transport; the same password works over TLS above): nothing travels in clear.
+    let plain = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "13307",
+            "-u",
+            "celery",
+            "--skip-ssl",
+        ])
+        .arg(format!("-p{pw}"))
+        .args(["-e", "SELECT 1"])
+        .output()
+        .expect("mariadb client (hack/stores.sh installs it)");
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        !plain.status.success()
+            && (err.contains("Access denied") || err.contains("secure transport")),
+        "plain text must be refused: {err}"
+    );
+}

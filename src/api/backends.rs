@@ -202,8 +202,9 @@ pub struct DatabaseTables {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.engine == 'sqlite' ? (has(self.path) && !has(self.host) && !has(self.database) && !has(self.auth)) : (has(self.host) && has(self.database) && !has(self.path))").message("postgresql and mysql need host and database (not path); sqlite needs path only"))]
 #[x_kube(validation = Rule::new("!has(self.driver) || (self.engine == 'postgresql' && self.driver in ['psycopg2', 'psycopg', 'pg8000']) || (self.engine == 'mysql' && self.driver in ['pymysql', 'mysqldb', 'mysqlconnector'])").message("driver does not belong to engine: postgresql takes psycopg2, psycopg or pg8000; mysql takes pymysql, mysqldb or mysqlconnector; sqlite takes none"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || (self.engine == 'postgresql' && (!has(self.driver) || self.driver != 'pg8000'))").message("tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode); pg8000 takes an ssl_context a URI cannot carry, mysql is not supported yet, sqlite is a file"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.options) || !['sslmode', 'sslrootcert', 'sslcert', 'sslkey'].exists(k, k in self.options)").message("options sslmode, sslrootcert, sslcert and sslkey are set by tls: remove them from options"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || (self.engine == 'postgresql' && (!has(self.driver) || self.driver != 'pg8000')) || (self.engine == 'mysql' && (!has(self.driver) || self.driver == 'pymysql'))").message("tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode) and mysql with pymysql; pg8000 takes an ssl_context a URI cannot carry, sqlite is a file"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.options) || !['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'ssl_ca', 'ssl_cert', 'ssl_key', 'ssl_capath', 'ssl_cipher', 'ssl_check_hostname'].exists(k, k in self.options)").message("options sslmode, sslrootcert, sslcert, sslkey and ssl_* are set by tls: remove them from options"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || self.engine != 'mysql' || (has(self.tls.verify) && self.tls.verify == 'None') || has(self.tls.caFile) || has(self.tls.caSecretRef)").message("PyMySQL verifies nothing without a CA: set tls.caSecretRef or tls.caFile, or tls.verify: None"))]
 pub struct DatabaseExternal {
     /// Database engine.
     pub engine: DatabaseEngine,
@@ -234,7 +235,7 @@ pub struct DatabaseExternal {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub options: BTreeMap<String, String>,
-    /// TLS (postgresql with psycopg2 or psycopg, libpq's parameters): verify Required is sslmode=verify-full, Optional verify-ca, None require; the CA becomes sslrootcert and a client certificate sslcert/sslkey. Never plain text once enabled.
+    /// TLS. postgresql (psycopg2, psycopg; libpq's parameters): verify Required is sslmode=verify-full, Optional verify-ca, None require; the CA becomes sslrootcert, a client certificate sslcert/sslkey. mysql (pymysql; SQLAlchemy's ssl_* keys): Required verifies chain and host name (ssl_ca, ssl_check_hostname=true), Optional the chain only, None neither; a CA is required unless verify is None. Never plain text once enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
 }

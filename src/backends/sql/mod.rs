@@ -8,6 +8,17 @@ use super::{Family, SecretRefs};
 
 /// libpq's TLS parameters, which `tls` sets (so `options` may not).
 pub(crate) const SSL_OPTIONS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+/// PyMySQL's TLS parameters as SQLAlchemy reads them from the query, which `tls` sets.
+pub(crate) const MYSQL_SSL_OPTIONS: [&str; 6] = [
+    "ssl_ca",
+    "ssl_cert",
+    "ssl_key",
+    "ssl_capath",
+    "ssl_cipher",
+    "ssl_check_hostname",
+];
+/// Which engines and drivers take `tls`.
+const TLS_SUPPORT: &str = "tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode) and mysql with pymysql; pg8000 takes an ssl_context a URI cannot carry, sqlite is a file";
 
 pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildError> {
     let b = d.external.as_ref().ok_or_else(|| {
@@ -25,38 +36,73 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
         .collect();
     if let Some(t) = b.tls.as_ref().filter(|t| t.enabled) {
         let fld = format!("{f}.tls");
-        if b.engine != DatabaseEngine::Postgresql || b.driver == Some(DatabaseDriver::Pg8000) {
-            return Err(invalid(
-                &fld,
-                "tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode); pg8000 takes an ssl_context a URI cannot carry, mysql is not supported yet, sqlite is a file",
-            ));
+        let supported = match b.engine {
+            DatabaseEngine::Postgresql => b.driver != Some(DatabaseDriver::Pg8000),
+            DatabaseEngine::Mysql => {
+                b.driver.unwrap_or(DatabaseDriver::Pymysql) == DatabaseDriver::Pymysql
+            }
+            DatabaseEngine::Sqlite => false,
+        };
+        if !supported {
+            return Err(invalid(&fld, TLS_SUPPORT));
         }
-        if let Some(k) = b.options.keys().find(|k| SSL_OPTIONS.contains(&k.as_str())) {
+        if let Some(k) = b
+            .options
+            .keys()
+            .find(|k| SSL_OPTIONS.contains(&k.as_str()) || MYSQL_SSL_OPTIONS.contains(&k.as_str()))
+        {
             return Err(invalid(
                 &format!("{f}.options.{k}"),
                 "set by tls: remove it from options",
             ));
         }
         cx.tls(&fld, t)?;
-        // libpq: verify-full checks the chain and the host name, verify-ca the chain only,
-        // require encrypts without checking (https://www.postgresql.org/docs/current/libpq-ssl.html).
-        opts.push((
-            "sslmode",
-            match t.verify.unwrap_or_default() {
-                TlsVerify::Required => "verify-full",
-                TlsVerify::Optional => "verify-ca",
-                TlsVerify::None => "require",
-            }
-            .into(),
-        ));
+        let verify = t.verify.unwrap_or_default();
         let (cert, key) = t.client_paths();
-        for (k, v) in [
-            ("sslrootcert", t.ca_path()),
-            ("sslcert", cert),
-            ("sslkey", key),
-        ] {
-            if let Some(v) = v {
-                opts.push((k, v));
+        if b.engine == DatabaseEngine::Mysql {
+            // SQLAlchemy's MySQLdb/PyMySQL dialect gathers the ssl_* query keys into PyMySQL's
+            // `ssl` dict (sqlalchemy/dialects/mysql/mysqldb.py); PyMySQL verifies nothing when it
+            // has no CA (`Connection._create_ssl_ctx`: CERT_NONE, no host name check), so
+            // Required and Optional need one, and None leaves it out.
+            let ca = t.ca_path();
+            if verify != TlsVerify::None {
+                let ca = ca.ok_or_else(|| {
+                    invalid(
+                        &fld,
+                        "PyMySQL verifies nothing without a CA: set tls.caSecretRef or tls.caFile, or tls.verify: None",
+                    )
+                })?;
+                opts.push(("ssl_ca", ca));
+            }
+            opts.push((
+                "ssl_check_hostname",
+                (verify == TlsVerify::Required).to_string(),
+            ));
+            for (k, v) in [("ssl_cert", cert), ("ssl_key", key)] {
+                if let Some(v) = v {
+                    opts.push((k, v));
+                }
+            }
+        } else {
+            // libpq: verify-full checks the chain and the host name, verify-ca the chain only,
+            // require encrypts without checking (https://www.postgresql.org/docs/current/libpq-ssl.html).
+            opts.push((
+                "sslmode",
+                match verify {
+                    TlsVerify::Required => "verify-full",
+                    TlsVerify::Optional => "verify-ca",
+                    TlsVerify::None => "require",
+                }
+                .into(),
+            ));
+            for (k, v) in [
+                ("sslrootcert", t.ca_path()),
+                ("sslcert", cert),
+                ("sslkey", key),
+            ] {
+                if let Some(v) = v {
+                    opts.push((k, v));
+                }
             }
         }
     }

@@ -151,12 +151,11 @@ fn table(cfg: &BackendConfig, which: &str, default: &str) -> String {
 /// those files. A CA the operator has only as a worker path (`caFile`) is dropped: sqlx then
 /// verifies against the webpki roots. `sslmode` stays, so TLS is never turned off.
 fn with_tls_material(
+    engine: Engine,
     url: &str,
     t: &crate::uri::TlsMaterial,
 ) -> Result<(String, Option<tempfile::TempDir>), String> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_string(), None));
-    };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut dir: Option<tempfile::TempDir> = None;
     let mut file = |name: &str, pem: &[u8]| -> Result<String, String> {
         let d = match &dir {
@@ -176,23 +175,50 @@ fn with_tls_material(
         Ok(crate::uri::encode::component(&path.to_string_lossy()))
     };
     let mut pairs = vec![];
-    for kv in query.split('&') {
-        let (k, _) = kv.split_once('=').unwrap_or((kv, ""));
-        let replaced = match k {
-            "sslrootcert" => t.ca_pem.as_deref().map(|c| ("ca.crt", c)),
-            "sslcert" => t.client.as_ref().map(|(c, _)| ("tls.crt", c.as_slice())),
-            "sslkey" => t
-                .client
-                .as_ref()
-                .map(|(_, key)| ("tls.key", key.as_slice())),
-            _ => {
-                pairs.push(kv.to_string());
-                continue;
+    match engine {
+        Engine::Postgres => {
+            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                let (k, _) = kv.split_once('=').unwrap_or((kv, ""));
+                let replaced = match k {
+                    "sslrootcert" => t.ca_pem.as_deref().map(|c| ("ca.crt", c)),
+                    "sslcert" => t.client.as_ref().map(|(c, _)| ("tls.crt", c.as_slice())),
+                    "sslkey" => t
+                        .client
+                        .as_ref()
+                        .map(|(_, key)| ("tls.key", key.as_slice())),
+                    _ => {
+                        pairs.push(kv.to_string());
+                        continue;
+                    }
+                };
+                if let Some((name, pem)) = replaced {
+                    pairs.push(format!("{k}={}", file(name, pem)?));
+                }
             }
-        };
-        if let Some((name, pem)) = replaced {
-            pairs.push(format!("{k}={}", file(name, pem)?));
         }
+        Engine::Mysql => {
+            // PyMySQL's ssl_* keys mean nothing to sqlx: its own ssl-mode and files instead, with
+            // the same verification (VERIFY_IDENTITY: chain and host name; VERIFY_CA: chain).
+            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                if !kv.starts_with("ssl_") {
+                    pairs.push(kv.to_string());
+                }
+            }
+            let mode = match t.verify {
+                crate::api::TlsVerify::Required => "VERIFY_IDENTITY",
+                crate::api::TlsVerify::Optional => "VERIFY_CA",
+                crate::api::TlsVerify::None => "REQUIRED",
+            };
+            pairs.push(format!("ssl-mode={mode}"));
+            if let (Some(c), false) = (&t.ca_pem, t.verify == crate::api::TlsVerify::None) {
+                pairs.push(format!("ssl-ca={}", file("ca.crt", c)?));
+            }
+            if let Some((c, k)) = &t.client {
+                pairs.push(format!("ssl-cert={}", file("tls.crt", c)?));
+                pairs.push(format!("ssl-key={}", file("tls.key", k)?));
+            }
+        }
+        Engine::Sqlite => return Ok((url.to_string(), None)),
     }
     Ok((format!("{base}?{}", pairs.join("&")), dir))
 }
@@ -227,7 +253,8 @@ impl SqlStore {
             Engine::Sqlite => format!("sqlite:///{}?mode=rwc", tail.trim_start_matches('/')),
         };
         let (url, tls_files) = match (&engine, &cfg.tls) {
-            (Engine::Postgres, Some(t)) => match with_tls_material(&url, t) {
+            (Engine::Postgres | Engine::Mysql, Some(t)) => match with_tls_material(engine, &url, t)
+            {
                 Ok((u, d)) => (u, Ok(d)),
                 Err(e) => (url, Err(e)),
             },
