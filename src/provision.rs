@@ -1,16 +1,11 @@
 //! Pure managed-mode rendering: the StatefulSet, Services and credentials a provisioned store needs,
-//! and the external-equivalent spec the URI builder turns into Celery's `result_backend`.
-
-use std::collections::BTreeMap;
+//! and the external-equivalent spec the URI builder turns into Celery's `result_backend`. What is
+//! particular to each store (its `Profile`, container and external spec) lives in its family's
+//! file as an implementation of [`Managed`].
 
 use serde_json::{json, Value};
 
-use crate::api::{
-    BasicAuth, CeleryResultBackendSpec, DatabaseBackend, DatabaseEngine, DatabaseExternal,
-    DeletionPolicy, ElasticsearchBackend, ElasticsearchExternal, HostPort, HttpScheme,
-    ManagedCommon, MongoBackend, MongoExternal, RedisBackend, RedisExternal, S3Backend, S3External,
-    SecretKeyRef,
-};
+use crate::api::{BasicAuth, CeleryResultBackendSpec, DeletionPolicy, ManagedCommon, SecretKeyRef};
 
 pub mod images;
 pub use crate::api::footprint::{BACKEND_LABEL, PASSWORD_KEY, USERNAME_KEY};
@@ -113,86 +108,87 @@ pub fn child_name_within(name: &str, suffix: &str, max: usize) -> String {
     format!("{base}-{h:08x}-{suffix}")
 }
 
-struct Profile {
-    store: StoreFamily,
-    component: &'static str,
-    default_image: &'static str,
-    default_version: &'static str,
-    port: u16,
-    port_name: &'static str,
-    uid: i64,
-    data_path: &'static str,
-    username: &'static str,
-    memory: &'static str,
-    read_only_root: bool,
+/// What a provisionable store is: its image defaults, port, user, data path and sizing.
+/// Each provisionable family declares one (`backends/<family>/mod.rs`).
+pub(crate) struct Profile {
+    pub(crate) store: StoreFamily,
+    pub(crate) component: &'static str,
+    pub(crate) default_image: &'static str,
+    pub(crate) default_version: &'static str,
+    pub(crate) port: u16,
+    pub(crate) port_name: &'static str,
+    pub(crate) uid: i64,
+    pub(crate) data_path: &'static str,
+    pub(crate) username: &'static str,
+    pub(crate) memory: &'static str,
+    pub(crate) read_only_root: bool,
 }
 
-const REDIS: Profile = Profile {
-    store: StoreFamily::Redis,
-    component: "redis",
-    default_image: "docker.io/library/redis",
-    default_version: "7.4",
-    port: 6379,
-    port_name: "redis",
-    uid: 999,
-    data_path: "/data",
-    username: "default",
-    memory: "128Mi",
-    read_only_root: true,
-};
-const POSTGRES: Profile = Profile {
-    store: StoreFamily::Postgresql,
-    component: "postgresql",
-    default_image: "docker.io/library/postgres",
-    default_version: "17",
-    port: 5432,
-    port_name: "postgresql",
-    uid: 999,
-    data_path: "/var/lib/postgresql/data",
-    username: "celery",
-    memory: "256Mi",
-    read_only_root: true,
-};
-const MONGO: Profile = Profile {
-    store: StoreFamily::Mongodb,
-    component: "mongodb",
-    default_image: "docker.io/library/mongo",
-    default_version: "8.0",
-    port: 27017,
-    port_name: "mongodb",
-    uid: 999,
-    data_path: "/data/db",
-    username: "celery",
-    memory: "512Mi",
-    read_only_root: true,
-};
-const ELASTIC: Profile = Profile {
-    store: StoreFamily::Elasticsearch,
-    component: "elasticsearch",
-    default_image: "docker.elastic.co/elasticsearch/elasticsearch",
-    default_version: "8.19.3",
-    port: 9200,
-    port_name: "http",
-    uid: 1000,
-    data_path: "/usr/share/elasticsearch/data",
-    username: "elastic",
-    memory: "1Gi",
-    // Elasticsearch writes its keystore under config/ at start-up.
-    read_only_root: false,
-};
-const MINIO: Profile = Profile {
-    store: StoreFamily::S3,
-    component: "minio",
-    default_image: "quay.io/minio/minio",
-    default_version: "RELEASE.2025-09-07T16-13-09Z",
-    port: 9000,
-    port_name: "s3",
-    uid: 1000,
-    data_path: "/data",
-    username: "celery",
-    memory: "256Mi",
-    read_only_root: true,
-};
+/// What the plan knows when a family renders its container and its external spec.
+pub(crate) struct Render {
+    /// The profile being rendered.
+    pub(crate) profile: &'static Profile,
+    /// The client Service's DNS name (`<statefulset>.<namespace>.svc`).
+    pub(crate) host: String,
+    /// Name of the generated credentials Secret.
+    pub(crate) credentials: String,
+    /// The database (PostgreSQL) or bucket (S3) the managed block asks for, if any.
+    pub(crate) name: Option<String>,
+}
+
+impl Render {
+    /// An environment variable from the credentials Secret's password.
+    pub(crate) fn password_env(&self, var: &str) -> Value {
+        secret_env(var, &self.credentials, PASSWORD_KEY)
+    }
+    /// An environment variable from the credentials Secret's user name.
+    pub(crate) fn username_env(&self, var: &str) -> Value {
+        secret_env(var, &self.credentials, USERNAME_KEY)
+    }
+    /// A reference to a key of the credentials Secret.
+    pub(crate) fn credential(&self, key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: self.credentials.clone(),
+            key: key.into(),
+        }
+    }
+    /// Password authentication from the credentials Secret, with the profile's user when
+    /// `with_user`.
+    pub(crate) fn auth(&self, with_user: bool) -> BasicAuth {
+        BasicAuth {
+            username: with_user.then(|| self.profile.username.to_string()),
+            username_secret_ref: None,
+            password_secret_ref: Some(self.credential(PASSWORD_KEY)),
+        }
+    }
+}
+
+/// The store-specific part of a managed StatefulSet's container.
+pub(crate) struct ContainerParts {
+    /// `command` (`Value::Null`: the image's entrypoint).
+    pub(crate) command: Value,
+    pub(crate) env: Vec<Value>,
+    pub(crate) readiness: Value,
+    /// A postStart hook (creating an index or bucket), if any.
+    pub(crate) post_start: Option<Value>,
+    /// Extra writable emptyDir mounts besides `/tmp` (`(volume, mountPath)`).
+    pub(crate) scratch: Vec<(&'static str, &'static str)>,
+}
+
+/// What a provisionable backend family contributes to the plan, implemented in its own file:
+/// the profile, the container, and the external spec equivalent to the store it provisions.
+pub(crate) trait Managed {
+    /// The store's profile.
+    fn profile(&self) -> &'static Profile;
+    /// The managed block's common settings and the name it asks for (database, bucket); `None`
+    /// when the backend is external.
+    fn managed(&self) -> Option<(&ManagedCommon, Option<String>)>;
+    /// Command, environment, probes and hooks of the store's container.
+    fn container(&self, r: &Render) -> ContainerParts;
+    /// Set the external block of `out` pointing at the provisioned store (the builder makes the
+    /// URI from it, exactly as for a store the user runs).
+    fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec);
+}
 
 /// Default name of the database a managed PostgreSQL creates.
 pub const DEFAULT_DATABASE: &str = "celery";
@@ -218,23 +214,10 @@ pub fn plan(
     spec: &CeleryResultBackendSpec,
     images: &StoreImages,
 ) -> Result<Plan, PlanError> {
-    use crate::api::Backend;
     let backend = crate::uri::validate(spec)?;
-    let (profile, common, extra): (&Profile, &ManagedCommon, Option<String>) = match backend {
-        Backend::Redis(b) => b.managed.as_ref().map(|m| (&REDIS, &m.common, None)),
-        Backend::Database(b) => b
-            .managed
-            .as_ref()
-            .map(|m| (&POSTGRES, &m.common, m.database.clone())),
-        Backend::Mongodb(b) => b.managed.as_ref().map(|m| (&MONGO, &m.common, None)),
-        Backend::Elasticsearch(b) => b.managed.as_ref().map(|m| (&ELASTIC, &m.common, None)),
-        Backend::S3(b) => b
-            .managed
-            .as_ref()
-            .map(|m| (&MINIO, &m.common, m.bucket.clone())),
-        _ => None,
-    }
-    .ok_or(PlanError::NotManaged)?;
+    let family = backend.managed_family().ok_or(PlanError::NotManaged)?;
+    let profile = family.profile();
+    let (common, extra) = family.managed().ok_or(PlanError::NotManaged)?;
     let sts = child_name_within(name, profile.component, STATEFULSET_NAME_MAX);
     let headless = child_name(name, &format!("{}-hl", profile.component));
     let creds = child_name(name, "credentials");
@@ -257,82 +240,27 @@ pub fn plan(
         "app.kubernetes.io/name": profile.component,
         "app.kubernetes.io/instance": label_value(name),
     });
-    let pw = |var: &str| secret_env(var, &creds, PASSWORD_KEY);
-    let user = |var: &str| secret_env(var, &creds, USERNAME_KEY);
-    let database = extra
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
-    let bucket = extra.clone().unwrap_or_else(|| DEFAULT_BUCKET.to_string());
-    let index = spec
-        .elasticsearch
-        .as_ref()
-        .and_then(|e| e.index.clone())
-        .unwrap_or_else(|| DEFAULT_INDEX.to_string());
+    let render = Render {
+        profile,
+        host,
+        credentials: creds.clone(),
+        name: extra,
+    };
 
-    // Per-store container details. Scripts read credentials from the environment, never argv literals.
+    // Store-specific container details (the family's file). Scripts read credentials from the
+    // environment, never argv literals.
+    let ContainerParts {
+        command,
+        env,
+        readiness,
+        post_start,
+        scratch,
+    } = family.container(&render);
     let mut tmp_mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
-    let (command, env, readiness, post_start): (Value, Vec<Value>, Value, Option<Value>) =
-        match profile.store {
-            StoreFamily::Redis => (
-                json!(["sh", "-c", "exec redis-server --dir /data --appendonly yes --requirepass \"$REDIS_PASSWORD\""]),
-                vec![pw("REDIS_PASSWORD")],
-                json!({"exec": {"command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping | grep -q PONG"]}}),
-                None,
-            ),
-            StoreFamily::Postgresql => {
-                tmp_mounts.push(json!({"name": "run", "mountPath": "/var/run/postgresql"}));
-                (
-                    Value::Null,
-                    vec![
-                        user("POSTGRES_USER"),
-                        pw("POSTGRES_PASSWORD"),
-                        json!({"name": "POSTGRES_DB", "value": database}),
-                        json!({"name": "PGDATA", "value": format!("{}/pgdata", profile.data_path)}),
-                    ],
-                    json!({"exec": {"command": ["sh", "-c", "pg_isready -h 127.0.0.1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""]}}),
-                    None,
-                )
-            }
-            StoreFamily::Mongodb => (
-                Value::Null,
-                vec![
-                    user("MONGO_INITDB_ROOT_USERNAME"),
-                    pw("MONGO_INITDB_ROOT_PASSWORD"),
-                    json!({"name": "MONGO_INITDB_DATABASE", "value": DEFAULT_DATABASE}),
-                ],
-                json!({"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]}}),
-                None,
-            ),
-            StoreFamily::Elasticsearch => (
-                Value::Null,
-                vec![
-                    pw("ELASTIC_PASSWORD"),
-                    json!({"name": "discovery.type", "value": "single-node"}),
-                    json!({"name": "xpack.security.enabled", "value": "true"}),
-                    json!({"name": "xpack.security.http.ssl.enabled", "value": "false"}),
-                    json!({"name": "ES_JAVA_OPTS", "value": "-Xms512m -Xmx512m"}),
-                    json!({"name": "CELERY_INDEX", "value": index}),
-                ],
-                json!({"exec": {"command": ["sh", "-c", "curl -fsS -u \"elastic:$ELASTIC_PASSWORD\" 'http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=1s' >/dev/null"]}}),
-                // Create Celery's index once the node answers (400 = already exists).
-                Some(json!(["sh", "-c", "for i in $(seq 1 120); do code=$(curl -s -o /dev/null -w '%{http_code}' -u \"elastic:$ELASTIC_PASSWORD\" -X PUT \"http://127.0.0.1:9200/$CELERY_INDEX\"); case $code in 200|400) exit 0;; esac; sleep 2; done; exit 0"])),
-            ),
-            StoreFamily::S3 => (
-                json!(["minio", "server", "/data", "--address", ":9000", "--console-address", ":9001"]),
-                vec![
-                    user("MINIO_ROOT_USER"),
-                    pw("MINIO_ROOT_PASSWORD"),
-                    json!({"name": "CELERY_BUCKET", "value": bucket}),
-                    json!({"name": "MC_CONFIG_DIR", "value": "/tmp/.mc"}),
-                ],
-                json!({"httpGet": {"path": "/minio/health/ready", "port": 9000}}),
-                // Create the bucket once the server answers; mc ships in the MinIO image.
-                Some(json!(["sh", "-c", "for i in $(seq 1 120); do mc alias set local http://127.0.0.1:9000 \"$MINIO_ROOT_USER\" \"$MINIO_ROOT_PASSWORD\" >/dev/null 2>&1 && mc mb --ignore-existing \"local/$CELERY_BUCKET\" && exit 0; sleep 2; done; exit 0"])),
-            ),
-        };
     let mut volumes = vec![json!({"name": "tmp", "emptyDir": {}})];
-    if profile.store == StoreFamily::Postgresql {
-        volumes.push(json!({"name": "run", "emptyDir": {}}));
+    for (volume, path) in scratch {
+        tmp_mounts.push(json!({"name": volume, "mountPath": path}));
+        volumes.push(json!({"name": volume, "emptyDir": {}}));
     }
     let mut mounts = vec![json!({"name": "data", "mountPath": profile.data_path})];
     mounts.extend(tmp_mounts);
@@ -428,15 +356,6 @@ pub fn plan(
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": true, "selector": selector, "ports": port},
     });
 
-    let cred = |key: &str| SecretKeyRef {
-        name: creds.clone(),
-        key: key.into(),
-    };
-    let auth = |with_user: bool| BasicAuth {
-        username: with_user.then(|| profile.username.to_string()),
-        username_secret_ref: None,
-        password_secret_ref: Some(cred(PASSWORD_KEY)),
-    };
     let mut external = CeleryResultBackendSpec {
         result_expires: spec.result_expires.clone(),
         timezone: spec.timezone.clone(),
@@ -445,84 +364,7 @@ pub fn plan(
         health_check: spec.health_check.clone(),
         ..Default::default()
     };
-    match profile.store {
-        StoreFamily::Redis => {
-            external.redis = Some(RedisBackend {
-                external: Some(RedisExternal {
-                    host: Some(host),
-                    port: Some(profile.port),
-                    db: Some(0),
-                    auth: Some(auth(false)),
-                    ..Default::default()
-                }),
-                managed: None,
-            });
-        }
-        StoreFamily::Postgresql => {
-            let src = spec.database.as_ref();
-            external.database = Some(DatabaseBackend {
-                external: Some(DatabaseExternal {
-                    engine: DatabaseEngine::Postgresql,
-                    driver: None,
-                    host: Some(host),
-                    port: Some(profile.port),
-                    database: Some(database),
-                    path: None,
-                    auth: Some(auth(true)),
-                    options: BTreeMap::new(),
-                    tls: None,
-                }),
-                managed: None,
-                table_names: src.and_then(|b| b.table_names.clone()),
-                table_schemas: src.and_then(|b| b.table_schemas.clone()),
-            });
-        }
-        StoreFamily::Mongodb => {
-            let src = spec.mongodb.as_ref();
-            external.mongodb = Some(MongoBackend {
-                external: Some(MongoExternal {
-                    hosts: vec![HostPort {
-                        host,
-                        port: Some(profile.port),
-                    }],
-                    database: Some(DEFAULT_DATABASE.into()),
-                    auth: Some(auth(true)),
-                    auth_source: Some("admin".into()),
-                    ..Default::default()
-                }),
-                managed: None,
-                taskmeta_collection: src.and_then(|b| b.taskmeta_collection.clone()),
-                groupmeta_collection: src.and_then(|b| b.groupmeta_collection.clone()),
-            });
-        }
-        StoreFamily::Elasticsearch => {
-            external.elasticsearch = Some(ElasticsearchBackend {
-                external: Some(ElasticsearchExternal {
-                    host,
-                    port: Some(profile.port),
-                    scheme: Some(HttpScheme::Http),
-                    auth: Some(auth(true)),
-                    timeout_seconds: None,
-                    max_retries: None,
-                }),
-                managed: None,
-                index: Some(index),
-            });
-        }
-        StoreFamily::S3 => {
-            external.s3 = Some(S3Backend {
-                external: Some(S3External {
-                    bucket,
-                    region: Some("us-east-1".into()),
-                    endpoint_url: Some(format!("http://{host}:{}", profile.port)),
-                    access_key_id_secret_ref: Some(cred(USERNAME_KEY)),
-                    secret_access_key_secret_ref: Some(cred(PASSWORD_KEY)),
-                }),
-                managed: None,
-                base_path: spec.s3.as_ref().and_then(|b| b.base_path.clone()),
-            });
-        }
-    }
+    family.external(&render, &mut external);
     Ok(Plan {
         store: profile.store,
         statefulset_name: sts,

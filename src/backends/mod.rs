@@ -92,6 +92,31 @@ impl SecretRefs {
 }
 
 impl<'a> Backend<'a> {
+    /// The managed-mode implementation of this backend's family, for the five the operator can
+    /// provision (an exhaustive match: a provisionable backend names its file here).
+    pub(crate) fn managed_family(self) -> Option<&'a dyn crate::provision::Managed> {
+        match self {
+            Backend::Redis(b) => Some(b),
+            Backend::Database(b) => Some(b),
+            Backend::Mongodb(b) => Some(b),
+            Backend::Elasticsearch(b) => Some(b),
+            Backend::S3(b) => Some(b),
+            Backend::Gcs(_)
+            | Backend::AzureBlockBlob(_)
+            | Backend::Rpc(_)
+            | Backend::Cache(_)
+            | Backend::Cassandra(_)
+            | Backend::Dynamodb(_)
+            | Backend::Couchdb(_)
+            | Backend::Couchbase(_)
+            | Backend::Arangodb(_)
+            | Backend::Consul(_)
+            | Backend::CosmosDbSql(_)
+            | Backend::IronCache(_)
+            | Backend::Filesystem(_) => None,
+        }
+    }
+
     /// The family implementation of this backend (an exhaustive match: a new backend must name
     /// its file here).
     pub(crate) fn family(self) -> &'a dyn Family {

@@ -5,6 +5,7 @@ pub mod store;
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::provision::{ContainerParts, Managed, Profile, Render};
 
 pub(crate) fn elasticsearch(cx: &mut Ctx, e: &ElasticsearchBackend) -> Result<(), BuildError> {
     let b = e.external.as_ref().ok_or_else(|| {
@@ -65,5 +66,70 @@ impl Family for ElasticsearchBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         elasticsearch(cx, self)
+    }
+}
+
+/// The store this family provisions in managed mode.
+pub(crate) const MANAGED: Profile = crate::provision::Profile {
+    store: crate::provision::StoreFamily::Elasticsearch,
+    component: "elasticsearch",
+    default_image: "docker.elastic.co/elasticsearch/elasticsearch",
+    default_version: "8.19.3",
+    port: 9200,
+    port_name: "http",
+    uid: 1000,
+    data_path: "/usr/share/elasticsearch/data",
+    username: "elastic",
+    memory: "1Gi",
+    // Elasticsearch writes its keystore under config/ at start-up.
+    read_only_root: false,
+};
+
+impl Managed for ElasticsearchBackend {
+    fn profile(&self) -> &'static Profile {
+        &MANAGED
+    }
+    fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
+        self.managed.as_ref().map(|m| (&m.common, None))
+    }
+    fn container(&self, r: &Render) -> ContainerParts {
+        ContainerParts {
+            command: Value::Null,
+            env: vec![
+                r.password_env("ELASTIC_PASSWORD"),
+                json!({"name": "discovery.type", "value": "single-node"}),
+                json!({"name": "xpack.security.enabled", "value": "true"}),
+                json!({"name": "xpack.security.http.ssl.enabled", "value": "false"}),
+                json!({"name": "ES_JAVA_OPTS", "value": "-Xms512m -Xmx512m"}),
+                json!({"name": "CELERY_INDEX", "value": self.index_name()}),
+            ],
+            readiness: json!({"exec": {"command": ["sh", "-c", "curl -fsS -u \"elastic:$ELASTIC_PASSWORD\" 'http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=1s' >/dev/null"]}}),
+            // Create Celery's index once the node answers (400 = already exists).
+            post_start: Some(json!(["sh", "-c", "for i in $(seq 1 120); do code=$(curl -s -o /dev/null -w '%{http_code}' -u \"elastic:$ELASTIC_PASSWORD\" -X PUT \"http://127.0.0.1:9200/$CELERY_INDEX\"); case $code in 200|400) exit 0;; esac; sleep 2; done; exit 0"])),
+            scratch: vec![],
+        }
+    }
+    fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec) {
+        out.elasticsearch = Some(ElasticsearchBackend {
+            external: Some(ElasticsearchExternal {
+                host: r.host.clone(),
+                port: Some(r.profile.port),
+                scheme: Some(HttpScheme::Http),
+                auth: Some(r.auth(true)),
+                timeout_seconds: None,
+                max_retries: None,
+            }),
+            managed: None,
+            index: Some(self.index_name()),
+        });
+    }
+}
+
+impl ElasticsearchBackend {
+    /// The index Celery writes to: `index`, else Celery's default.
+    fn index_name(&self) -> String {
+        self.index
+            .clone()
+            .unwrap_or_else(|| crate::provision::DEFAULT_INDEX.to_string())
     }
 }

@@ -5,6 +5,7 @@ pub mod store;
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::provision::{ContainerParts, Managed, Profile, Render};
 
 pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> {
     let b = m.external.as_ref().ok_or_else(|| {
@@ -131,5 +132,59 @@ impl Family for MongoBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         mongodb(cx, self)
+    }
+}
+
+/// The store this family provisions in managed mode.
+pub(crate) const MANAGED: Profile = crate::provision::Profile {
+    store: crate::provision::StoreFamily::Mongodb,
+    component: "mongodb",
+    default_image: "docker.io/library/mongo",
+    default_version: "8.0",
+    port: 27017,
+    port_name: "mongodb",
+    uid: 999,
+    data_path: "/data/db",
+    username: "celery",
+    memory: "512Mi",
+    read_only_root: true,
+};
+
+impl Managed for MongoBackend {
+    fn profile(&self) -> &'static Profile {
+        &MANAGED
+    }
+    fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
+        self.managed.as_ref().map(|m| (&m.common, None))
+    }
+    fn container(&self, r: &Render) -> ContainerParts {
+        ContainerParts {
+            command: Value::Null,
+            env: vec![
+                r.username_env("MONGO_INITDB_ROOT_USERNAME"),
+                r.password_env("MONGO_INITDB_ROOT_PASSWORD"),
+                json!({"name": "MONGO_INITDB_DATABASE", "value": crate::provision::DEFAULT_DATABASE}),
+            ],
+            readiness: json!({"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]}}),
+            post_start: None,
+            scratch: vec![],
+        }
+    }
+    fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec) {
+        out.mongodb = Some(MongoBackend {
+            external: Some(MongoExternal {
+                hosts: vec![HostPort {
+                    host: r.host.clone(),
+                    port: Some(r.profile.port),
+                }],
+                database: Some(crate::provision::DEFAULT_DATABASE.into()),
+                auth: Some(r.auth(true)),
+                auth_source: Some("admin".into()),
+                ..Default::default()
+            }),
+            managed: None,
+            taskmeta_collection: self.taskmeta_collection.clone(),
+            groupmeta_collection: self.groupmeta_collection.clone(),
+        });
     }
 }

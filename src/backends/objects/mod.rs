@@ -5,6 +5,7 @@ pub mod store;
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::provision::{ContainerParts, Managed, Profile, Render};
 
 pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
     let b = s.external.as_ref().ok_or_else(|| {
@@ -162,4 +163,63 @@ impl Family for AzureBlockBlobBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         azure(cx, self)
     }
+}
+
+/// The store this family provisions in managed mode.
+pub(crate) const MANAGED: Profile = crate::provision::Profile {
+    store: crate::provision::StoreFamily::S3,
+    component: "minio",
+    default_image: "quay.io/minio/minio",
+    default_version: "RELEASE.2025-09-07T16-13-09Z",
+    port: 9000,
+    port_name: "s3",
+    uid: 1000,
+    data_path: "/data",
+    username: "celery",
+    memory: "256Mi",
+    read_only_root: true,
+};
+
+impl Managed for S3Backend {
+    fn profile(&self) -> &'static Profile {
+        &MANAGED
+    }
+    fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
+        self.managed.as_ref().map(|m| (&m.common, m.bucket.clone()))
+    }
+    fn container(&self, r: &Render) -> ContainerParts {
+        ContainerParts {
+            command: json!(["minio", "server", "/data", "--address", ":9000", "--console-address", ":9001"]),
+            env: vec![
+                r.username_env("MINIO_ROOT_USER"),
+                r.password_env("MINIO_ROOT_PASSWORD"),
+                json!({"name": "CELERY_BUCKET", "value": bucket(r)}),
+                json!({"name": "MC_CONFIG_DIR", "value": "/tmp/.mc"}),
+            ],
+            readiness: json!({"httpGet": {"path": "/minio/health/ready", "port": 9000}}),
+            // Create the bucket once the server answers; mc ships in the MinIO image.
+            post_start: Some(json!(["sh", "-c", "for i in $(seq 1 120); do mc alias set local http://127.0.0.1:9000 \"$MINIO_ROOT_USER\" \"$MINIO_ROOT_PASSWORD\" >/dev/null 2>&1 && mc mb --ignore-existing \"local/$CELERY_BUCKET\" && exit 0; sleep 2; done; exit 0"])),
+            scratch: vec![],
+        }
+    }
+    fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec) {
+        out.s3 = Some(S3Backend {
+            external: Some(S3External {
+                bucket: bucket(r),
+                region: Some("us-east-1".into()),
+                endpoint_url: Some(format!("http://{}:{}", r.host, r.profile.port)),
+                access_key_id_secret_ref: Some(r.credential(crate::provision::USERNAME_KEY)),
+                secret_access_key_secret_ref: Some(r.credential(crate::provision::PASSWORD_KEY)),
+            }),
+            managed: None,
+            base_path: self.base_path.clone(),
+        });
+    }
+}
+
+/// The bucket a managed MinIO creates: `managed.bucket`, else the default.
+fn bucket(r: &Render) -> String {
+    r.name
+        .clone()
+        .unwrap_or_else(|| crate::provision::DEFAULT_BUCKET.to_string())
 }

@@ -5,6 +5,7 @@ pub mod store;
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::provision::{ContainerParts, Managed, Profile, Render};
 
 pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError> {
     let b = spec.external.as_ref().ok_or_else(|| {
@@ -174,5 +175,54 @@ impl Family for RedisBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         redis(cx, self)
+    }
+}
+
+/// The store this family provisions in managed mode.
+pub(crate) const MANAGED: Profile = crate::provision::Profile {
+    store: crate::provision::StoreFamily::Redis,
+    component: "redis",
+    default_image: "docker.io/library/redis",
+    default_version: "7.4",
+    port: 6379,
+    port_name: "redis",
+    uid: 999,
+    data_path: "/data",
+    username: "default",
+    memory: "128Mi",
+    read_only_root: true,
+};
+
+impl Managed for RedisBackend {
+    fn profile(&self) -> &'static Profile {
+        &MANAGED
+    }
+    fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
+        self.managed.as_ref().map(|m| (&m.common, None))
+    }
+    fn container(&self, r: &Render) -> ContainerParts {
+        ContainerParts {
+            command: json!([
+                "sh",
+                "-c",
+                "exec redis-server --dir /data --appendonly yes --requirepass \"$REDIS_PASSWORD\""
+            ]),
+            env: vec![r.password_env("REDIS_PASSWORD")],
+            readiness: json!({"exec": {"command": ["sh", "-c", "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping | grep -q PONG"]}}),
+            post_start: None,
+            scratch: vec![],
+        }
+    }
+    fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec) {
+        out.redis = Some(RedisBackend {
+            external: Some(RedisExternal {
+                host: Some(r.host.clone()),
+                port: Some(r.profile.port),
+                db: Some(0),
+                auth: Some(r.auth(false)),
+                ..Default::default()
+            }),
+            managed: None,
+        });
     }
 }

@@ -5,6 +5,7 @@ pub mod store;
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::provision::{ContainerParts, Managed, Profile, Render};
 
 /// libpq's TLS parameters, which `tls` sets (so `options` may not).
 pub(crate) const SSL_OPTIONS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
@@ -216,5 +217,71 @@ impl Family for DatabaseBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         database(cx, self)
+    }
+}
+
+/// The store this family provisions in managed mode.
+pub(crate) const MANAGED: Profile = crate::provision::Profile {
+    store: crate::provision::StoreFamily::Postgresql,
+    component: "postgresql",
+    default_image: "docker.io/library/postgres",
+    default_version: "17",
+    port: 5432,
+    port_name: "postgresql",
+    uid: 999,
+    data_path: "/var/lib/postgresql/data",
+    username: "celery",
+    memory: "256Mi",
+    read_only_root: true,
+};
+
+impl Managed for DatabaseBackend {
+    fn profile(&self) -> &'static Profile {
+        &MANAGED
+    }
+    fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
+        self.managed
+            .as_ref()
+            .map(|m| (&m.common, m.database.clone()))
+    }
+    fn container(&self, r: &Render) -> ContainerParts {
+        let database = r
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::provision::DEFAULT_DATABASE.to_string());
+        ContainerParts {
+            command: Value::Null,
+            env: vec![
+                r.username_env("POSTGRES_USER"),
+                r.password_env("POSTGRES_PASSWORD"),
+                json!({"name": "POSTGRES_DB", "value": database}),
+                json!({"name": "PGDATA", "value": format!("{}/pgdata", r.profile.data_path)}),
+            ],
+            readiness: json!({"exec": {"command": ["sh", "-c", "pg_isready -h 127.0.0.1 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""]}}),
+            post_start: None,
+            scratch: vec![("run", "/var/run/postgresql")],
+        }
+    }
+    fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec) {
+        out.database = Some(DatabaseBackend {
+            external: Some(DatabaseExternal {
+                engine: DatabaseEngine::Postgresql,
+                driver: None,
+                host: Some(r.host.clone()),
+                port: Some(r.profile.port),
+                database: Some(
+                    r.name
+                        .clone()
+                        .unwrap_or_else(|| crate::provision::DEFAULT_DATABASE.to_string()),
+                ),
+                path: None,
+                auth: Some(r.auth(true)),
+                options: Default::default(),
+                tls: None,
+            }),
+            managed: None,
+            table_names: self.table_names.clone(),
+            table_schemas: self.table_schemas.clone(),
+        });
     }
 }
