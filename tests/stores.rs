@@ -1218,9 +1218,36 @@ fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
     let pw = "pg p@ss:w/rd#?%";
     let (secrets, ca, client) = tls_secrets(&id, pw, "ca.crt");
     let _mounted = Mounted::new(&ca, &client);
+    // A database per run: Celery names its date_done indexes after the default tables whatever
+    // database_table_names says, so two runs in one schema collide.
+    let db = format!("celery_tls_{id}");
+    let admin = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/var/tmp/cbo-stores/pg-tls",
+            "-p",
+            "15433",
+        ])
+        .args([
+            "-U",
+            "postgres",
+            "-qc",
+            &format!("CREATE DATABASE {db} OWNER celery"),
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        admin.status.success(),
+        "CREATE DATABASE {db}: {}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
     let spec = |port: u16, verify: &str| {
         format!(
-            "  resultExpires: 0s\n  database:\n    tableNames: {{task: tls_task_{id}, group: tls_group_{id}}}\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: {port}\n      database: celery\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        verify: {verify}\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+            "  resultExpires: 0s\n  database:\n    tableNames: {{task: tls_task_{id}, group: tls_group_{id}}}\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: {port}\n      database: {db}\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        verify: {verify}\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
         )
     };
     let dir = tempfile::tempdir().unwrap();
