@@ -180,13 +180,15 @@ fn config_volume(inj: &Injection) -> Value {
     json!({"name": CONFIG_VOLUME, "secret": {"secretName": inj.secret, "items": [{"key": CONFIG_KEY, "path": "celeryconfig.py"}]}})
 }
 
-/// The Pod volume that carries TLS material from Secret `secret`: `cbo-tls-` and 8 hex digits
-/// of SHA-256 of the name (a DNS label whatever the Secret's name), one per Secret so two
-/// backends that share a CA Secret share the volume.
+/// The Pod volume that carries TLS material from Secret `secret`: `cbo-tls-` and 24 hex digits
+/// (96 bits) of SHA-256 of the name (a DNS label whatever the Secret's name), one per Secret so
+/// two backends that share a CA Secret share the volume. A volume of that name for another
+/// Secret is never taken over (see `tls_patch`).
 pub fn tls_volume_name(secret: &str) -> String {
     use sha2::Digest;
     let h = Sha256::digest(secret.as_bytes());
-    format!("cbo-tls-{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+    let hex: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("cbo-tls-{hex}")
 }
 
 /// Where a TLS Secret is mounted: `/etc/celery-backend/tls/<secret>`.
@@ -224,6 +226,17 @@ fn tls_patch(spec: &PodSpec, inj: &Injection) -> Vec<Value> {
             keys.iter().map(|k| json!({"key": k, "path": k})).collect()
         };
         match vols.iter().position(|v| v.name == name) {
+            // Fail closed: a volume of this name that carries another Secret is not ours to
+            // change, and its mount path is not this Secret's.
+            Some(j)
+                if vols[j]
+                    .secret
+                    .as_ref()
+                    .and_then(|v| v.secret_name.as_deref())
+                    != Some(secret) =>
+            {
+                continue;
+            }
             Some(j) => {
                 let mut have: Vec<&str> = vols[j]
                     .secret
@@ -558,6 +571,18 @@ mod tests {
                 c.name
             );
         }
+        // Fail closed: a volume of the same name carrying another Secret is neither changed nor
+        // mounted at this Secret's path.
+        let squatter = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}],
+            "volumes": [{"name": tls_volume_name("redis-ca"), "secret": {"secretName": "evil", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}),
+        );
+        let ops = pod_patch(&squatter, &b);
+        assert!(
+            ops.iter()
+                .all(|o| !o.to_string().contains("redis-ca") && o["op"] != "replace"),
+            "{ops:?}"
+        );
         // Idempotent: a Pod already carrying everything gets no TLS operation.
         let again = pod_patch(&patched, &a);
         assert!(

@@ -136,6 +136,7 @@ pub struct TlsSecretRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.caFile) && has(self.caSecretRef))").message("set either caFile or caSecretRef, not both"))]
 #[x_kube(validation = Rule::new("!has(self.clientCertificateSecretRef) || !(has(self.certFile) || has(self.keyFile))").message("set either clientCertificateSecretRef or certFile/keyFile, not both"))]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || (!self.caSecretRef.key.startsWith('..') && self.caSecretRef.key != '.')").message("caSecretRef.key cannot be mounted as a file: it must not be '.' or start with '..'"))]
 pub struct TlsConfig {
     /// Connect with TLS.
     #[serde(default)]

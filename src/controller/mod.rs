@@ -522,6 +522,18 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
             injected,
             config_delivered,
             secret: secret_name.clone(),
+            // Recorded with the URI it belongs to: the webhook mounts these, never a later spec's.
+            tls_mounts: checksum.as_ref().map(|_| {
+                obj.spec
+                    .tls()
+                    .map(|t| {
+                        t.mounted_keys()
+                            .into_iter()
+                            .map(|(s, k)| format!("{s}/{k}"))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }),
             uri_checksum: checksum,
             injection,
             last_health_check,

@@ -143,6 +143,8 @@ pub struct Report {
     pub secret: String,
     /// Checksum of the published URI Secret (None keeps the previous one).
     pub uri_checksum: Option<String>,
+    /// TLS Secret keys the just-published URI names (None keeps the previous ones).
+    pub tls_mounts: Option<Vec<String>>,
     /// Injected workload count and missed Pods (None keeps the previous values).
     pub injection: Option<(i32, Vec<String>)>,
     /// The check behind the Healthy condition (None keeps the previous one).
@@ -246,6 +248,10 @@ pub fn next(old: &Status, r: &Report) -> Status {
             .map(|(n, _)| *n)
             .or(old.injected_workloads),
         uri_checksum: r.uri_checksum.clone().or_else(|| old.uri_checksum.clone()),
+        tls_mounts: r
+            .tls_mounts
+            .clone()
+            .unwrap_or_else(|| old.tls_mounts.clone()),
         missed_pods: r
             .injection
             .as_ref()
@@ -285,6 +291,7 @@ mod tests {
             config_delivered: None,
             secret: "s".into(),
             uri_checksum: None,
+            tls_mounts: None,
             injection: None,
             last_health_check: None,
         }

@@ -7,17 +7,6 @@ use super::prelude::*;
 use super::{Family, SecretRefs};
 use crate::provision::{ContainerParts, Managed, Profile, Render};
 
-/// libpq's TLS parameters, which `tls` sets (so `options` may not).
-pub(crate) const SSL_OPTIONS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
-/// PyMySQL's TLS parameters as SQLAlchemy reads them from the query, which `tls` sets.
-pub(crate) const MYSQL_SSL_OPTIONS: [&str; 6] = [
-    "ssl_ca",
-    "ssl_cert",
-    "ssl_key",
-    "ssl_capath",
-    "ssl_cipher",
-    "ssl_check_hostname",
-];
 /// Which engines and drivers take `tls`.
 const TLS_SUPPORT: &str = "tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode) and mysql with pymysql; pg8000 takes an ssl_context a URI cannot carry, sqlite is a file";
 
@@ -50,7 +39,10 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
         if let Some(k) = b
             .options
             .keys()
-            .find(|k| SSL_OPTIONS.contains(&k.as_str()) || MYSQL_SSL_OPTIONS.contains(&k.as_str()))
+            // Every ssl* option: the typed fields set TLS, and any other (PyMySQL's ssl_disabled
+            // or ssl_verify_identity, libpq's sslnegotiation, ...) could turn it off or drop the
+            // CA behind the operator's back.
+            .find(|k| k.to_ascii_lowercase().starts_with("ssl"))
         {
             return Err(invalid(
                 &format!("{f}.options.{k}"),
