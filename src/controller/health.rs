@@ -127,6 +127,9 @@ impl Registry {
         metrics: Metrics,
     ) -> Option<Outcome> {
         let (enabled, interval, timeout) = schedule(obj);
+        // Checked before taking the registry's lock: a stat of a worker-local path must not hold
+        // up every other backend's reconcile.
+        let hidden = cfg.filter(|_| enabled).and_then(crate::stores::not_visible);
         let Ok(mut map) = self.inner.lock() else {
             return None;
         };
@@ -148,7 +151,7 @@ impl Registry {
                 }
             });
         };
-        if let Some(why) = crate::stores::not_visible(cfg) {
+        if let Some(why) = hidden {
             if let Some(e) = map.remove(&key) {
                 e.handle.abort();
             }

@@ -260,12 +260,25 @@ pub fn worker_local_path(cfg: &BackendConfig) -> Option<String> {
 }
 
 /// Why the operator does not check or clean a worker-local backend it cannot see: `Some` when
-/// [`worker_local_path`] names a path absent from the operator's own filesystem.
+/// [`worker_local_path`] names a directory (for SQLite: the file's directory, since the file is
+/// created on first use) that does not exist in the operator's own filesystem. Any other error
+/// (permission denied, I/O) is left to the probe, which reports it as a failure.
 pub fn not_visible(cfg: &BackendConfig) -> Option<String> {
     let p = worker_local_path(cfg)?;
-    (!std::path::Path::new(&p).exists()).then(|| {
-        format!("{p} is inside the workers' filesystem and not visible to the operator: mount the same volume into the operator's Pod to have it checked and cleaned")
-    })
+    let dir = if cfg.uri.starts_with("db+sqlite:") {
+        std::path::Path::new(&p)
+            .parent()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_default()
+    } else {
+        std::path::PathBuf::from(&p)
+    };
+    match std::fs::metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "{p} is inside the workers' filesystem and not visible to the operator: mount the same volume into the operator's Pod to have it checked and cleaned"
+        )),
+        _ => None,
+    }
 }
 
 /// `host:port` of a URI's first authority, without credentials (for messages): the text after
@@ -382,6 +395,11 @@ pub trait StoreClient: Send + Sync {
     fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>>;
     /// Delete (or count, in a dry run) the results Celery stored that completed before the
     /// cutoff. Called only when [`StoreClient::expiry`] is [`Expiry::Purgeable`].
+    /// Whether an explicit cleanup still runs when the store expires results itself (Redis:
+    /// keys written without a TTL are skipped by expiry, not by the client).
+    fn purges_when_native(&self) -> bool {
+        false
+    }
     fn purge(&self, _opts: PurgeOptions) -> BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(async {
             Err(StoreError::Unsupported(
@@ -544,6 +562,9 @@ impl Store {
     pub async fn purge_expired(&self, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
         match self.expiry() {
             Expiry::Purgeable => self.client.purge(opts).await,
+            // Redis with a TTL: keys written before result_expires was set have none and stay
+            // forever; the client skips the expiring ones, so an explicit cleanup still helps.
+            Expiry::Native(_) if self.client.purges_when_native() => self.client.purge(opts).await,
             Expiry::Native(why) => Err(StoreError::Unsupported(format!("nothing to purge: {why}"))),
             Expiry::Unsupported(why) => Err(StoreError::Unsupported(why)),
         }
@@ -610,6 +631,9 @@ mod tests {
         assert_eq!(worker_local_path(&c("redis://h:6379/0")), None);
         assert!(not_visible(&c("file:///no/such/dir/cbo")).is_some());
         assert!(not_visible(&c("file:///tmp")).is_none());
+        // SQLite creates its file on first use: the directory is what must be visible.
+        assert!(not_visible(&c("db+sqlite:////tmp/not-yet-created-cbo.db")).is_none());
+        assert!(not_visible(&c("db+sqlite:////no/such/dir/r.db")).is_some());
     }
 
     #[test]

@@ -676,6 +676,9 @@ impl crate::stores::StoreClient for RedisStore {
     fn probe(&self) -> crate::stores::BoxFuture<'_, Result<String, StoreError>> {
         Box::pin(RedisStore::probe(self))
     }
+    fn purges_when_native(&self) -> bool {
+        true
+    }
     fn purge(
         &self,
         opts: PurgeOptions,
