@@ -53,8 +53,8 @@ pub struct Injection {
     pub config_module: bool,
     pub override_existing: bool,
     pub checksum: String,
-    /// TLS Secret keys to mount (`(secret, key)`, from `tls.caSecretRef` and
-    /// `tls.clientCertificateSecretRef`) at `/etc/celery-backend/tls/<secret>/<key>`.
+    /// TLS Secret keys to mount (`(secret, key)`) at `/etc/celery-backend/tls/<secret>/<key>`:
+    /// set by [`Injection::with_tls_mounts`] from the status, only where Pods are admitted.
     pub tls: Vec<(String, String)>,
 }
 
@@ -73,8 +73,19 @@ impl Injection {
             config_module: inj.config_module.unwrap_or(false),
             override_existing: inj.override_existing.unwrap_or(false),
             checksum: checksum.into(),
-            tls: spec.tls().map(|t| t.mounted_keys()).unwrap_or_default(),
+            tls: vec![],
         }
+    }
+
+    /// With the TLS Secret keys recorded beside the published URI (`status.tlsMounts`,
+    /// `<secret>/<key>`): the files the published URI names, never a later spec's.
+    pub fn with_tls_mounts(mut self, mounts: &[String]) -> Self {
+        self.tls = mounts
+            .iter()
+            .filter_map(|m| m.split_once('/'))
+            .map(|(s, k)| (s.to_string(), k.to_string()))
+            .collect();
+        self
     }
 
     /// The environment variables this injection sets in a container.
@@ -588,6 +599,16 @@ mod tests {
         assert!(
             again.iter().all(|o| !o.to_string().contains("cbo-tls")),
             "{again:?}"
+        );
+        // From the status, as the webhook reads it.
+        let from_status =
+            inj().with_tls_mounts(&["redis-ca/ca.crt".into(), "client/tls.key".into()]);
+        assert_eq!(
+            from_status.tls,
+            [
+                ("redis-ca".to_string(), "ca.crt".to_string()),
+                ("client".to_string(), "tls.key".to_string())
+            ]
         );
         // The paths are the ones the URI names.
         let t: crate::api::TlsConfig = serde_json::from_value(json!({"enabled": true,

@@ -1385,3 +1385,36 @@ fn mariadb_over_tls_with_secret_material_is_checked_and_cleaned() {
         "plain text must be refused: {err}"
     );
 }
+
+/// Health messages name the endpoint and the real cause: a closed port of an HTTP store gives the
+/// whole cause chain (not a bare "error sending request"), and cloud stores without any
+/// credentials say so (not a failed request to the metadata address, not an SDK debug dump).
+/// No server is needed: the ports are closed and this machine has no cloud identity.
+#[test]
+fn failures_name_the_endpoint_and_the_cause() {
+    let none = "apiVersion: v1\nkind: Secret\nmetadata: {name: unused}\n";
+    check_fails(
+        "consul on a closed port",
+        "  consul: {external: {host: 127.0.0.1, port: 1}}\n",
+        none,
+        &[
+            "cannot connect to consul at 127.0.0.1:1",
+            "Connection refused",
+        ],
+        &[],
+    );
+    check_fails(
+        "gcs without credentials",
+        "  gcs: {external: {bucket: b, project: p}}\n",
+        none,
+        &["no credentials for gcs", "Application Default Credentials"],
+        &[],
+    );
+    check_fails(
+        "dynamodb without credentials",
+        "  dynamodb: {external: {table: celery, region: us-east-1, endpointUrl: 'http://127.0.0.1:1'}}\n",
+        none,
+        &["no credentials for dynamodb at http://127.0.0.1:1"],
+        &["Unhandled", "DispatchFailure"],
+    );
+}

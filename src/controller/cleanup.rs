@@ -218,13 +218,13 @@ async fn run_policy(
                             cutoff_unix: started - age as i64,
                             ..opts
                         };
-                        let store = Store::from_config(&cfg, b.spec.result_expires.is_some());
                         if let Some(why) = crate::stores::not_visible(&cfg) {
                             r.message = Some(format!("skipped: {why}"));
                             backend_event(&client, &b, &name, &r, opts.dry_run).await;
                             results.push(r);
                             continue;
                         }
+                        let store = Store::from_config(&cfg, b.spec.result_expires.is_some());
                         match store.expiry() {
                             Expiry::Native(why) => r.message = Some(format!("skipped: {why}")),
                             Expiry::Unsupported(why) => r.message = Some(format!("skipped: {why}")),

@@ -76,42 +76,7 @@ fn outcome_of(
             reason: "StoreAnswered".into(),
             message: format!("{} answered a round trip", store.kind()),
         },
-        Err(crate::stores::StoreError::Timeout { .. }) => Outcome::failed(
-            "StoreTimeout",
-            res.as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        ),
-        Err(crate::stores::StoreError::Auth { .. }) => Outcome::failed(
-            "StoreAuthFailed",
-            res.as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        ),
-        Err(crate::stores::StoreError::NoCredentials { .. }) => Outcome::failed(
-            "StoreCredentialsMissing",
-            res.as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        ),
-        Err(crate::stores::StoreError::Tls { .. }) => Outcome::failed(
-            "StoreTlsFailed",
-            res.as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        ),
-        Err(crate::stores::StoreError::Connect { .. }) => Outcome::failed(
-            "StoreUnreachable",
-            res.as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        ),
-        Err(e) => Outcome::failed("StoreError", e.to_string()),
+        Err(e) => Outcome::failed(e.reason(), e.to_string()),
     }
 }
 

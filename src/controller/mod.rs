@@ -507,16 +507,7 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     // 3. Inject.
     let (injected, injection) =
         steps::inject(obj, ctx, &ns, &name, &secret_name, checksum.as_ref()).await?;
-    // Settings that reach no injected worker because nothing opts in are not news: the published
-    // Secret (celeryconfig.py, Service Binding) is what such users read.
-    let config_delivered = match (&config_delivered, &injected) {
-        (Some(d), Some(i)) if d.state == State::Failed && i.reason == "NoOptIn" => Some(Outcome {
-            state: State::Unknown,
-            reason: "NoOptIn".into(),
-            message: format!("no workload opts in to injection; {}", d.message),
-        }),
-        _ => config_delivered,
-    };
+    let config_delivered = config_delivered.map(|d| status::unless_no_opt_in(d, injected.as_ref()));
 
     // 4. Status (only when it changed) and Events (only on transitions).
     let old = obj.status.clone().unwrap_or_default();

@@ -101,6 +101,20 @@ pub fn config_delivered(
     )
 }
 
+/// `ConfigDelivered` given the `Injected` outcome: settings that reach no injected worker because
+/// no workload opts in are not news (`Unknown/NoOptIn`, no Event): such users read the published
+/// Secret (celeryconfig.py, Service Binding). Pure.
+pub fn unless_no_opt_in(delivered: Outcome, injected: Option<&Outcome>) -> Outcome {
+    match injected {
+        Some(i) if delivered.state == State::Failed && i.reason == "NoOptIn" => Outcome {
+            state: State::Unknown,
+            reason: "NoOptIn".into(),
+            message: format!("no workload opts in to injection; {}", delivered.message),
+        },
+        _ => delivered,
+    }
+}
+
 /// A condition of `type_`, keeping `lastTransitionTime` while the status does not change
 /// (Kubernetes API conventions), with `observedGeneration`.
 pub(crate) fn condition(
@@ -327,6 +341,15 @@ mod tests {
             config_delivered(&module, &build(&module)).reason,
             "ConfigModuleMounted"
         );
+        // Nothing opts in: not a warning.
+        let no_opt_in = Outcome::failed("NoOptIn", "x".into());
+        let quiet = unless_no_opt_in(o.clone(), Some(&no_opt_in));
+        assert_eq!(
+            (quiet.state, quiet.reason.as_str()),
+            (State::Unknown, "NoOptIn")
+        );
+        let injected = Outcome::ready("s", &[]);
+        assert_eq!(unless_no_opt_in(o.clone(), Some(&injected)), o);
     }
 
     #[test]

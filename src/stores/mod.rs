@@ -168,6 +168,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The `Healthy=False` reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StoreError::Connect { .. } => "StoreUnreachable",
+            StoreError::Auth { .. } => "StoreAuthFailed",
+            StoreError::Tls { .. } => "StoreTlsFailed",
+            StoreError::NoCredentials { .. } => "StoreCredentialsMissing",
+            StoreError::Timeout { .. } => "StoreTimeout",
+            StoreError::Protocol { .. } | StoreError::Unsupported(_) => "StoreError",
+        }
+    }
     pub fn connect(store: &str, e: impl std::fmt::Display) -> Self {
         StoreError::Connect {
             store: store.into(),
@@ -611,6 +622,31 @@ mod tests {
         assert_eq!(
             cause_chain(&e),
             "error sending request: client error (Connect): tcp connect error: Connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_explicit_redis_cleanup_runs_even_with_a_ttl() {
+        // Keys written before result_expires was set carry no TTL: with a TTL configured the
+        // expiry is native, yet an explicit cleanup still reaches the store (here: a closed port)
+        // instead of being refused as "nothing to purge".
+        let cfg = BackendConfig {
+            uri: "redis://127.0.0.1:1/0".into(),
+            ..Default::default()
+        };
+        let store = Store::from_config(&cfg, true);
+        assert!(matches!(store.expiry(), Expiry::Native(_)));
+        let opts = PurgeOptions {
+            cutoff_unix: 0,
+            batch: 10,
+            rate: 0,
+            dry_run: true,
+        };
+        let e = store.purge_expired(opts).await.err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|m| !m.contains("nothing to purge")),
+            "{e:?}"
         );
     }
 

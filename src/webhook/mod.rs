@@ -295,20 +295,16 @@ fn admit(
         .iter()
         .filter_map(|crb| {
             let status = crb.status.as_ref()?;
-            let mut inj = Injection::new(
-                &crb.name_any(),
-                &crb.spec,
-                &status.uri_secret_ref.as_ref()?.name,
-                status.uri_checksum.as_ref()?,
-            );
             // The TLS files the *published* URI names (a later spec may not have built).
-            inj.tls = status
-                .tls_mounts
-                .iter()
-                .filter_map(|m| m.split_once('/'))
-                .map(|(s, k)| (s.to_string(), k.to_string()))
-                .collect();
-            Some(inj)
+            Some(
+                Injection::new(
+                    &crb.name_any(),
+                    &crb.spec,
+                    &status.uri_secret_ref.as_ref()?.name,
+                    status.uri_checksum.as_ref()?,
+                )
+                .with_tls_mounts(&status.tls_mounts),
+            )
         })
         .collect();
     let (ops, left_out) = match inject::pod_patch_all(&pod, &injections) {

@@ -303,28 +303,43 @@ impl RedisStore {
         client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| {
-                if redis_auth_failed(&e) {
-                    StoreError::auth(&store, e)
-                } else if crate::stores::tls_failure(&e.to_string()) {
-                    StoreError::tls(
-                        &store,
-                        e,
-                        self.tls
-                            .as_ref()
-                            .and_then(crate::stores::tls_hint)
-                            .as_deref(),
-                    )
-                } else if tls && e.is_timeout() {
-                    StoreError::tls(
-                        &store,
-                        e,
-                        Some("no answer to the TLS handshake: does this port speak TLS?"),
-                    )
-                } else {
-                    StoreError::connect(&store, e)
-                }
-            })
+            .map_err(|e| self.connect_error(&store, e, tls))
+    }
+
+    /// The Secret-held TLS material as redis-rs takes it; `None` when there is none (the
+    /// system's trust store, no client certificate).
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        let t = self.tls.as_ref()?;
+        if t.ca_pem.is_none() && t.client.is_none() {
+            return None;
+        }
+        Some(redis::TlsCertificates {
+            client_tls: t.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: t.ca_pem.clone(),
+        })
+    }
+
+    /// A failed connection as the health reasons read it: refused credentials, a TLS failure
+    /// (with a hint when the CA is a worker path; a TLS client that gets no handshake answer is
+    /// one too), or an unreachable store.
+    fn connect_error(&self, store: &str, e: redis::RedisError, tls: bool) -> StoreError {
+        if redis_auth_failed(&e) {
+            StoreError::auth(store, e)
+        } else if crate::stores::tls_failure(&e.to_string()) {
+            let hint = self.tls.as_ref().and_then(crate::stores::tls_hint);
+            StoreError::tls(store, e, hint.as_deref())
+        } else if tls && e.is_timeout() {
+            StoreError::tls(
+                store,
+                e,
+                Some("no answer to the TLS handshake: does this port speak TLS?"),
+            )
+        } else {
+            StoreError::connect(store, e)
+        }
     }
 
     /// The master of a Sentinel deployment, found through the Sentinels as Celery's
@@ -368,17 +383,6 @@ impl RedisStore {
                 redis::ConnectionAddr::Tcp(h.to_string(), p)
             }
         };
-        let certs = || redis::TlsCertificates {
-            client_tls: self
-                .tls
-                .as_ref()
-                .and_then(|t| t.client.as_ref())
-                .map(|(cert, key)| redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }),
-            root_cert: self.tls.as_ref().and_then(|t| t.ca_pem.clone()),
-        };
         let mode = if insecure {
             redis::TlsMode::Insecure
         } else {
@@ -400,39 +404,24 @@ impl RedisStore {
         if let Some(p) = &s.sentinel_password {
             b = b.set_client_to_sentinel_password(p);
         }
-        let has_material = self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.ca_pem.is_some() || t.client.is_some());
+        let certs = self.certificates();
         if s.master_tls {
             b = b.set_client_to_redis_tls_mode(mode);
-            if has_material {
-                b = b.set_client_to_redis_certificates(certs());
+            if let Some(c) = certs.clone() {
+                b = b.set_client_to_redis_certificates(c);
             }
         }
         if s.sentinel_tls {
             b = b.set_client_to_sentinel_tls_mode(mode);
-            if has_material {
-                b = b.set_client_to_sentinel_certificates(certs());
+            if let Some(c) = certs {
+                b = b.set_client_to_sentinel_certificates(c);
             }
         }
         let mut client = b.build().map_err(|e| StoreError::connect(&store, e))?;
-        client.get_async_connection().await.map_err(|e| {
-            if redis_auth_failed(&e) {
-                StoreError::auth(&store, e)
-            } else if crate::stores::tls_failure(&e.to_string()) {
-                StoreError::tls(
-                    &store,
-                    e,
-                    self.tls
-                        .as_ref()
-                        .and_then(crate::stores::tls_hint)
-                        .as_deref(),
-                )
-            } else {
-                StoreError::connect(&store, e)
-            }
-        })
+        client
+            .get_async_connection()
+            .await
+            .map_err(|e| self.connect_error(&store, e, s.master_tls || s.sentinel_tls))
     }
 
     /// A client for `rediss://` with the semantics redis-py applies to Celery's `ssl_*`
@@ -454,21 +443,11 @@ impl RedisStore {
         } else {
             base.to_string()
         };
-        let material = self.tls.as_ref();
-        let certs = redis::TlsCertificates {
-            client_tls: material.and_then(|t| t.client.as_ref()).map(|(cert, key)| {
-                redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }
-            }),
-            root_cert: material.and_then(|t| t.ca_pem.clone()),
-        };
-        if certs.client_tls.is_none() && certs.root_cert.is_none() {
-            return redis::Client::open(url.as_str()).map_err(|e| StoreError::connect("redis", e));
+        match self.certificates() {
+            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs)
+                .map_err(|e| StoreError::tls("redis", e, None)),
+            None => redis::Client::open(url.as_str()).map_err(|e| StoreError::connect("redis", e)),
         }
-        redis::Client::build_with_tls(url.as_str(), certs)
-            .map_err(|e| StoreError::tls("redis", e, None))
     }
 
     pub async fn probe(&self) -> Result<String, StoreError> {

@@ -108,9 +108,9 @@ pub struct SqlStore {
     endpoint: String,
     /// What to add to a TLS failure (see `stores::tls_hint`).
     tls_hint: Option<String>,
-    /// The private directory holding the TLS files the URL names (removed on drop), or why it
-    /// could not be written.
-    tls_files: Result<Option<tempfile::TempDir>, String>,
+    /// TLS material from the backend's Secrets, written to private files only while a connection
+    /// is made (see `with_tls_material`), never when the client is merely chosen.
+    tls: Option<crate::uri::TlsMaterial>,
     task_table: String,
     group_table: String,
     /// Celery's `timezone`/`enable_utc` (MySQL and SQLite task rows).
@@ -252,14 +252,6 @@ impl SqlStore {
             // mode=rwc: like SQLAlchemy, a missing database file is created.
             Engine::Sqlite => format!("sqlite:///{}?mode=rwc", tail.trim_start_matches('/')),
         };
-        let (url, tls_files) = match (&engine, &cfg.tls) {
-            (Engine::Postgres | Engine::Mysql, Some(t)) => match with_tls_material(engine, &url, t)
-            {
-                Ok((u, d)) => (u, Ok(d)),
-                Err(e) => (url, Err(e)),
-            },
-            _ => (url, Ok(None)),
-        };
         SqlStore {
             engine,
             endpoint: match engine {
@@ -267,7 +259,7 @@ impl SqlStore {
                 _ => crate::stores::endpoint_of(&cfg.uri),
             },
             tls_hint: cfg.tls.as_ref().and_then(crate::stores::tls_hint),
-            tls_files,
+            tls: cfg.tls.clone(),
             url,
             task_table: table(cfg, "task", "celery_taskmeta"),
             group_table: table(cfg, "group", "celery_tasksetmeta"),
@@ -286,10 +278,13 @@ impl SqlStore {
     async fn connect(&self) -> Result<sqlx::AnyConnection, StoreError> {
         sqlx::any::install_default_drivers();
         let store = format!("{} at {}", self.engine(), self.endpoint);
-        if let Err(e) = &self.tls_files {
-            return Err(StoreError::tls(&store, e, None));
-        }
-        sqlx::AnyConnection::connect(&self.url)
+        // The files live until the connection is made (sqlx reads them while connecting).
+        let (url, _files) = match &self.tls {
+            Some(t) => with_tls_material(self.engine, &self.url, t)
+                .map_err(|e| StoreError::tls(&store, e, None))?,
+            None => (self.url.clone(), None),
+        };
+        sqlx::AnyConnection::connect(&url)
             .await
             .map_err(|e| match &e {
                 // SQLSTATE class 28: invalid authorization (PostgreSQL 28P01/28000, MySQL and
