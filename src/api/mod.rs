@@ -3,6 +3,7 @@
 pub mod backends;
 pub mod common;
 pub mod footprint;
+pub mod kinds;
 pub mod policy;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use backends::*;
 pub use common::*;
+pub use kinds::{Backend, BackendKind};
 pub use policy::*;
 
 /// API group of every kind this operator serves.
@@ -43,7 +45,7 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Time since creation"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.redis), has(self.database), has(self.mongodb), has(self.elasticsearch), has(self.s3), has(self.gcs), has(self.azureBlockBlob), has(self.rpc), has(self.cache), has(self.cassandra), has(self.dynamodb), has(self.couchdb), has(self.couchbase), has(self.arangodb), has(self.consul), has(self.cosmosDbSql), has(self.ironCache), has(self.filesystem)].filter(x, x).size() == 1").message("set exactly one backend: redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem"))]
+#[x_kube(validation = kinds::exactly_one_backend_rule())]
 #[x_kube(validation = Rule::new("!has(self.database) || !has(self.database.managed) || !has(self.database.external)").message("database: set exactly one of external or managed"))]
 #[x_kube(validation = Rule::new(format!("!has(self.consul) || !has(self.resultExpires) || self.resultExpires in ['0', '0s', '0d'] || ({d} >= 10 && {d} <= 86400)", d = cel_seconds("self.resultExpires"))).message("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never").field_path(".resultExpires"))]
 #[x_kube(validation = Rule::new(format!("!has(self.cache) || !has(self.resultExpires) || {} <= 2592000", cel_seconds("self.resultExpires"))).message("memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h").field_path(".resultExpires"))]
@@ -283,297 +285,8 @@ pub struct HealthCheckStatus {
     pub message: Option<String>,
 }
 
-/// The backend kinds, in Celery's vocabulary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BackendKind {
-    Redis,
-    Database,
-    Mongodb,
-    Elasticsearch,
-    S3,
-    Gcs,
-    AzureBlockBlob,
-    Rpc,
-    Cache,
-    Cassandra,
-    Dynamodb,
-    Couchdb,
-    Couchbase,
-    Arangodb,
-    Consul,
-    CosmosDbSql,
-    IronCache,
-    Filesystem,
-}
-
-impl BackendKind {
-    /// Every kind, in the order of the spec's fields.
-    pub const ALL: [BackendKind; 18] = [
-        Self::Redis,
-        Self::Database,
-        Self::Mongodb,
-        Self::Elasticsearch,
-        Self::S3,
-        Self::Gcs,
-        Self::AzureBlockBlob,
-        Self::Rpc,
-        Self::Cache,
-        Self::Cassandra,
-        Self::Dynamodb,
-        Self::Couchdb,
-        Self::Couchbase,
-        Self::Arangodb,
-        Self::Consul,
-        Self::CosmosDbSql,
-        Self::IronCache,
-        Self::Filesystem,
-    ];
-
-    /// The spec field naming this kind (camelCase).
-    pub fn field(self) -> &'static str {
-        match self {
-            Self::Redis => "redis",
-            Self::Database => "database",
-            Self::Mongodb => "mongodb",
-            Self::Elasticsearch => "elasticsearch",
-            Self::S3 => "s3",
-            Self::Gcs => "gcs",
-            Self::AzureBlockBlob => "azureBlockBlob",
-            Self::Rpc => "rpc",
-            Self::Cache => "cache",
-            Self::Cassandra => "cassandra",
-            Self::Dynamodb => "dynamodb",
-            Self::Couchdb => "couchdb",
-            Self::Couchbase => "couchbase",
-            Self::Arangodb => "arangodb",
-            Self::Consul => "consul",
-            Self::CosmosDbSql => "cosmosDbSql",
-            Self::IronCache => "ironCache",
-            Self::Filesystem => "filesystem",
-        }
-    }
-
-    /// Whether the operator can provision this kind (managed mode).
-    pub fn provisionable(self) -> bool {
-        matches!(
-            self,
-            Self::Redis | Self::Database | Self::Mongodb | Self::Elasticsearch | Self::S3
-        )
-    }
-}
-
-/// The one backend a spec sets, borrowed: the typed, exhaustive answer to "which backend".
-/// Everything that depends on the backend matches on this (the compiler checks every arm).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Backend<'a> {
-    Redis(&'a RedisBackend),
-    Database(&'a DatabaseBackend),
-    Mongodb(&'a MongoBackend),
-    Elasticsearch(&'a ElasticsearchBackend),
-    S3(&'a S3Backend),
-    Gcs(&'a GcsBackend),
-    AzureBlockBlob(&'a AzureBlockBlobBackend),
-    Rpc(&'a RpcBackend),
-    Cache(&'a CacheBackend),
-    Cassandra(&'a CassandraBackend),
-    Dynamodb(&'a DynamoDbBackend),
-    Couchdb(&'a CouchDbBackend),
-    Couchbase(&'a CouchbaseBackend),
-    Arangodb(&'a ArangoDbBackend),
-    Consul(&'a ConsulBackend),
-    CosmosDbSql(&'a CosmosDbSqlBackend),
-    IronCache(&'a IronCacheBackend),
-    Filesystem(&'a FilesystemBackend),
-}
-
-impl Backend<'_> {
-    /// The kind of this backend.
-    pub fn kind(self) -> BackendKind {
-        match self {
-            Self::Redis(_) => BackendKind::Redis,
-            Self::Database(_) => BackendKind::Database,
-            Self::Mongodb(_) => BackendKind::Mongodb,
-            Self::Elasticsearch(_) => BackendKind::Elasticsearch,
-            Self::S3(_) => BackendKind::S3,
-            Self::Gcs(_) => BackendKind::Gcs,
-            Self::AzureBlockBlob(_) => BackendKind::AzureBlockBlob,
-            Self::Rpc(_) => BackendKind::Rpc,
-            Self::Cache(_) => BackendKind::Cache,
-            Self::Cassandra(_) => BackendKind::Cassandra,
-            Self::Dynamodb(_) => BackendKind::Dynamodb,
-            Self::Couchdb(_) => BackendKind::Couchdb,
-            Self::Couchbase(_) => BackendKind::Couchbase,
-            Self::Arangodb(_) => BackendKind::Arangodb,
-            Self::Consul(_) => BackendKind::Consul,
-            Self::CosmosDbSql(_) => BackendKind::CosmosDbSql,
-            Self::IronCache(_) => BackendKind::IronCache,
-            Self::Filesystem(_) => BackendKind::Filesystem,
-        }
-    }
-
-    /// Whether `external` is set (always, for backends that only connect).
-    pub fn has_external(self) -> bool {
-        match self {
-            Self::Redis(b) => b.external.is_some(),
-            Self::Database(b) => b.external.is_some(),
-            Self::Mongodb(b) => b.external.is_some(),
-            Self::Elasticsearch(b) => b.external.is_some(),
-            Self::S3(b) => b.external.is_some(),
-            _ => true,
-        }
-    }
-
-    /// Whether `managed` is set, for any backend (those that cannot be provisioned accept the
-    /// field only to refuse it with a clear message).
-    pub fn managed_set(self) -> bool {
-        match self {
-            Self::Redis(b) => b.managed.is_some(),
-            Self::Database(b) => b.managed.is_some(),
-            Self::Mongodb(b) => b.managed.is_some(),
-            Self::Elasticsearch(b) => b.managed.is_some(),
-            Self::S3(b) => b.managed.is_some(),
-            Self::Gcs(b) => b.managed.is_some(),
-            Self::AzureBlockBlob(b) => b.managed.is_some(),
-            Self::Rpc(b) => b.managed.is_some(),
-            Self::Cache(b) => b.managed.is_some(),
-            Self::Cassandra(b) => b.managed.is_some(),
-            Self::Dynamodb(b) => b.managed.is_some(),
-            Self::Couchdb(b) => b.managed.is_some(),
-            Self::Couchbase(b) => b.managed.is_some(),
-            Self::Arangodb(b) => b.managed.is_some(),
-            Self::Consul(b) => b.managed.is_some(),
-            Self::CosmosDbSql(b) => b.managed.is_some(),
-            Self::IronCache(b) => b.managed.is_some(),
-            Self::Filesystem(b) => b.managed.is_some(),
-        }
-    }
-
-    /// Whether this backend is provisioned by the operator (managed mode).
-    pub fn is_managed(self) -> bool {
-        match self {
-            Self::Redis(b) => b.managed.is_some(),
-            Self::Database(b) => b.managed.is_some(),
-            Self::Mongodb(b) => b.managed.is_some(),
-            Self::Elasticsearch(b) => b.managed.is_some(),
-            Self::S3(b) => b.managed.is_some(),
-            Self::Gcs(_)
-            | Self::AzureBlockBlob(_)
-            | Self::Rpc(_)
-            | Self::Cache(_)
-            | Self::Cassandra(_)
-            | Self::Dynamodb(_)
-            | Self::Couchdb(_)
-            | Self::Couchbase(_)
-            | Self::Arangodb(_)
-            | Self::Consul(_)
-            | Self::CosmosDbSql(_)
-            | Self::IronCache(_)
-            | Self::Filesystem(_) => false,
-        }
-    }
-}
-
 impl CeleryResultBackendSpec {
-    /// Every backend the spec sets, in the order of its fields; a valid spec sets exactly one.
-    /// Destructured without `..`, so a new spec field must be placed here (or below) to compile.
-    pub fn backends(&self) -> Vec<Backend<'_>> {
-        let Self {
-            redis,
-            database,
-            mongodb,
-            elasticsearch,
-            s3,
-            gcs,
-            azure_block_blob,
-            rpc,
-            cache,
-            cassandra,
-            dynamodb,
-            couchdb,
-            couchbase,
-            arangodb,
-            consul,
-            cosmos_db_sql,
-            iron_cache,
-            filesystem,
-            result_expires: _,
-            result_settings: _,
-            timezone: _,
-            enable_utc: _,
-            injection: _,
-            health_check: _,
-        } = self;
-        let mut out = vec![];
-        if let Some(b) = redis {
-            out.push(Backend::Redis(b));
-        }
-        if let Some(b) = database {
-            out.push(Backend::Database(b));
-        }
-        if let Some(b) = mongodb {
-            out.push(Backend::Mongodb(b));
-        }
-        if let Some(b) = elasticsearch {
-            out.push(Backend::Elasticsearch(b));
-        }
-        if let Some(b) = s3 {
-            out.push(Backend::S3(b));
-        }
-        if let Some(b) = gcs {
-            out.push(Backend::Gcs(b));
-        }
-        if let Some(b) = azure_block_blob {
-            out.push(Backend::AzureBlockBlob(b));
-        }
-        if let Some(b) = rpc {
-            out.push(Backend::Rpc(b));
-        }
-        if let Some(b) = cache {
-            out.push(Backend::Cache(b));
-        }
-        if let Some(b) = cassandra {
-            out.push(Backend::Cassandra(b));
-        }
-        if let Some(b) = dynamodb {
-            out.push(Backend::Dynamodb(b));
-        }
-        if let Some(b) = couchdb {
-            out.push(Backend::Couchdb(b));
-        }
-        if let Some(b) = couchbase {
-            out.push(Backend::Couchbase(b));
-        }
-        if let Some(b) = arangodb {
-            out.push(Backend::Arangodb(b));
-        }
-        if let Some(b) = consul {
-            out.push(Backend::Consul(b));
-        }
-        if let Some(b) = cosmos_db_sql {
-            out.push(Backend::CosmosDbSql(b));
-        }
-        if let Some(b) = iron_cache {
-            out.push(Backend::IronCache(b));
-        }
-        if let Some(b) = filesystem {
-            out.push(Backend::Filesystem(b));
-        }
-        out
-    }
-
     /// The one backend set, or the kinds set when that is not exactly one (empty: none).
-    /// The enabled `tls` block of the chosen backend, when it has one (Redis, MongoDB, SQL): what
-    /// injection mounts into workers.
-    pub fn tls(&self) -> Option<&TlsConfig> {
-        let t = match self.backend().ok()? {
-            Backend::Redis(b) => b.external.as_ref()?.tls.as_ref(),
-            Backend::Mongodb(b) => b.external.as_ref()?.tls.as_ref(),
-            Backend::Database(b) => b.external.as_ref()?.tls.as_ref(),
-            _ => None,
-        };
-        t.filter(|t| t.enabled)
-    }
-
     pub fn backend(&self) -> Result<Backend<'_>, Vec<BackendKind>> {
         match self.backends().as_slice() {
             [b] => Ok(*b),
@@ -670,5 +383,21 @@ mod tests {
                 .count(),
             5
         );
+        // And the other way round: every spec field is a backend row or a shared setting.
+        let shared = [
+            "resultExpires",
+            "resultSettings",
+            "timezone",
+            "enableUtc",
+            "injection",
+            "healthCheck",
+        ];
+        for field in spec.as_object().unwrap().keys() {
+            assert!(
+                shared.contains(&field.as_str())
+                    || BackendKind::ALL.iter().any(|k| k.field() == field),
+                "spec.{field} is neither a row of with_backends! nor a shared setting"
+            );
+        }
     }
 }

@@ -1,7 +1,41 @@
-//! ArangoDB (`arangodb://`).
+//! ArangoDB (`arangodb://`): URI and settings, and the operator's health check.
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::stores::http::{http_probe, http_url, HttpApi};
+use crate::stores::{BoxFuture, Expiry, StoreClient, StoreError};
+
+/// ArangoDB's version API, reached with Celery's credentials (decoded once, by kombu).
+const API: HttpApi = HttpApi {
+    name: "arangodb",
+    health_path: "/_api/version",
+    decode_passes: 1,
+};
+
+/// The operator's ArangoDB client: a health check; cleanup is not implemented.
+pub struct ArangoDbStore {
+    url: String,
+}
+
+impl ArangoDbStore {
+    pub fn new(cfg: &crate::uri::BackendConfig) -> Self {
+        ArangoDbStore {
+            url: http_url(&cfg.uri, false),
+        }
+    }
+}
+
+impl StoreClient for ArangoDbStore {
+    fn kind(&self) -> String {
+        API.name.into()
+    }
+    fn expiry(&self) -> Expiry {
+        Expiry::Unsupported("cleanup of arangodb is not implemented yet".into())
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(http_probe(&API, &self.url))
+    }
+}
 
 pub(crate) fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -39,5 +73,12 @@ impl Family for ArangoDbBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         arangodb(cx, self)
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(ArangoDbStore::new(cfg))))
     }
 }

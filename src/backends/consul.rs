@@ -1,7 +1,48 @@
-//! Consul KV (`consul://`).
+//! Consul KV (`consul://`): URI and settings, and the operator's health check.
 
 use super::prelude::*;
 use super::{Family, SecretRefs};
+use crate::stores::http::{http_probe, http_url, HttpApi};
+use crate::stores::{BoxFuture, Expiry, StoreClient, StoreError};
+
+/// Consul's status API; the token travels as Celery's does not (the URI has none).
+const API: HttpApi = HttpApi {
+    name: "consul",
+    health_path: "/v1/status/leader",
+    decode_passes: 1,
+};
+
+/// The operator's Consul client: a health check; results expire by their session TTL.
+pub struct ConsulStore {
+    url: String,
+    /// `result_expires` is explicitly None: Consul sessions get no TTL.
+    no_ttl: bool,
+}
+
+impl ConsulStore {
+    pub fn new(cfg: &crate::uri::BackendConfig) -> Self {
+        ConsulStore {
+            url: http_url(&cfg.uri, false),
+            no_ttl: matches!(cfg.settings.get("result_expires"), Some(Value::Null)),
+        }
+    }
+}
+
+impl StoreClient for ConsulStore {
+    fn kind(&self) -> String {
+        API.name.into()
+    }
+    fn expiry(&self) -> Expiry {
+        if self.no_ttl {
+            Expiry::Unsupported("cleanup of consul is not implemented yet".into())
+        } else {
+            Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into())
+        }
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(http_probe(&API, &self.url))
+    }
+}
 
 pub(crate) fn consul(cx: &mut Ctx, spec: &ConsulBackend) -> Result<(), BuildError> {
     let b = &spec.external;
@@ -39,5 +80,23 @@ impl Family for ConsulBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         consul(cx, self)
+    }
+
+    fn expires_as_ttl(&self) -> bool {
+        true
+    }
+
+    fn check_result_expires(&self, secs: f64) -> Result<(), &'static str> {
+        if !(10.0..=86400.0).contains(&secs) {
+            return Err("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else)");
+        }
+        Ok(())
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(ConsulStore::new(cfg))))
     }
 }

@@ -17,4 +17,8 @@ impl Family for IronCacheBackend {
             message: "Celery 5 cannot load the ironcache backend (it is not in Celery's backend aliases and the iron_celery package does not import on Celery 5); choose another backend".into(),
         })
     }
+
+    fn managed_refusal(&self) -> &'static str {
+        "Celery 5 cannot load this backend at all"
+    }
 }

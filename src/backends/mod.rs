@@ -38,12 +38,44 @@ pub mod redis;
 pub mod rpc;
 pub mod sql;
 
-/// What every backend family provides (one implementation per backend type, in its file).
+/// What every backend family provides (one implementation per backend type, in its file); the
+/// defaults fit a backend the operator only connects to and has no client for.
 pub(crate) trait Family {
     /// Every Secret reference of the backend, each with the field that names it.
     fn secret_refs(&self, refs: &mut SecretRefs);
     /// Build the backend's Celery URI and settings into `cx`.
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError>;
+    /// The backend's `tls` block, when it has one (enabled or not).
+    fn tls(&self) -> Option<&crate::api::TlsConfig> {
+        None
+    }
+    /// Managed mode, for the families the operator provisions.
+    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
+        None
+    }
+    /// Why `managed` is refused, for a family the operator does not provision.
+    fn managed_refusal(&self) -> &'static str {
+        "the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    }
+    /// Whether the store keeps `result_expires` as a TTL on each result (a 0s value is warned:
+    /// results then never expire).
+    fn expires_as_ttl(&self) -> bool {
+        false
+    }
+    /// A store-specific limit on `result_expires` in seconds (> 0): the message when it is out.
+    fn check_result_expires(&self, _secs: f64) -> Result<(), &'static str> {
+        Ok(())
+    }
+    /// The operator's store client for a configuration of this family (see [`store_client`]).
+    fn store_client(
+        _cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Secret references collected with the field that names each (`spec.redis.external.auth...`).
@@ -91,55 +123,53 @@ impl SecretRefs {
     }
 }
 
-impl<'a> Backend<'a> {
-    /// The managed-mode implementation of this backend's family, for the five the operator can
-    /// provision (an exhaustive match: a provisionable backend names its file here).
-    pub(crate) fn managed_family(self) -> Option<&'a dyn crate::provision::Managed> {
-        match self {
-            Backend::Redis(b) => Some(b),
-            Backend::Database(b) => Some(b),
-            Backend::Mongodb(b) => Some(b),
-            Backend::Elasticsearch(b) => Some(b),
-            Backend::S3(b) => Some(b),
-            Backend::Gcs(_)
-            | Backend::AzureBlockBlob(_)
-            | Backend::Rpc(_)
-            | Backend::Cache(_)
-            | Backend::Cassandra(_)
-            | Backend::Dynamodb(_)
-            | Backend::Couchdb(_)
-            | Backend::Couchbase(_)
-            | Backend::Arangodb(_)
-            | Backend::Consul(_)
-            | Backend::CosmosDbSql(_)
-            | Backend::IronCache(_)
-            | Backend::Filesystem(_) => None,
+/// Generates the family and store-client dispatch from the rows of `crate::api::kinds`.
+macro_rules! family_dispatch {
+    ($( $variant:ident ($ty:ident) $field:ident $camel:literal $mode:ident [$($scheme:literal),*]; )*) => {
+        impl<'a> Backend<'a> {
+            /// The family implementation of this backend.
+            pub(crate) fn family(self) -> &'a dyn Family {
+                match self {
+                    $( Backend::$variant(b) => b, )*
+                }
+            }
         }
+
+        /// The operator's client for a backend `kind` and a built (or hand-written)
+        /// configuration: `None` where the operator has none, `Some(Err(why))` where the
+        /// configuration cannot make one.
+        pub(crate) fn store_client(
+            kind: crate::api::BackendKind,
+            cfg: &crate::uri::BackendConfig,
+            result_expires_set: bool,
+        ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+            match kind {
+                $( crate::api::BackendKind::$variant => <crate::api::$ty as Family>::store_client(cfg, result_expires_set), )*
+            }
+        }
+    };
+}
+
+crate::api::kinds::with_backends!(family_dispatch);
+
+impl<'a> Backend<'a> {
+    /// The managed-mode implementation of this backend's family, for those the operator can
+    /// provision.
+    pub(crate) fn managed_family(self) -> Option<&'a dyn crate::provision::Managed> {
+        self.family().managed()
     }
 
-    /// The family implementation of this backend (an exhaustive match: a new backend must name
-    /// its file here).
-    pub(crate) fn family(self) -> &'a dyn Family {
-        match self {
-            Backend::Redis(b) => b,
-            Backend::Database(b) => b,
-            Backend::Mongodb(b) => b,
-            Backend::Elasticsearch(b) => b,
-            Backend::S3(b) => b,
-            Backend::Gcs(b) => b,
-            Backend::AzureBlockBlob(b) => b,
-            Backend::Rpc(b) => b,
-            Backend::Cache(b) => b,
-            Backend::Cassandra(b) => b,
-            Backend::Dynamodb(b) => b,
-            Backend::Couchdb(b) => b,
-            Backend::Couchbase(b) => b,
-            Backend::Arangodb(b) => b,
-            Backend::Consul(b) => b,
-            Backend::CosmosDbSql(b) => b,
-            Backend::IronCache(b) => b,
-            Backend::Filesystem(b) => b,
-        }
+    /// The enabled `tls` block of this backend, when its family has one.
+    pub fn tls(self) -> Option<&'a crate::api::TlsConfig> {
+        self.family().tls().filter(|t| t.enabled)
+    }
+}
+
+impl crate::api::CeleryResultBackendSpec {
+    /// The enabled `tls` block of the chosen backend (Redis, MongoDB, SQL): what injection mounts
+    /// into workers.
+    pub fn tls(&self) -> Option<&crate::api::TlsConfig> {
+        self.backend().ok()?.tls()
     }
 }
 

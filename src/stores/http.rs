@@ -1,5 +1,5 @@
-//! The HTTP stores (Elasticsearch/OpenSearch, CouchDB, Consul, ArangoDB): URL and credentials
-//! from Celery's URI, and the health round trip.
+//! Toolkit of the stores reached over HTTP (Elasticsearch/OpenSearch, CouchDB, Consul, ArangoDB):
+//! URL and credentials from Celery's URI, and the health round trip of a store's status API.
 
 use std::time::Duration;
 
@@ -44,11 +44,32 @@ pub(crate) fn authed(
     }
 }
 
-/// An authenticated GET of the API root (Elasticsearch cluster health, CouchDB, Consul, ArangoDB).
-pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, StoreError> {
-    let kind = store.name();
-    let (parsed, auth) = http_parts(kind, url, store.decode_passes())?;
-    let path = store.health_path();
+/// The HTTP API of a store, as the shared health round trip needs it.
+pub struct HttpApi {
+    /// The backend's spec field name, for messages.
+    pub name: &'static str,
+    /// The read-only endpoint of the health round trip (the store's own status API).
+    pub health_path: &'static str,
+    /// How many times Celery percent-decodes the URI's credentials (CouchDB's backend unquotes
+    /// what kombu already unquoted: 2).
+    pub decode_passes: usize,
+}
+
+/// Celery's URI with its scheme rewritten to `https://` or `http://`.
+pub fn http_url(uri: &str, https: bool) -> String {
+    let scheme = uri.split("://").next().unwrap_or_default();
+    uri.replacen(
+        &format!("{scheme}://"),
+        if https { "https://" } else { "http://" },
+        1,
+    )
+}
+
+/// An authenticated GET of the store's status API (`api.health_path`).
+pub async fn http_probe(api: &HttpApi, url: &str) -> Result<String, StoreError> {
+    let kind = api.name;
+    let (parsed, auth) = http_parts(kind, url, api.decode_passes)?;
+    let path = api.health_path;
     let mut base = parsed.clone();
     base.set_path(path);
     base.set_query(None);
@@ -81,81 +102,6 @@ pub async fn http_probe(store: super::HttpStore, url: &str) -> Result<String, St
             Err(StoreError::auth(&at, msg))
         } else {
             Err(StoreError::protocol(&at, msg))
-        }
-    }
-}
-
-/// A store reached over HTTP with Celery's URI rewritten to `http(s)://`: Elasticsearch, CouchDB,
-/// Consul, ArangoDB.
-pub struct HttpClient {
-    store: super::HttpStore,
-    url: String,
-    /// `result_expires` is explicitly None: Consul sessions get no TTL.
-    no_ttl: bool,
-    /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
-    clock: super::plan::CeleryClock,
-}
-
-impl HttpClient {
-    pub fn new(store: super::HttpStore, cfg: &crate::uri::BackendConfig) -> Self {
-        let uri = cfg.uri.as_str();
-        let scheme = uri.split("://").next().unwrap_or_default();
-        // Only Elasticsearch's scheme says https (elasticsearch+https); the others' URIs are
-        // rewritten to http.
-        let https = store == super::HttpStore::Elasticsearch && scheme.ends_with("https");
-        HttpClient {
-            store,
-            url: uri.replacen(
-                &format!("{scheme}://"),
-                if https { "https://" } else { "http://" },
-                1,
-            ),
-            no_ttl: store != super::HttpStore::Elasticsearch
-                && matches!(
-                    cfg.settings.get("result_expires"),
-                    Some(serde_json::Value::Null)
-                ),
-            clock: super::plan::CeleryClock::from_settings(cfg),
-        }
-    }
-}
-
-impl super::StoreClient for HttpClient {
-    fn kind(&self) -> String {
-        self.store.name().into()
-    }
-    fn expiry(&self) -> super::Expiry {
-        use super::{Expiry, HttpStore};
-        match self.store {
-            HttpStore::Consul if !self.no_ttl => Expiry::Native("Consul sessions carry result_expires as TTL (Consul may take up to twice the TTL to delete)".into()),
-            HttpStore::Couchdb | HttpStore::Elasticsearch => Expiry::Purgeable,
-            HttpStore::Consul | HttpStore::Arangodb => Expiry::Unsupported(format!(
-                "cleanup of {} is not implemented yet",
-                self.store.name()
-            )),
-        }
-    }
-    fn probe(&self) -> super::BoxFuture<'_, Result<String, StoreError>> {
-        Box::pin(http_probe(self.store, &self.url))
-    }
-    fn purge(
-        &self,
-        opts: super::PurgeOptions,
-    ) -> super::BoxFuture<'_, Result<super::PurgeReport, StoreError>> {
-        match self.store {
-            super::HttpStore::Elasticsearch => Box::pin(
-                crate::backends::elasticsearch::store::elasticsearch_purge(&self.url, opts),
-            ),
-            super::HttpStore::Couchdb => Box::pin(crate::backends::couchdb::store::couchdb_purge(
-                &self.url,
-                &self.clock,
-                opts,
-            )),
-            _ => Box::pin(async {
-                Err(StoreError::Unsupported(
-                    "cleanup is not implemented for this store".into(),
-                ))
-            }),
         }
     }
 }

@@ -328,75 +328,8 @@ pub fn scrub(msg: &str) -> String {
     out
 }
 
-/// The stores the operator reaches over plain HTTP(S) with a Celery URI rewritten to `http(s)://`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpStore {
-    Elasticsearch,
-    Couchdb,
-    Consul,
-    Arangodb,
-}
-
-impl HttpStore {
-    /// The backend's spec field name, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Elasticsearch => "elasticsearch",
-            Self::Couchdb => "couchdb",
-            Self::Consul => "consul",
-            Self::Arangodb => "arangodb",
-        }
-    }
-
-    /// The read-only endpoint of the health round trip (each store's own status API).
-    pub fn health_path(self) -> &'static str {
-        match self {
-            Self::Elasticsearch => "/_cluster/health",
-            Self::Consul => "/v1/status/leader",
-            Self::Arangodb => "/_api/version",
-            Self::Couchdb => "/",
-        }
-    }
-
-    /// How many times Celery percent-decodes the credentials of this URI (CouchDB's backend
-    /// unquotes what kombu already unquoted).
-    pub fn decode_passes(self) -> usize {
-        match self {
-            Self::Couchdb => 2,
-            Self::Elasticsearch | Self::Consul | Self::Arangodb => 1,
-        }
-    }
-}
-
-/// The backend kind a Celery URI scheme names (for configurations written by hand).
-pub fn kind_of_scheme(scheme: &str) -> Option<BackendKind> {
-    Some(match scheme {
-        "redis" | "rediss" | "redis+socket" | "sentinel" => BackendKind::Redis,
-        s if s.starts_with("db+") => BackendKind::Database,
-        s if s.starts_with("cache+memcached") || s.starts_with("cache+pylibmc") => {
-            BackendKind::Cache
-        }
-        "rpc" => BackendKind::Rpc,
-        "file" => BackendKind::Filesystem,
-        s if s.starts_with("elasticsearch") => BackendKind::Elasticsearch,
-        "couchdb" => BackendKind::Couchdb,
-        "consul" => BackendKind::Consul,
-        "arangodb" => BackendKind::Arangodb,
-        "s3" => BackendKind::S3,
-        "azureblockblob" => BackendKind::AzureBlockBlob,
-        "gs" => BackendKind::Gcs,
-        "dynamodb" => BackendKind::Dynamodb,
-        "mongodb" | "mongodb+srv" => BackendKind::Mongodb,
-        "cassandra" => BackendKind::Cassandra,
-        "couchbase" => BackendKind::Couchbase,
-        "cosmosdbsql" => BackendKind::CosmosDbSql,
-        "ironcache" => BackendKind::IronCache,
-        _ => return None,
-    })
-}
-
 /// What every store client provides; each client implements it in its own file, and
-/// [`Store::from_config`] holds the one row per backend kind that picks it.
+/// its family's `Family::store_client` makes it for [`Store::from_config`].
 pub trait StoreClient: Send + Sync {
     /// Name of the store family, for messages (`redis`, `postgresql`, `dynamodb`, ...).
     fn kind(&self) -> String;
@@ -459,19 +392,12 @@ impl Store {
     pub fn from_config(cfg: &BackendConfig, result_expires_set: bool) -> Self {
         let uri = cfg.uri.as_str();
         let scheme = uri.split("://").next().unwrap_or_default();
-        match cfg.kind.or_else(|| kind_of_scheme(scheme)) {
+        match cfg.kind.or_else(|| BackendKind::of_scheme(scheme)) {
             Some(kind) => Self::for_kind(kind, cfg, result_expires_set),
             None => Self::none(
                 scheme,
                 format!("the operator has no {scheme} client yet: no health check or cleanup"),
             ),
-        }
-    }
-
-    fn of(client: impl StoreClient + 'static) -> Self {
-        Store {
-            client: Box::new(client),
-            supported: true,
         }
     }
 
@@ -485,55 +411,22 @@ impl Store {
         }
     }
 
-    /// The client of backend `kind` for `cfg`: one row per backend (an exhaustive match: a new
-    /// backend names its client here).
+    /// The client of backend `kind` for `cfg`, as its family makes it
+    /// (`crate::backends::store_client`).
     fn for_kind(kind: BackendKind, cfg: &BackendConfig, result_expires_set: bool) -> Self {
-        let uri = cfg.uri.as_str();
-        let http = |store: HttpStore| Self::of(http::HttpClient::new(store, cfg));
-        match kind {
-            BackendKind::Redis => Self::of(crate::backends::redis::store::RedisStore::new(
-                cfg,
-                result_expires_set,
-            )),
-            BackendKind::Database => Self::of(crate::backends::sql::store::SqlStore::new(cfg)),
-            BackendKind::Cache => {
-                Self::of(crate::backends::memcached::store::MemcachedStore::new(uri))
-            }
-            BackendKind::Rpc => Self::of(crate::backends::rpc::store::AmqpStore::from_env()),
-            BackendKind::Filesystem => Self::of(
-                crate::backends::filesystem::store::FilesystemStore::new(uri),
+        match crate::backends::store_client(kind, cfg, result_expires_set) {
+            Some(Ok(client)) => Store {
+                client,
+                supported: true,
+            },
+            Some(Err(why)) => Self::none(kind.field(), why),
+            None => Self::none(
+                kind.field(),
+                format!(
+                    "the operator has no {} client yet: no health check or cleanup",
+                    kind.field()
+                ),
             ),
-            BackendKind::Elasticsearch => http(HttpStore::Elasticsearch),
-            BackendKind::Couchdb => http(HttpStore::Couchdb),
-            BackendKind::Consul => http(HttpStore::Consul),
-            BackendKind::Arangodb => http(HttpStore::Arangodb),
-            BackendKind::S3 => crate::backends::objects::store::ObjectClient::s3(cfg)
-                .map(Self::of)
-                .unwrap_or_else(|e| Self::none("s3", e.to_string())),
-            BackendKind::AzureBlockBlob => {
-                crate::backends::objects::store::ObjectClient::azure(cfg)
-                    .map(Self::of)
-                    .unwrap_or_else(|e| Self::none("azureBlockBlob", e.to_string()))
-            }
-            BackendKind::Gcs => crate::backends::objects::store::ObjectClient::gcs(cfg)
-                .map(Self::of)
-                .unwrap_or_else(|e| Self::none("gcs", e.to_string())),
-            BackendKind::Dynamodb => {
-                Self::of(crate::backends::dynamodb::store::DynamoStore::new(cfg))
-            }
-            BackendKind::Mongodb => Self::of(crate::backends::mongodb::store::MongoStore::new(cfg)),
-            BackendKind::Cassandra => {
-                Self::of(crate::backends::cassandra::store::CassandraStore::new(cfg))
-            }
-            BackendKind::Couchbase | BackendKind::CosmosDbSql | BackendKind::IronCache => {
-                Self::none(
-                    kind.field(),
-                    format!(
-                        "the operator has no {} client yet: no health check or cleanup",
-                        kind.field()
-                    ),
-                )
-            }
         }
     }
 

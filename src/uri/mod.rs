@@ -340,12 +340,7 @@ pub fn chosen(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError>
 fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<(), BuildError> {
     let field = format!("spec.{}", backend.kind().field());
     if backend.managed_set() && !backend.kind().provisionable() {
-        let why = match backend.kind() {
-            BackendKind::Rpc => "results travel over the broker; use external".to_string(),
-            BackendKind::IronCache => "Celery 5 cannot load this backend at all".to_string(),
-            BackendKind::Filesystem => "use external with a shared volume claim".to_string(),
-            _ => "the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external".to_string(),
-        };
+        let why = backend.family().managed_refusal();
         return Err(invalid(
             &format!("{field}.managed"),
             format!(
@@ -465,7 +460,7 @@ pub fn build(
     };
     cx.bind("provider", "celery-backend-operator");
     backend.family().build(&mut cx)?;
-    result_expires(&mut cx, spec, kind)?;
+    result_expires(&mut cx, spec, backend)?;
     result_settings(&mut cx, spec)?;
     celery_clock(&mut cx, spec)?;
     settings_reach_workers(&mut cx, spec);
@@ -527,7 +522,7 @@ fn result_settings(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), B
 fn result_expires(
     cx: &mut Ctx,
     spec: &CeleryResultBackendSpec,
-    kind: BackendKind,
+    backend: Backend<'_>,
 ) -> Result<(), BuildError> {
     let Some(raw) = &spec.result_expires else {
         return Ok(());
@@ -535,26 +530,15 @@ fn result_expires(
     let secs = parse_duration(raw).map_err(|m| invalid("spec.resultExpires", m))?;
     if secs == 0.0 {
         cx.set("result_expires", Value::Null);
-        if matches!(
-            kind,
-            BackendKind::Redis | BackendKind::Cache | BackendKind::Consul
-        ) {
+        if backend.family().expires_as_ttl() {
             cx.warn("resultExpires is 0s: results are stored without TTL and never expire unless a cleanup policy removes them");
         }
         return Ok(());
     }
-    if kind == BackendKind::Consul && !(10.0..=86400.0).contains(&secs) {
-        return Err(invalid(
-            "spec.resultExpires",
-            "consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else)",
-        ));
-    }
-    if kind == BackendKind::Cache && secs > 2_592_000.0 {
-        return Err(invalid(
-            "spec.resultExpires",
-            "memcached treats TTLs above 30 days as absolute times, which expire at once: use at most 720h",
-        ));
-    }
+    backend
+        .family()
+        .check_result_expires(secs)
+        .map_err(|m| invalid("spec.resultExpires", m))?;
     if secs.fract() == 0.0 {
         cx.set("result_expires", secs as u64);
     } else {

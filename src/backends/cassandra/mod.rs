@@ -57,4 +57,11 @@ impl Family for CassandraBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         cassandra(cx, self)
     }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::CassandraStore::new(cfg))))
+    }
 }

@@ -32,4 +32,11 @@ impl Family for CouchDbBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         couchdb(cx, self)
     }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::CouchDbStore::new(cfg))))
+    }
 }

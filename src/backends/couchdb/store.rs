@@ -2,10 +2,48 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stores::http::{authed, http_parts, BasicCreds};
+use crate::stores::http::{authed, http_parts, http_probe, http_url, BasicCreds, HttpApi};
 use crate::stores::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
 use crate::stores::plan::{GROUP_KEY, TASK_KEY};
-use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::{pace, BoxFuture, Expiry, PurgeOptions, PurgeReport, StoreClient, StoreError};
+
+/// CouchDB's API root; pycouchdb decodes the URI's credentials again after kombu (2 passes).
+const API: HttpApi = HttpApi {
+    name: "couchdb",
+    health_path: "/",
+    decode_passes: 2,
+};
+
+/// The operator's CouchDB client: Celery's URI as `http://`, and Celery's clock for the naive
+/// `date_done` strings.
+pub struct CouchDbStore {
+    url: String,
+    clock: CeleryClock,
+}
+
+impl CouchDbStore {
+    pub fn new(cfg: &crate::uri::BackendConfig) -> Self {
+        CouchDbStore {
+            url: http_url(&cfg.uri, false),
+            clock: CeleryClock::from_settings(cfg),
+        }
+    }
+}
+
+impl StoreClient for CouchDbStore {
+    fn kind(&self) -> String {
+        API.name.into()
+    }
+    fn expiry(&self) -> Expiry {
+        Expiry::Purgeable
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(http_probe(&API, &self.url))
+    }
+    fn purge(&self, opts: PurgeOptions) -> BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(couchdb_purge(&self.url, &self.clock, opts))
+    }
+}
 
 /// A CouchDB database: client, base URL (no credentials) and basic auth.
 struct CouchDb {
@@ -71,7 +109,7 @@ pub async fn couchdb_purge(
     clock: &CeleryClock,
     opts: PurgeOptions,
 ) -> Result<PurgeReport, StoreError> {
-    let (db, auth) = http_parts("couchdb", url, 2)?;
+    let (db, auth) = http_parts(API.name, url, API.decode_passes)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

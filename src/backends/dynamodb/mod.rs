@@ -101,4 +101,11 @@ impl Family for DynamoDbBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         dynamodb(cx, self)
     }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::DynamoStore::new(cfg))))
+    }
 }

@@ -67,6 +67,16 @@ impl Family for ElasticsearchBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         elasticsearch(cx, self)
     }
+
+    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
+        Some(self)
+    }
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::ElasticsearchStore::new(cfg))))
+    }
 }
 
 /// The store this family provisions in managed mode.

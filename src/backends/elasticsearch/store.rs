@@ -4,16 +4,53 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stores::http::{authed, http_parts};
+use crate::stores::http::{authed, http_parts, http_probe, http_url, HttpApi};
 use crate::stores::plan::{GROUP_KEY, TASK_KEY};
-use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
+use crate::stores::{pace, BoxFuture, Expiry, PurgeOptions, PurgeReport, StoreClient, StoreError};
+
+/// Elasticsearch's status API, reached with Celery's credentials (decoded once, by kombu).
+const API: HttpApi = HttpApi {
+    name: "elasticsearch",
+    health_path: "/_cluster/health",
+    decode_passes: 1,
+};
+
+/// The operator's Elasticsearch/OpenSearch client: Celery's URI as `http(s)://` (https when the
+/// scheme is `elasticsearch+https`).
+pub struct ElasticsearchStore {
+    url: String,
+}
+
+impl ElasticsearchStore {
+    pub fn new(cfg: &crate::uri::BackendConfig) -> Self {
+        let scheme = cfg.uri.split("://").next().unwrap_or_default();
+        ElasticsearchStore {
+            url: http_url(&cfg.uri, scheme.ends_with("https")),
+        }
+    }
+}
+
+impl StoreClient for ElasticsearchStore {
+    fn kind(&self) -> String {
+        API.name.into()
+    }
+    fn expiry(&self) -> Expiry {
+        Expiry::Purgeable
+    }
+    fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(http_probe(&API, &self.url))
+    }
+    fn purge(&self, opts: PurgeOptions) -> BoxFuture<'_, Result<PurgeReport, StoreError>> {
+        Box::pin(elasticsearch_purge(&self.url, opts))
+    }
+}
 
 /// Elasticsearch/OpenSearch: documents in Celery's index whose `@timestamp` (Celery stamps every
 /// task and group document) is before the cutoff, read through a scroll of `batch` ids at a time
 /// and deleted with `_bulk`, so no single request touches more than one batch.
 pub async fn elasticsearch_purge(url: &str, opts: PurgeOptions) -> Result<PurgeReport, StoreError> {
-    const KIND: &str = "elasticsearch";
-    let (parsed, auth) = http_parts(KIND, url, 1)?;
+    const KIND: &str = API.name;
+    let (parsed, auth) = http_parts(KIND, url, API.decode_passes)?;
     let index = parsed
         .path_segments()
         .and_then(|mut s| s.next().map(String::from))

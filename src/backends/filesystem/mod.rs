@@ -34,4 +34,15 @@ impl Family for FilesystemBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         filesystem(cx, self)
     }
+
+    fn managed_refusal(&self) -> &'static str {
+        "use external with a shared volume claim"
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::FilesystemStore::new(&cfg.uri))))
+    }
 }

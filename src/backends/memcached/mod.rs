@@ -37,4 +37,22 @@ impl Family for CacheBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         cache(cx, self)
     }
+
+    fn expires_as_ttl(&self) -> bool {
+        true
+    }
+
+    fn check_result_expires(&self, secs: f64) -> Result<(), &'static str> {
+        if secs > 2_592_000.0 {
+            return Err("memcached treats TTLs above 30 days as absolute times, which expire at once: use at most 720h");
+        }
+        Ok(())
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::MemcachedStore::new(&cfg.uri))))
+    }
 }

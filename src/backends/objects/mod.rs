@@ -142,6 +142,20 @@ impl Family for S3Backend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         s3(cx, self)
     }
+
+    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
+        Some(self)
+    }
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(
+            store::ObjectClient::s3(cfg)
+                .map(|c| Box::new(c) as Box<dyn crate::stores::StoreClient>)
+                .map_err(|e| e.to_string()),
+        )
+    }
 }
 
 impl Family for GcsBackend {
@@ -149,6 +163,17 @@ impl Family for GcsBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         gcs(cx, self)
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(
+            store::ObjectClient::gcs(cfg)
+                .map(|c| Box::new(c) as Box<dyn crate::stores::StoreClient>)
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 
@@ -162,6 +187,17 @@ impl Family for AzureBlockBlobBackend {
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         azure(cx, self)
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(
+            store::ObjectClient::azure(cfg)
+                .map(|c| Box::new(c) as Box<dyn crate::stores::StoreClient>)
+                .map_err(|e| e.to_string()),
+        )
     }
 }
 

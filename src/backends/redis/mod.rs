@@ -176,6 +176,26 @@ impl Family for RedisBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         redis(cx, self)
     }
+
+    fn tls(&self) -> Option<&TlsConfig> {
+        self.external.as_ref()?.tls.as_ref()
+    }
+    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
+        Some(self)
+    }
+    fn expires_as_ttl(&self) -> bool {
+        true
+    }
+
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::RedisStore::new(
+            cfg,
+            result_expires_set,
+        ))))
+    }
 }
 
 /// The store this family provisions in managed mode.

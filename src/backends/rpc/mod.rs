@@ -21,4 +21,15 @@ impl Family for RpcBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         rpc(cx, self)
     }
+
+    fn managed_refusal(&self) -> &'static str {
+        "results travel over the broker; use external"
+    }
+
+    fn store_client(
+        _cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::AmqpStore::from_env())))
+    }
 }

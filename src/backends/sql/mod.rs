@@ -210,6 +210,19 @@ impl Family for DatabaseBackend {
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         database(cx, self)
     }
+
+    fn tls(&self) -> Option<&TlsConfig> {
+        self.external.as_ref()?.tls.as_ref()
+    }
+    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
+        Some(self)
+    }
+    fn store_client(
+        cfg: &crate::uri::BackendConfig,
+        _result_expires_set: bool,
+    ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
+        Some(Ok(Box::new(store::SqlStore::new(cfg))))
+    }
 }
 
 /// The store this family provisions in managed mode.

@@ -1,0 +1,190 @@
+//! The one list of backends: every per-backend enum and dispatch is generated from its rows.
+//!
+//! A row names the spec field's variant and type, the field (snake and camelCase), whether the
+//! operator can provision it (`managed`) or only connects (`external`), and the Celery URI
+//! schemes that name it (`"db+*"`: every scheme with that prefix). [`with_backends!`] hands the
+//! rows to a callback macro: this module generates [`BackendKind`], [`Backend`] and
+//! [`CeleryResultBackendSpec::backends`] from them, `crate::backends` the family and store-client
+//! dispatch. Adding a backend: its section of the API types, one row here, its family file.
+
+use super::*;
+
+/// Calls `$callback! { rows }` with the list of backends (see the module docs for a row's shape).
+macro_rules! with_backends {
+    ($callback:ident) => {
+        $callback! {
+            Redis(RedisBackend) redis "redis" managed ["redis", "rediss", "redis+socket", "sentinel"];
+            Database(DatabaseBackend) database "database" managed ["db+*"];
+            Mongodb(MongoBackend) mongodb "mongodb" managed ["mongodb", "mongodb+srv"];
+            Elasticsearch(ElasticsearchBackend) elasticsearch "elasticsearch" managed ["elasticsearch*"];
+            S3(S3Backend) s3 "s3" managed ["s3"];
+            Gcs(GcsBackend) gcs "gcs" external ["gs"];
+            AzureBlockBlob(AzureBlockBlobBackend) azure_block_blob "azureBlockBlob" external ["azureblockblob"];
+            Rpc(RpcBackend) rpc "rpc" external ["rpc"];
+            Cache(CacheBackend) cache "cache" external ["cache+memcached*", "cache+pylibmc*"];
+            Cassandra(CassandraBackend) cassandra "cassandra" external ["cassandra"];
+            Dynamodb(DynamoDbBackend) dynamodb "dynamodb" external ["dynamodb"];
+            Couchdb(CouchDbBackend) couchdb "couchdb" external ["couchdb"];
+            Couchbase(CouchbaseBackend) couchbase "couchbase" external ["couchbase"];
+            Arangodb(ArangoDbBackend) arangodb "arangodb" external ["arangodb"];
+            Consul(ConsulBackend) consul "consul" external ["consul"];
+            CosmosDbSql(CosmosDbSqlBackend) cosmos_db_sql "cosmosDbSql" external ["cosmosdbsql"];
+            IronCache(IronCacheBackend) iron_cache "ironCache" external ["ironcache"];
+            Filesystem(FilesystemBackend) filesystem "filesystem" external ["file"];
+        }
+    };
+}
+pub(crate) use with_backends;
+
+/// Generates the kinds, the borrowed backend and the spec's accessor from the rows.
+macro_rules! api_kinds {
+    ($( $variant:ident ($ty:ident) $field:ident $camel:literal $mode:ident [$($scheme:literal),*]; )*) => {
+        /// The backend kinds, in Celery's vocabulary (one per spec field).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum BackendKind {
+            $( $variant, )*
+        }
+
+        impl BackendKind {
+            /// Every kind, in the order of the spec's fields.
+            pub const ALL: &'static [BackendKind] = &[$( Self::$variant, )*];
+
+            /// The spec field naming this kind (camelCase).
+            pub fn field(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $camel, )*
+                }
+            }
+
+            /// Whether the operator can provision this kind (managed mode).
+            pub fn provisionable(self) -> bool {
+                match self {
+                    $( Self::$variant => api_kinds!(@provisionable $mode), )*
+                }
+            }
+
+            /// The Celery URI schemes naming this kind (`"db+*"`: any scheme with that prefix).
+            pub fn schemes(self) -> &'static [&'static str] {
+                match self {
+                    $( Self::$variant => &[$($scheme),*], )*
+                }
+            }
+        }
+
+        /// The one backend a spec sets, borrowed: the typed, exhaustive answer to "which backend".
+        /// Everything that depends on the backend matches on this (the compiler checks every arm).
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub enum Backend<'a> {
+            $( $variant(&'a crate::api::$ty), )*
+        }
+
+        impl Backend<'_> {
+            /// The kind of this backend.
+            pub fn kind(self) -> BackendKind {
+                match self {
+                    $( Self::$variant(_) => BackendKind::$variant, )*
+                }
+            }
+
+            /// Whether `external` is set (always, for backends that only connect).
+            pub fn has_external(self) -> bool {
+                match self {
+                    $( Self::$variant(b) => api_kinds!(@external $mode b), )*
+                }
+            }
+
+            /// Whether `managed` is set, for any backend (those that cannot be provisioned accept
+            /// the field only to refuse it with a clear message).
+            pub fn managed_set(self) -> bool {
+                match self {
+                    $( Self::$variant(b) => b.managed.is_some(), )*
+                }
+            }
+        }
+
+        impl CeleryResultBackendSpec {
+            /// Every backend the spec sets, in the order of its fields; a valid spec sets exactly
+            /// one. Destructured without `..`: a new spec field is either a row of
+            /// [`with_backends!`] or named here.
+            pub fn backends(&self) -> Vec<Backend<'_>> {
+                let Self {
+                    $( $field, )*
+                    result_expires: _,
+                    result_settings: _,
+                    timezone: _,
+                    enable_utc: _,
+                    injection: _,
+                    health_check: _,
+                } = self;
+                let mut out = vec![];
+                $( if let Some(b) = $field { out.push(Backend::$variant(b)); } )*
+                out
+            }
+        }
+    };
+    (@provisionable managed) => { true };
+    (@provisionable external) => { false };
+    (@external managed $b:ident) => { $b.external.is_some() };
+    (@external external $b:ident) => { { let _ = $b; true } };
+}
+
+with_backends!(api_kinds);
+
+impl BackendKind {
+    /// The kind a Celery URI scheme names (for configurations written by hand), from the rows'
+    /// schemes.
+    pub fn of_scheme(scheme: &str) -> Option<BackendKind> {
+        Self::ALL.iter().copied().find(|k| {
+            k.schemes().iter().any(|s| match s.strip_suffix('*') {
+                Some(prefix) => scheme.starts_with(prefix),
+                None => scheme == *s,
+            })
+        })
+    }
+}
+
+impl Backend<'_> {
+    /// Whether this backend is provisioned by the operator (managed mode).
+    pub fn is_managed(self) -> bool {
+        self.kind().provisionable() && self.managed_set()
+    }
+}
+
+/// The CEL rule "exactly one backend is set", over every row.
+pub(crate) fn exactly_one_backend_rule() -> kube::core::Rule {
+    let has: Vec<String> = BackendKind::ALL
+        .iter()
+        .map(|k| format!("has(self.{})", k.field()))
+        .collect();
+    let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.field()).collect();
+    let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+    kube::core::Rule::new(format!("[{}].filter(x, x).size() == 1", has.join(", "))).message(
+        kube::core::Message::Message(format!(
+            "set exactly one backend: {} or {last}",
+            rest.join(", ")
+        )),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_name_their_kind() {
+        for (scheme, kind) in [
+            ("rediss", BackendKind::Redis),
+            ("sentinel", BackendKind::Redis),
+            ("db+postgresql+psycopg2", BackendKind::Database),
+            ("cache+memcached", BackendKind::Cache),
+            ("elasticsearch+https", BackendKind::Elasticsearch),
+            ("gs", BackendKind::Gcs),
+            ("file", BackendKind::Filesystem),
+            ("mongodb+srv", BackendKind::Mongodb),
+        ] {
+            assert_eq!(BackendKind::of_scheme(scheme), Some(kind), "{scheme}");
+        }
+        assert_eq!(BackendKind::of_scheme("amqp"), None);
+        assert_eq!(BackendKind::of_scheme("db"), None);
+    }
+}
