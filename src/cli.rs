@@ -426,9 +426,9 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
         dev = args.dev,
         "celery-backend-operator starting"
     );
-    crate::controller::run(
+    crate::runner::run(
         client,
-        crate::controller::RunOptions {
+        crate::runner::RunOptions {
             namespace: args.namespace.clone(),
             metrics_addr,
             leader_election: profile.leader_election,

@@ -1,16 +1,14 @@
 //! The CeleryResultBackend controller: dereference Secrets (external) or provision the store
 //! (managed) -> build the URI (pure) -> server-side apply the URI Secret -> status and Events.
 //!
-//! Here: the runner (watches, leader gating, shutdown) and the reconcile pipeline. Its steps live
-//! in `secrets` (credentials in, URI Secret out), `managed` (provisioning), `apply` (apply with
-//! drift correction), `workloads` (injection), `finalizer`, `status` (conditions), `health`
-//! (probe tasks) and `cleanup` (policy runner).
+//! Here: the watches and the reconcile driver. Its steps live in `steps`, `secrets` (credentials
+//! in, URI Secret out), `managed` (provisioning), `workloads` (injection), `finalizer`, `status`
+//! (conditions) and `health` (probe tasks). The process runner (`crate::runner`) starts it; the
+//! cleanup policies have their own controller (`crate::policy_controller`).
 
-pub mod cleanup;
 mod finalizer;
 pub mod health;
 mod managed;
-mod runner;
 mod secrets;
 pub mod status;
 mod steps;
@@ -29,7 +27,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -72,8 +70,6 @@ type SelectorIndex = Arc<
     Mutex<HashMap<(String, String), k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>>,
 >;
 
-pub use runner::{run, RunOptions};
-
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
@@ -101,18 +97,6 @@ pub struct Context {
     known: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
-/// The Event recorder of this process (reporting controller `celery-backend-operator`, instance
-/// the Pod's name).
-pub(crate) fn recorder(client: &Client) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    )
-}
-
 /// Name of the Secret holding the URI for a backend (fits 253 characters).
 pub fn uri_secret_name(backend: &str) -> String {
     let suffix = "-celery-result-backend";
@@ -125,7 +109,8 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs((5u64 << n.min(6)).min(300))
 }
 
-fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
+/// The API of a namespaced kind in the installation's namespace, or in every namespace.
+pub(crate) fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     <K as Resource>::DynamicType: Default,
@@ -136,7 +121,8 @@ where
     }
 }
 
-async fn run_controller(
+/// Run the CeleryResultBackend controller until shutdown (called by the process runner).
+pub(crate) async fn run_controller(
     client: Client,
     namespace: Option<String>,
     metrics: Metrics,
@@ -168,7 +154,7 @@ async fn run_controller(
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: recorder(&client),
+        recorder: crate::conditions::recorder(&client),
         metrics,
         index: SecretIndex::default(),
         failures: Mutex::default(),

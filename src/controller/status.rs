@@ -1,6 +1,8 @@
 //! Pure status computation: conditions whose lastTransitionTime moves only on a real transition.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::conditions::condition;
 
 use super::{uri_secret_ref, Status};
 
@@ -112,31 +114,6 @@ pub fn unless_no_opt_in(delivered: Outcome, injected: Option<&Outcome>) -> Outco
             message: format!("no workload opts in to injection; {}", delivered.message),
         },
         _ => delivered,
-    }
-}
-
-/// A condition of `type_`, keeping `lastTransitionTime` while the status does not change
-/// (Kubernetes API conventions), with `observedGeneration`.
-pub(crate) fn condition(
-    old: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Condition {
-    let prev = old.iter().find(|c| c.type_ == type_);
-    let last = match prev {
-        Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => Time(k8s_openapi::jiff::Timestamp::now()),
-    };
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: last,
     }
 }
 
@@ -401,7 +378,9 @@ mod tests {
             reason: "Ping".into(),
             message: "ok".into(),
             observed_generation: Some(1),
-            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
         });
         let again = next(&first, &report(Outcome::ready("s", &[]), 2));
         let healthy = again

@@ -1,4 +1,4 @@
-//! CeleryResultCleanupPolicy runner (leader only): on each policy's cron schedule, purge the
+//! The CeleryResultCleanupPolicy controller (leader only): on each policy's cron schedule, purge the
 //! results older than its retention from every selected backend whose store does not expire them
 //! itself, batched and rate-limited, and report per-backend counts in the policy's status. A
 //! controller of its own: woken by the policy's changes, requeued at its next run time.
@@ -24,7 +24,7 @@ use kube::Resource as _;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::FIELD_MANAGER;
+use crate::api::footprint::FIELD_MANAGER;
 use crate::api::{
     parse_duration, BackendCleanup, CeleryResultBackend, CeleryResultCleanupPolicy,
     CleanupPolicyStatus,
@@ -63,7 +63,7 @@ fn condition(
     old: &[Condition],
 ) -> Condition {
     let status = if ok { "True" } else { "False" };
-    super::status::condition(old, type_, status, reason, message, generation)
+    crate::conditions::condition(old, type_, status, reason, message, generation)
 }
 
 /// Writes a policy's status by server-side apply. `precondition`: the resourceVersion the writer
@@ -408,7 +408,7 @@ async fn backend_event(
     } else {
         return;
     };
-    let recorder = super::recorder(client);
+    let recorder = crate::conditions::recorder(client);
     let ev = Event {
         type_,
         reason: reason.into(),

@@ -9,9 +9,11 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 
-use super::{cleanup, run_controller, scoped, Metrics};
 use crate::api::CeleryResultBackend;
+use crate::controller::{run_controller, scoped};
+use crate::policy_controller as cleanup;
 use crate::provision;
+use crate::telemetry::Metrics;
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
