@@ -710,7 +710,7 @@ fn addresses_paths_and_prefixes_reach_the_client_as_written() {
     });
     // The key prefix: the Rust rule (used by cleanup) must be Celery's.
     for p in ["teama", "team-a:", "t.", "t-", "t_", "t/", "t*[x]"] {
-        let eff = cbo::uri::check::celery_key_prefix(p);
+        let eff = cbo::backends::redis::celery_key_prefix(p);
         v.push(Case {
             id: format!("redis/key-prefix {p:?}"),
             kind: "redis",
@@ -1126,7 +1126,7 @@ fn a_thousand_random_passwords_per_backend_family_survive_celery() {
                 pw.push('p');
             }
             if *family == "cosmosdbsql" {
-                // Account keys are base64 (uri::check::base64_key): random bytes, encoded.
+                // Account keys are base64 (backends::cosmosdb::base64_key): random bytes, encoded.
                 pw = base64::Engine::encode(
                     &base64::engine::general_purpose::STANDARD,
                     pw.as_bytes(),

@@ -150,19 +150,21 @@ impl Backend<'_> {
     }
 }
 
+/// Every backend field, for messages: `redis, database, ... or filesystem`.
+pub(crate) fn backend_list() -> String {
+    let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.field()).collect();
+    let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+    format!("{} or {last}", rest.join(", "))
+}
+
 /// The CEL rule "exactly one backend is set", over every row.
 pub(crate) fn exactly_one_backend_rule() -> kube::core::Rule {
     let has: Vec<String> = BackendKind::ALL
         .iter()
         .map(|k| format!("has(self.{})", k.field()))
         .collect();
-    let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.field()).collect();
-    let (last, rest) = names.split_last().unwrap_or((&"", &[]));
     kube::core::Rule::new(format!("[{}].filter(x, x).size() == 1", has.join(", "))).message(
-        kube::core::Message::Message(format!(
-            "set exactly one backend: {} or {last}",
-            rest.join(", ")
-        )),
+        kube::core::Message::Message(format!("set exactly one backend: {}", backend_list())),
     )
 }
 

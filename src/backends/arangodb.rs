@@ -5,6 +5,12 @@ use super::{Family, SecretRefs};
 use crate::stores::http::{http_probe, http_url, HttpApi};
 use crate::stores::{BoxFuture, Expiry, StoreClient, StoreError};
 
+/// IPv6 hosts are refused: Celery (celery/backends/arangodb.py `arangodb_url`) formats `{host}:{port}`
+/// without brackets and the client cannot parse it.
+const IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's arangodb backend builds '{protocol}://{host}:{port}' without brackets for pyArango",
+);
+
 /// ArangoDB's version API, reached with Celery's credentials (decoded once, by kombu).
 const API: HttpApi = HttpApi {
     name: "arangodb",
@@ -45,7 +51,7 @@ pub(crate) fn arangodb(cx: &mut Ctx, spec: &ArangoDbBackend) -> Result<(), Build
     let port = b.port.unwrap_or(8529);
     let db = b.database.as_deref().unwrap_or("celery");
     let coll = b.collection.as_deref().unwrap_or("celery");
-    let uri_host = checked_host("spec.arangodb.external.host", &b.host, check::ARANGODB_IPV6)?;
+    let uri_host = checked_host("spec.arangodb.external.host", &b.host, IPV6)?;
     cx.out.uri = format!(
         "arangodb://{}{}:{port}/{}/{}",
         userinfo(user.as_deref(), pw.as_deref(), component),

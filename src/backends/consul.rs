@@ -5,6 +5,23 @@ use super::{Family, SecretRefs};
 use crate::stores::http::{http_probe, http_url, HttpApi};
 use crate::stores::{BoxFuture, Expiry, StoreClient, StoreError};
 
+/// Whether `token` can be sent as python-consul2's `X-Consul-Token` header: requests refuses a
+/// header value with leading whitespace or a line break (`InvalidHeader`, e.g. a Secret written
+/// from a file with a trailing newline) and http.client encodes values as Latin-1. Consul's ACL
+/// tokens are UUIDs, so visible ASCII without spaces is required.
+fn header_token(token: &str) -> Result<(), &'static str> {
+    if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err("the token must be visible ASCII without spaces or line breaks (it travels as the X-Consul-Token HTTP header; a trailing newline from a file makes every request fail)")
+    }
+}
+
+/// IPv6 hosts are refused: Celery (celery/backends/python-consul2 `HTTPClient.base_uri`) formats `{host}:{port}`
+/// without brackets and the client cannot parse it.
+const IPV6: Ipv6Rule =
+    Ipv6Rule::Refused("python-consul2 builds 'http://{host}:{port}' without brackets");
+
 /// Consul's status API; the token travels as Celery's does not (the URI has none).
 const API: HttpApi = HttpApi {
     name: "consul",
@@ -57,10 +74,10 @@ pub(crate) fn consul(cx: &mut Ctx, spec: &ConsulBackend) -> Result<(), BuildErro
     } else {
         String::new()
     };
-    let uri_host = checked_host("spec.consul.external.host", &b.host, check::CONSUL_IPV6)?;
+    let uri_host = checked_host("spec.consul.external.host", &b.host, IPV6)?;
     cx.out.uri = format!("consul://{uri_host}:{port}{prefix}{q}");
     if let Some(t) = cx.opt_secret("spec.consul.external.tokenSecretRef", &b.token_secret_ref)? {
-        check::header_token(&t).map_err(|m| invalid("spec.consul.external.tokenSecretRef", m))?;
+        header_token(&t).map_err(|m| invalid("spec.consul.external.tokenSecretRef", m))?;
         cx.out.env.insert("CONSUL_HTTP_TOKEN".into(), t.clone());
         cx.bind("token", t);
     }
@@ -98,5 +115,18 @@ impl Family for ConsulBackend {
         _result_expires_set: bool,
     ) -> Option<Result<Box<dyn crate::stores::StoreClient>, String>> {
         Some(Ok(Box::new(ConsulStore::new(cfg))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_tokens() {
+        assert!(header_token("3f6c1a2e-9b1d-4c7e-8a55-0d2b7c9e1f00").is_ok());
+        for bad in ["", "tok\n", " tok", "to k", "tök"] {
+            assert!(header_token(bad).is_err(), "{bad:?}");
+        }
     }
 }

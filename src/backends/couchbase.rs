@@ -3,16 +3,18 @@
 use super::prelude::*;
 use super::{Family, SecretRefs};
 
+/// IPv6 hosts are refused: Celery (celery/backends/couchbase.py `_get_connection`) formats `{host}:{port}`
+/// without brackets and the client cannot parse it.
+const IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's couchbase backend builds 'couchbase://{host}:{port}' without brackets",
+);
+
 pub(crate) fn couchbase(cx: &mut Ctx, spec: &CouchbaseBackend) -> Result<(), BuildError> {
     let b = &spec.external;
     let (user, pw) = cx.auth("spec.couchbase.external.auth", &b.auth)?;
     let port = b.port.unwrap_or(8091);
     let bucket = b.bucket.as_deref().unwrap_or("default");
-    let uri_host = checked_host(
-        "spec.couchbase.external.host",
-        &b.host,
-        check::COUCHBASE_IPV6,
-    )?;
+    let uri_host = checked_host("spec.couchbase.external.host", &b.host, IPV6)?;
     cx.out.uri = format!(
         "couchbase://{}{}:{port}/{}",
         userinfo(user.as_deref(), pw.as_deref(), component),

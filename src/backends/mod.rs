@@ -16,8 +16,8 @@ mod prelude {
     pub(crate) use crate::uri::check::{self, Ipv6Rule};
     pub(crate) use crate::uri::encode::{self, component, host as fmt_host, query, userinfo};
     pub(crate) use crate::uri::{
-        basic_credentials, checked_endpoint_url, checked_host, checked_path, checked_url,
-        double_component, invalid, tls_reqs, BuildError, Ctx,
+        basic_credentials, checked_endpoint_url, checked_host, checked_path, checked_url, invalid,
+        tls_reqs, BuildError, Ctx,
     };
 }
 

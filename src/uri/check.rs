@@ -61,31 +61,6 @@ pub fn host(host: &str, ipv6: Ipv6Rule) -> Result<HostForm, String> {
     Ok(HostForm::Name)
 }
 
-/// Celery's elasticsearch, couchdb, couchbase, arangodb, cosmosdbsql and consul backends (and
-/// python-consul2) format `{host}:{port}` without brackets; each client then fails to parse it.
-pub const ELASTICSEARCH_IPV6: Ipv6Rule = Ipv6Rule::Refused(
-    "Celery's elasticsearch backend builds '{scheme}://{host}:{port}' without brackets and the client cannot parse it",
-);
-/// See [`ELASTICSEARCH_IPV6`]: celery/backends/couchdb.py `_get_connection`.
-pub const COUCHDB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
-    "Celery's couchdb backend builds 'http://{host}:{port}' without brackets for pycouchdb",
-);
-/// See [`ELASTICSEARCH_IPV6`]: celery/backends/couchbase.py `_get_connection`.
-pub const COUCHBASE_IPV6: Ipv6Rule = Ipv6Rule::Refused(
-    "Celery's couchbase backend builds 'couchbase://{host}:{port}' without brackets",
-);
-/// See [`ELASTICSEARCH_IPV6`]: celery/backends/arangodb.py `arangodb_url`.
-pub const ARANGODB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
-    "Celery's arangodb backend builds '{protocol}://{host}:{port}' without brackets for pyArango",
-);
-/// See [`ELASTICSEARCH_IPV6`]: celery/backends/cosmosdbsql.py `_parse_url`.
-pub const COSMOSDB_IPV6: Ipv6Rule = Ipv6Rule::Refused(
-    "Celery's cosmosdbsql backend builds '{scheme}://{host}:{port}' without brackets",
-);
-/// See [`ELASTICSEARCH_IPV6`]: python-consul2 `HTTPClient.base_uri`.
-pub const CONSUL_IPV6: Ipv6Rule =
-    Ipv6Rule::Refused("python-consul2 builds 'http://{host}:{port}' without brackets");
-
 /// Whether `s` can travel in an HTTP Basic `Authorization` header as the clients build it:
 /// elastic-transport (Elasticsearch) encodes `user:password` as ASCII (a non-ASCII character
 /// raises `UnicodeEncodeError` when Celery creates the client, measured with elasticsearch-py
@@ -102,61 +77,6 @@ pub fn basic_auth_part(s: &str, is_user: bool) -> Result<(), &'static str> {
         );
     }
     Ok(())
-}
-
-/// Redis query options the builder writes itself and the user must not repeat in
-/// `spec.redis.external.options`: Celery's `RedisBackend._params_from_url` raises
-/// `ValueError` for `ssl_*` in a `redis://` URI and, for `rediss://`, a repeated key overrides
-/// the tls block's value; `virtual_host` is the database of `db`/`unixSocket`.
-pub const REDIS_RESERVED_OPTIONS: [&str; 5] = [
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_cert_reqs",
-    "virtual_host",
-];
-
-/// Whether `token` can be sent as python-consul2's `X-Consul-Token` header: requests refuses a
-/// header value with leading whitespace or a line break (`InvalidHeader`, e.g. a Secret written
-/// from a file with a trailing newline) and http.client encodes values as Latin-1. Consul's ACL
-/// tokens are UUIDs, so visible ASCII without spaces is required.
-pub fn header_token(token: &str) -> Result<(), &'static str> {
-    if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(())
-    } else {
-        Err("the token must be visible ASCII without spaces or line breaks (it travels as the X-Consul-Token HTTP header; a trailing newline from a file makes every request fail)")
-    }
-}
-
-/// Whether `key` is what pydocumentdb can sign with: `base64.b64decode(master_key)` in
-/// pydocumentdb/auth.py. Python's decoder skips whitespace, so that is allowed (a Secret value
-/// with a trailing newline still works); anything else must be standard base64 with padding.
-pub fn base64_key(key: &str) -> Result<(), &'static str> {
-    let k: String = key.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let body = k.trim_end_matches('=');
-    let ok = !k.is_empty()
-        && k.len().is_multiple_of(4)
-        && k.len() - body.len() <= 2
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-    if ok {
-        Ok(())
-    } else {
-        Err("the account key must be base64 (pydocumentdb base64-decodes it to sign every request)")
-    }
-}
-
-/// The key prefix Celery really writes for `result_backend_transport_options.global_keyprefix`:
-/// `_add_global_keyprefix` in celery/backends/base.py appends `_` unless the prefix already ends
-/// in one of `:`, `_`, `-`, `.`; an empty prefix means none. Keys are then
-/// `<prefix>celery-task-meta-<id>` and so on.
-pub fn celery_key_prefix(configured: &str) -> String {
-    match configured.chars().last() {
-        None => String::new(),
-        Some(c) if ":_-.".contains(c) => configured.to_string(),
-        Some(_) => format!("{configured}_"),
-    }
 }
 
 /// Refuse a `..` segment in a path inside the worker container (the same rule as the CRD's
@@ -196,20 +116,19 @@ pub fn http_url(url: &str) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    const REFUSED: Ipv6Rule =
+        Ipv6Rule::Refused("its client builds '{host}:{port}' without brackets");
+
     #[test]
     fn host_forms_and_refusals() {
         let table: &[(&str, Ipv6Rule, Result<HostForm, &str>)] = &[
             ("redis.prod.svc", Ipv6Rule::Bracketed, Ok(HostForm::Name)),
-            ("localhost", ELASTICSEARCH_IPV6, Ok(HostForm::Name)),
-            ("10.0.0.5", ELASTICSEARCH_IPV6, Ok(HostForm::Ipv4)),
+            ("localhost", REFUSED, Ok(HostForm::Name)),
+            ("10.0.0.5", REFUSED, Ok(HostForm::Ipv4)),
             ("fd00::11", Ipv6Rule::Bracketed, Ok(HostForm::Ipv6)),
             ("::1", Ipv6Rule::Bracketed, Ok(HostForm::Ipv6)),
-            (
-                "fd00::92",
-                ELASTICSEARCH_IPV6,
-                Err("IPv6 addresses cannot be used"),
-            ),
-            ("fd00::92", CONSUL_IPV6, Err("python-consul2")),
+            ("fd00::92", REFUSED, Err("IPv6 addresses cannot be used")),
+            ("fd00::92", REFUSED, Err("builds '{host}:{port}'")),
             (
                 "10.0.0.5:6379",
                 Ipv6Rule::Bracketed,
@@ -220,11 +139,7 @@ mod tests {
                 Ipv6Rule::Bracketed,
                 Err("port goes into the port field"),
             ),
-            (
-                "redis:6379",
-                ELASTICSEARCH_IPV6,
-                Err("port goes into the port field"),
-            ),
+            ("redis:6379", REFUSED, Err("port goes into the port field")),
             ("1:2:3", Ipv6Rule::Bracketed, Err("not an IPv6 address")),
             ("[fd00::1]", Ipv6Rule::Bracketed, Err("without brackets")),
         ];
@@ -248,44 +163,6 @@ mod tests {
         assert!(basic_auth_part("ünïcødé", true).is_err());
         assert!(basic_auth_part("a:b", true).is_err());
         assert!(basic_auth_part("a:b", false).is_ok());
-    }
-
-    #[test]
-    fn header_tokens() {
-        assert!(header_token("3f6c1a2e-9b1d-4c7e-8a55-0d2b7c9e1f00").is_ok());
-        for bad in ["", "tok\n", " tok", "to k", "tök"] {
-            assert!(header_token(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn base64_keys() {
-        for ok in [
-            "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
-            "YWJj",
-            "YQ==\n",
-        ] {
-            assert!(base64_key(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "a/b+c==", "p@ss:w/rd#?%", "YWJ", "YQ===", "YW=j"] {
-            assert!(base64_key(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn key_prefix_follows_celery_add_global_keyprefix() {
-        for (configured, effective) in [
-            ("", ""),
-            ("team-a:", "team-a:"),
-            ("team-a_", "team-a_"),
-            ("team-a-", "team-a-"),
-            ("team-a.", "team-a."),
-            ("team-a", "team-a_"),
-            ("team/a", "team/a_"),
-            ("é", "é_"),
-        ] {
-            assert_eq!(celery_key_prefix(configured), effective, "{configured:?}");
-        }
     }
 
     #[test]

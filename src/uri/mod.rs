@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::api::*;
 use check::Ipv6Rule;
-use encode::{component, host as fmt_host};
+use encode::host as fmt_host;
 
 /// Secret contents the builder may use: Secret name -> key -> value.
 pub type SecretValues = BTreeMap<String, BTreeMap<String, String>>;
@@ -320,12 +320,21 @@ impl Ctx<'_> {
 /// The one backend a spec sets, or a clear error when zero or several are set.
 pub fn chosen(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError> {
     spec.backend().map_err(|kinds| match kinds.as_slice() {
-        [] => invalid("spec", "no backend set: set exactly one of redis, database, mongodb, elasticsearch, s3, gcs, azureBlockBlob, rpc, cache, cassandra, dynamodb, couchdb, couchbase, arangodb, consul, cosmosDbSql, ironCache or filesystem"),
+        [] => invalid(
+            "spec",
+            format!(
+                "no backend set: set exactly one of {}",
+                crate::api::kinds::backend_list()
+            ),
+        ),
         many => invalid(
             "spec",
             format!(
                 "several backends set ({}): set exactly one",
-                many.iter().map(|k| k.field()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|k| k.field())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ),
     })
@@ -613,11 +622,6 @@ pub(crate) fn basic_credentials(
             .map_err(|m| invalid(&format!("{f}.auth.passwordSecretRef"), m))?;
     }
     Ok(())
-}
-
-/// pycouchdb decodes the credentials a second time after Celery re-embeds them raw.
-pub(crate) fn double_component(s: &str) -> String {
-    component(&component(s))
 }
 
 /// Render `celeryconfig.py`: `result_backend` plus every setting, as Python literals.

@@ -6,12 +6,23 @@ pub mod store;
 use super::prelude::*;
 use super::{Family, SecretRefs};
 
+/// pycouchdb decodes the credentials a second time after Celery re-embeds them raw.
+fn double_component(s: &str) -> String {
+    component(&component(s))
+}
+
+/// IPv6 hosts are refused: Celery (celery/backends/couchdb.py `_get_connection`) formats `{host}:{port}`
+/// without brackets and the client cannot parse it.
+const IPV6: Ipv6Rule = Ipv6Rule::Refused(
+    "Celery's couchdb backend builds 'http://{host}:{port}' without brackets for pycouchdb",
+);
+
 pub(crate) fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildError> {
     let b = &spec.external;
     let (user, pw) = cx.auth("spec.couchdb.external.auth", &b.auth)?;
     let port = b.port.unwrap_or(5984);
     let db = b.database.as_deref().unwrap_or("default");
-    let uri_host = checked_host("spec.couchdb.external.host", &b.host, check::COUCHDB_IPV6)?;
+    let uri_host = checked_host("spec.couchdb.external.host", &b.host, IPV6)?;
     cx.out.uri = format!(
         "couchdb://{}{}:{port}/{}",
         userinfo(user.as_deref(), pw.as_deref(), double_component),

@@ -7,6 +7,10 @@ use super::prelude::*;
 use super::{Family, SecretRefs};
 use crate::provision::{ContainerParts, Managed, Profile, Render};
 
+/// IPv6 hosts are refused: Celery (celery/backends/elasticsearch.py `_get_server`) formats `{host}:{port}`
+/// without brackets and the client cannot parse it.
+const IPV6: Ipv6Rule = Ipv6Rule::Refused("Celery's elasticsearch backend builds '{scheme}://{host}:{port}' without brackets and the client cannot parse it");
+
 pub(crate) fn elasticsearch(cx: &mut Ctx, e: &ElasticsearchBackend) -> Result<(), BuildError> {
     let b = e.external.as_ref().ok_or_else(|| {
         invalid(
@@ -16,7 +20,7 @@ pub(crate) fn elasticsearch(cx: &mut Ctx, e: &ElasticsearchBackend) -> Result<()
     })?;
     let f = "spec.elasticsearch.external";
     let (user, pw) = cx.auth(&format!("{f}.auth"), &b.auth)?;
-    let uri_host = checked_host(&format!("{f}.host"), &b.host, check::ELASTICSEARCH_IPV6)?;
+    let uri_host = checked_host(&format!("{f}.host"), &b.host, IPV6)?;
     es_credentials(f, b.auth.as_ref(), &user, &pw)?;
     let scheme = match b.scheme.unwrap_or_default() {
         HttpScheme::Http => "http",

@@ -7,6 +7,30 @@ use super::prelude::*;
 use super::{Family, SecretRefs};
 use crate::provision::{ContainerParts, Managed, Profile, Render};
 
+/// Redis query options the builder writes itself and the user must not repeat in
+/// `spec.redis.external.options`: Celery's `RedisBackend._params_from_url` raises
+/// `ValueError` for `ssl_*` in a `redis://` URI and, for `rediss://`, a repeated key overrides
+/// the tls block's value; `virtual_host` is the database of `db`/`unixSocket`.
+pub(crate) const RESERVED_OPTIONS: [&str; 5] = [
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "virtual_host",
+];
+
+/// The key prefix Celery really writes for `result_backend_transport_options.global_keyprefix`:
+/// `_add_global_keyprefix` in celery/backends/base.py appends `_` unless the prefix already ends
+/// in one of `:`, `_`, `-`, `.`; an empty prefix means none. Keys are then
+/// `<prefix>celery-task-meta-<id>` and so on.
+pub fn celery_key_prefix(configured: &str) -> String {
+    match configured.chars().last() {
+        None => String::new(),
+        Some(c) if ":_-.".contains(c) => configured.to_string(),
+        Some(_) => format!("{configured}_"),
+    }
+}
+
 pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError> {
     let b = spec.external.as_ref().ok_or_else(|| {
         invalid(
@@ -26,7 +50,7 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
     if let Some(k) = b
         .options
         .keys()
-        .find(|k| check::REDIS_RESERVED_OPTIONS.contains(&k.as_str()))
+        .find(|k| RESERVED_OPTIONS.contains(&k.as_str()))
     {
         return Err(invalid(
             &format!("{f}.options.{k}"),
@@ -244,5 +268,26 @@ impl Managed for RedisBackend {
             }),
             managed: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn key_prefix_follows_celery_add_global_keyprefix() {
+        for (configured, effective) in [
+            ("", ""),
+            ("team-a:", "team-a:"),
+            ("team-a_", "team-a_"),
+            ("team-a-", "team-a-"),
+            ("team-a.", "team-a."),
+            ("team-a", "team-a_"),
+            ("team/a", "team/a_"),
+            ("é", "é_"),
+        ] {
+            assert_eq!(celery_key_prefix(configured), effective, "{configured:?}");
+        }
     }
 }

@@ -262,7 +262,7 @@ impl RedisStore {
             .get("result_backend_transport_options")
             .and_then(|t| t.get("global_keyprefix"))
             .and_then(|p| p.as_str())
-            .map(crate::uri::check::celery_key_prefix)
+            .map(super::celery_key_prefix)
             .unwrap_or_default();
         let ttl = result_expires_set
             && !matches!(
