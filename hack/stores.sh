@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis redis_tls redis_sentinel postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra]   (default: all)
+#   hack/stores.sh up [redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -11,7 +11,7 @@ source hack/versions.sh
 STATE=/var/tmp/cbo-stores
 # Passwords with the characters URIs get wrong, as in the examples.
 REDIS_PORT=16379 REDIS_PW='r3dis p@ss:w/rd#?%'
-REDIS_TLS_PORT=16380 SENTINEL_PORT=26380 SENTINEL_PW='sentinel p@ss:w/rd#?%'
+REDIS_TLS_PORT=16380 SENTINEL_PORT=26380 SENTINEL_TLS_PORT=26381 SENTINEL_PW='sentinel p@ss:w/rd#?%'
 PG_PORT=15432 PG_PW='pg p@ss:w/rd#?%'
 PG_TLS_PORT=15433
 MY_PORT=13306 MY_PW='my p@ss:w/rd#?%' MY_TLS_PORT=13307
@@ -20,7 +20,7 @@ AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
 COUCH_PORT=25984 POUCHDB_SERVER_VERSION=4.2.0
 S3_PORT=25000 MOTO_VERSION=5.1.18
 AZURITE_PORT=10000 AZURITE_VERSION=3.35.0
-MONGO_PORT=37017 FERRETDB_VERSION=1.24.2
+MONGO_PORT=37017 MONGO_TLS_PORT=37018 FERRETDB_VERSION=1.24.2
 GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
 DDB_PORT=28000 DDB_LOCAL_VERSION=3.3.1
 CONSUL_PORT=28500 CONSUL_VERSION=1.22.6
@@ -66,6 +66,21 @@ up_redis_sentinel() {
   wait_for redis-sentinel 15 sh -c "redis-cli -p $SENTINEL_PORT --no-auth-warning -a '$SENTINEL_PW' sentinel get-master-addr-by-name cbo-master | grep -q $REDIS_PORT"
 }
 
+# A Redis Sentinel that speaks TLS only (port 0, tls-port), in front of the TLS-only Redis: it
+# requires client certificates from Celery and the operator, reaches the master over TLS
+# (tls-replication) with the client certificate, and has its own password.
+up_redis_sentinel_tls() {
+  up_redis_tls
+  local d=$STATE/tls s=$STATE/sentinel-tls
+  redis-cli --tls --cacert $d/ca.crt --cert $d/client.crt --key $d/client.key -p $SENTINEL_TLS_PORT --no-auth-warning -a "$SENTINEL_PW" \
+    sentinel get-master-addr-by-name cbo-tls-master 2>/dev/null | grep -q $REDIS_TLS_PORT && return 0
+  mkdir -p $s
+  printf 'bind 127.0.0.1\nport 0\ntls-port %s\ntls-cert-file %s\ntls-key-file %s\ntls-client-cert-file %s\ntls-client-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients yes\ntls-replication yes\ndaemonize yes\ndir %s\npidfile %s\nlogfile %s\nrequirepass "%s"\nsentinel monitor cbo-tls-master 127.0.0.1 %s 1\nsentinel auth-pass cbo-tls-master "%s"\nsentinel down-after-milliseconds cbo-tls-master 60000\n' \
+    $SENTINEL_TLS_PORT $d/server.crt $d/server.key $d/client.crt $d/client.key $d/ca.crt $s $s/sentinel.pid $s/sentinel.log "$SENTINEL_PW" $REDIS_TLS_PORT "$REDIS_PW" >$s/sentinel.conf
+  redis-server $s/sentinel.conf --sentinel
+  wait_for redis-sentinel-tls 15 sh -c "redis-cli --tls --cacert $d/ca.crt --cert $d/client.crt --key $d/client.key -p $SENTINEL_TLS_PORT --no-auth-warning -a '$SENTINEL_PW' sentinel get-master-addr-by-name cbo-tls-master | grep -q $REDIS_TLS_PORT"
+}
+
 # A test PKI under $STATE/tls (outside the repo), made once: a CA, a server certificate for
 # 127.0.0.1, localhost and the node's bridge address, a client certificate the servers require,
 # and a second CA that signed nothing here (the "wrong CA" of the tests).
@@ -102,20 +117,28 @@ up_redis_tls() {
   wait_for redis-tls 10 sh -c "redis-cli --tls --cacert $d/ca.crt --cert $d/client.crt --key $d/client.key -p $REDIS_TLS_PORT --no-auth-warning -a '$REDIS_PW' ping | grep -q PONG"
 }
 
+# PostgreSQL: scram-sha-256 for every TCP login, so a wrong password fails (the superuser
+# administers through the unix socket in $STATE/pg only).
 up_postgresql() {
   need_pkg pg_ctlcluster postgresql
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-  if runuser -u postgres -- "$bin/pg_isready" -h 127.0.0.1 -p $PG_PORT -q 2>/dev/null; then return 0; fi
   mkdir -p $STATE/pg && chown postgres: $STATE/pg
   if [ ! -f $STATE/pg/data/PG_VERSION ]; then
     runuser -u postgres -- "$bin/initdb" -D $STATE/pg/data -U postgres -A trust >/dev/null
   fi
-  runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -l $STATE/pg/pg.log -w -o "-h 127.0.0.1 -p $PG_PORT -k $STATE/pg" start >/dev/null
+  printf 'local all postgres trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >$STATE/pg/data/pg_hba.conf
+  chown postgres: $STATE/pg/data/pg_hba.conf
+  if runuser -u postgres -- "$bin/pg_isready" -h 127.0.0.1 -p $PG_PORT -q 2>/dev/null; then
+    runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data reload >/dev/null
+  else
+    runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -l $STATE/pg/pg.log -w \
+      -o "-h 127.0.0.1 -p $PG_PORT -k $STATE/pg -c password_encryption=scram-sha-256" start >/dev/null
+  fi
   local q; q=$(printf "%s" "$PG_PW" | sed "s/'/''/g")
-  runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtAc \
-    "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q';" >/dev/null
-  runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='celery'" | grep -q 1 \
-    || runuser -u postgres -- psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc "CREATE DATABASE celery OWNER celery" >/dev/null
+  runuser -u postgres -- psql -h $STATE/pg -p $PG_PORT -U postgres -qtAc \
+    "SET password_encryption = 'scram-sha-256'; DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q';" >/dev/null
+  runuser -u postgres -- psql -h $STATE/pg -p $PG_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='celery'" | grep -q 1 \
+    || runuser -u postgres -- psql -h $STATE/pg -p $PG_PORT -U postgres -qc "CREATE DATABASE celery OWNER celery" >/dev/null
 }
 
 # PostgreSQL with TLS only: ssl=on, hostssl with scram-sha-256 (a wrong password fails), every
@@ -257,11 +280,7 @@ up_azure() {
 
 port_open() { { exec 3<>/dev/tcp/127.0.0.1/$1; } 2>/dev/null && exec 3>&-; }
 
-up_mongodb() {
-  # FerretDB v1 (Go module proxy, SQLite handler): the MongoDB wire protocol; real mongod is not
-  # obtainable from the allowed registries. The proxy refuses FerretDB's version *list* (403), so
-  # `go install` fails; downloading the exact version and building it works.
-  port_open $MONGO_PORT && return 0
+ferretdb_bin() { # builds FerretDB once; prints its path
   local bin=$BIN/ferretdb-$FERRETDB_VERSION/ferretdb
   if [ ! -x $bin ]; then
     command -v go >/dev/null || die "go is required to build FerretDB"
@@ -272,9 +291,18 @@ up_mongodb() {
     # Built as the main module, FerretDB reads its version from build/version/version.txt (made by
     # its own `task gen-version` in a checkout); write what that task would.
     echo "v$FERRETDB_VERSION" >"$src/build/version/version.txt"
-    (cd "$src" && go build -trimpath -o $bin.tmp ./cmd/ferretdb) || die "building FerretDB failed"
+    (cd "$src" && go build -trimpath -o $bin.tmp ./cmd/ferretdb >&2) || die "building FerretDB failed"
     mv $bin.tmp $bin && rm -rf "$src"
   fi
+  echo $bin
+}
+
+up_mongodb() {
+  # FerretDB v1 (Go module proxy, SQLite handler): the MongoDB wire protocol; real mongod is not
+  # obtainable from the allowed registries. The proxy refuses FerretDB's version *list* (403), so
+  # `go install` fails; downloading the exact version and building it works.
+  port_open $MONGO_PORT && return 0
+  local bin; bin=$(ferretdb_bin) || exit 1
   rm -rf $STATE/ferretdb && mkdir -p $STATE/ferretdb
   # No authentication: FerretDB v1's SCRAM ("--test-enable-new-auth") ignores skipEmptyExchange,
   # which the MongoDB Rust driver relies on (pymongo copes), so the operator could not log in.
@@ -283,6 +311,22 @@ up_mongodb() {
      --log-level=warn \
      >$STATE/ferretdb.log 2>&1 & echo $! >$STATE/ferretdb.pid)
   wait_for mongodb 30 port_open $MONGO_PORT
+}
+
+# MongoDB wire protocol over TLS only (a second FerretDB with no plain listener), the server
+# certificate of the test PKI.
+up_mongodb_tls() {
+  port_open $MONGO_TLS_PORT && return 0
+  make_pki
+  local bin; bin=$(ferretdb_bin) || exit 1
+  local d=$STATE/ferretdb-tls
+  rm -rf $d && mkdir -p $d
+  (nohup $bin --handler=sqlite --sqlite-url=file:$d/ \
+     --state-dir=$d --listen-addr= --listen-tls=127.0.0.1:$MONGO_TLS_PORT \
+     --listen-tls-cert-file=$STATE/tls/server.crt --listen-tls-key-file=$STATE/tls/server.key \
+     --debug-addr=- --telemetry=disable --log-level=warn \
+     >$STATE/ferretdb-tls.log 2>&1 & echo $! >$STATE/ferretdb-tls.pid)
+  wait_for mongodb_tls 30 port_open $MONGO_TLS_PORT
 }
 
 up_gcs() {
@@ -410,6 +454,7 @@ down() {
   redis-cli -p $REDIS_PORT --no-auth-warning -a "$REDIS_PW" shutdown nosave >/dev/null 2>&1 || true
   [ -f $STATE/redis-tls/redis.pid ] && kill "$(cat $STATE/redis-tls/redis.pid)" 2>/dev/null || true
   [ -f $STATE/sentinel/sentinel.pid ] && kill "$(cat $STATE/sentinel/sentinel.pid)" 2>/dev/null || true
+  [ -f $STATE/sentinel-tls/sentinel.pid ] && kill "$(cat $STATE/sentinel-tls/sentinel.pid)" 2>/dev/null || true
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   [ -n "$bin" ] && [ -f $STATE/pg/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg/data -m fast stop >/dev/null 2>&1 || true
   [ -n "$bin" ] && [ -f $STATE/pg-tls/data/postmaster.pid ] && runuser -u postgres -- "$bin/pg_ctl" -D $STATE/pg-tls/data -m fast stop >/dev/null 2>&1 || true
@@ -417,15 +462,15 @@ down() {
   [ -f $STATE/mysql-tls/mysqld.pid ] && kill "$(cat $STATE/mysql-tls/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite ferretdb fake-gcs dynamodb consul opensearch es-shim cassandra; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto azurite ferretdb ferretdb-tls fake-gcs dynamodb consul opensearch es-shim cassandra; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb gcs dynamodb consul elasticsearch cassandra
+    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|azure|mongodb|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|redis_sentinel_tls|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|azure|mongodb|mongodb_tls|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
 esac

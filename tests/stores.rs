@@ -1038,9 +1038,8 @@ fn s3_random_mix_loses_exactly_the_expired_finished_results() {
 }
 
 /// A wrong password is reported as refused credentials (health reason `StoreAuthFailed`), not as
-/// an unreachable store, by Redis and MariaDB themselves; the password never shows. (The test
-/// PostgreSQL trusts local connections, so it cannot refuse a password; the SQLSTATE class 28
-/// rule is the same code path as MariaDB's.)
+/// an unreachable store, by Redis, PostgreSQL (scram-sha-256 on every TCP login) and MariaDB
+/// themselves; the password never shows.
 #[test]
 fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
     stores_up(&["redis", "postgresql", "mariadb"]);
@@ -1048,6 +1047,7 @@ fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
     let wrong = "not-the-password-4711";
     for (label, spec) in [
         ("redis", "  redis:\n    external:\n      host: 127.0.0.1\n      port: 16379\n      auth: {passwordSecretRef: {name: store-auth, key: password}}\n"),
+        ("postgresql", "  database:\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15432\n      database: celery\n      auth: {username: celery, passwordSecretRef: {name: store-auth, key: password}}\n"),
         ("mysql", "  database:\n    external:\n      engine: mysql\n      host: 127.0.0.1\n      port: 13306\n      database: celery\n      auth: {username: celery, passwordSecretRef: {name: store-auth, key: password}}\n"),
     ] {
         let (f, s) = backend(dir.path(), spec, Some(wrong));
@@ -1283,6 +1283,43 @@ fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
     );
 }
 
+/// MongoDB over TLS only (a FerretDB with no plain-text listener): the CA from a Secret
+/// (`caSecretRef`) is used by the operator's check and cleanup (the MongoDB driver on rustls,
+/// from a private temporary file) and, mounted, by a real Celery worker through pymongo
+/// (`tls=true&tlsCAFile=/etc/celery-backend/tls/<secret>/ca.crt`). A wrong CA fails naming TLS
+/// and the endpoint; a plain-text client cannot talk to the server at all.
+#[test]
+fn mongodb_over_tls_with_secret_material_is_checked_and_cleaned() {
+    stores_up(&["mongodb_tls", "rabbitmq"]);
+    let id = run_id();
+    let (secrets, ca, client) = tls_secrets(&id, "unused", "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let spec = |verify: &str| {
+        format!(
+            "  resultExpires: 0s\n  mongodb:\n    taskmetaCollection: tls_tasks_{id}\n    groupmetaCollection: tls_groups_{id}\n    external:\n      hosts: [{{host: 127.0.0.1, port: 37018}}]\n      database: celery\n      tls:\n        enabled: true\n        verify: {verify}\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret("mongodb-tls", &spec("Required"), dir.path(), &secrets);
+    check_fails(
+        "wrong CA",
+        &spec("Required"),
+        &tls_secrets(&id, "unused", "other-ca.crt").0,
+        &[
+            "TLS with mongodb at 127.0.0.1:37018 failed",
+            "invalid peer certificate",
+        ],
+        &[],
+    );
+    check_fails(
+        "plain text on the TLS port",
+        "  mongodb:\n    external:\n      hosts: [{host: 127.0.0.1, port: 37018}]\n",
+        &secrets,
+        &["mongodb at 127.0.0.1:37018"],
+        &[],
+    );
+}
+
 /// A Sentinel deployment (hack/stores.sh: a real Redis Sentinel with its own password in front of
 /// the test Redis): Celery's `SentinelBackend` writes through it with the operator's URI and
 /// transport options, and the operator finds the master the same way to check and clean it. A
@@ -1325,6 +1362,42 @@ fn redis_sentinel_is_checked_and_cleaned_through_the_sentinels() {
             "\"no-such-master\" via Sentinel 127.0.0.1:26380",
             "not found",
         ],
+        &["r3dis", "sentinel p@ss"],
+    );
+}
+
+/// A Sentinel deployment over TLS end to end (hack/stores.sh: a TLS-only Redis Sentinel that
+/// requires client certificates, in front of the TLS-only Redis): Celery reaches the Sentinel
+/// through `sentinel_kwargs` (the TLS settings the operator writes there) and the master through
+/// the URI's TLS options, with the CA and client certificate mounted from Secrets; the operator's
+/// Sentinel client does the same in memory to check and clean. Neither Sentinel nor master has a
+/// plain-text port, so no password crosses the wire in clear. A wrong CA fails naming TLS.
+#[test]
+fn redis_sentinel_over_tls_is_checked_and_cleaned_through_the_sentinels() {
+    stores_up(&["redis_sentinel_tls", "rabbitmq"]);
+    let id = run_id();
+    let (tls, ca, client) = tls_secrets(&id, "r3dis p@ss:w/rd#?%", "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let sentinel_pw = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: sentinel-auth}}\nstringData:\n  sentinel: {}\n",
+        serde_json::to_string("sentinel p@ss:w/rd#?%").unwrap()
+    );
+    let spec = format!(
+        "  resultExpires: 0s\n  injection: {{configModule: true}}\n  redis:\n    external:\n      db: 10\n      keyPrefix: 'sentinel-tls-{id}'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n        clientCertificateSecretRef: {{name: {client}}}\n      sentinel:\n        masterName: cbo-tls-master\n        hosts: [{{host: 127.0.0.1, port: 26381}}]\n        sentinelPasswordSecretRef: {{name: sentinel-auth, key: sentinel}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret(
+        "redis-sentinel-tls",
+        &spec,
+        dir.path(),
+        &format!("{tls}{sentinel_pw}"),
+    );
+    let wrong_ca = tls_secrets(&id, "r3dis p@ss:w/rd#?%", "other-ca.crt").0;
+    check_fails(
+        "wrong CA",
+        &spec,
+        &format!("{wrong_ca}{sentinel_pw}"),
+        &["TLS with", "127.0.0.1:26381", "invalid peer certificate"],
         &["r3dis", "sentinel p@ss"],
     );
 }

@@ -18,7 +18,8 @@ pub fn up(names: &[&str]) {
     );
 }
 
-/// Run SQL as PostgreSQL's superuser on the test server (127.0.0.1:15432).
+/// Run SQL as PostgreSQL's superuser on the test server (port 15432, through its unix socket:
+/// TCP logins need the password).
 pub fn pg_admin(sql: &str) {
     let out = Command::new("runuser")
         .args([
@@ -27,7 +28,7 @@ pub fn pg_admin(sql: &str) {
             "--",
             "psql",
             "-h",
-            "127.0.0.1",
+            "/var/tmp/cbo-stores/pg",
             "-p",
             "15432",
             "-U",

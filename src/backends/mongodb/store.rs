@@ -5,19 +5,30 @@ use std::time::Instant;
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, Tls};
 use mongodb::Client;
 
-use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
-use crate::uri::BackendConfig;
+use crate::stores::{pace, PrivateFiles, PurgeOptions, PurgeReport, StoreError};
+use crate::uri::{BackendConfig, TlsMaterial};
 
 const STORE: &str = "mongodb";
 
+/// How long the driver looks for a server before a call fails, unless the URI sets
+/// `serverSelectionTimeoutMS`: shorter than the default health-check timeout (5 s), so a refused
+/// connection or a failed TLS handshake is reported as what it is, not as a timeout (the
+/// driver's own default is 30 s).
+const SERVER_SELECTION: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct MongoStore {
     uri: String,
+    /// `mongodb at h1:27017,h2:27017` (no credentials), for messages.
+    at: String,
     database: String,
     tasks: String,
     groups: String,
+    /// The CA from `tls.caSecretRef`, used in memory-backed files while connecting.
+    tls: Option<TlsMaterial>,
+    tls_hint: Option<String>,
 }
 
 /// The database named in a MongoDB URI's path, or Celery's default `celery`.
@@ -45,34 +56,70 @@ impl MongoStore {
         };
         MongoStore {
             uri: cfg.uri.clone(),
+            at: format!("{STORE} at {}", crate::stores::endpoint_of(&cfg.uri)),
+            tls: cfg.tls.clone(),
+            tls_hint: cfg.tls.as_ref().and_then(crate::stores::tls_hint),
             database: database_of(&cfg.uri),
             tasks: setting("taskmeta_collection", "celery_taskmeta"),
             groups: setting("groupmeta_collection", "celery_groupmeta"),
         }
     }
 
+    /// A client with Celery's URI. The file paths its TLS options name (`tlsCAFile`,
+    /// `tlsCertificateKeyFile`) live inside workers: the CA from `caSecretRef` replaces the first
+    /// (written to a private file the driver reads while the client is made, then removed), and
+    /// a worker-only file is dropped (the driver then verifies against the webpki roots and
+    /// sends no client certificate; a failure says so). TLS itself and `tlsInsecure` /
+    /// `tlsAllowInvalidCertificates` stay as the URI says: never plain text once asked for.
     async fn client(&self) -> Result<Client, StoreError> {
         let mut opts = ClientOptions::parse(&self.uri)
             .await
-            .map_err(|e| StoreError::connect(STORE, e))?;
+            .map_err(|e| StoreError::connect(&self.at, e))?;
         opts.app_name = Some("celery-backend-operator".into());
-        Client::with_options(opts).map_err(|e| StoreError::connect(STORE, e))
+        if opts.server_selection_timeout.is_none() {
+            opts.server_selection_timeout = Some(SERVER_SELECTION);
+        }
+        let mut files = PrivateFiles::default();
+        if let Some(Tls::Enabled(o)) = opts.tls.as_mut() {
+            o.cert_key_file_path = None;
+            o.ca_file_path = match self.tls.as_ref().and_then(|t| t.ca_pem.as_deref()) {
+                Some(ca) => Some(
+                    files
+                        .write("ca.crt", ca)
+                        .map_err(|e| StoreError::tls(&self.at, e, None))?,
+                ),
+                None => None,
+            };
+        }
+        // The driver reads the files here, while it builds its TLS configuration.
+        let client = Client::with_options(opts).map_err(|e| self.error(e));
+        drop(files);
+        client
+    }
+
+    /// A driver error as the health reasons see it: refused credentials, a failed TLS
+    /// handshake (with the hint when the CA was a worker-only file), or an unreachable server.
+    fn error(&self, e: mongodb::error::Error) -> StoreError {
+        let chain = crate::stores::cause_chain(&e);
+        if matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. }) {
+            StoreError::auth(&self.at, e)
+        } else if crate::stores::tls_failure(&chain) {
+            StoreError::tls(&self.at, chain, self.tls_hint.as_deref())
+        } else {
+            StoreError::connect(&self.at, e)
+        }
     }
 
     pub async fn probe(&self) -> Result<String, StoreError> {
         let client = self.client().await?;
         let db = client.database(&self.database);
-        db.run_command(doc! {"ping": 1}).await.map_err(|e| {
-            if matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. }) {
-                StoreError::auth(STORE, e)
-            } else {
-                StoreError::connect(STORE, e)
-            }
-        })?;
+        db.run_command(doc! {"ping": 1})
+            .await
+            .map_err(|e| self.error(e))?;
         let info = db
             .run_command(doc! {"buildInfo": 1})
             .await
-            .map_err(|e| StoreError::protocol(STORE, e))?;
+            .map_err(|e| StoreError::protocol(&self.at, e))?;
         let version = info.get_str("version").unwrap_or("unknown version");
         Ok(format!(
             "MongoDB ping ok (server {version}, database {})",
@@ -102,7 +149,12 @@ impl MongoStore {
             "group documents by their own date_done (Celery writes it when the group is saved)"
                 .into();
         let started = Instant::now();
-        let err = |e: mongodb::error::Error| StoreError::protocol(STORE, e);
+        let err = |e: mongodb::error::Error| match *e.kind {
+            mongodb::error::ErrorKind::Command(_) | mongodb::error::ErrorKind::Write(_) => {
+                StoreError::protocol(&self.at, e)
+            }
+            _ => self.error(e),
+        };
         for (name, is_group) in [(&self.tasks, false), (&self.groups, true)] {
             let coll = db.collection::<Document>(name);
             if !is_group {

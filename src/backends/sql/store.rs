@@ -154,24 +154,11 @@ fn with_tls_material(
     engine: Engine,
     url: &str,
     t: &crate::uri::TlsMaterial,
-) -> Result<(String, Option<tempfile::TempDir>), String> {
+) -> Result<(String, crate::stores::PrivateFiles), String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut dir: Option<tempfile::TempDir> = None;
+    let mut files = crate::stores::PrivateFiles::default();
     let mut file = |name: &str, pem: &[u8]| -> Result<String, String> {
-        let d = match &dir {
-            Some(d) => d,
-            None => dir.insert(
-                tempfile::Builder::new()
-                    .prefix("cbo-tls-")
-                    .tempdir()
-                    .map_err(|e| {
-                        format!("cannot write TLS material to a temporary directory: {e}")
-                    })?,
-            ),
-        };
-        let path = d.path().join(name);
-        write_private(&path, pem)
-            .map_err(|e| format!("cannot write TLS material to {}: {e}", path.display()))?;
+        let path = files.write(name, pem)?;
         Ok(crate::uri::encode::component(&path.to_string_lossy()))
     };
     let mut pairs = vec![];
@@ -218,21 +205,9 @@ fn with_tls_material(
                 pairs.push(format!("ssl-key={}", file("tls.key", k)?));
             }
         }
-        Engine::Sqlite => return Ok((url.to_string(), None)),
+        Engine::Sqlite => return Ok((url.to_string(), files)),
     }
-    Ok((format!("{base}?{}", pairs.join("&")), dir))
-}
-
-/// Write `bytes` to a new file readable by its owner only.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
+    Ok((format!("{base}?{}", pairs.join("&")), files))
 }
 
 impl SqlStore {
@@ -282,7 +257,7 @@ impl SqlStore {
         let (url, _files) = match &self.tls {
             Some(t) => with_tls_material(self.engine, &self.url, t)
                 .map_err(|e| StoreError::tls(&store, e, None))?,
-            None => (self.url.clone(), None),
+            None => (self.url.clone(), Default::default()),
         };
         sqlx::AnyConnection::connect(&url)
             .await
