@@ -367,10 +367,10 @@ impl RunArgs {
 }
 
 /// Start logging (RUST_LOG filters, default info) and run the controller until a signal.
-pub async fn run_controller(args: &RunArgs) -> Result<()> {
+pub async fn run_operator(args: &RunArgs) -> Result<()> {
     crate::telemetry::init_logging(args.log_json);
     let store_images = args.store_images()?;
-    let profile = Profile::of(args)?;
+    let profile = RunProfile::of(args)?;
     let metrics_addr = if profile.metrics_addr == "off" {
         None
     } else {
@@ -449,7 +449,7 @@ pub async fn run_controller(args: &RunArgs) -> Result<()> {
 
 /// The settings `run` derives from its flags (with `--dev` applied), checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Profile {
+pub struct RunProfile {
     pub installation: crate::installation::Identity,
     pub lease_name: String,
     pub lease_namespace: String,
@@ -458,9 +458,9 @@ pub struct Profile {
     pub metrics_addr: String,
 }
 
-impl Profile {
+impl RunProfile {
     /// `--dev` defaults, the installation identity and the record name. Errors name the flag.
-    pub fn of(args: &RunArgs) -> Result<Profile> {
+    pub fn of(args: &RunArgs) -> Result<RunProfile> {
         use crate::installation::{default_id, is_label_value, Identity, Scope};
         let scope = match &args.namespace {
             Some(n) => Scope::Namespace(n.clone()),
@@ -517,7 +517,7 @@ impl Profile {
                 given.to_string()
             }
         };
-        Ok(Profile {
+        Ok(RunProfile {
             installation: Identity { id, scope, record },
             lease_name,
             lease_namespace,

@@ -523,6 +523,18 @@ pub async fn watch_claims(
     }
 }
 
+/// The API of a namespaced kind in the installation's namespace, or in every namespace.
+pub fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(n) => kube::Api::namespaced(client.clone(), n),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cbo::cli::{run_check, run_cleanup, run_controller, run_crd, run_uri, Cli, Command};
+use cbo::cli::{run_check, run_cleanup, run_crd, run_operator, run_uri, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Command::Crd(args) => run_crd(args),
         Command::Uri(args) => run_uri(args),
         Command::Run(args) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(run_controller(args)).map(|()| String::new()),
+            Ok(rt) => rt.block_on(run_operator(args)).map(|()| String::new()),
             Err(e) => Err(e.into()),
         },
         Command::Check(args) => match tokio::runtime::Runtime::new() {

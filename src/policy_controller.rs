@@ -52,9 +52,7 @@ fn parse_time(s: &str) -> Option<i64> {
     s.parse::<Timestamp>().ok().map(|t| t.as_second())
 }
 
-pub use crate::resolve::config as backend_config;
-
-fn condition(
+fn policy_condition(
     type_: &str,
     ok: bool,
     reason: &str,
@@ -149,10 +147,7 @@ async fn run_policy(
         rate: spec.max_deletions_per_second.unwrap_or(0),
         dry_run: spec.dry_run.unwrap_or(false),
     };
-    let backends_api: Api<CeleryResultBackend> = match &scope {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let backends_api: Api<CeleryResultBackend> = crate::installation::scoped(&client, &scope);
     let mut results = vec![];
     let mut error = None;
     let namespaces: Option<HashSet<String>> = match &spec.namespace_selector {
@@ -206,7 +201,7 @@ async fn run_policy(
                     name: b.name_any(),
                     ..Default::default()
                 };
-                match backend_config(&client, &b).await {
+                match crate::resolve::config(&client, &b).await {
                     Err(e) => {
                         r.failed = true;
                         r.message = Some(e);
@@ -291,7 +286,7 @@ async fn run_policy(
         ),
     };
     let mut conditions = vec![
-        condition(
+        policy_condition(
             "Ready",
             true,
             "Scheduled",
@@ -299,7 +294,7 @@ async fn run_policy(
             policy.metadata.generation,
             &old.conditions,
         ),
-        condition(
+        policy_condition(
             "LastRunSucceeded",
             ok,
             reason,
@@ -497,7 +492,7 @@ async fn reconcile_policy(
     let cron = match (schedule, parse_duration(&p.spec.retention)) {
         (Ok(c), Ok(_)) => c,
         (Err(e), _) | (_, Err(e)) => {
-            let c = condition(
+            let c = policy_condition(
                 "Ready",
                 false,
                 "InvalidSpec",

@@ -10,7 +10,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 
 use crate::api::CeleryResultBackend;
-use crate::controller::{run_controller, scoped};
+use crate::controller::run_controller;
+use crate::installation::scoped;
 use crate::policy_controller as cleanup;
 use crate::provision;
 use crate::telemetry::Metrics;

@@ -18,7 +18,7 @@ impl Family for IronCacheBackend {
         })
     }
 
-    fn managed_refusal(&self) -> &'static str {
-        "Celery 5 cannot load this backend at all"
+    fn managed_refusal(&self) -> String {
+        "Celery 5 cannot load this backend at all".into()
     }
 }

@@ -54,8 +54,16 @@ pub(crate) trait Family {
         None
     }
     /// Why `managed` is refused, for a family the operator does not provision.
-    fn managed_refusal(&self) -> &'static str {
-        "the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
+    fn managed_refusal(&self) -> String {
+        let managed: Vec<&str> = crate::api::BackendKind::ALL
+            .iter()
+            .filter(|k| k.provisionable())
+            .map(|k| k.field())
+            .collect();
+        format!(
+            "the operator provisions only {}; use external",
+            managed.join(", ")
+        )
     }
     /// Whether the store keeps `result_expires` as a TTL on each result (a 0s value is warned:
     /// results then never expire).
@@ -65,6 +73,15 @@ pub(crate) trait Family {
     /// A store-specific limit on `result_expires` in seconds (> 0): the message when it is out.
     fn check_result_expires(&self, _secs: f64) -> Result<(), &'static str> {
         Ok(())
+    }
+    /// For a backend inside the workers' own filesystem: its path (for messages) and the
+    /// directory that must exist in the operator's filesystem for it to be checked and cleaned
+    /// (see `stores::not_visible`); `None` for network stores.
+    fn worker_local(_cfg: &crate::uri::BackendConfig) -> Option<(String, std::path::PathBuf)>
+    where
+        Self: Sized,
+    {
+        None
     }
     /// The operator's store client for a configuration of this family (see [`store_client`]).
     fn store_client(
@@ -147,6 +164,16 @@ macro_rules! family_dispatch {
                 $( crate::api::BackendKind::$variant => <crate::api::$ty as Family>::store_client(cfg, result_expires_set), )*
             }
         }
+
+        /// Where a worker-local backend of `kind` lives ([`Family::worker_local`]).
+        pub(crate) fn worker_local(
+            kind: crate::api::BackendKind,
+            cfg: &crate::uri::BackendConfig,
+        ) -> Option<(String, std::path::PathBuf)> {
+            match kind {
+                $( crate::api::BackendKind::$variant => <crate::api::$ty as Family>::worker_local(cfg), )*
+            }
+        }
     };
 }
 
@@ -216,9 +243,12 @@ mod tests {
             if secret_file.exists() {
                 crate::manifests::load_secrets(&secret_file, &mut secrets).unwrap();
             }
-            let got = crate::uri::build(&backend.spec, &secrets)
-                .map(|c| c.uri)
-                .unwrap_or_default();
+            let got = match crate::uri::build(&backend.spec, &secrets) {
+                Ok(c) => c.uri,
+                // A refusal must be the family's own, naming the backend's field.
+                Err(e) if e.to_string().starts_with("spec.ironCache") => String::new(),
+                Err(e) => format!("refused: {e}"),
+            };
             if got != *want {
                 wrong.push(format!("{name}: built {got:?}, table {want:?}"));
             }
@@ -237,7 +267,7 @@ mod tests {
             .collect();
         assert_eq!(
             kinds.len(),
-            18,
+            crate::api::BackendKind::ALL.len(),
             "every backend kind has an example: {kinds:?}"
         );
     }

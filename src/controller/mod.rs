@@ -35,6 +35,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::{BindingRef, CeleryResultBackend, CeleryResultBackendStatus, SecretKeyRef};
+use crate::installation::scoped;
 use crate::provision;
 use crate::telemetry::Metrics;
 use crate::uri::{self};
@@ -107,18 +108,6 @@ pub fn uri_secret_name(backend: &str) -> String {
 /// Backoff after `n` consecutive failures: 5s, 10s, 20s, ... capped at 5 minutes.
 pub fn backoff(n: u32) -> Duration {
     Duration::from_secs((5u64 << n.min(6)).min(300))
-}
-
-/// The API of a namespaced kind in the installation's namespace, or in every namespace.
-pub(crate) fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as Resource>::DynamicType: Default,
-{
-    match ns {
-        Some(n) => Api::namespaced(client.clone(), n),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Run the CeleryResultBackend controller until shutdown (called by the process runner).

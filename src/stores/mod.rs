@@ -289,39 +289,17 @@ pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     scrub(&parts.join(": "))
 }
 
-/// The path of a backend that lives in the workers' own filesystem (Celery's `file://` directory,
-/// a `db+sqlite://` file), `None` for network stores. The operator can check and clean such a
-/// backend only when the same path is mounted into its own container.
-pub fn worker_local_path(cfg: &BackendConfig) -> Option<String> {
-    let uri = cfg.uri.as_str();
-    if let Some(p) = uri.strip_prefix("file://") {
-        return Some(p.to_string());
-    }
-    uri.strip_prefix("db+sqlite:///").map(|p| {
-        let p = p.split('?').next().unwrap_or_default();
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8_lossy()
-            .to_string()
-    })
-}
-
-/// Why the operator does not check or clean a worker-local backend it cannot see: `Some` when
-/// [`worker_local_path`] names a directory (for SQLite: the file's directory, since the file is
-/// created on first use) that does not exist in the operator's own filesystem. Any other error
+/// Why the operator does not check or clean a worker-local backend it cannot see (Celery's
+/// `file://` directory, a `db+sqlite://` file; the family says which directory must exist):
+/// `Some` when that directory does not exist in the operator's own filesystem. Any other error
 /// (permission denied, I/O) is left to the probe, which reports it as a failure.
 pub fn not_visible(cfg: &BackendConfig) -> Option<String> {
-    let p = worker_local_path(cfg)?;
-    let dir = if cfg.uri.starts_with("db+sqlite:") {
-        std::path::Path::new(&p)
-            .parent()
-            .map(|d| d.to_path_buf())
-            .unwrap_or_default()
-    } else {
-        std::path::PathBuf::from(&p)
-    };
+    let scheme = cfg.uri.split("://").next().unwrap_or_default();
+    let kind = cfg.kind.or_else(|| BackendKind::of_scheme(scheme))?;
+    let (path, dir) = crate::backends::worker_local(kind, cfg)?;
     match std::fs::metadata(&dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
-            "{p} is inside the workers' filesystem and not visible to the operator: mount the same volume into the operator's Pod to have it checked and cleaned"
+            "{path} is inside the workers' filesystem and not visible to the operator: mount the same volume into the operator's Pod to have it checked and cleaned"
         )),
         _ => None,
     }
@@ -584,15 +562,25 @@ mod tests {
             uri: uri.into(),
             ..Default::default()
         };
+        let local = |uri: &str| {
+            crate::backends::worker_local(
+                BackendKind::of_scheme(uri.split("://").next()?)?,
+                &c(uri),
+            )
+            .map(|(p, _)| p)
+        };
         assert_eq!(
-            worker_local_path(&c("file:///var/lib/celery/results")).as_deref(),
+            local("file:///var/lib/celery/results").as_deref(),
             Some("/var/lib/celery/results")
         );
         assert_eq!(
-            worker_local_path(&c("db+sqlite:////var/lib/my%20results.db")).as_deref(),
+            local("db+sqlite:////var/lib/my%20results.db").as_deref(),
             Some("/var/lib/my results.db")
         );
-        assert_eq!(worker_local_path(&c("redis://h:6379/0")), None);
+        assert_eq!(local("redis://h:6379/0"), None);
+        assert_eq!(local("db+postgresql://u@h/db"), None);
+        assert!(not_visible(&c("db+sqlite:////no/such/dir/my%20r.db"))
+            .is_some_and(|m| m.starts_with("/no/such/dir/my r.db is inside")));
         assert!(not_visible(&c("file:///no/such/dir/cbo")).is_some());
         assert!(not_visible(&c("file:///tmp")).is_none());
         // SQLite creates its file on first use: the directory is what must be visible.

@@ -123,8 +123,7 @@ pub fn webhook_configuration(
             "caBundle": ca,
         }),
     };
-    let opted_out =
-        json!({"key": "celery.dev/injection", "operator": "NotIn", "values": ["disabled"]});
+    let opted_out = json!({"key": crate::api::footprint::NAMESPACE_OPT_OUT_LABEL, "operator": "NotIn", "values": ["disabled"]});
     let namespace_selector = match &opts.only_namespace {
         Some(ns) => json!({"matchExpressions": [
             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [ns]},
@@ -153,7 +152,7 @@ pub fn webhook_configuration(
             },
         },
         "webhooks": [{
-            "name": "pods.celery.dev",
+            "name": format!("pods.{}", crate::api::GROUP),
             "clientConfig": client_config,
             "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
             "failurePolicy": opts.failure_policy,
@@ -411,10 +410,8 @@ pub async fn serve(
     metrics: Metrics,
     claims: crate::installation::Claims,
 ) -> anyhow::Result<()> {
-    let backends_api: Api<CeleryResultBackend> = match &opts.only_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let backends_api: Api<CeleryResultBackend> =
+        crate::installation::scoped(&client, &opts.only_namespace);
     let (reader, writer) = reflector::store();
     let stream = watcher(backends_api, watcher::Config::default())
         .default_backoff()

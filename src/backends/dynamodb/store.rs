@@ -12,8 +12,7 @@ use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
 const STORE: &str = "dynamodb";
-const TASK_KEY: &str = "celery-task-meta-";
-const GROUP_KEY: &str = "celery-taskset-meta-";
+use crate::stores::plan::{GROUP_KEY, TASK_KEY};
 /// DynamoDB's limit for one BatchWriteItem call.
 const MAX_BATCH: usize = 25;
 

@@ -29,14 +29,19 @@ pub(crate) fn filesystem(cx: &mut Ctx, spec: &FilesystemBackend) -> Result<(), B
 }
 
 impl Family for FilesystemBackend {
+    fn worker_local(cfg: &crate::uri::BackendConfig) -> Option<(String, std::path::PathBuf)> {
+        let p = cfg.uri.strip_prefix("file://")?;
+        Some((p.to_string(), p.into()))
+    }
+
     fn secret_refs(&self, _refs: &mut SecretRefs) {}
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         filesystem(cx, self)
     }
 
-    fn managed_refusal(&self) -> &'static str {
-        "use external with a shared volume claim"
+    fn managed_refusal(&self) -> String {
+        "use external with a shared volume claim".into()
     }
 
     fn store_client(

@@ -13,8 +13,7 @@ use crate::stores::plan::{self, CeleryClock, GroupVerdict, TaskVerdict};
 use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
 use crate::uri::BackendConfig;
 
-const TASK_KEY: &str = "celery-task-meta-";
-const GROUP_KEY: &str = "celery-taskset-meta-";
+use crate::stores::plan::{GROUP_KEY, TASK_KEY};
 
 /// Azure answers a listing of a container that does not exist with `ContainerNotFound`.
 fn container_missing(e: &object_store::Error) -> bool {

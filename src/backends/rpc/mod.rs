@@ -22,8 +22,8 @@ impl Family for RpcBackend {
         rpc(cx, self)
     }
 
-    fn managed_refusal(&self) -> &'static str {
-        "results travel over the broker; use external"
+    fn managed_refusal(&self) -> String {
+        "results travel over the broker; use external".into()
     }
 
     fn store_client(

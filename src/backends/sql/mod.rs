@@ -200,6 +200,20 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
 }
 
 impl Family for DatabaseBackend {
+    /// SQLite: the file's directory must exist (the file itself is created on first use).
+    fn worker_local(cfg: &crate::uri::BackendConfig) -> Option<(String, std::path::PathBuf)> {
+        let p = cfg.uri.strip_prefix("db+sqlite:///")?;
+        let p = p.split('?').next().unwrap_or_default();
+        let p = percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .to_string();
+        let dir = std::path::Path::new(&p)
+            .parent()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_default();
+        Some((p, dir))
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.database.external.auth", &e.auth);
