@@ -245,6 +245,30 @@ pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
 
 #[cfg(test)]
 mod tests {
+    /// Every `tests/invalid/*.yaml` policy whose schedule the API server refuses is refused by
+    /// `parse_schedule` too (the policy controller's own check), so the two cannot drift apart.
+    #[test]
+    fn every_invalid_schedule_manifest_is_refused_by_parse_schedule() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/invalid");
+        let mut checked = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            if !text.contains("kind: CeleryResultCleanupPolicy")
+                || !text.contains("# expect: spec.schedule")
+            {
+                continue;
+            }
+            let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+            let schedule = doc["spec"]["schedule"].as_str().unwrap_or_default();
+            assert!(
+                parse_schedule(schedule).is_err(),
+                "{schedule:?} is refused by the API server but accepted by parse_schedule"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 8, "only {checked} schedule manifests");
+    }
+
     use super::*;
 
     /// Schedules admission accepts must parse in croner (what the controller runs); schedules
