@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra]   (default: all)
+#   hack/stores.sh up [redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra cassandra_tls]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -25,7 +25,7 @@ GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
 DDB_PORT=28000 DDB_LOCAL_VERSION=3.3.1
 CONSUL_PORT=28500 CONSUL_VERSION=1.22.6
 OS_PORT=29200 ES_SHIM_PORT=29201 OS_RUNNER_VERSION=2.19.1.0
-CASS_PORT=29042 CASS_STORAGE_PORT=29700 CASSANDRA_VERSION=5.0.6
+CASS_PORT=29042 CASS_STORAGE_PORT=29700 CASS_TLS_PORT=29043 CASS_TLS_STORAGE_PORT=29701 CASSANDRA_VERSION=5.0.6
 BIN=$CBO_CACHE/stores-bin   # servers built from the Go module proxy and Maven Central (outside the repo)
 
 die() { echo "stores.sh: $*" >&2; exit 1; }
@@ -428,26 +428,47 @@ up_elasticsearch() {
   wait_for es-shim 10 curl -sf http://127.0.0.1:$ES_SHIM_PORT/_cluster/health
 }
 
-up_cassandra() {
-  # Apache Cassandra 5.0 (the first line that runs on Java 17), the real server jar from Maven
-  # Central, started as the stock scripts would (JVM flags from its jvm17-server.options) with a
-  # minimal one-node config on loopback (hack/cassandra/). Fresh data on every start.
-  port_open $CASS_PORT && return 0
+cassandra_start() { # cassandra_start name native-port storage-port [extra yaml file]
+  local name=$1 native=$2 storage=$3 extra=${4:-}
   local dir=$BIN/cassandra-$CASSANDRA_VERSION
   if [ ! -f $dir/lib/cassandra-all-$CASSANDRA_VERSION.jar ]; then
     mvn_fetch $dir "Apache Cassandra $CASSANDRA_VERSION" org.apache.cassandra cassandra-all $CASSANDRA_VERSION
   fi
-  local conf=$PWD/hack/cassandra data=$STATE/cassandra
+  local conf=$PWD/hack/cassandra data=$STATE/$name
   local jamm; jamm=$(ls $dir/lib/jamm-*.jar | head -1)
   rm -rf $data && mkdir -p $data
-  sed -e "s/@STORAGE_PORT@/$CASS_STORAGE_PORT/g" -e "s/@NATIVE_PORT@/$CASS_PORT/g" $conf/cassandra.yaml >$data/cassandra.yaml
+  sed -e "s/@STORAGE_PORT@/$storage/g" -e "s/@NATIVE_PORT@/$native/g" -e "s/^cluster_name: .*/cluster_name: $name/" \
+    $conf/cassandra.yaml >$data/cassandra.yaml
+  [ -n "$extra" ] && cat "$extra" >>$data/cassandra.yaml
   (cd $data || exit 1; nohup java @$conf/jvm17.args -Xms768m -Xmx768m -javaagent:$jamm \
      -Dcassandra.config=file://$data/cassandra.yaml -Dcassandra.storagedir=$data/storage \
      -Dcassandra-foreground=yes -Dlogback.configurationFile=$conf/logback.xml \
      -Dcassandra.skip_wait_for_gossip_to_settle=0 -Dcassandra.ring_delay_ms=100 \
      -Dcassandra.superuser_setup_delay_ms=0 \
-     -cp "$dir/lib/*" org.apache.cassandra.service.CassandraDaemon >$STATE/cassandra.log 2>&1 & echo $! >$STATE/cassandra.pid)
+     -cp "$dir/lib/*" org.apache.cassandra.service.CassandraDaemon >$STATE/$name.log 2>&1 & echo $! >$STATE/$name.pid)
+}
+
+up_cassandra() {
+  # Apache Cassandra 5.0 (the first line that runs on Java 17), the real server jar from Maven
+  # Central, started as the stock scripts would (JVM flags from its jvm17-server.options) with a
+  # minimal one-node config on loopback (hack/cassandra/). Fresh data on every start.
+  port_open $CASS_PORT && return 0
+  cassandra_start cassandra $CASS_PORT $CASS_STORAGE_PORT
   wait_for cassandra 120 port_open $CASS_PORT
+}
+
+# A second one-node Cassandra whose native port speaks TLS only (client_encryption_options,
+# not optional), with the test PKI's server certificate as PEM.
+up_cassandra_tls() {
+  port_open $CASS_TLS_PORT && return 0
+  make_pki
+  local d=$STATE/tls
+  [ -f $d/cassandra-server.pem ] || cat $d/server.key $d/server.crt >$d/cassandra-server.pem
+  mkdir -p $STATE/cassandra-tls-conf
+  printf 'client_encryption_options:\n  enabled: true\n  optional: false\n  require_client_auth: false\n  ssl_context_factory:\n    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory\n  keystore: %s\n' \
+    $d/cassandra-server.pem >$STATE/cassandra-tls-conf/tls.yaml
+  cassandra_start cassandra-tls $CASS_TLS_PORT $CASS_TLS_STORAGE_PORT $STATE/cassandra-tls-conf/tls.yaml
+  wait_for cassandra_tls 120 port_open $CASS_TLS_PORT
 }
 
 down() {
@@ -462,15 +483,15 @@ down() {
   [ -f $STATE/mysql-tls/mysqld.pid ] && kill "$(cat $STATE/mysql-tls/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite ferretdb ferretdb-tls fake-gcs dynamodb consul opensearch es-shim cassandra; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto azurite ferretdb ferretdb-tls fake-gcs dynamodb consul opensearch es-shim cassandra cassandra-tls; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra
+    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra cassandra_tls
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|redis_sentinel_tls|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|azure|mongodb|mongodb_tls|gcs|dynamodb|consul|elasticsearch|cassandra ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|redis_sentinel_tls|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|azure|mongodb|mongodb_tls|gcs|dynamodb|consul|elasticsearch|cassandra|cassandra_tls ...] | down" ;;
 esac

@@ -380,13 +380,21 @@ fn dynamodb_with_ttl_reports_native_expiry() {
 /// Keyspace `celery` and a login role `celery` with `password` on the test Cassandra (which
 /// checks passwords: PasswordAuthenticator), through the DataStax Python driver Celery uses.
 fn cassandra_setup(password: &str) {
+    cassandra_setup_at(29042, password);
+}
+
+/// [`cassandra_setup`] on the Cassandra at `port` (29043: the TLS-only one, reached with the
+/// test CA).
+fn cassandra_setup_at(port: u16, password: &str) {
     let script = r#"
 import sys, time
 from cassandra.cluster import Cluster
 from cassandra.auth import PlainTextAuthProvider
+port = int(sys.argv[2])
+ssl = {"ca_certs": "/var/tmp/cbo-stores/tls/ca.crt", "check_hostname": True} if port == 29043 else None
 for attempt in range(60):
     try:
-        session = Cluster(["127.0.0.1"], port=29042,
+        session = Cluster(["127.0.0.1"], port=port, ssl_options=ssl,
                           auth_provider=PlainTextAuthProvider("cassandra", "cassandra")).connect()
         break
     except Exception as e:  # the default superuser appears shortly after start-up
@@ -400,7 +408,7 @@ session.execute("CREATE ROLE IF NOT EXISTS celery WITH LOGIN = true AND PASSWORD
 session.execute("ALTER ROLE celery WITH PASSWORD = %s", (sys.argv[1],))
 "#;
     let o = Command::new(python())
-        .args(["-c", script, password])
+        .args(["-c", script, password, &port.to_string()])
         .output()
         .unwrap();
     assert!(
@@ -452,6 +460,44 @@ fn cassandra_without_ttl_is_cleaned_by_celery_timestamps() {
         dir.path(),
         Some(&secret),
         &[("CELERY_NO_GROUPS", "1")],
+    );
+}
+
+/// Cassandra with client encryption only (a second node whose native port speaks TLS alone):
+/// Celery's worker reaches it through cassandra-driver's `ssl_options` (in `cassandra_options`,
+/// from the config module) with the CA mounted from a Secret, the operator's driver (scylla on
+/// rustls) with the same CA in memory; both check the node's address against its certificate.
+/// Password authentication runs inside TLS, so the password never crosses the wire in clear. A
+/// wrong CA fails naming TLS and the endpoint.
+#[test]
+fn cassandra_over_tls_with_secret_material_is_checked_and_cleaned() {
+    stores_up(&["cassandra_tls", "rabbitmq"]);
+    let password = "ca p@ss:w/rd#?% '";
+    cassandra_setup_at(29043, password);
+    let id = run_id();
+    let (tls, ca, client) = tls_secrets(&id, "unused", "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let login = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cassandra-auth}}\nstringData:\n  username: celery\n  password: {}\n",
+        serde_json::to_string(password).unwrap()
+    );
+    let spec = format!(
+        "  injection: {{configModule: true}}\n  cassandra:\n    external:\n      servers: [127.0.0.1]\n      port: 29043\n      keyspace: celery\n      table: tls_results_{id}\n      readConsistency: ONE\n      writeConsistency: ONE\n      auth:\n        usernameSecretRef: {{name: cassandra-auth, key: username}}\n        passwordSecretRef: {{name: cassandra-auth, key: password}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_env(
+        "cassandra-tls",
+        &spec,
+        dir.path(),
+        Some(&format!("{tls}{login}")),
+        &[("CELERY_NO_GROUPS", "1")],
+    );
+    check_fails(
+        "wrong CA",
+        &spec,
+        &format!("{}{login}", tls_secrets(&id, "unused", "other-ca.crt").0),
+        &["TLS with cassandra at 127.0.0.1:29043 failed"],
+        &["ca p@ss"],
     );
 }
 

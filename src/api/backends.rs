@@ -611,8 +611,10 @@ pub enum CassandraConsistency {
 }
 
 /// An existing Cassandra cluster (Celery configures it by settings only).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || has(self.tls.caFile) || has(self.tls.caSecretRef)").message("cassandra-driver loads no default trust store for ssl_options: set tls.caSecretRef or tls.caFile").field_path(".tls"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.tls.verify) || self.tls.verify != 'None'").message("tls.verify None is not available for cassandra: cassandra-driver verifies every certificate chain it is given through ssl_options").field_path(".tls"))]
 pub struct CassandraExternal {
     /// Contact points (cassandra_servers).
     #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 253), regex(pattern = HOST_PATTERN)))]
@@ -640,6 +642,9 @@ pub struct CassandraExternal {
     /// User name and password (PlainTextAuthProvider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BasicAuth>,
+    /// TLS to every node (client encryption): cassandra-driver's ssl_options inside the cassandra_options setting, so workers need the config module (injection.configModule). A CA is required (caSecretRef or caFile). verify Required (default) also checks each node's certificate against the address the driver connects to (check_hostname; the operator checks the node's IP address), Optional the chain only; None is refused (the driver always verifies the chain). A client certificate, when the cluster requires one, from clientCertificateSecretRef or certFile/keyFile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 external_only!(

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod plan;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 

@@ -31,6 +31,9 @@ pub(crate) fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), Bui
         |c: Option<CassandraConsistency>| c.map(|c| serde_json::to_value(c).unwrap_or(Value::Null));
     cx.set_opt("cassandra_read_consistency", cl(b.read_consistency));
     cx.set_opt("cassandra_write_consistency", cl(b.write_consistency));
+    if let Some(t) = b.tls.as_ref().filter(|t| t.enabled) {
+        ssl_options(cx, t)?;
+    }
     if user.is_some() || pw.is_some() {
         cx.set("cassandra_auth_provider", "PlainTextAuthProvider");
         cx.set(
@@ -49,9 +52,56 @@ pub(crate) fn cassandra(cx: &mut Ctx, spec: &CassandraBackend) -> Result<(), Bui
     Ok(())
 }
 
+/// TLS as cassandra-driver 3.30 reads it from `Cluster(ssl_options=...)` (Celery passes the
+/// `cassandra_options` setting to `Cluster` as keyword arguments): `_build_ssl_context_from_options`
+/// makes an `SSLContext(PROTOCOL_TLS_CLIENT)`, which verifies every chain and loads no default
+/// CA (so a CA is required and verify None cannot be expressed), checks host names only with
+/// `check_hostname`, and loads `certfile`/`keyfile` as the client certificate.
+fn ssl_options(cx: &mut Ctx, t: &TlsConfig) -> Result<(), BuildError> {
+    let f = "spec.cassandra.external.tls";
+    let check_hostname = match t.verify.unwrap_or_default() {
+        TlsVerify::Required => true,
+        TlsVerify::Optional => false,
+        TlsVerify::None => {
+            return Err(invalid(
+                &format!("{f}.verify"),
+                "None is not available for cassandra: cassandra-driver verifies every certificate chain it is given through ssl_options",
+            ))
+        }
+    };
+    let Some(ca) = t.ca_path() else {
+        return Err(invalid(
+            f,
+            "cassandra-driver loads no default trust store for ssl_options: set caSecretRef or caFile",
+        ));
+    };
+    cx.tls(f, t)?;
+    let mut ssl = serde_json::Map::new();
+    ssl.insert("ca_certs".into(), json!(ca));
+    ssl.insert("check_hostname".into(), json!(check_hostname));
+    match t.client_paths() {
+        (Some(cert), Some(key)) => {
+            ssl.insert("certfile".into(), json!(cert));
+            ssl.insert("keyfile".into(), json!(key));
+        }
+        (Some(cert), None) => {
+            ssl.insert("certfile".into(), json!(cert));
+        }
+        (None, Some(_)) => return Err(invalid(&format!("{f}.keyFile"), "keyFile needs certFile")),
+        (None, None) => {}
+    }
+    cx.set("cassandra_options", json!({ "ssl_options": ssl }));
+    Ok(())
+}
+
 impl Family for CassandraBackend {
     fn secret_refs(&self, refs: &mut SecretRefs) {
         refs.auth("spec.cassandra.external.auth", &self.external.auth);
+        refs.tls("spec.cassandra.external.tls", &self.external.tls);
+    }
+
+    fn tls(&self) -> Option<&TlsConfig> {
+        self.external.tls.as_ref()
     }
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {

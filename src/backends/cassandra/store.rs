@@ -12,12 +12,16 @@ use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
 use crate::stores::{pace, PurgeOptions, PurgeReport, StoreError};
-use crate::uri::BackendConfig;
+use crate::uri::{BackendConfig, TlsMaterial};
 
 const STORE: &str = "cassandra";
 
 pub struct CassandraStore {
     nodes: Vec<String>,
+    /// `cassandra at h1:9042,h2:9042`, for messages.
+    at: String,
+    /// Client encryption: the CA and client certificate from Secrets, used in memory.
+    tls: Option<TlsMaterial>,
     keyspace: String,
     table: String,
     username: Option<String>,
@@ -63,7 +67,7 @@ impl CassandraStore {
             .get("cassandra_port")
             .and_then(|v| v.as_u64())
             .unwrap_or(9042);
-        let nodes = cfg
+        let nodes: Vec<String> = cfg
             .settings
             .get("cassandra_servers")
             .and_then(|v| v.as_array())
@@ -87,6 +91,8 @@ impl CassandraStore {
                 .map(String::from)
         };
         CassandraStore {
+            at: format!("{STORE} at {}", nodes.join(",")),
+            tls: cfg.tls.clone(),
             nodes,
             keyspace: s("cassandra_keyspace").unwrap_or_default(),
             table: s("cassandra_table").unwrap_or_default(),
@@ -125,7 +131,23 @@ impl CassandraStore {
                 self.password.clone().unwrap_or_default(),
             );
         }
-        b.build().await.map_err(|e| StoreError::connect(STORE, e))
+        if let Some(t) = &self.tls {
+            let config = crate::stores::tls::client_config(t)
+                .map_err(|e| StoreError::tls(&self.at, e, None))?;
+            b = b.tls_context(Some(std::sync::Arc::new(config)));
+        }
+        b.build().await.map_err(|e| {
+            let chain = crate::stores::cause_chain(&e);
+            if self.tls.is_some() && crate::stores::tls_failure(&chain) {
+                StoreError::tls(&self.at, chain, None)
+            } else if chain.contains("Authentication failed")
+                || chain.contains("AuthenticationError")
+            {
+                StoreError::auth(&self.at, chain)
+            } else {
+                StoreError::connect(&self.at, chain)
+            }
+        })
     }
 
     /// Whether Celery has created its table yet (it does so on the first write).
