@@ -380,6 +380,15 @@ fn mongodb_cases() -> Vec<Case> {
         expect: json!({"tls": true, "tlsinsecure": true, "tlscafile": "/etc/ssl/certs/ca-certificates.crt"}),
     });
     v.push(Case {
+        id: "mongodb/tls-ca-from-secret".into(),
+        kind: "mongodb",
+        spec: json!({"mongodb": {"external": {"hosts": [{"host": "mongo", "port": 27017}],
+            "tls": {"enabled": true, "caSecretRef": {"name": "mongo-ca", "key": "ca-bundle.pem"}}}}}),
+        secrets: secrets(&[("mongo-ca", "ca-bundle.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")]),
+        expect: json!({"tls": true, "tlsinsecure": null,
+            "tlscafile": "/etc/celery-backend/tls/mongo-ca/ca-bundle.pem"}),
+    });
+    v.push(Case {
         id: "mongodb/srv-seed-list (pymongo parses; DNS lookup replaced: no DNS here)".into(),
         kind: "mongodb",
         spec: json!({"mongodb": {"external": {"hosts": [{"host": "cluster0.example.net"}], "srv": true,
@@ -392,7 +401,20 @@ fn mongodb_cases() -> Vec<Case> {
 
 #[test]
 fn mongodb_uris_parse_back_in_celery_and_pymongo() {
-    check(mongodb_cases());
+    // pymongo loads tlsCAFile when the client is made: put a CA bundle where injection mounts
+    // the Secret of `mongodb/tls-ca-from-secret` (the kubelet's part), and take it away after.
+    let dir = std::path::Path::new("/etc/celery-backend/tls/mongo-ca");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        dir.join("ca-bundle.pem"),
+    )
+    .unwrap();
+    let result = std::panic::catch_unwind(|| check(mongodb_cases()));
+    let _ = std::fs::remove_dir_all(dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
 
 // ------------------------------------------------------------------ the HTTP/document stores
@@ -541,6 +563,24 @@ fn object_and_settings_cases() -> Vec<Case> {
             expect: json!({"class": "CassandraBackend", "servers": ["c0.svc", "10.0.0.9"], "port": 9043,
                 "keyspace": "celery", "table": "results", "entry_ttl": 3600, "read_consistency": 1,
                 "write_consistency": 6, "username": "cassandra", "password": pw}),
+        });
+        // Cassandra TLS: Celery hands cassandra_options to Cluster(**options) as written, and
+        // cassandra-driver builds its SSLContext from ssl_options (ca_certs, check_hostname,
+        // certfile/keyfile): the mounted Secret files.
+        v.push(Case {
+            id: format!("cassandra/tls-from-secrets-{i}"),
+            kind: "cassandra",
+            spec: json!({"cassandra": {"external": {"servers": ["10.0.0.9"], "keyspace": "celery", "table": "results",
+                "auth": {"username": "cassandra", "passwordSecretRef": sref("pw")},
+                "tls": {"enabled": true, "verify": "Optional", "caSecretRef": {"name": "c-ca", "key": "ca.crt"},
+                    "clientCertificateSecretRef": {"name": "c-client"}}}}}),
+            secrets: secrets(&[("creds", "pw", pw), ("c-ca", "ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
+                ("c-client", "tls.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), ("c-client", "tls.key", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")]),
+            expect: json!({"class": "CassandraBackend", "servers": ["10.0.0.9"], "password": pw,
+                "backend.cassandra_options": {"ssl_options": {
+                    "ca_certs": "/etc/celery-backend/tls/c-ca/ca.crt", "check_hostname": false,
+                    "certfile": "/etc/celery-backend/tls/c-client/tls.crt",
+                    "keyfile": "/etc/celery-backend/tls/c-client/tls.key"}}}),
         });
         v.push(Case {
             id: format!("dynamodb/region/secret-{i}"),
