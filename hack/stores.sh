@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real store servers for the health-check and cleanup tests, from Debian packages, on 127.0.0.1
 # only, on ports that do not clash with defaults. Idempotent: `up` starts what is not answering.
-#   hack/stores.sh up [redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra cassandra_tls]   (default: all)
+#   hack/stores.sh up [redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 s3_tls azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra cassandra_tls]   (default: all)
 #   hack/stores.sh down
 # Data lives under /var/tmp/cbo-stores (service users cannot enter /root); nothing in the repo.
 set -euo pipefail
@@ -18,7 +18,7 @@ MY_PORT=13306 MY_PW='my p@ss:w/rd#?%' MY_TLS_PORT=13307
 MC_PORT=21211
 AMQP_PORT=25672 AMQP_DIST=25673 EPMD_PORT=24369
 COUCH_PORT=25984 POUCHDB_SERVER_VERSION=4.2.0
-S3_PORT=25000 MOTO_VERSION=5.1.18
+S3_PORT=25000 S3_TLS_PORT=25001 MOTO_VERSION=5.1.18
 AZURITE_PORT=10000 AZURITE_VERSION=3.35.0
 MONGO_PORT=37017 MONGO_TLS_PORT=37018 FERRETDB_VERSION=1.24.2
 GCS_PORT=24443 FAKE_GCS_VERSION=1.55.1
@@ -269,6 +269,17 @@ up_s3() {
   wait_for s3 30 curl -s http://127.0.0.1:$S3_PORT/
 }
 
+# moto over https only (the test PKI's server certificate): an S3-compatible endpoint with a
+# private CA.
+up_s3_tls() {
+  make_pki
+  curl -s --cacert $STATE/tls/ca.crt https://127.0.0.1:$S3_TLS_PORT/ >/dev/null 2>&1 && return 0
+  up_s3  # builds moto's virtualenv once
+  (nohup $STATE/moto-venv/bin/moto_server -H 127.0.0.1 -p $S3_TLS_PORT -c $STATE/tls/server.crt -k $STATE/tls/server.key \
+     >$STATE/moto-tls.log 2>&1 & echo $! >$STATE/moto-tls.pid)
+  wait_for s3_tls 30 curl -s --cacert $STATE/tls/ca.crt https://127.0.0.1:$S3_TLS_PORT/
+}
+
 up_azure() {
   # Azurite: Microsoft's Azure Storage emulator (npm), blob service only, in memory.
   curl -s http://127.0.0.1:$AZURITE_PORT/ >/dev/null 2>&1 && return 0
@@ -483,15 +494,15 @@ down() {
   [ -f $STATE/mysql-tls/mysqld.pid ] && kill "$(cat $STATE/mysql-tls/mysqld.pid)" 2>/dev/null || true
   [ -f /var/tmp/cbo-memcached.pid ] && kill "$(cat /var/tmp/cbo-memcached.pid)" 2>/dev/null || true
   rabbit_env; rabbitmqctl -n $RABBITMQ_NODENAME stop >/dev/null 2>&1 || true
-  for p in pouchdb moto azurite ferretdb ferretdb-tls fake-gcs dynamodb consul opensearch es-shim cassandra cassandra-tls; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
+  for p in pouchdb moto moto-tls azurite ferretdb ferretdb-tls fake-gcs dynamodb consul opensearch es-shim cassandra cassandra-tls; do [ -f $STATE/$p.pid ] && kill "$(cat $STATE/$p.pid)" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
   up)
     shift
-    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra cassandra_tls
+    [ $# -eq 0 ] && set -- redis redis_tls redis_sentinel redis_sentinel_tls postgresql postgresql_tls mariadb mariadb_tls memcached rabbitmq couchdb s3 s3_tls azure mongodb mongodb_tls gcs dynamodb consul elasticsearch cassandra cassandra_tls
     for s in "$@"; do "up_$s"; echo "$s: up"; done
     ;;
   down) down ;;
-  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|redis_sentinel_tls|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|azure|mongodb|mongodb_tls|gcs|dynamodb|consul|elasticsearch|cassandra|cassandra_tls ...] | down" ;;
+  *) die "usage: $0 up [redis|redis_tls|redis_sentinel|redis_sentinel_tls|postgresql|postgresql_tls|mariadb|mariadb_tls|memcached|rabbitmq|couchdb|s3|s3_tls|azure|mongodb|mongodb_tls|gcs|dynamodb|consul|elasticsearch|cassandra|cassandra_tls ...] | down" ;;
 esac

@@ -26,10 +26,20 @@ fn cli(args: &[&str]) -> (bool, String, String) {
     cli_env(args, &[])
 }
 
+/// `env` is added to the process's environment; an empty value removes the variable.
+fn with_env<'a>(cmd: &'a mut Command, env: &[(&str, &str)]) -> &'a mut Command {
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
 fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
+    let o = with_env(Command::new(BIN).args(args), env)
         .output()
         .expect("run the CLI");
     (
@@ -140,11 +150,12 @@ fn round_trip(label: &str, dir: &Path, f: &str, s: &Option<String>, env: &[(&str
         "{}/tests/stores/celery_results.py",
         support::cluster::root()
     );
-    let w = Command::new(&py)
-        .args([script.as_str(), "write", d, BROKER, GAP_SECONDS])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let w = with_env(
+        Command::new(&py).args([script.as_str(), "write", d, BROKER, GAP_SECONDS]),
+        env,
+    )
+    .output()
+    .unwrap();
     assert!(
         w.status.success(),
         "{label}: Celery worker run failed:\n{}",
@@ -199,11 +210,12 @@ fn round_trip(label: &str, dir: &Path, f: &str, s: &Option<String>, env: &[(&str
     );
     eprintln!("{label}: {}", out.trim());
 
-    let r = Command::new(&py)
-        .args([script.as_str(), "read", d, BROKER, &ids.to_string()])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let r = with_env(
+        Command::new(&py).args([script.as_str(), "read", d, BROKER, &ids.to_string()]),
+        env,
+    )
+    .output()
+    .unwrap();
     assert!(
         r.status.success(),
         "{label}: read back failed:\n{}",
@@ -318,6 +330,52 @@ fn s3_emulator_is_cleaned_by_celery_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: store-auth}\nstringData:\n  id: test\n  password: test\n";
     cleanup_round_trip_with_secret("s3", &spec, dir.path(), secret);
+}
+
+/// An S3-compatible endpoint over https with a private CA (moto serving the test PKI's
+/// certificate): the CA from a Secret reaches Celery's S3 backend as botocore's `AWS_CA_BUNDLE`
+/// (set by the config module; the mounted file) and the operator's client in memory; both
+/// verify the endpoint. A wrong CA fails the check naming TLS.
+#[test]
+fn s3_over_https_with_a_private_ca_is_checked_and_cleaned() {
+    stores_up(&["s3_tls", "rabbitmq"]);
+    let id = run_id();
+    let bucket = format!("celery-tls-{id}");
+    let mk = Command::new(python())
+        .args(["-c", "import boto3, sys; boto3.client('s3', endpoint_url='https://127.0.0.1:25001', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test', verify='/var/tmp/cbo-stores/tls/ca.crt').create_bucket(Bucket=sys.argv[1])", &bucket])
+        .output()
+        .unwrap();
+    assert!(
+        mk.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mk.stderr)
+    );
+    let (tls, ca, client) = tls_secrets(&id, "unused", "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let keys = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s3-keys}\nstringData:\n  id: test\n  password: test\n";
+    let spec = format!(
+        "  injection: {{configModule: true}}\n  s3:\n    basePath: results/\n    external:\n      bucket: {bucket}\n      region: us-east-1\n      endpointUrl: https://127.0.0.1:25001\n      accessKeyIdSecretRef: {{name: s3-keys, key: id}}\n      secretAccessKeySecretRef: {{name: s3-keys, key: password}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A worker Pod has no AWS_CA_BUNDLE of its own; this machine's environment sets one (to the
+    // system bundle), which the config module's setdefault would rightly leave alone.
+    cleanup_round_trip_env(
+        "s3-tls",
+        &spec,
+        dir.path(),
+        Some(&format!("{tls}{keys}")),
+        &[("AWS_CA_BUNDLE", "")],
+    );
+    check_fails(
+        "wrong CA",
+        &spec,
+        &format!("{}{keys}", tls_secrets(&id, "unused", "other-ca.crt").0),
+        &[
+            "TLS with s3 at 127.0.0.1:25001 failed",
+            "invalid peer certificate",
+        ],
+        &[],
+    );
 }
 
 #[test]

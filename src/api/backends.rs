@@ -412,6 +412,8 @@ pub struct S3Backend {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)").message("set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither (then the AWS default credential chain is used)"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || (has(self.endpointUrl) && self.endpointUrl.lowerAscii().startsWith('https://'))").message("tls needs an https endpointUrl (AWS's own endpoints are https with publicly trusted certificates already)").field_path(".tls"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || ((has(self.tls.caSecretRef) || has(self.tls.caFile)) && !has(self.tls.clientCertificateSecretRef) && !has(self.tls.certFile) && !has(self.tls.keyFile) && (!has(self.tls.verify) || self.tls.verify == 'Required'))").message("s3 tls takes a CA only (caSecretRef or caFile; botocore reads it from AWS_CA_BUNDLE) and always verifies: no client certificate, verify Required").field_path(".tls"))]
 pub struct S3External {
     /// Bucket name (s3_bucket).
     #[schemars(
@@ -435,6 +437,9 @@ pub struct S3External {
     /// Secret key holding the secret access key (s3_secret_access_key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+    /// A private CA for an https endpointUrl: botocore reads it from the AWS_CA_BUNDLE environment variable, which the config module sets (injection.configModule), so the CA (caSecretRef, mounted, or caFile) is the only one workers trust for this endpoint; the operator's client adds it to its trust store. Only the CA: verify Required, no client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 /// An S3-compatible store that the operator provisions.

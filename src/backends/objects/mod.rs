@@ -30,6 +30,9 @@ pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
         ));
     }
     checked_endpoint_url(&format!("{f}.endpointUrl"), b.endpoint_url.as_ref())?;
+    if let Some(t) = b.tls.as_ref().filter(|t| t.enabled) {
+        private_ca(cx, t, b.endpoint_url.as_deref())?;
+    }
     // Celery ignores everything after s3://; the bucket and the rest are settings.
     cx.out.uri = "s3://".into();
     cx.set("s3_bucket", b.bucket.as_str());
@@ -57,6 +60,33 @@ pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
             "s3 basePath does not end with '/': Celery joins it to the key without a separator",
         );
     }
+    Ok(())
+}
+
+/// A private CA for an S3-compatible https endpoint. Celery's S3 backend takes no CA setting, but
+/// botocore reads `AWS_CA_BUNDLE` (its `ca_bundle` configuration) for every client it makes; the
+/// config module sets it with `os.environ.setdefault`, so a worker's own value wins.
+fn private_ca(cx: &mut Ctx, t: &TlsConfig, endpoint: Option<&str>) -> Result<(), BuildError> {
+    let f = "spec.s3.external.tls";
+    if !endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("https://")) {
+        return Err(invalid(
+            f,
+            "tls needs an https endpointUrl (AWS's own endpoints are https with publicly trusted certificates already)",
+        ));
+    }
+    let only_ca = t.client_certificate_secret_ref.is_none()
+        && t.cert_file.is_none()
+        && t.key_file.is_none()
+        && t.verify.unwrap_or_default() == TlsVerify::Required;
+    let Some(ca) = t.ca_path().filter(|_| only_ca) else {
+        return Err(invalid(
+            f,
+            "s3 tls takes a CA only (caSecretRef or caFile; botocore reads it from AWS_CA_BUNDLE) and always verifies: no client certificate, verify Required",
+        ));
+    };
+    cx.tls(f, t)?;
+    cx.out.env.insert("AWS_CA_BUNDLE".into(), ca);
+    cx.warn("s3 tls: AWS_CA_BUNDLE is process-wide: every boto3 client in the worker then trusts only this CA (a worker that sets AWS_CA_BUNDLE itself keeps its own and must include it)");
     Ok(())
 }
 
@@ -126,8 +156,13 @@ pub(crate) fn azure(cx: &mut Ctx, spec: &AzureBlockBlobBackend) -> Result<(), Bu
 }
 
 impl Family for S3Backend {
+    fn tls(&self) -> Option<&TlsConfig> {
+        self.external.as_ref()?.tls.as_ref()
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
+            refs.tls("spec.s3.external.tls", &e.tls);
             refs.one(
                 "spec.s3.external.accessKeyIdSecretRef",
                 &e.access_key_id_secret_ref,
@@ -246,6 +281,7 @@ impl Managed for S3Backend {
                 endpoint_url: Some(format!("http://{}:{}", r.host, r.profile.port)),
                 access_key_id_secret_ref: Some(r.credential(crate::provision::USERNAME_KEY)),
                 secret_access_key_secret_ref: Some(r.credential(crate::provision::PASSWORD_KEY)),
+                tls: None,
             }),
             managed: None,
             base_path: self.base_path.clone(),

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -22,6 +22,8 @@ fn container_missing(e: &object_store::Error) -> bool {
 
 pub struct ObjectClient {
     kind: &'static str,
+    /// `s3 at host:port` for an endpoint URL, else the kind: for messages.
+    at: String,
     store: Arc<dyn ObjectStore>,
     /// Celery's base path, prepended verbatim to every key (may end in `/` or not).
     base: String,
@@ -29,6 +31,17 @@ pub struct ObjectClient {
     native: Option<String>,
     /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
     clock: CeleryClock,
+}
+
+/// Two retries within 10 s (object_store's default is 10 within 3 minutes): a health check has a
+/// few seconds, and a refused certificate or connection should be reported as itself, not as a
+/// timeout.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
 }
 
 fn setting(cfg: &BackendConfig, key: &str) -> Option<String> {
@@ -46,6 +59,7 @@ impl ObjectClient {
 
     pub fn s3(cfg: &BackendConfig) -> Result<Self, StoreError> {
         let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_retry(retry())
             .with_bucket_name(setting(cfg, "s3_bucket").unwrap_or_default())
             .with_region(setting(cfg, "s3_region").unwrap_or_else(|| "us-east-1".into()));
         if let Some(e) = setting(cfg, "s3_endpoint_url") {
@@ -57,8 +71,21 @@ impl ObjectClient {
         ) {
             b = b.with_access_key_id(k).with_secret_access_key(s);
         }
+        // A private CA (tls.caSecretRef) for an S3-compatible https endpoint, in memory.
+        if let Some(pem) = cfg.tls.as_ref().and_then(|t| t.ca_pem.as_deref()) {
+            let mut options = object_store::ClientOptions::new();
+            for c in object_store::Certificate::from_pem_bundle(pem)
+                .map_err(|e| StoreError::tls("s3", e, None))?
+            {
+                options = options.with_root_certificate(c);
+            }
+            b = b.with_client_options(options);
+        }
         let store = b.build().map_err(|e| StoreError::connect("s3", e))?;
         Ok(ObjectClient {
+            at: setting(cfg, "s3_endpoint_url")
+                .map(|e| format!("s3 at {}", crate::stores::endpoint_of(&e)))
+                .unwrap_or_else(|| "s3".into()),
             kind: "s3",
             store: Arc::new(store),
             base: setting(cfg, "s3_base_path").unwrap_or_default(),
@@ -80,6 +107,7 @@ impl ObjectClient {
             StoreError::Unsupported("only connection strings with AccountName/AccountKey are handled (no identity-based access yet)".into())
         })?;
         let mut b = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_retry(retry())
             .with_account(account.clone())
             .with_container_name(container);
         if account == "devstoreaccount1" {
@@ -97,6 +125,7 @@ impl ObjectClient {
             .build()
             .map_err(|e| StoreError::connect("azureBlockBlob", e))?;
         Ok(ObjectClient {
+            at: "azureBlockBlob".into(),
             kind: "azureBlockBlob",
             store: Arc::new(store),
             base: setting(cfg, "azureblockblob_base_path").unwrap_or_default(),
@@ -117,7 +146,9 @@ impl ObjectClient {
             .decode_utf8_lossy()
             .trim_matches('/')
             .to_string();
-        let mut b = object_store::gcp::GoogleCloudStorageBuilder::new().with_bucket_name(bucket);
+        let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
+            .with_retry(retry())
+            .with_bucket_name(bucket);
         if let Ok(host) = std::env::var("STORAGE_EMULATOR_HOST") {
             let base_url = if host.contains("://") {
                 host
@@ -156,6 +187,7 @@ impl ObjectClient {
             .and_then(|t| t.parse::<f64>().ok())
             .filter(|t| *t > 0.0);
         Ok(ObjectClient {
+            at: "gcs".into(),
             kind: "gcs",
             native: ttl.map(|t| format!("gcs_ttl ({t} s): Celery sets each object's custom_time to its expiry and requires a Delete lifecycle rule on the bucket, so GCS deletes expired results")),
             store: Arc::new(store),
@@ -189,7 +221,7 @@ impl ObjectClient {
             Err(e) if self.kind == "azureBlockBlob" && container_missing(&e) => {
                 return Ok("the account answered; the container does not exist yet (Celery creates it on first write)".into());
             }
-            Err(e) => return Err(probe_error(self.kind, &e)),
+            Err(e) => return Err(probe_error(self.kind, &self.at, &e)),
         };
         Ok(format!(
             "listing answered ({} objects, {} prefixes at the base path)",
@@ -319,8 +351,11 @@ impl ObjectClient {
 /// What a failed listing means: no credentials at all (a token request to the cloud's metadata
 /// address failed: nothing in the backend, no Application Default Credentials, no instance
 /// identity), refused credentials (401/403 from the store), or an unreachable store.
-fn probe_error(kind: &str, e: &object_store::Error) -> StoreError {
+fn probe_error(kind: &str, at: &str, e: &object_store::Error) -> StoreError {
     let text = crate::stores::cause_chain(e);
+    if crate::stores::tls_failure(&text) {
+        return StoreError::tls(at, text, None);
+    }
     if text.contains("token request") || text.contains("169.254.169.254") {
         let how = match kind {
             "gcs" => "Celery and the operator use Application Default Credentials: give the operator's Pod GOOGLE_APPLICATION_CREDENTIALS or a workload identity",
@@ -336,9 +371,9 @@ fn probe_error(kind: &str, e: &object_store::Error) -> StoreError {
         e,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
     ) {
-        return StoreError::auth(kind, text);
+        return StoreError::auth(at, text);
     }
-    StoreError::connect(kind, text)
+    StoreError::connect(at, text)
 }
 
 impl crate::stores::StoreClient for ObjectClient {
