@@ -293,46 +293,16 @@ pub struct RunArgs {
         help_heading = "Managed store images"
     )]
     pub store_image_registry: Option<String>,
-    /// Image for managed Redis (a full reference, used as is; beats --store-image-registry).
+    /// Image of one managed store, `STORE=IMAGE` (repeatable): a full reference, used as is,
+    /// that beats --store-image-registry. STORE is one the operator provisions (redis,
+    /// postgresql, mongodb, elasticsearch, s3). Also read from `CBO_STORE_IMAGE_<STORE>`
+    /// environment variables (`CBO_STORE_IMAGE_REDIS=...`); a flag beats the variable.
     #[arg(
-        long,
-        env = "CBO_STORE_IMAGE_REDIS",
-        value_name = "IMAGE",
+        long = "store-image",
+        value_name = "STORE=IMAGE",
         help_heading = "Managed store images"
     )]
-    pub redis_image: Option<String>,
-    /// Image for managed PostgreSQL (`database.managed`; a full reference, used as is).
-    #[arg(
-        long,
-        env = "CBO_STORE_IMAGE_POSTGRESQL",
-        value_name = "IMAGE",
-        help_heading = "Managed store images"
-    )]
-    pub postgresql_image: Option<String>,
-    /// Image for managed MongoDB (a full reference, used as is).
-    #[arg(
-        long,
-        env = "CBO_STORE_IMAGE_MONGODB",
-        value_name = "IMAGE",
-        help_heading = "Managed store images"
-    )]
-    pub mongodb_image: Option<String>,
-    /// Image for managed Elasticsearch (a full reference, used as is).
-    #[arg(
-        long,
-        env = "CBO_STORE_IMAGE_ELASTICSEARCH",
-        value_name = "IMAGE",
-        help_heading = "Managed store images"
-    )]
-    pub elasticsearch_image: Option<String>,
-    /// Image for managed S3 storage (MinIO's contract; a full reference, used as is).
-    #[arg(
-        long,
-        env = "CBO_STORE_IMAGE_S3",
-        value_name = "IMAGE",
-        help_heading = "Managed store images"
-    )]
-    pub s3_image: Option<String>,
+    pub store_image: Vec<String>,
     /// Secret listed in `imagePullSecrets` of every managed store Pod (repeatable; the
     /// environment variable takes a comma-separated list). The Secret must exist in each
     /// backend's namespace.
@@ -352,13 +322,34 @@ impl RunArgs {
     /// or digest, or a pull secret that is not a Secret name is an error naming the flag and its
     /// environment variable.
     pub fn store_images(&self) -> Result<crate::provision::StoreImages> {
+        self.store_images_with_env(std::env::vars())
+    }
+
+    /// [`RunArgs::store_images`] with the process environment given: every
+    /// `CBO_STORE_IMAGE_<STORE>` variable (other than `_REGISTRY` and `_PULL_SECRETS`), then the
+    /// `--store-image STORE=IMAGE` flags over them.
+    pub fn store_images_with_env(
+        &self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<crate::provision::StoreImages> {
+        use crate::provision::images::STORE_IMAGE_ENV_PREFIX;
+        let mut images = std::collections::BTreeMap::new();
+        for (k, v) in env {
+            if let Some(store) = k.strip_prefix(STORE_IMAGE_ENV_PREFIX) {
+                if store != "REGISTRY" && store != "PULL_SECRETS" {
+                    images.insert(store.to_ascii_lowercase(), v);
+                }
+            }
+        }
+        for pair in &self.store_image {
+            let Some((store, image)) = pair.split_once('=') else {
+                anyhow::bail!("--store-image {pair:?}: expected STORE=IMAGE");
+            };
+            images.insert(store.to_string(), image.to_string());
+        }
         crate::provision::StoreImages {
             registry: self.store_image_registry.clone(),
-            redis: self.redis_image.clone(),
-            postgresql: self.postgresql_image.clone(),
-            mongodb: self.mongodb_image.clone(),
-            elasticsearch: self.elasticsearch_image.clone(),
-            s3: self.s3_image.clone(),
+            images,
             pull_secrets: self.store_image_pull_secrets.clone(),
         }
         .validated()
@@ -627,38 +618,28 @@ mod tests {
             .find(|c| c.get_name() == "run")
             .unwrap();
         for (flag, env) in [
-            ("store-image-registry", "CBO_STORE_IMAGE_REGISTRY"),
-            ("redis-image", "CBO_STORE_IMAGE_REDIS"),
-            ("postgresql-image", "CBO_STORE_IMAGE_POSTGRESQL"),
-            ("mongodb-image", "CBO_STORE_IMAGE_MONGODB"),
-            ("elasticsearch-image", "CBO_STORE_IMAGE_ELASTICSEARCH"),
-            ("s3-image", "CBO_STORE_IMAGE_S3"),
-            ("store-image-pull-secret", "CBO_STORE_IMAGE_PULL_SECRETS"),
+            ("store-image-registry", Some("CBO_STORE_IMAGE_REGISTRY")),
+            ("store-image", None),
+            (
+                "store-image-pull-secret",
+                Some("CBO_STORE_IMAGE_PULL_SECRETS"),
+            ),
         ] {
             let arg = run
                 .get_arguments()
                 .find(|a| a.get_long() == Some(flag))
                 .unwrap_or_else(|| panic!("--{flag}"));
-            assert_eq!(
-                arg.get_env().and_then(|e| e.to_str()),
-                Some(env),
-                "--{flag}"
-            );
-            // The error messages name the same flag and variable.
-            let named = [
-                crate::provision::images::REGISTRY_FLAG,
-                crate::provision::images::REDIS_FLAG,
-                crate::provision::images::POSTGRESQL_FLAG,
-                crate::provision::images::MONGODB_FLAG,
-                crate::provision::images::ELASTICSEARCH_FLAG,
-                crate::provision::images::S3_FLAG,
-                crate::provision::images::PULL_SECRET_FLAG,
-            ];
-            assert!(
-                named.contains(&format!("--{flag} ({env})").as_str()),
-                "--{flag}"
-            );
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), env, "--{flag}");
         }
+        // The error messages name the same flags and variables.
+        assert_eq!(
+            crate::provision::images::REGISTRY_FLAG,
+            "--store-image-registry (CBO_STORE_IMAGE_REGISTRY)"
+        );
+        assert_eq!(
+            crate::provision::images::PULL_SECRET_FLAG,
+            "--store-image-pull-secret (CBO_STORE_IMAGE_PULL_SECRETS)"
+        );
         let help = run.clone().render_long_help().to_string();
         assert!(help.contains("Managed store images"), "{help}");
         assert!(help.contains("first match wins"), "{help}");
@@ -666,35 +647,60 @@ mod tests {
 
     #[test]
     fn store_image_flags_parse_and_validate() {
+        let none = || std::iter::empty::<(String, String)>();
         let a = run_args(&[
             "--store-image-registry=registry.corp/mirror",
-            "--redis-image=cbo.local/redis:7.0-abc",
+            "--store-image=redis=cbo.local/redis:7.0-abc",
             "--store-image-pull-secret=a",
             "--store-image-pull-secret",
             "b,c",
         ])
         .unwrap();
-        let images = a.store_images().unwrap();
+        let images = a.store_images_with_env(none()).unwrap();
         assert_eq!(images.registry.as_deref(), Some("registry.corp/mirror"));
-        assert_eq!(images.redis.as_deref(), Some("cbo.local/redis:7.0-abc"));
+        assert_eq!(images.for_store("redis"), Some("cbo.local/redis:7.0-abc"));
         assert_eq!(images.pull_secrets, ["a", "b", "c"]);
         assert_eq!(
-            run_args(&[]).unwrap().store_images().unwrap(),
+            run_args(&[])
+                .unwrap()
+                .store_images_with_env(none())
+                .unwrap(),
             crate::provision::StoreImages::default()
         );
+        // CBO_STORE_IMAGE_<STORE> variables, under the flags; _REGISTRY and _PULL_SECRETS are
+        // their own settings.
+        let env = [
+            ("CBO_STORE_IMAGE_POSTGRESQL", "cbo.local/postgres:15-x"),
+            ("CBO_STORE_IMAGE_REDIS", "cbo.local/redis:from-env"),
+            ("CBO_STORE_IMAGE_REGISTRY", "ignored-here"),
+            ("PATH", "/usr/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let images = a.store_images_with_env(env).unwrap();
+        assert_eq!(
+            images.for_store("postgresql"),
+            Some("cbo.local/postgres:15-x")
+        );
+        assert_eq!(images.for_store("redis"), Some("cbo.local/redis:7.0-abc"));
+        assert_eq!(images.images.len(), 2);
         for (argv, starts) in [
             (
-                vec!["--postgresql-image="],
-                "--postgresql-image (CBO_STORE_IMAGE_POSTGRESQL) \"\": empty",
+                vec!["--store-image=postgresql="],
+                "--store-image postgresql=IMAGE (CBO_STORE_IMAGE_POSTGRESQL) \"\": empty",
             ),
             (
-                vec!["--mongodb-image", "docker.io/library/Mongo:8"],
-                "--mongodb-image (CBO_STORE_IMAGE_MONGODB) \"docker.io/library/Mongo:8\": uppercase",
+                vec!["--store-image", "mongodb=docker.io/library/Mongo:8"],
+                "--store-image mongodb=IMAGE (CBO_STORE_IMAGE_MONGODB) \"docker.io/library/Mongo:8\": uppercase",
             ),
             (
-                vec!["--s3-image", "minio :1"],
-                "--s3-image (CBO_STORE_IMAGE_S3) \"minio :1\": contains whitespace",
+                vec!["--store-image", "s3=minio :1"],
+                "--store-image s3=IMAGE (CBO_STORE_IMAGE_S3) \"minio :1\": contains whitespace",
             ),
+            (
+                vec!["--store-image", "cassandra=cassandra:5"],
+                "--store-image cassandra=IMAGE (CBO_STORE_IMAGE_CASSANDRA) \"cassandra:5\": no such store",
+            ),
+            (vec!["--store-image", "redis"], "--store-image \"redis\": expected STORE=IMAGE"),
             (
                 vec!["--store-image-registry", "registry.corp/mirror:1"],
                 "--store-image-registry (CBO_STORE_IMAGE_REGISTRY)",
@@ -704,7 +710,11 @@ mod tests {
                 "--store-image-pull-secret (CBO_STORE_IMAGE_PULL_SECRETS) \"\": empty",
             ),
         ] {
-            let e = run_args(&argv).unwrap().store_images().unwrap_err().to_string();
+            let e = run_args(&argv)
+                .unwrap()
+                .store_images_with_env(none())
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with(starts), "{argv:?}: {e}");
         }
     }

@@ -11,20 +11,11 @@ pub mod images;
 pub use crate::api::footprint::{BACKEND_LABEL, PASSWORD_KEY, USERNAME_KEY};
 pub use images::StoreImages;
 
-/// The store families the operator can provision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreFamily {
-    Redis,
-    Postgresql,
-    Mongodb,
-    Elasticsearch,
-    S3,
-}
-
 /// Everything needed to provision one backend. Pure data; the controller applies it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    pub store: StoreFamily,
+    /// The store's key among the operator-wide store images (`redis`, `postgresql`, ...).
+    pub store: &'static str,
     /// Name of the StatefulSet (and of the client Service).
     pub statefulset_name: String,
     pub headless_service_name: String,
@@ -111,7 +102,9 @@ pub fn child_name_within(name: &str, suffix: &str, max: usize) -> String {
 /// What a provisionable store is: its image defaults, port, user, data path and sizing.
 /// Each provisionable family declares one (`backends/<family>/mod.rs`).
 pub(crate) struct Profile {
-    pub(crate) store: StoreFamily,
+    /// The store's key among the operator-wide store images: `storeImages.<key>` in the chart,
+    /// `CBO_STORE_IMAGE_<KEY>`, `--store-image <key>=IMAGE`.
+    pub(crate) store: &'static str,
     pub(crate) component: &'static str,
     pub(crate) default_image: &'static str,
     pub(crate) default_version: &'static str,
@@ -595,11 +588,15 @@ mod tests {
         };
         let per_store = StoreImages {
             registry: Some("registry.corp/mirror".into()),
-            redis: Some("cbo.local/redis:7.0-abc".into()),
-            postgresql: Some("cbo.local/postgres:15-def".into()),
-            mongodb: Some("cbo.local/ferretdb:1.24".into()),
-            elasticsearch: Some("cbo.local/opensearch:2.19".into()),
-            s3: Some("cbo.local/s3:1".into()),
+            images: [
+                ("redis", "cbo.local/redis:7.0-abc"),
+                ("postgresql", "cbo.local/postgres:15-def"),
+                ("mongodb", "cbo.local/ferretdb:1.24"),
+                ("elasticsearch", "cbo.local/opensearch:2.19"),
+                ("s3", "cbo.local/s3:1"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
             pull_secrets: vec![],
         };
         let none = StoreImages::default();

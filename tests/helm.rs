@@ -107,10 +107,13 @@ fn chart_renders_and_passes_server_side_dry_run() {
                 images,
                 cbo::provision::StoreImages {
                     registry: Some("registry.corp/mirror".into()),
-                    redis: Some("cbo.local/redis:7.0-abc".into()),
-                    s3: Some("registry.corp/s3/minio:RELEASE.2025-09-07T16-13-09Z".into()),
+                    images: [
+                        ("redis", "cbo.local/redis:7.0-abc"),
+                        ("s3", "registry.corp/s3/minio:RELEASE.2025-09-07T16-13-09Z"),
+                    ]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
                     pull_secrets: vec!["corp-pull".into(), "mirror-pull".into()],
-                    ..Default::default()
                 }
             );
             continue;
@@ -246,9 +249,9 @@ fn store_image_env(rendered: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What `run` makes of these variables: each is mapped to the flag whose `env` it is (so a name
-/// the operator does not read fails here) and parsed and validated like the operator does at
-/// start-up.
+/// What `run` makes of these variables, parsed and validated as the operator does at start-up:
+/// the registry and pull secrets through the flags whose `env` they are, the per-store images
+/// as `CBO_STORE_IMAGE_<STORE>` variables (a store the operator does not provision fails here).
 fn operator_store_images(env: &[(String, String)]) -> cbo::provision::StoreImages {
     use clap::{CommandFactory, Parser};
     let cli = cbo::cli::Cli::command();
@@ -257,16 +260,19 @@ fn operator_store_images(env: &[(String, String)]) -> cbo::provision::StoreImage
         .find(|c| c.get_name() == "run")
         .unwrap();
     let mut argv = vec!["celery-backend-operator".to_string(), "run".to_string()];
+    let mut per_store = vec![];
     for (name, value) in env {
-        let flag = run
+        match run
             .get_arguments()
             .find(|a| a.get_env().and_then(|e| e.to_str()) == Some(name.as_str()))
             .and_then(|a| a.get_long())
-            .unwrap_or_else(|| panic!("the operator reads no {name}"));
-        argv.push(format!("--{flag}={value}"));
+        {
+            Some(flag) => argv.push(format!("--{flag}={value}")),
+            None => per_store.push((name.clone(), value.clone())),
+        }
     }
     let cbo::cli::Command::Run(args) = cbo::cli::Cli::try_parse_from(argv).unwrap().command else {
         panic!("run")
     };
-    args.store_images().unwrap()
+    args.store_images_with_env(per_store).unwrap()
 }

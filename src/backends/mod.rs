@@ -53,6 +53,13 @@ pub(crate) trait Family {
     fn managed(&self) -> Option<&dyn crate::provision::Managed> {
         None
     }
+    /// The profile of the store this family provisions (see [`managed_profiles`]).
+    fn managed_profile() -> Option<&'static crate::provision::Profile>
+    where
+        Self: Sized,
+    {
+        None
+    }
     /// Why `managed` is refused, for a family the operator does not provision.
     fn managed_refusal(&self) -> String {
         let managed: Vec<&str> = crate::api::BackendKind::ALL
@@ -163,6 +170,14 @@ macro_rules! family_dispatch {
             match kind {
                 $( crate::api::BackendKind::$variant => <crate::api::$ty as Family>::store_client(cfg, result_expires_set), )*
             }
+        }
+
+        /// The profiles of every store the operator can provision, in the rows' order.
+        pub(crate) fn managed_profiles() -> Vec<&'static crate::provision::Profile> {
+            [$( <crate::api::$ty as Family>::managed_profile(), )*]
+                .into_iter()
+                .flatten()
+                .collect()
         }
 
         /// Where a worker-local backend of `kind` lives ([`Family::worker_local`]).

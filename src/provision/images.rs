@@ -24,16 +24,9 @@
 pub struct StoreImages {
     /// Registry/repository prefix replacing the path of every default image (see [`with_registry`]).
     pub registry: Option<String>,
-    /// Full image reference for managed Redis.
-    pub redis: Option<String>,
-    /// Full image reference for managed PostgreSQL (`database.managed`).
-    pub postgresql: Option<String>,
-    /// Full image reference for managed MongoDB.
-    pub mongodb: Option<String>,
-    /// Full image reference for managed Elasticsearch.
-    pub elasticsearch: Option<String>,
-    /// Full image reference for managed S3 (MinIO).
-    pub s3: Option<String>,
+    /// Full image reference per store, keyed by the store's profile key (`redis`, `postgresql`,
+    /// `mongodb`, `elasticsearch`, `s3`: each provisionable family's `Profile::store`).
+    pub images: std::collections::BTreeMap<String, String>,
     /// Names of Secrets (in each backend's namespace) listed as `imagePullSecrets` on every store
     /// Pod template, in this order, without duplicates.
     pub pull_secrets: Vec<String>,
@@ -52,12 +45,25 @@ pub struct ImageSettingError {
 /// The flag and environment variable of each setting, for error messages (kept in step with
 /// `cli::RunArgs`).
 pub const REGISTRY_FLAG: &str = "--store-image-registry (CBO_STORE_IMAGE_REGISTRY)";
-pub const REDIS_FLAG: &str = "--redis-image (CBO_STORE_IMAGE_REDIS)";
-pub const POSTGRESQL_FLAG: &str = "--postgresql-image (CBO_STORE_IMAGE_POSTGRESQL)";
-pub const MONGODB_FLAG: &str = "--mongodb-image (CBO_STORE_IMAGE_MONGODB)";
-pub const ELASTICSEARCH_FLAG: &str = "--elasticsearch-image (CBO_STORE_IMAGE_ELASTICSEARCH)";
-pub const S3_FLAG: &str = "--s3-image (CBO_STORE_IMAGE_S3)";
 pub const PULL_SECRET_FLAG: &str = "--store-image-pull-secret (CBO_STORE_IMAGE_PULL_SECRETS)";
+/// Prefix of the per-store environment variables: `CBO_STORE_IMAGE_<STORE>`.
+pub const STORE_IMAGE_ENV_PREFIX: &str = "CBO_STORE_IMAGE_";
+
+/// The flag and environment variable of one store's image, for error messages.
+pub fn store_flag(store: &str) -> String {
+    format!(
+        "--store-image {store}=IMAGE ({STORE_IMAGE_ENV_PREFIX}{})",
+        store.to_ascii_uppercase()
+    )
+}
+
+/// The store keys the operator can provision, from the provisionable families' profiles.
+pub fn store_keys() -> Vec<&'static str> {
+    crate::backends::managed_profiles()
+        .iter()
+        .map(|p| p.store)
+        .collect()
+}
 
 impl StoreImages {
     /// Check every setting (see [`check_reference`], [`check_registry`], [`check_secret_name`])
@@ -75,16 +81,20 @@ impl StoreImages {
             check_registry(&trimmed).map_err(|e| err(REGISTRY_FLAG, r, e))?;
             self.registry = Some(trimmed);
         }
-        for (flag, image) in [
-            (REDIS_FLAG, &self.redis),
-            (POSTGRESQL_FLAG, &self.postgresql),
-            (MONGODB_FLAG, &self.mongodb),
-            (ELASTICSEARCH_FLAG, &self.elasticsearch),
-            (S3_FLAG, &self.s3),
-        ] {
-            if let Some(i) = image {
-                check_reference(i).map_err(|e| err(flag, i, e))?;
+        let known = store_keys();
+        for (store, image) in &self.images {
+            let flag = store_flag(store);
+            if !known.contains(&store.as_str()) {
+                return Err(err(
+                    &flag,
+                    image,
+                    format!(
+                        "no such store: the operator provisions {}",
+                        known.join(", ")
+                    ),
+                ));
             }
+            check_reference(image).map_err(|e| err(&flag, image, e))?;
         }
         let mut seen = std::collections::HashSet::new();
         let mut secrets = vec![];
@@ -98,16 +108,9 @@ impl StoreImages {
         Ok(self)
     }
 
-    /// The per-store image set for `store`, if any.
-    pub fn for_store(&self, store: super::StoreFamily) -> Option<&str> {
-        use super::StoreFamily::*;
-        match store {
-            Redis => self.redis.as_deref(),
-            Postgresql => self.postgresql.as_deref(),
-            Mongodb => self.mongodb.as_deref(),
-            Elasticsearch => self.elasticsearch.as_deref(),
-            S3 => self.s3.as_deref(),
-        }
+    /// The per-store image set for `store` (a profile key), if any.
+    pub fn for_store(&self, store: &str) -> Option<&str> {
+        self.images.get(store).map(String::as_str)
     }
 
     /// The image a store Pod runs, by the precedence in the module docs. `backend_image` and
@@ -115,7 +118,7 @@ impl StoreImages {
     /// repository without tag (`docker.io/library/redis`).
     pub fn resolve(
         &self,
-        store: super::StoreFamily,
+        store: &str,
         backend_image: Option<&str>,
         version: Option<&str>,
         default_image: &str,
@@ -368,7 +371,10 @@ pub fn check_secret_name(n: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provision::StoreFamily as Store;
+
+    fn one(store: &str, image: &str) -> std::collections::BTreeMap<String, String> {
+        [(store.to_string(), image.to_string())].into()
+    }
 
     #[test]
     fn registry_rule_keeps_the_last_component() {
@@ -403,7 +409,7 @@ mod tests {
     fn precedence_table() {
         let all = StoreImages {
             registry: Some("registry.corp/mirror".into()),
-            redis: Some("cbo.local/redis:7.0-abc".into()),
+            images: one("redis", "cbo.local/redis:7.0-abc"),
             ..Default::default()
         };
         let prefix_only = StoreImages {
@@ -424,20 +430,14 @@ mod tests {
         ];
         for (i, (images, own, version, want)) in table.into_iter().enumerate() {
             assert_eq!(
-                images.resolve(Store::Redis, own, version, r, "7.4"),
+                images.resolve("redis", own, version, r, "7.4"),
                 want,
                 "row {i}"
             );
         }
         // A per-store image is for that store only.
         assert_eq!(
-            all.resolve(
-                Store::Postgresql,
-                None,
-                None,
-                "docker.io/library/postgres",
-                "17"
-            ),
+            all.resolve("postgresql", None, None, "docker.io/library/postgres", "17"),
             "registry.corp/mirror/postgres:17"
         );
     }
@@ -518,45 +518,56 @@ mod tests {
         assert_eq!(v.pull_secrets, ["a", "b.c"]);
 
         let e = StoreImages {
-            elasticsearch: Some("Docker.Elastic.co/Elasticsearch/es:8".into()),
+            images: one("elasticsearch", "Docker.Elastic.co/Elasticsearch/es:8"),
             ..Default::default()
         }
         .validated()
         .unwrap_err();
-        assert_eq!(e.flag, ELASTICSEARCH_FLAG);
+        assert_eq!(e.flag, store_flag("elasticsearch"));
         let msg = e.to_string();
         assert!(
-            msg.starts_with("--elasticsearch-image (CBO_STORE_IMAGE_ELASTICSEARCH) \"Docker.Elastic.co/Elasticsearch/es:8\": uppercase"),
+            msg.starts_with("--store-image elasticsearch=IMAGE (CBO_STORE_IMAGE_ELASTICSEARCH) \"Docker.Elastic.co/Elasticsearch/es:8\": uppercase"),
             "{msg}"
+        );
+        // Only the stores the families provision.
+        let e = StoreImages {
+            images: one("mysql", "mysql:8"),
+            ..Default::default()
+        }
+        .validated()
+        .unwrap_err();
+        assert_eq!(
+            e.reason,
+            "no such store: the operator provisions redis, postgresql, mongodb, elasticsearch, s3"
         );
         for (images, flag) in [
             (
                 StoreImages {
-                    s3: Some(String::new()),
+                    images: one("s3", ""),
                     ..Default::default()
                 },
-                S3_FLAG,
+                store_flag("s3"),
             ),
             (
                 StoreImages {
                     registry: Some(" ".into()),
                     ..Default::default()
                 },
-                REGISTRY_FLAG,
+                REGISTRY_FLAG.to_string(),
             ),
             (
                 StoreImages {
                     pull_secrets: vec!["ok".into(), "Not_OK".into()],
                     ..Default::default()
                 },
-                PULL_SECRET_FLAG,
+                PULL_SECRET_FLAG.to_string(),
             ),
             (
                 StoreImages {
                     pull_secrets: vec![String::new()],
                     ..Default::default()
                 },
-                PULL_SECRET_FLAG,
+                PULL_SECRET_FLAG.to_string(),
             ),
         ] {
             assert_eq!(images.validated().unwrap_err().flag, flag);

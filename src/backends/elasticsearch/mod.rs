@@ -75,6 +75,10 @@ impl Family for ElasticsearchBackend {
     fn managed(&self) -> Option<&dyn crate::provision::Managed> {
         Some(self)
     }
+
+    fn managed_profile() -> Option<&'static crate::provision::Profile> {
+        Some(&MANAGED)
+    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -85,7 +89,7 @@ impl Family for ElasticsearchBackend {
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
-    store: crate::provision::StoreFamily::Elasticsearch,
+    store: "elasticsearch",
     component: "elasticsearch",
     default_image: "docker.elastic.co/elasticsearch/elasticsearch",
     default_version: "8.19.3",

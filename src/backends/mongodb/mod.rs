@@ -140,6 +140,10 @@ impl Family for MongoBackend {
     fn managed(&self) -> Option<&dyn crate::provision::Managed> {
         Some(self)
     }
+
+    fn managed_profile() -> Option<&'static crate::provision::Profile> {
+        Some(&MANAGED)
+    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -150,7 +154,7 @@ impl Family for MongoBackend {
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
-    store: crate::provision::StoreFamily::Mongodb,
+    store: "mongodb",
     component: "mongodb",
     default_image: "docker.io/library/mongo",
     default_version: "8.0",

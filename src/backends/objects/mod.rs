@@ -181,6 +181,10 @@ impl Family for S3Backend {
     fn managed(&self) -> Option<&dyn crate::provision::Managed> {
         Some(self)
     }
+
+    fn managed_profile() -> Option<&'static crate::provision::Profile> {
+        Some(&MANAGED)
+    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -238,7 +242,7 @@ impl Family for AzureBlockBlobBackend {
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
-    store: crate::provision::StoreFamily::S3,
+    store: "s3",
     component: "minio",
     default_image: "quay.io/minio/minio",
     default_version: "RELEASE.2025-09-07T16-13-09Z",

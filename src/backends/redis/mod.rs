@@ -207,6 +207,10 @@ impl Family for RedisBackend {
     fn managed(&self) -> Option<&dyn crate::provision::Managed> {
         Some(self)
     }
+
+    fn managed_profile() -> Option<&'static crate::provision::Profile> {
+        Some(&MANAGED)
+    }
     fn expires_as_ttl(&self) -> bool {
         true
     }
@@ -224,7 +228,7 @@ impl Family for RedisBackend {
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
-    store: crate::provision::StoreFamily::Redis,
+    store: "redis",
     component: "redis",
     default_image: "docker.io/library/redis",
     default_version: "7.4",

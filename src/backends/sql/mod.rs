@@ -231,6 +231,10 @@ impl Family for DatabaseBackend {
     fn managed(&self) -> Option<&dyn crate::provision::Managed> {
         Some(self)
     }
+
+    fn managed_profile() -> Option<&'static crate::provision::Profile> {
+        Some(&MANAGED)
+    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -241,7 +245,7 @@ impl Family for DatabaseBackend {
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
-    store: crate::provision::StoreFamily::Postgresql,
+    store: "postgresql",
     component: "postgresql",
     default_image: "docker.io/library/postgres",
     default_version: "17",
