@@ -76,13 +76,11 @@ fn add_secret(into: &mut SecretValues, doc: serde_json::Value, path: &Path) -> R
         .name
         .clone()
         .with_context(|| format!("{}: Secret without metadata.name", path.display()))?;
-    let data = into.entry(name.clone()).or_default();
-    for (k, v) in s.data.unwrap_or_default() {
-        let text = String::from_utf8(v.0).with_context(|| {
-            format!("{}: Secret {name:?} key {k:?} is not UTF-8", path.display())
-        })?;
-        data.insert(k, text);
-    }
+    // As the controller reads Secrets (`uri::secret_text`): keys whose value is not UTF-8 (a
+    // keystore beside the PEM, as cert-manager can add) are left out; one the backend refers to
+    // is then reported by the builder, naming the field.
+    let data = into.entry(name).or_default();
+    data.extend(crate::uri::secret_text(&s));
     for (k, v) in s.string_data.unwrap_or_default() {
         data.insert(k, v);
     }

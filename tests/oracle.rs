@@ -7,6 +7,19 @@ mod support;
 
 use std::collections::BTreeMap;
 
+/// A real self-signed certificate and its key, made once (the builder parses TLS material).
+fn test_pem() -> &'static (String, String) {
+    static PEM: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["test.invalid".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    });
+    &PEM
+}
+
 use cbo::api::CeleryResultBackendSpec;
 use cbo::uri::{build, config_module, SecretValues};
 use rand::{Rng, SeedableRng};
@@ -161,9 +174,9 @@ fn redis_cases() -> Vec<Case> {
                 "tls": {"enabled": true, "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
                         "clientCertificateSecretRef": {"name": "redis-client"}}}}}),
             secrets: secrets(&[("creds", "pw", pw),
-                ("redis-ca", "ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
-                ("redis-client", "tls.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
-                ("redis-client", "tls.key", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")]),
+                ("redis-ca", "ca.crt", &test_pem().0),
+                ("redis-client", "tls.crt", &test_pem().0),
+                ("redis-client", "tls.key", &test_pem().1)]),
             expect: json!({"host": "redis.tls", "port": 6380, "ssl": true, "ssl_cert_reqs": "required",
                 "ssl_ca_certs": "/etc/celery-backend/tls/redis-ca/ca.crt",
                 "ssl_certfile": "/etc/celery-backend/tls/redis-client/tls.crt",
@@ -259,7 +272,7 @@ fn database_cases() -> Vec<Case> {
     }
     // TLS from Secrets: libpq's parameters name the mounted files (SQLAlchemy decodes the query
     // once and hands it to psycopg2/psycopg as connect arguments).
-    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let (cert_pem, key_pem) = (test_pem().0.as_str(), test_pem().1.as_str());
     for (i, pw) in NASTY.iter().enumerate().take(4) {
         for (driver, verify, mode) in [
             ("psycopg2", "Required", "verify-full"),
@@ -275,8 +288,8 @@ fn database_cases() -> Vec<Case> {
                     "tls": {"enabled": true, "verify": verify,
                         "caSecretRef": {"name": "pg-ca", "key": "root.pem"},
                         "clientCertificateSecretRef": {"name": "pg-client"}}}}}),
-                secrets: secrets(&[("creds", "pw", pw), ("pg-ca", "root.pem", PEM),
-                    ("pg-client", "tls.crt", PEM), ("pg-client", "tls.key", PEM)]),
+                secrets: secrets(&[("creds", "pw", pw), ("pg-ca", "root.pem", cert_pem),
+                    ("pg-client", "tls.crt", cert_pem), ("pg-client", "tls.key", key_pem)]),
                 expect: json!({"class": "DatabaseBackend", "drivername": format!("postgresql+{driver}"),
                     "host": "pg.tls", "port": 5432, "username": "celery", "password": pw,
                     "database": "celery", "query": {"sslmode": mode,
@@ -305,7 +318,7 @@ fn database_cases() -> Vec<Case> {
                     "auth": {"username": "celery", "passwordSecretRef": sref("pw")},
                     "tls": {"enabled": true, "verify": verify,
                         "caSecretRef": {"name": "my-ca", "key": "ca.pem"}}}}}),
-                secrets: secrets(&[("creds", "pw", pw), ("my-ca", "ca.pem", PEM)]),
+                secrets: secrets(&[("creds", "pw", pw), ("my-ca", "ca.pem", cert_pem)]),
                 expect: json!({"class": "DatabaseBackend", "drivername": "mysql+pymysql",
                     "host": "my.tls", "port": 3306, "username": "celery", "password": pw,
                     "database": "celery", "query": query}),
@@ -384,7 +397,7 @@ fn mongodb_cases() -> Vec<Case> {
         kind: "mongodb",
         spec: json!({"mongodb": {"external": {"hosts": [{"host": "mongo", "port": 27017}],
             "tls": {"enabled": true, "caSecretRef": {"name": "mongo-ca", "key": "ca-bundle.pem"}}}}}),
-        secrets: secrets(&[("mongo-ca", "ca-bundle.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")]),
+        secrets: secrets(&[("mongo-ca", "ca-bundle.pem", &test_pem().0)]),
         expect: json!({"tls": true, "tlsinsecure": null,
             "tlscafile": "/etc/celery-backend/tls/mongo-ca/ca-bundle.pem"}),
     });
@@ -574,8 +587,8 @@ fn object_and_settings_cases() -> Vec<Case> {
                 "auth": {"username": "cassandra", "passwordSecretRef": sref("pw")},
                 "tls": {"enabled": true, "verify": "Optional", "caSecretRef": {"name": "c-ca", "key": "ca.crt"},
                     "clientCertificateSecretRef": {"name": "c-client"}}}}}),
-            secrets: secrets(&[("creds", "pw", pw), ("c-ca", "ca.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"),
-                ("c-client", "tls.crt", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), ("c-client", "tls.key", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")]),
+            secrets: secrets(&[("creds", "pw", pw), ("c-ca", "ca.crt", &test_pem().0),
+                ("c-client", "tls.crt", &test_pem().0), ("c-client", "tls.key", &test_pem().1)]),
             expect: json!({"class": "CassandraBackend", "servers": ["10.0.0.9"], "password": pw,
                 "backend.cassandra_options": {"ssl_options": {
                     "ca_certs": "/etc/celery-backend/tls/c-ca/ca.crt", "check_hostname": false,

@@ -127,6 +127,10 @@ pub struct TlsSecretRef {
     pub name: String,
 }
 
+/// Why a `tls` block with `enabled: false` and TLS settings is refused: the settings would be
+/// dropped without a word (TLS is off), though whoever wrote them meant TLS to be on.
+pub const TLS_DISABLED_WITH_SETTINGS: &str = "enabled is false (the default), so verify, caFile, caSecretRef, certFile, keyFile and clientCertificateSecretRef would be ignored and the connection would not use TLS: set enabled: true, or remove them";
+
 /// TLS settings for a client connection. TLS material comes from Secrets (`caSecretRef`,
 /// `clientCertificateSecretRef`): the operator uses it in memory for its own checks and cleanup,
 /// and injection mounts it read-only into workers under `/etc/celery-backend/tls/<secret>/<key>`,
@@ -137,8 +141,9 @@ pub struct TlsSecretRef {
 #[x_kube(validation = Rule::new("!(has(self.caFile) && has(self.caSecretRef))").message("set either caFile or caSecretRef, not both"))]
 #[x_kube(validation = Rule::new("!has(self.clientCertificateSecretRef) || !(has(self.certFile) || has(self.keyFile))").message("set either clientCertificateSecretRef or certFile/keyFile, not both"))]
 #[x_kube(validation = Rule::new("!has(self.caSecretRef) || (!self.caSecretRef.key.startsWith('..') && self.caSecretRef.key != '.')").message("caSecretRef.key cannot be mounted as a file: it must not be '.' or start with '..'"))]
+#[x_kube(validation = Rule::new("self.enabled || !(has(self.verify) || has(self.caFile) || has(self.caSecretRef) || has(self.certFile) || has(self.keyFile) || has(self.clientCertificateSecretRef))").message(TLS_DISABLED_WITH_SETTINGS))]
 pub struct TlsConfig {
-    /// Connect with TLS.
+    /// Connect with TLS. Default false; the other fields take effect only with enabled: true (a block that sets them with enabled false is refused).
     #[serde(default)]
     pub enabled: bool,
     /// Certificate verification level.
@@ -168,6 +173,17 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
+    /// Whether anything beyond `enabled` is set (verification, CA, client certificate): such a
+    /// block with `enabled: false` is refused ([`TLS_DISABLED_WITH_SETTINGS`]).
+    pub fn has_settings(&self) -> bool {
+        self.verify.is_some()
+            || self.ca_file.is_some()
+            || self.ca_secret_ref.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.client_certificate_secret_ref.is_some()
+    }
+
     /// The CA bundle path workers read: the mounted `caSecretRef`, else `caFile`.
     pub fn ca_path(&self) -> Option<String> {
         match &self.ca_secret_ref {

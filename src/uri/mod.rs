@@ -78,7 +78,7 @@ impl std::fmt::Debug for TlsMaterial {
 pub enum BuildError {
     #[error("{field}: Secret {secret:?} not found")]
     SecretNotFound { field: String, secret: String },
-    #[error("{field}: Secret {secret:?} has no key {key:?}")]
+    #[error("{field}: Secret {secret:?} has no key {key:?} with a text value (missing, or not UTF-8: PEM and passwords are text)")]
     SecretKeyMissing {
         field: String,
         secret: String,
@@ -241,17 +241,11 @@ impl Ctx<'_> {
                 ));
             }
         }
-        let pem = |fld: String, v: String| -> Result<Vec<u8>, BuildError> {
-            if v.contains("-----BEGIN ") {
-                Ok(v.into_bytes())
-            } else {
-                Err(invalid(&fld, "is not PEM (no -----BEGIN line)"))
-            }
-        };
         let ca_pem = match &t.ca_secret_ref {
             Some(r) => {
                 let fld = format!("{field}.caSecretRef");
-                Some(pem(fld.clone(), self.secret(&fld, r)?)?)
+                let v = self.secret(&fld, r)?;
+                Some(pem_certificates(&fld, &r.name, &r.key, v)?)
             }
             None => None,
         };
@@ -264,7 +258,10 @@ impl Ctx<'_> {
                 };
                 let cert = self.secret(&fld, &key(TLS_CERT_KEY))?;
                 let pkey = self.secret(&fld, &key(TLS_KEY_KEY))?;
-                Some((pem(fld.clone(), cert)?, pem(fld, pkey)?))
+                Some((
+                    pem_certificates(&fld, &r.name, TLS_CERT_KEY, cert)?,
+                    pem_private_key(&fld, &r.name, TLS_KEY_KEY, pkey)?,
+                ))
             }
             None => None,
         };
@@ -317,6 +314,53 @@ impl Ctx<'_> {
     }
 }
 
+/// TLS material from a Secret must parse before anything uses it: PEM certificates (at least one,
+/// each valid DER inside), so a broken CA is refused naming the field, the Secret and the key,
+/// instead of failing later in a driver with a message about some other file.
+fn pem_certificates(
+    field: &str,
+    secret: &str,
+    key: &str,
+    v: String,
+) -> Result<Vec<u8>, BuildError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let at = format!("Secret {secret:?} key {key:?}");
+    if !v.contains("-----BEGIN ") {
+        return Err(invalid(field, format!("{at} is not PEM (no -----BEGIN line; a DER file converts with `openssl x509 -inform der -out ca.pem`)")));
+    }
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(v.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            invalid(
+                field,
+                format!("{at}: a PEM block is not valid base64 or not a certificate"),
+            )
+        })?;
+    // webpki parses each certificate when it is added as a trust anchor.
+    let parsed = certs
+        .iter()
+        .all(|c| rustls::RootCertStore::empty().add(c.clone()).is_ok());
+    if certs.is_empty() || !parsed {
+        return Err(invalid(
+            field,
+            format!("{at}: no X.509 certificate could be parsed from it"),
+        ));
+    }
+    Ok(v.into_bytes())
+}
+
+/// The private key of a `kubernetes.io/tls` Secret, PEM (PKCS#8, PKCS#1 or SEC1).
+fn pem_private_key(field: &str, secret: &str, key: &str, v: String) -> Result<Vec<u8>, BuildError> {
+    use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
+    PrivateKeyDer::from_pem_slice(v.as_bytes()).map_err(|_| {
+        invalid(
+            field,
+            format!("Secret {secret:?} key {key:?}: no PEM private key could be parsed from it"),
+        )
+    })?;
+    Ok(v.into_bytes())
+}
+
 /// The one backend a spec sets, or a clear error when zero or several are set.
 pub fn chosen(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError> {
     spec.backend().map_err(|kinds| match kinds.as_slice() {
@@ -360,6 +404,16 @@ fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<()
     }
     if backend.managed_set() == backend.has_external() {
         return Err(invalid(&field, "set exactly one of external or managed"));
+    }
+    if backend
+        .family()
+        .tls()
+        .is_some_and(|t| !t.enabled && t.has_settings())
+    {
+        return Err(invalid(
+            &format!("{field}.external.tls"),
+            crate::api::TLS_DISABLED_WITH_SETTINGS,
+        ));
     }
     fn ports(v: &Value, path: &str) -> Result<(), BuildError> {
         match v {
@@ -654,20 +708,97 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A real self-signed certificate and its key (the builder parses TLS material).
+    pub(crate) fn test_pem() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["test.invalid".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn broken_tls_material_is_refused_naming_the_secret_and_key() {
+        let (cert, key) = test_pem();
+        let spec = spec(
+            json!({"redis": {"external": {"host": "r", "tls": {"enabled": true,
+            "caSecretRef": {"name": "ca", "key": "ca.crt"},
+            "clientCertificateSecretRef": {"name": "client"}}}}}),
+        );
+        let with = |ca: &str, crt: &str, k: &str| {
+            let mut s = SecretValues::new();
+            s.entry("ca".into())
+                .or_default()
+                .insert("ca.crt".into(), ca.into());
+            let c = s.entry("client".into()).or_default();
+            c.insert("tls.crt".into(), crt.into());
+            c.insert("tls.key".into(), k.into());
+            build(&spec, &s).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(with(&cert, &cert, &key), Ok(()));
+        let junk = "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+        for (ca, crt, k, want) in [
+            (
+                junk,
+                cert.as_str(),
+                key.as_str(),
+                "spec.redis.external.tls.caSecretRef: Secret \"ca\" key \"ca.crt\"",
+            ),
+            (
+                "MIIB",
+                cert.as_str(),
+                key.as_str(),
+                "is not PEM (no -----BEGIN line",
+            ),
+            (
+                key.as_str(),
+                cert.as_str(),
+                key.as_str(),
+                "no X.509 certificate could be parsed",
+            ),
+            (
+                cert.as_str(),
+                cert.as_str(),
+                cert.as_str(),
+                "Secret \"client\" key \"tls.key\": no PEM private key",
+            ),
+        ] {
+            let e = with(ca, crt, k).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(!e.contains("BEGIN PRIVATE"), "{e}");
+        }
+        // TLS settings with enabled false (the default) would be dropped: refused.
+        let off = crate::api::CeleryResultBackendSpec {
+            ..serde_json::from_value(json!({"redis": {"external": {"host": "r",
+                "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}}}}}))
+            .unwrap()
+        };
+        let e = build(&off, &SecretValues::new()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("spec.redis.external.tls: enabled is false"),
+            "{e}"
+        );
+        // enabled false alone stays valid (MongoDB writes tls=false, e.g. to turn off SRV's TLS).
+        assert!(build(
+            &serde_json::from_value(json!({"mongodb": {"external": {"hosts": [{"host": "m"}], "tls": {"enabled": false}}}})).unwrap(),
+            &SecretValues::new()
+        )
+        .is_ok_and(|c| c.uri.contains("tls=false")));
+    }
+
     #[test]
     fn tls_material_from_secrets_is_mounted_for_workers_and_kept_for_the_operator() {
         let mut secrets = SecretValues::new();
-        let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let (ca, key) = test_pem();
+        let ca = ca.as_str();
         secrets
             .entry("redis-ca".into())
             .or_default()
             .insert("ca.crt".into(), ca.into());
         let client = secrets.entry("redis-client".into()).or_default();
         client.insert("tls.crt".into(), ca.into());
-        client.insert(
-            "tls.key".into(),
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into(),
-        );
+        client.insert("tls.key".into(), key.clone());
         let cfg = build(
             &spec(
                 json!({"redis": {"external": {"host": "r.example", "tls": {"enabled": true,
@@ -689,8 +820,9 @@ mod tests {
         assert!(t.client.is_some());
         // Never printed: the published config has paths only, and Debug hides the bytes.
         let shown = format!("{cfg:?}");
+        let body = |pem: &str| pem.lines().nth(1).unwrap_or_default().to_string();
         assert!(
-            !shown.contains("MIIB") && !shown.contains("AAAA"),
+            !shown.contains(&body(ca)) && !shown.contains(&body(&key)),
             "{shown}"
         );
         assert!(!config_module(&cfg).contains("BEGIN"));

@@ -31,6 +31,25 @@ pub struct MongoStore {
     tls_hint: Option<String>,
 }
 
+/// A driver error as one sentence: a server-selection timeout carries each server's own error
+/// inside a dump of the topology (`..., Error: Kind: I/O error: invalid peer certificate:
+/// UnknownIssuer, labels: {...} ...`); that error is what happened, so it is what is said.
+fn readable(e: &mongodb::error::Error) -> String {
+    let text = crate::stores::cause_chain(e);
+    if let mongodb::error::ErrorKind::ServerSelection { message, .. } = &*e.kind {
+        if let Some((_, rest)) = message.split_once("Error: Kind: ") {
+            let cause = rest.split(", labels:").next().unwrap_or(rest).trim();
+            return format!("no server answered: {cause}");
+        }
+        return message
+            .split(" Topology:")
+            .next()
+            .unwrap_or(message)
+            .to_string();
+    }
+    text
+}
+
 /// The database named in a MongoDB URI's path, or Celery's default `celery`.
 pub fn database_of(uri: &str) -> String {
     let rest = uri.split_once("://").map(|x| x.1).unwrap_or(uri);
@@ -100,13 +119,13 @@ impl MongoStore {
     /// A driver error as the health reasons see it: refused credentials, a failed TLS
     /// handshake (with the hint when the CA was a worker-only file), or an unreachable server.
     fn error(&self, e: mongodb::error::Error) -> StoreError {
-        let chain = crate::stores::cause_chain(&e);
+        let chain = readable(&e);
         if matches!(*e.kind, mongodb::error::ErrorKind::Authentication { .. }) {
-            StoreError::auth(&self.at, e)
+            StoreError::auth(&self.at, chain)
         } else if crate::stores::tls_failure(&chain) {
             StoreError::tls(&self.at, chain, self.tls_hint.as_deref())
         } else {
-            StoreError::connect(&self.at, e)
+            StoreError::connect(&self.at, chain)
         }
     }
 
