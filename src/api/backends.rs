@@ -9,34 +9,29 @@ use serde::{Deserialize, Serialize};
 use super::common::*;
 
 /// Declares a backend that can only be connected to (no `managed` mode), with a CEL rule that
-/// rejects `managed` with a message naming the backend.
-/// The standard refusal of `managed` for a backend the operator cannot provision.
-macro_rules! not_provisioned {
-    ($field:literal) => {
-        concat!(
-            "managed mode is not available for ",
-            $field,
-            ": the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3; use external"
-        )
-    };
-}
-
+/// rejects `managed` with the message of [`super::kinds::managed_refusal`] (the same one the
+/// builder gives), and the backend's own reason when it has one (`why = "..."`: `MANAGED_WHY`).
 macro_rules! external_only {
     ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal) => {
-        external_only!($(#[$doc])* $name, $ext, not_provisioned!($field));
+        external_only!($(#[$doc])* $name, $ext, field = $field, why = None);
     };
-    ($(#[$doc:meta])* $name:ident, $ext:ty, $rule:expr) => {
+    ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal, why = $why:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
         #[serde(rename_all = "camelCase")]
-        #[x_kube(validation = Rule::new("!has(self.managed)").message($rule).field_path(".managed"))]
+        #[x_kube(validation = Rule::new("!has(self.managed)").message(kube::core::Message::Message(super::kinds::managed_refusal($field, $why))).field_path(".managed"))]
         pub struct $name {
             /// Connect to an existing store.
             pub external: $ext,
-            /// Not supported for this backend: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3.
+            /// Not supported for this backend (the operator provisions only the backends whose `managed` field has settings): use external.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schemars(schema_with = "unsupported_managed_schema")]
             pub managed: Option<serde_json::Value>,
+        }
+
+        impl $name {
+            /// Why managed mode is refused for this backend, when it has a reason of its own.
+            pub const MANAGED_WHY: Option<&'static str> = $why;
         }
     };
 }
@@ -569,7 +564,7 @@ pub struct RpcExternal {
 external_only!(
     /// RPC result backend (`rpc://`, results as AMQP messages on the broker).
     RpcBackend, RpcExternal,
-    "managed mode is not available for rpc: results travel over the broker; use external"
+    field = "rpc", why = Some("results travel over the broker; use external")
 );
 
 // ---------------------------------------------------------------- cache
@@ -903,7 +898,7 @@ pub struct IronCacheExternal {
 external_only!(
     /// IronCache result backend. Accepted for completeness but reported Unsupported: Celery 5 cannot load it.
     IronCacheBackend, IronCacheExternal,
-    "managed mode is not available for ironCache (and Celery 5 cannot load this backend at all)"
+    field = "ironCache", why = Some("Celery 5 cannot load this backend at all")
 );
 
 // ---------------------------------------------------------------- filesystem
@@ -925,5 +920,5 @@ pub struct FilesystemExternal {
 external_only!(
     /// Filesystem result backend (`file://`).
     FilesystemBackend, FilesystemExternal,
-    "managed mode is not available for filesystem: use external with a shared volume claim"
+    field = "filesystem", why = Some("use external with a shared volume claim")
 );

@@ -273,7 +273,10 @@ pub fn unsupported_managed_schema(_: &mut schemars::SchemaGenerator) -> schemars
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
-        "description": "Not supported for this backend: the operator provisions only redis, database (PostgreSQL), mongodb, elasticsearch and s3. Use external."
+        "description": format!(
+            "Not supported for this backend: the operator provisions only {}. Use external.",
+            super::kinds::provisionable_list()
+        )
     })
 }
 

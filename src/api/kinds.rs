@@ -150,6 +150,29 @@ impl Backend<'_> {
     }
 }
 
+/// The backends the operator provisions, for messages: `redis, database, ... and s3`.
+pub(crate) fn provisionable_list() -> String {
+    let names: Vec<&str> = BackendKind::ALL
+        .iter()
+        .filter(|k| k.provisionable())
+        .map(|k| k.field())
+        .collect();
+    let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+    format!("{} and {last}", rest.join(", "))
+}
+
+/// The refusal of `managed` for backend `field` (its own reason, or the list of the backends the
+/// operator provisions): the same words from the CRD's CEL rule and from the builder.
+pub fn managed_refusal(field: &str, why: Option<&str>) -> String {
+    match why {
+        Some(why) => format!("managed mode is not available for {field}: {why}"),
+        None => format!(
+            "managed mode is not available for {field}: the operator provisions only {}; use external",
+            provisionable_list()
+        ),
+    }
+}
+
 /// Every backend field, for messages: `redis, database, ... or filesystem`.
 pub(crate) fn backend_list() -> String {
     let names: Vec<&str> = BackendKind::ALL.iter().map(|k| k.field()).collect();

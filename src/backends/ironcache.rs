@@ -18,7 +18,7 @@ impl Family for IronCacheBackend {
         })
     }
 
-    fn managed_refusal(&self) -> String {
-        "Celery 5 cannot load this backend at all".into()
+    fn managed_why(&self) -> Option<&'static str> {
+        IronCacheBackend::MANAGED_WHY
     }
 }

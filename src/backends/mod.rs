@@ -60,17 +60,11 @@ pub(crate) trait Family {
     {
         None
     }
-    /// Why `managed` is refused, for a family the operator does not provision.
-    fn managed_refusal(&self) -> String {
-        let managed: Vec<&str> = crate::api::BackendKind::ALL
-            .iter()
-            .filter(|k| k.provisionable())
-            .map(|k| k.field())
-            .collect();
-        format!(
-            "the operator provisions only {}; use external",
-            managed.join(", ")
-        )
+    /// The family's own reason to refuse `managed` (`MANAGED_WHY` of its API type), if any;
+    /// otherwise the refusal names the backends the operator provisions
+    /// (`api::kinds::managed_refusal`).
+    fn managed_why(&self) -> Option<&'static str> {
+        None
     }
     /// Whether the store keeps `result_expires` as a TTL on each result (a 0s value is warned:
     /// results then never expire).

@@ -393,12 +393,11 @@ pub fn chosen(spec: &CeleryResultBackendSpec) -> Result<Backend<'_>, BuildError>
 fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<(), BuildError> {
     let field = format!("spec.{}", backend.kind().field());
     if backend.managed_set() && !backend.kind().provisionable() {
-        let why = backend.family().managed_refusal();
         return Err(invalid(
             &format!("{field}.managed"),
-            format!(
-                "managed mode is not available for {}: {why}",
-                backend.kind().field()
+            crate::api::kinds::managed_refusal(
+                backend.kind().field(),
+                backend.family().managed_why(),
             ),
         ));
     }

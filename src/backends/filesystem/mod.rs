@@ -40,8 +40,8 @@ impl Family for FilesystemBackend {
         filesystem(cx, self)
     }
 
-    fn managed_refusal(&self) -> String {
-        "use external with a shared volume claim".into()
+    fn managed_why(&self) -> Option<&'static str> {
+        FilesystemBackend::MANAGED_WHY
     }
 
     fn store_client(

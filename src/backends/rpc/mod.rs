@@ -22,8 +22,8 @@ impl Family for RpcBackend {
         rpc(cx, self)
     }
 
-    fn managed_refusal(&self) -> String {
-        "results travel over the broker; use external".into()
+    fn managed_why(&self) -> Option<&'static str> {
+        RpcBackend::MANAGED_WHY
     }
 
     fn store_client(
