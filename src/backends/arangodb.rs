@@ -88,3 +88,15 @@ impl Family for ArangoDbBackend {
         Some(Ok(Box::new(ArangoDbStore::new(cfg))))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "arangodb",
+            "arangodb://root:arango%23pw@127.0.0.1:8529/celery/results",
+        )]);
+    }
+}

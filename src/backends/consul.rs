@@ -130,3 +130,15 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "consul",
+            "consul://127.0.0.1:8500/celery/results",
+        )]);
+    }
+}

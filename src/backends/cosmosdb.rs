@@ -82,3 +82,14 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[
+            ("cosmosdbsql", "cosmosdbsql://:C2y6yDjf5%2FR%2Bob0N8A7Cgv30VRDJIWEHLM%2B4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw%2FJw%3D%3D@myaccount.documents.azure.com:443"),
+        ]);
+    }
+}

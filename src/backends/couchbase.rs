@@ -37,3 +37,15 @@ impl Family for CouchbaseBackend {
         couchbase(cx, self)
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "couchbase",
+            "couchbase://celery:cb%3Apw@127.0.0.1:11210/celery",
+        )]);
+    }
+}

@@ -22,3 +22,12 @@ impl Family for IronCacheBackend {
         IronCacheBackend::MANAGED_WHY
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[("ironcache", "")]);
+    }
+}

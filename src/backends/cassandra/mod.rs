@@ -115,3 +115,12 @@ impl Family for CassandraBackend {
         Some(Ok(Box::new(store::CassandraStore::new(cfg))))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[("cassandra", "cassandra://")]);
+    }
+}

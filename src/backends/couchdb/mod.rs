@@ -51,3 +51,15 @@ impl Family for CouchDbBackend {
         Some(Ok(Box::new(store::CouchDbStore::new(cfg))))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "couchdb",
+            "couchdb://admin:couch%2540pw%252F1@127.0.0.1:5984/celery",
+        )]);
+    }
+}

@@ -109,3 +109,15 @@ impl Family for DynamoDbBackend {
         Some(Ok(Box::new(store::DynamoStore::new(cfg))))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "dynamodb",
+            "dynamodb://AKIAEXAMPLE:abc%2Fdef%2Bghi@localhost:8000/celery?ttl_seconds=86400",
+        )]);
+    }
+}

@@ -151,3 +151,15 @@ impl ElasticsearchBackend {
             .unwrap_or_else(|| crate::provision::DEFAULT_INDEX.to_string())
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "elasticsearch",
+            "elasticsearch+http://elastic:elastic%3Apw@127.0.0.1:9200/celery-results",
+        )]);
+    }
+}

@@ -51,3 +51,15 @@ impl Family for FilesystemBackend {
         Some(Ok(Box::new(store::FilesystemStore::new(&cfg.uri))))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "filesystem",
+            "file:///var/lib/celery/results",
+        )]);
+    }
+}

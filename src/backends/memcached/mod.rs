@@ -56,3 +56,12 @@ impl Family for CacheBackend {
         Some(Ok(Box::new(store::MemcachedStore::new(&cfg.uri))))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[("cache", "cache+memcached://127.0.0.1:11211/")]);
+    }
+}

@@ -205,3 +205,15 @@ impl Managed for MongoBackend {
         });
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[(
+            "mongodb",
+            "mongodb://celery:mongo%2Bpw%401@127.0.0.1:27017/celery?authSource=admin",
+        )]);
+    }
+}

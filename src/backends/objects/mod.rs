@@ -299,3 +299,16 @@ fn bucket(r: &Render) -> String {
         .clone()
         .unwrap_or_else(|| crate::provision::DEFAULT_BUCKET.to_string())
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[
+            ("azureblockblob", "azureblockblob://DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"),
+            ("gcs", "gs://celery-results/results?gcs_project=my-project"),
+            ("s3", "s3://"),
+        ]);
+    }
+}

@@ -295,3 +295,16 @@ mod prefix_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[
+            ("redis-sentinel", "sentinel://:master%20pw@sentinel-0.sentinel:26379/1;sentinel://:master%20pw@sentinel-1.sentinel:26379/1"),
+            ("redis-tls", "rediss://celery:s3cr3t%2Fwith%2Bplus@redis.example.internal:6380/0?ssl_cert_reqs=required&ssl_ca_certs=%252Fetc%252Fssl%252Fredis%252Fca.crt"),
+            ("redis", "redis://:p%40ss%3Aw%2Frd%23%3F%25%20%2B%26@127.0.0.1:6379/2"),
+        ]);
+    }
+}

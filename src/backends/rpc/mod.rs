@@ -33,3 +33,12 @@ impl Family for RpcBackend {
         Some(Ok(Box::new(store::AmqpStore::from_env())))
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[("rpc", "rpc://")]);
+    }
+}

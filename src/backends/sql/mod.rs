@@ -308,3 +308,16 @@ impl Managed for DatabaseBackend {
         });
     }
 }
+
+#[cfg(test)]
+mod examples {
+    /// This family's examples and the URIs they build (see `backends::tests`).
+    #[test]
+    fn examples_build_their_uris() {
+        crate::backends::tests::assert_examples(&[
+            ("mysql", "db+mysql+pymysql://celery:maria%3Adb%40pw@127.0.0.1:3306/celery"),
+            ("postgresql", "db+postgresql+psycopg2://celery:p%40ss%3Aw%2Frd%23%3F%25%20%2B%26@127.0.0.1:5432/celery_results?sslmode=prefer"),
+            ("sqlite", "db+sqlite:////var/lib/celery/results.db"),
+        ]);
+    }
+}
