@@ -21,6 +21,7 @@ pub mod policy_controller;
 pub mod provision;
 pub mod resolve;
 pub mod runner;
+pub mod secret_data;
 pub mod stores;
 pub mod telemetry;
 pub mod uri;

@@ -80,7 +80,7 @@ fn add_secret(into: &mut SecretValues, doc: serde_json::Value, path: &Path) -> R
     // keystore beside the PEM, as cert-manager can add) are left out; one the backend refers to
     // is then reported by the builder, naming the field.
     let data = into.entry(name).or_default();
-    data.extend(crate::uri::secret_text(&s));
+    data.extend(crate::secret_data::secret_text(&s));
     for (k, v) in s.string_data.unwrap_or_default() {
         data.insert(k, v);
     }

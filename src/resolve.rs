@@ -65,7 +65,7 @@ pub async fn read_secrets(
     let mut values = SecretValues::new();
     for n in names {
         if let Some(s) = api.get_opt(n).await? {
-            values.insert(n.clone(), uri::secret_text(&s));
+            values.insert(n.clone(), crate::secret_data::secret_text(&s));
         }
     }
     Ok(values)

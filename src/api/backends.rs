@@ -13,9 +13,15 @@ use super::common::*;
 /// builder gives), and the backend's own reason when it has one (`why = "..."`: `MANAGED_WHY`).
 macro_rules! external_only {
     ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal) => {
-        external_only!($(#[$doc])* $name, $ext, field = $field, why = None);
+        external_only!(@ $(#[$doc])* $name, $ext, $field, None, None);
     };
     ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal, why = $why:expr) => {
+        external_only!(@ $(#[$doc])* $name, $ext, $field, $why, None);
+    };
+    ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal, result_expires = $re:expr) => {
+        external_only!(@ $(#[$doc])* $name, $ext, $field, None, $re);
+    };
+    (@ $(#[$doc:meta])* $name:ident, $ext:ty, $field:literal, $why:expr, $re:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
         #[serde(rename_all = "camelCase")]
@@ -32,6 +38,12 @@ macro_rules! external_only {
         impl $name {
             /// Why managed mode is refused for this backend, when it has a reason of its own.
             pub const MANAGED_WHY: Option<&'static str> = $why;
+        }
+
+        impl super::kinds::ResultExpiresRule for $name {
+            fn result_expires_rule() -> Option<(String, &'static str)> {
+                $re
+            }
         }
     };
 }
@@ -50,6 +62,8 @@ pub struct RedisBackend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<RedisManaged>,
 }
+
+impl super::kinds::ResultExpiresRule for RedisBackend {}
 
 /// An existing Redis server, Sentinel group or unix socket.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -172,6 +186,8 @@ pub struct DatabaseBackend {
     pub table_schemas: Option<DatabaseTables>,
 }
 
+impl super::kinds::ResultExpiresRule for DatabaseBackend {}
+
 /// A name for each of Celery's two result tables.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -273,6 +289,8 @@ pub struct MongoBackend {
     pub groupmeta_collection: Option<String>,
 }
 
+impl super::kinds::ResultExpiresRule for MongoBackend {}
+
 /// An existing MongoDB deployment.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -349,6 +367,8 @@ pub struct ElasticsearchBackend {
     pub index: Option<String>,
 }
 
+impl super::kinds::ResultExpiresRule for ElasticsearchBackend {}
+
 /// An existing Elasticsearch cluster.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -402,6 +422,8 @@ pub struct S3Backend {
     #[schemars(length(min = 1, max = 512))]
     pub base_path: Option<String>,
 }
+
+impl super::kinds::ResultExpiresRule for S3Backend {}
 
 /// An existing S3 bucket.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -581,7 +603,11 @@ pub struct CacheExternal {
 external_only!(
     /// Memcached result backend (`cache+memcached://`).
     CacheBackend, CacheExternal,
-    field = "cache"
+    field = "cache",
+    result_expires = Some((
+        format!("{} <= 2592000", cel_seconds("self.resultExpires")),
+        "memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h"
+    ))
 );
 
 // ---------------------------------------------------------------- cassandra
@@ -828,7 +854,14 @@ pub struct ConsulExternal {
 external_only!(
     /// HashiCorp Consul KV result backend (`consul://`).
     ConsulBackend, ConsulExternal,
-    field = "consul"
+    field = "consul",
+    result_expires = Some((
+        format!(
+            "self.resultExpires in ['0', '0s', '0d'] || ({d} >= 10 && {d} <= 86400)",
+            d = cel_seconds("self.resultExpires")
+        ),
+        "consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never"
+    ))
 );
 
 // ---------------------------------------------------------------- cosmosdbsql

@@ -102,6 +102,19 @@ macro_rules! api_kinds {
             }
         }
 
+        /// Each backend's rule on `resultExpires`, with its field: `(field, CEL condition, message)`.
+        fn result_expires_rules() -> Vec<(&'static str, String, &'static str)> {
+            let mut rules = vec![];
+            $(
+                if let Some((condition, message)) =
+                    <crate::api::$ty as ResultExpiresRule>::result_expires_rule()
+                {
+                    rules.push(($camel, condition, message));
+                }
+            )*
+            rules
+        }
+
         impl CeleryResultBackendSpec {
             /// Every backend the spec sets, in the order of its fields; a valid spec sets exactly
             /// one. Destructured without `..`: a new spec field is either a row of
@@ -171,6 +184,38 @@ pub fn managed_refusal(field: &str, why: Option<&str>) -> String {
             provisionable_list()
         ),
     }
+}
+
+/// A backend's rule on the shared `resultExpires` (its store's range of TTLs), declared in its
+/// section of the API types; [`result_expires_rule`] joins them into the spec's one CEL rule.
+pub trait ResultExpiresRule {
+    /// `(CEL condition on self.resultExpires, the message when it fails)`, if the store limits it.
+    fn result_expires_rule() -> Option<(String, &'static str)> {
+        None
+    }
+}
+
+/// The spec's CEL rule on `resultExpires`: every backend's own rule, applied when that backend is
+/// set, with that backend's message (a `messageExpression`).
+pub(crate) fn result_expires_rule() -> kube::core::Rule {
+    let rules = result_expires_rules();
+    let quote = |m: &str| format!("'{}'", m.replace('\\', "\\\\").replace('\'', "\\'"));
+    let condition = rules
+        .iter()
+        .map(|(field, c, _)| format!("(!has(self.{field}) || {c})"))
+        .collect::<Vec<_>>();
+    let mut message = quote("resultExpires is out of range for this backend");
+    for (field, _, m) in rules.iter().rev() {
+        message = format!("has(self.{field}) ? {} : {message}", quote(m));
+    }
+    let rule = if condition.is_empty() {
+        "true".to_string()
+    } else {
+        format!("!has(self.resultExpires) || ({})", condition.join(" && "))
+    };
+    kube::core::Rule::new(rule)
+        .message(kube::core::Message::Expression(message))
+        .field_path(".resultExpires")
 }
 
 /// Every backend field, for messages: `redis, database, ... or filesystem`.

@@ -46,8 +46,7 @@ pub const VERSION: &str = "v1alpha1";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kinds::exactly_one_backend_rule())]
-#[x_kube(validation = Rule::new(format!("!has(self.consul) || !has(self.resultExpires) || self.resultExpires in ['0', '0s', '0d'] || ({d} >= 10 && {d} <= 86400)", d = cel_seconds("self.resultExpires"))).message("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never").field_path(".resultExpires"))]
-#[x_kube(validation = Rule::new(format!("!has(self.cache) || !has(self.resultExpires) || {} <= 2592000", cel_seconds("self.resultExpires"))).message("memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h").field_path(".resultExpires"))]
+#[x_kube(validation = kinds::result_expires_rule())]
 pub struct CeleryResultBackendSpec {
     /// Redis (standalone, TLS, Sentinel or unix socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]

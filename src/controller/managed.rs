@@ -1,7 +1,7 @@
 //! Managed mode: create the credentials once, apply the StatefulSet and Services, and report
 //! whether the store is ready.
 
-use crate::uri::secret_text;
+use crate::secret_data::secret_text;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Patch, PatchParams, PostParams};

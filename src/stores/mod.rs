@@ -5,6 +5,7 @@
 pub mod http;
 pub mod plan;
 pub mod tls;
+pub use tls::PrivateFiles;
 
 use std::time::{Duration, Instant};
 
@@ -225,41 +226,6 @@ pub fn tls_failure(msg: &str) -> bool {
     ]
     .iter()
     .any(|k| m.contains(k))
-}
-
-/// TLS material written for a driver that reads it from files only (sqlx, the MongoDB driver):
-/// a private temporary directory (0700, files 0600; a memory-backed `/tmp` in the chart), made
-/// on the first file and removed with everything in it when this guard drops. Keep the guard
-/// only while the driver reads the files (while connecting).
-#[derive(Default)]
-pub struct PrivateFiles(Option<tempfile::TempDir>);
-
-impl PrivateFiles {
-    /// Write `bytes` to a new private file `name`; its path, or why it could not be written.
-    pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<std::path::PathBuf, String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = match &self.0 {
-            Some(d) => d,
-            None => self.0.insert(
-                tempfile::Builder::new()
-                    .prefix("cbo-tls-")
-                    .tempdir()
-                    .map_err(|e| {
-                        format!("cannot write TLS material to a temporary directory: {e}")
-                    })?,
-            ),
-        };
-        let path = dir.path().join(name);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| format!("cannot write TLS material to {}: {e}", path.display()))?;
-        Ok(path)
-    }
 }
 
 /// What to tell a user whose TLS verification failed: a CA given only as a worker-local file

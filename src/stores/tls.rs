@@ -1,5 +1,6 @@
-//! A rustls client configuration from a backend's TLS material (CA, client certificate and the
-//! verification level), for store drivers that take one in memory (the Cassandra driver).
+//! TLS material for the operator's store drivers: a rustls client configuration (CA, client
+//! certificate, verification level) for drivers that take one in memory (the Cassandra driver),
+//! and private files for drivers that read files only (sqlx, the MongoDB driver).
 
 use std::sync::Arc;
 
@@ -158,6 +159,41 @@ impl ServerCertVerifier for NoVerification {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS material written for a driver that reads it from files only (sqlx, the MongoDB driver):
+/// a private temporary directory (0700, files 0600; a memory-backed `/tmp` in the chart), made
+/// on the first file and removed with everything in it when this guard drops. Keep the guard
+/// only while the driver reads the files (while connecting).
+#[derive(Default)]
+pub struct PrivateFiles(Option<tempfile::TempDir>);
+
+impl PrivateFiles {
+    /// Write `bytes` to a new private file `name`; its path, or why it could not be written.
+    pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<std::path::PathBuf, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = match &self.0 {
+            Some(d) => d,
+            None => self.0.insert(
+                tempfile::Builder::new()
+                    .prefix("cbo-tls-")
+                    .tempdir()
+                    .map_err(|e| {
+                        format!("cannot write TLS material to a temporary directory: {e}")
+                    })?,
+            ),
+        };
+        let path = dir.path().join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| format!("cannot write TLS material to {}: {e}", path.display()))?;
+        Ok(path)
     }
 }
 

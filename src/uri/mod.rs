@@ -16,16 +16,6 @@ use encode::host as fmt_host;
 /// Secret contents the builder may use: Secret name -> key -> value.
 pub type SecretValues = BTreeMap<String, BTreeMap<String, String>>;
 
-/// A Secret's `data` as text: key -> UTF-8 value; keys whose value is not UTF-8 are left out
-/// (the builder then names the field as missing, never printing the bytes).
-pub fn secret_text(s: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
-    s.data
-        .iter()
-        .flatten()
-        .filter_map(|(k, v)| String::from_utf8(v.0.clone()).ok().map(|t| (k.clone(), t)))
-        .collect()
-}
-
 /// Everything a Celery worker needs to reach the result backend.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackendConfig {

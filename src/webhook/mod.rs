@@ -455,7 +455,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let data = crate::uri::secret_text(&s);
+        let data = crate::secret_data::secret_text(&s);
         if current.as_ref() == Some(&data) {
             continue;
         }
@@ -566,7 +566,7 @@ async fn upkeep(
     let live = secrets.get_opt(&opts.secret_name).await?;
     let mut data = live
         .as_ref()
-        .map(crate::uri::secret_text)
+        .map(crate::secret_data::secret_text)
         .unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     if let Some(next) = certs::next_bundle(&data, &opts.sans(), now, certs::Lifetimes::default())? {
