@@ -294,8 +294,8 @@ pub struct RunArgs {
     )]
     pub store_image_registry: Option<String>,
     /// Image of one managed store, `STORE=IMAGE` (repeatable): a full reference, used as is,
-    /// that beats --store-image-registry. STORE is one the operator provisions (redis,
-    /// postgresql, mongodb, elasticsearch, s3). Also read from `CBO_STORE_IMAGE_<STORE>`
+    /// that beats --store-image-registry. STORE is a store the operator provisions (an unknown
+    /// one is refused, naming those that exist). Also read from `CBO_STORE_IMAGE_<STORE>`
     /// environment variables (`CBO_STORE_IMAGE_REDIS=...`); a flag beats the variable.
     #[arg(
         long = "store-image",

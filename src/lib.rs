@@ -1,10 +1,10 @@
 //! celery-backend-operator: Celery result backends as Kubernetes resources.
 //!
-//! Layout: `api` (CRD types), `uri` (the pure builder's toolkit and entry point), `backends` (one file per
-//! backend family), `provision` (pure managed-mode
-//! manifests), `resolve` (one path from a live backend to its configuration), `drift` (pure drift detection), `inject` (pure injection patches), `controller`
-//! (reconcilers), `webhook` (admission and certificates), `stores` (store clients), `leader`,
-//! `telemetry`, `manifests` (reading YAML manifests for the CLI), `cli` (subcommands).
+//! Layout (README `## Layout` has the whole map): `api` (the CRD types and the one list of
+//! backends), `backends` (one room per backend family), `uri` (the builder), `provision`,
+//! `resolve`, `inject`, `drift`/`apply`, `controller` (the CeleryResultBackend reconciler),
+//! `policy_controller`, `runner` (the process), `webhook`, `stores` (the store toolkit),
+//! `installation`, `leader`, `conditions`, `secret_data`, `telemetry`, `manifests`, `cli`.
 
 pub mod api;
 pub mod apply;

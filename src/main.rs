@@ -8,7 +8,7 @@ use clap::Parser;
 use cbo::cli::{run_check, run_cleanup, run_crd, run_operator, run_uri, Cli, Command};
 
 fn main() -> ExitCode {
-    cbo::telemetry::install_crypto_provider();
+    cbo::stores::tls::install_crypto_provider();
     let cli = Cli::parse();
     let out = match &cli.command {
         Command::Crd(args) => run_crd(args),

@@ -183,13 +183,6 @@ pub(crate) trait Managed {
     fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec);
 }
 
-/// Default name of the database a managed PostgreSQL creates.
-pub const DEFAULT_DATABASE: &str = "celery";
-/// Default bucket a managed object store creates.
-pub const DEFAULT_BUCKET: &str = "celery-results";
-/// Default index a managed Elasticsearch creates (Celery's default index).
-pub const DEFAULT_INDEX: &str = "celery";
-
 fn secret_env(name: &str, secret: &str, key: &str) -> Value {
     json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
 }

@@ -281,14 +281,6 @@ pub fn init_logging(json: bool) {
     };
 }
 
-/// Make ring the process's TLS crypto provider, before any TLS client or server is built. Two
-/// providers are compiled in (ring, which every client here is configured with, and aws-lc-rs,
-/// which the Cassandra driver's rustls dependency enables by default), and rustls then refuses
-/// to guess (it panics when a client without an explicit provider is built). Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,9 @@ macro_rules! external_only {
     ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal, result_expires = $re:expr) => {
         external_only!(@ $(#[$doc])* $name, $ext, $field, None, $re);
     };
+    ($(#[$doc:meta])* $name:ident, $ext:ty, field = $field:literal, why = $why:expr, result_expires = $re:expr) => {
+        external_only!(@ $(#[$doc])* $name, $ext, $field, $why, $re);
+    };
     (@ $(#[$doc:meta])* $name:ident, $ext:ty, $field:literal, $why:expr, $re:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -605,10 +608,16 @@ external_only!(
     CacheBackend, CacheExternal,
     field = "cache",
     result_expires = Some((
-        format!("{} <= 2592000", cel_seconds("self.resultExpires")),
-        "memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h"
+        format!("{} <= {MEMCACHED_TTL_MAX_SECONDS}", cel_seconds("self.resultExpires")),
+        MEMCACHED_TTL_MESSAGE
     ))
 );
+
+/// The longest TTL memcached reads as relative (30 days, in seconds); longer ones are absolute
+/// times, which expire at once: the CEL rule and the builder refuse them.
+pub const MEMCACHED_TTL_MAX_SECONDS: u64 = 2_592_000;
+/// Why a `resultExpires` above [`MEMCACHED_TTL_MAX_SECONDS`] is refused.
+pub const MEMCACHED_TTL_MESSAGE: &str = "memcached treats TTLs above 30 days as absolute times, which expire at once: set resultExpires to at most 720h";
 
 // ---------------------------------------------------------------- cassandra
 
@@ -857,12 +866,20 @@ external_only!(
     field = "consul",
     result_expires = Some((
         format!(
-            "self.resultExpires in ['0', '0s', '0d'] || ({d} >= 10 && {d} <= 86400)",
+            "!self.resultExpires.matches('[1-9]') || ({d} >= {} && {d} <= {})",
+            CONSUL_TTL_SECONDS.0,
+            CONSUL_TTL_SECONDS.1,
             d = cel_seconds("self.resultExpires")
         ),
-        "consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never"
+        CONSUL_TTL_MESSAGE
     ))
 );
+
+/// The session TTLs python-consul2 accepts, in seconds (it asserts 10 <= ttl <= 86400): the CEL
+/// rule and the builder check `resultExpires` against them (0s, never, is allowed).
+pub const CONSUL_TTL_SECONDS: (u64, u64) = (10, 86400);
+/// Why a `resultExpires` outside [`CONSUL_TTL_SECONDS`] is refused.
+pub const CONSUL_TTL_MESSAGE: &str = "consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else): set resultExpires in that range, or 0s for never";
 
 // ---------------------------------------------------------------- cosmosdbsql
 

@@ -273,10 +273,7 @@ pub fn unsupported_managed_schema(_: &mut schemars::SchemaGenerator) -> schemars
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,
-        "description": format!(
-            "Not supported for this backend: the operator provisions only {}. Use external.",
-            super::kinds::provisionable_list()
-        )
+        "description": "Not supported for this backend: use external."
     })
 }
 

@@ -104,8 +104,9 @@ impl Family for ConsulBackend {
     }
 
     fn check_result_expires(&self, secs: f64) -> Result<(), &'static str> {
-        if !(10.0..=86400.0).contains(&secs) {
-            return Err("consul session TTLs must lie between 10s and 24h (python-consul2 rejects anything else)");
+        let (min, max) = CONSUL_TTL_SECONDS;
+        if !(min as f64..=max as f64).contains(&secs) {
+            return Err(CONSUL_TTL_MESSAGE);
         }
         Ok(())
     }

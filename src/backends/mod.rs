@@ -66,6 +66,11 @@ pub(crate) trait Family {
     fn managed_why(&self) -> Option<&'static str> {
         None
     }
+    /// Whether the operator's cleanup reads each stored result (its JSON `date_done`) in this store,
+    /// so a result serialized otherwise, or compressed, is unreadable to it and kept.
+    fn cleanup_reads_results(&self) -> bool {
+        false
+    }
     /// Whether the store keeps `result_expires` as a TTL on each result (a 0s value is warned:
     /// results then never expire).
     fn expires_as_ttl(&self) -> bool {

@@ -6,7 +6,7 @@
 //! Which image a store Pod runs, first match wins:
 //!
 //! 1. the backend's own `spec.<backend>.managed.image`, as written;
-//! 2. the per-store image of the operator (`--redis-image`, ..., [`StoreImages::redis`] ...), as
+//! 2. the per-store image of the operator (`--store-image redis=IMAGE`, [`StoreImages::images`]), as
 //!    written (`managed.version` does not change it);
 //! 3. the registry prefix (`--store-image-registry`) applied to the default image by
 //!    [`with_registry`], tagged `managed.version` when given, else the default version;
@@ -36,7 +36,7 @@ pub struct StoreImages {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{flag} {value:?}: {reason}")]
 pub struct ImageSettingError {
-    /// The flag and its environment variable, e.g. `--redis-image (CBO_STORE_IMAGE_REDIS)`.
+    /// The flag and its environment variable, e.g. `--store-image redis=IMAGE (CBO_STORE_IMAGE_REDIS)`.
     pub flag: String,
     pub value: String,
     pub reason: String,

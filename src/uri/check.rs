@@ -1,5 +1,5 @@
-//! Pure rules on what each Celery backend (and the client library under it) can carry: host forms,
-//! characters in credentials, key prefixes. Each rule names its source in Celery 5.7 or the client
+//! Pure rules that several Celery backends share (and the client libraries under them): host
+//! forms, Basic-auth credentials, paths and URLs; a backend's own rules live in its family file. Each rule names its source in Celery 5.7 or the client
 //! code; the builder in `super` applies them and refuses with the field named (never the value).
 
 use std::net::{Ipv4Addr, Ipv6Addr};

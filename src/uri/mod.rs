@@ -513,7 +513,7 @@ pub fn build(
     cx.bind("provider", "celery-backend-operator");
     backend.family().build(&mut cx)?;
     result_expires(&mut cx, spec, backend)?;
-    result_settings(&mut cx, spec)?;
+    result_settings(&mut cx, spec, backend)?;
     celery_clock(&mut cx, spec)?;
     settings_reach_workers(&mut cx, spec);
     let uri = cx.out.uri.clone();
@@ -524,7 +524,11 @@ pub fn build(
 
 /// `spec.resultSettings` under Celery's names; durations in Celery's units (seconds, or
 /// milliseconds for the retry sleeps).
-fn result_settings(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), BuildError> {
+fn result_settings(
+    cx: &mut Ctx,
+    spec: &CeleryResultBackendSpec,
+    backend: Backend<'_>,
+) -> Result<(), BuildError> {
     let Some(r) = &spec.result_settings else {
         return Ok(());
     };
@@ -565,8 +569,10 @@ fn result_settings(cx: &mut Ctx, spec: &CeleryResultBackendSpec) -> Result<(), B
         )?),
     );
     cx.set_opt("result_cache_max", r.cache_max);
-    if r.serializer.as_deref().is_some_and(|s| s != "json") || r.compression.is_some() {
-        cx.warn("result_serializer other than json, or result_compression: cleanup policies cannot read such results in key-value and document stores (Redis, MongoDB, Elasticsearch, CouchDB, object stores) and keep them; rely on result_expires there");
+    if (r.serializer.as_deref().is_some_and(|s| s != "json") || r.compression.is_some())
+        && backend.family().cleanup_reads_results()
+    {
+        cx.warn("result_serializer other than json, or result_compression: cleanup policies read each stored result's date_done in this store and cannot read such results, so they keep them; rely on result_expires here");
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ pub fn cluster() -> &'static (PathBuf, PathBuf) {
 
 /// A kube client for the local cluster.
 pub async fn client() -> Client {
-    cbo::telemetry::install_crypto_provider();
+    cbo::stores::tls::install_crypto_provider();
     let (kubeconfig, _) = cluster();
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
     let cfg = Config::from_custom_kubeconfig(kc, &Default::default())

@@ -36,6 +36,10 @@ pub(crate) fn couchdb(cx: &mut Ctx, spec: &CouchDbBackend) -> Result<(), BuildEr
 }
 
 impl Family for CouchDbBackend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         refs.auth("spec.couchdb.external.auth", &self.external.auth);
     }

@@ -62,6 +62,10 @@ pub(crate) fn es_credentials(
 }
 
 impl Family for ElasticsearchBackend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.elasticsearch.external.auth", &e.auth);
@@ -86,6 +90,9 @@ impl Family for ElasticsearchBackend {
         Some(Ok(Box::new(store::ElasticsearchStore::new(cfg))))
     }
 }
+
+/// Default index a managed Elasticsearch creates (Celery's default index).
+pub const DEFAULT_INDEX: &str = "celery";
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
@@ -148,7 +155,7 @@ impl ElasticsearchBackend {
     fn index_name(&self) -> String {
         self.index
             .clone()
-            .unwrap_or_else(|| crate::provision::DEFAULT_INDEX.to_string())
+            .unwrap_or_else(|| DEFAULT_INDEX.to_string())
     }
 }
 

@@ -43,8 +43,8 @@ impl Family for CacheBackend {
     }
 
     fn check_result_expires(&self, secs: f64) -> Result<(), &'static str> {
-        if secs > 2_592_000.0 {
-            return Err("memcached treats TTLs above 30 days as absolute times, which expire at once: use at most 720h");
+        if secs > MEMCACHED_TTL_MAX_SECONDS as f64 {
+            return Err(MEMCACHED_TTL_MESSAGE);
         }
         Ok(())
     }

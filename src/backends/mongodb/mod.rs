@@ -123,6 +123,10 @@ pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> 
 }
 
 impl Family for MongoBackend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.mongodb.external.auth", &e.auth);
@@ -152,6 +156,9 @@ impl Family for MongoBackend {
     }
 }
 
+/// Database a managed MongoDB creates for Celery.
+pub const DEFAULT_DATABASE: &str = "celery";
+
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
     store: "mongodb",
@@ -180,7 +187,7 @@ impl Managed for MongoBackend {
             env: vec![
                 r.username_env("MONGO_INITDB_ROOT_USERNAME"),
                 r.password_env("MONGO_INITDB_ROOT_PASSWORD"),
-                json!({"name": "MONGO_INITDB_DATABASE", "value": crate::provision::DEFAULT_DATABASE}),
+                json!({"name": "MONGO_INITDB_DATABASE", "value": DEFAULT_DATABASE}),
             ],
             readiness: json!({"exec": {"command": ["mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]}}),
             post_start: None,
@@ -194,7 +201,7 @@ impl Managed for MongoBackend {
                     host: r.host.clone(),
                     port: Some(r.profile.port),
                 }],
-                database: Some(crate::provision::DEFAULT_DATABASE.into()),
+                database: Some(DEFAULT_DATABASE.into()),
                 auth: Some(r.auth(true)),
                 auth_source: Some("admin".into()),
                 ..Default::default()

@@ -156,6 +156,10 @@ pub(crate) fn azure(cx: &mut Ctx, spec: &AzureBlockBlobBackend) -> Result<(), Bu
 }
 
 impl Family for S3Backend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn tls(&self) -> Option<&TlsConfig> {
         self.external.as_ref()?.tls.as_ref()
     }
@@ -198,6 +202,10 @@ impl Family for S3Backend {
 }
 
 impl Family for GcsBackend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn secret_refs(&self, _refs: &mut SecretRefs) {}
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
@@ -217,6 +225,10 @@ impl Family for GcsBackend {
 }
 
 impl Family for AzureBlockBlobBackend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         refs.one(
             "spec.azureBlockBlob.external.connectionStringSecretRef",
@@ -239,6 +251,9 @@ impl Family for AzureBlockBlobBackend {
         )
     }
 }
+
+/// Default bucket a managed object store creates.
+pub const DEFAULT_BUCKET: &str = "celery-results";
 
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
@@ -295,9 +310,7 @@ impl Managed for S3Backend {
 
 /// The bucket a managed MinIO creates: `managed.bucket`, else the default.
 fn bucket(r: &Render) -> String {
-    r.name
-        .clone()
-        .unwrap_or_else(|| crate::provision::DEFAULT_BUCKET.to_string())
+    r.name.clone().unwrap_or_else(|| DEFAULT_BUCKET.to_string())
 }
 
 #[cfg(test)]

@@ -184,6 +184,10 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
 }
 
 impl Family for RedisBackend {
+    fn cleanup_reads_results(&self) -> bool {
+        true
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.redis.external.auth", &e.auth);

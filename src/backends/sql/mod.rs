@@ -243,6 +243,9 @@ impl Family for DatabaseBackend {
     }
 }
 
+/// Default name of the database a managed PostgreSQL creates.
+pub const DEFAULT_DATABASE: &str = "celery";
+
 /// The store this family provisions in managed mode.
 pub(crate) const MANAGED: Profile = crate::provision::Profile {
     store: "postgresql",
@@ -271,7 +274,7 @@ impl Managed for DatabaseBackend {
         let database = r
             .name
             .clone()
-            .unwrap_or_else(|| crate::provision::DEFAULT_DATABASE.to_string());
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
         ContainerParts {
             command: Value::Null,
             env: vec![
@@ -295,7 +298,7 @@ impl Managed for DatabaseBackend {
                 database: Some(
                     r.name
                         .clone()
-                        .unwrap_or_else(|| crate::provision::DEFAULT_DATABASE.to_string()),
+                        .unwrap_or_else(|| DEFAULT_DATABASE.to_string()),
                 ),
                 path: None,
                 auth: Some(r.auth(true)),
