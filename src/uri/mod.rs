@@ -932,6 +932,22 @@ mod tests {
             .warnings
             .iter()
             .any(|w| w.contains("cannot read such results")));
+        // SQL cleanup reads the date_done column, never the result: no warning there.
+        let sql = build(
+            &spec(
+                json!({"database": {"external": {"engine": "sqlite", "path": "/r.db"}},
+                "resultSettings": {"serializer": "pickle"}}),
+            ),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(
+            !sql.warnings
+                .iter()
+                .any(|w| w.contains("cannot read such results")),
+            "{:?}",
+            sql.warnings
+        );
     }
 
     #[test]

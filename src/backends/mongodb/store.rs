@@ -35,19 +35,24 @@ pub struct MongoStore {
 /// inside a dump of the topology (`..., Error: Kind: I/O error: invalid peer certificate:
 /// UnknownIssuer, labels: {...} ...`); that error is what happened, so it is what is said.
 fn readable(e: &mongodb::error::Error) -> String {
-    let text = crate::stores::cause_chain(e);
-    if let mongodb::error::ErrorKind::ServerSelection { message, .. } = &*e.kind {
-        if let Some((_, rest)) = message.split_once("Error: Kind: ") {
-            let cause = rest.split(", labels:").next().unwrap_or(rest).trim();
-            return format!("no server answered: {cause}");
-        }
-        return message
-            .split(" Topology:")
-            .next()
-            .unwrap_or(message)
-            .to_string();
+    match &*e.kind {
+        mongodb::error::ErrorKind::ServerSelection { message, .. } => selection_cause(message),
+        _ => crate::stores::cause_chain(e),
     }
-    text
+}
+
+/// The servers' own error inside a server-selection message, or the message without its
+/// topology dump.
+fn selection_cause(message: &str) -> String {
+    if let Some((_, rest)) = message.split_once("Error: Kind: ") {
+        let cause = rest.split(", labels:").next().unwrap_or(rest).trim();
+        return format!("no server answered: {cause}");
+    }
+    message
+        .split(" Topology:")
+        .next()
+        .unwrap_or(message)
+        .to_string()
 }
 
 /// The database named in a MongoDB URI's path, or Celery's default `celery`.
@@ -251,6 +256,19 @@ impl crate::stores::StoreClient for MongoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_selection_failures_say_the_servers_own_error() {
+        let message = "Server selection timeout: No available servers. Topology: { Type: Unknown, Servers: [ { Address: 127.0.0.1:37018, Type: Unknown, Error: Kind: I/O error: invalid peer certificate: UnknownIssuer, labels: {\"RetryableError\"}, source: None } ] }";
+        assert_eq!(
+            selection_cause(message),
+            "no server answered: I/O error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            selection_cause("Server selection timeout: None matched. Topology: { }"),
+            "Server selection timeout: None matched."
+        );
+    }
 
     #[test]
     fn database_comes_from_the_uri_path() {
