@@ -171,8 +171,6 @@ pub(crate) struct ContainerParts {
 /// What a provisionable backend family contributes to the plan, implemented in its own file:
 /// the profile, the container, and the external spec equivalent to the store it provisions.
 pub(crate) trait Managed {
-    /// The store's profile.
-    fn profile(&self) -> &'static Profile;
     /// The managed block's common settings and the name it asks for (database, bucket); `None`
     /// when the backend is external.
     fn managed(&self) -> Option<(&ManagedCommon, Option<String>)>;
@@ -181,6 +179,13 @@ pub(crate) trait Managed {
     /// Set the external block of `out` pointing at the provisioned store (the builder makes the
     /// URI from it, exactly as for a store the user runs).
     fn external(&self, r: &Render, out: &mut CeleryResultBackendSpec);
+}
+
+/// The profile of the store a provisionable family runs (rows marked `managed` in
+/// `api::kinds` must implement it: `backends::managed_profiles` and `Backend::managed_profile`
+/// are generated from them).
+pub(crate) trait ManagedProfile {
+    const PROFILE: &'static Profile;
 }
 
 fn secret_env(name: &str, secret: &str, key: &str) -> Value {
@@ -202,7 +207,7 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let backend = crate::uri::validate(spec)?;
     let family = backend.managed_family().ok_or(PlanError::NotManaged)?;
-    let profile = family.profile();
+    let profile = backend.managed_profile().ok_or(PlanError::NotManaged)?;
     let (common, extra) = family.managed().ok_or(PlanError::NotManaged)?;
     let sts = child_name_within(name, profile.component, STATEFULSET_NAME_MAX);
     let headless = child_name(name, &format!("{}-hl", profile.component));

@@ -49,17 +49,6 @@ pub(crate) trait Family {
     fn tls(&self) -> Option<&crate::api::TlsConfig> {
         None
     }
-    /// Managed mode, for the families the operator provisions.
-    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
-        None
-    }
-    /// The profile of the store this family provisions (see [`managed_profiles`]).
-    fn managed_profile() -> Option<&'static crate::provision::Profile>
-    where
-        Self: Sized,
-    {
-        None
-    }
     /// The family's own reason to refuse `managed` (`MANAGED_WHY` of its API type), if any;
     /// otherwise the refusal names the backends the operator provisions
     /// (`api::kinds::managed_refusal`).
@@ -156,6 +145,20 @@ macro_rules! family_dispatch {
                     $( Backend::$variant(b) => b, )*
                 }
             }
+
+            /// Managed mode, for the rows marked `managed`.
+            pub(crate) fn managed_family(self) -> Option<&'a dyn crate::provision::Managed> {
+                match self {
+                    $( Backend::$variant(b) => family_dispatch!(@managed $mode b), )*
+                }
+            }
+
+            /// The profile of the store this backend's family provisions, if it does.
+            pub(crate) fn managed_profile(self) -> Option<&'static crate::provision::Profile> {
+                match self {
+                    $( Backend::$variant(_) => family_dispatch!(@profile $mode $ty), )*
+                }
+            }
         }
 
         /// The operator's client for a backend `kind` and a built (or hand-written)
@@ -173,7 +176,7 @@ macro_rules! family_dispatch {
 
         /// The profiles of every store the operator can provision, in the rows' order.
         pub(crate) fn managed_profiles() -> Vec<&'static crate::provision::Profile> {
-            [$( <crate::api::$ty as Family>::managed_profile(), )*]
+            [$( family_dispatch!(@profile $mode $ty), )*]
                 .into_iter()
                 .flatten()
                 .collect()
@@ -189,17 +192,17 @@ macro_rules! family_dispatch {
             }
         }
     };
+    (@managed managed $b:ident) => { Some($b) };
+    (@managed external $b:ident) => { { let _ = $b; None } };
+    (@profile managed $ty:ident) => {
+        Some(<crate::api::$ty as crate::provision::ManagedProfile>::PROFILE)
+    };
+    (@profile external $ty:ident) => { None };
 }
 
 crate::api::kinds::with_backends!(family_dispatch);
 
 impl<'a> Backend<'a> {
-    /// The managed-mode implementation of this backend's family, for those the operator can
-    /// provision.
-    pub(crate) fn managed_family(self) -> Option<&'a dyn crate::provision::Managed> {
-        self.family().managed()
-    }
-
     /// The enabled `tls` block of this backend, when its family has one.
     pub fn tls(self) -> Option<&'a crate::api::TlsConfig> {
         self.family().tls().filter(|t| t.enabled)

@@ -76,13 +76,6 @@ impl Family for ElasticsearchBackend {
         elasticsearch(cx, self)
     }
 
-    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
-        Some(self)
-    }
-
-    fn managed_profile() -> Option<&'static crate::provision::Profile> {
-        Some(&MANAGED)
-    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -110,10 +103,11 @@ pub(crate) const MANAGED: Profile = crate::provision::Profile {
     read_only_root: false,
 };
 
+impl crate::provision::ManagedProfile for ElasticsearchBackend {
+    const PROFILE: &'static Profile = &MANAGED;
+}
+
 impl Managed for ElasticsearchBackend {
-    fn profile(&self) -> &'static Profile {
-        &MANAGED
-    }
     fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
         self.managed.as_ref().map(|m| (&m.common, None))
     }

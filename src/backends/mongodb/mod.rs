@@ -141,13 +141,6 @@ impl Family for MongoBackend {
     fn tls(&self) -> Option<&TlsConfig> {
         self.external.as_ref()?.tls.as_ref()
     }
-    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
-        Some(self)
-    }
-
-    fn managed_profile() -> Option<&'static crate::provision::Profile> {
-        Some(&MANAGED)
-    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -174,10 +167,11 @@ pub(crate) const MANAGED: Profile = crate::provision::Profile {
     read_only_root: true,
 };
 
+impl crate::provision::ManagedProfile for MongoBackend {
+    const PROFILE: &'static Profile = &MANAGED;
+}
+
 impl Managed for MongoBackend {
-    fn profile(&self) -> &'static Profile {
-        &MANAGED
-    }
     fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
         self.managed.as_ref().map(|m| (&m.common, None))
     }

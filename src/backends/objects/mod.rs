@@ -182,13 +182,6 @@ impl Family for S3Backend {
         s3(cx, self)
     }
 
-    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
-        Some(self)
-    }
-
-    fn managed_profile() -> Option<&'static crate::provision::Profile> {
-        Some(&MANAGED)
-    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -270,10 +263,11 @@ pub(crate) const MANAGED: Profile = crate::provision::Profile {
     read_only_root: true,
 };
 
+impl crate::provision::ManagedProfile for S3Backend {
+    const PROFILE: &'static Profile = &MANAGED;
+}
+
 impl Managed for S3Backend {
-    fn profile(&self) -> &'static Profile {
-        &MANAGED
-    }
     fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
         self.managed.as_ref().map(|m| (&m.common, m.bucket.clone()))
     }

@@ -208,13 +208,6 @@ impl Family for RedisBackend {
     fn tls(&self) -> Option<&TlsConfig> {
         self.external.as_ref()?.tls.as_ref()
     }
-    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
-        Some(self)
-    }
-
-    fn managed_profile() -> Option<&'static crate::provision::Profile> {
-        Some(&MANAGED)
-    }
     fn expires_as_ttl(&self) -> bool {
         true
     }
@@ -245,10 +238,11 @@ pub(crate) const MANAGED: Profile = crate::provision::Profile {
     read_only_root: true,
 };
 
+impl crate::provision::ManagedProfile for RedisBackend {
+    const PROFILE: &'static Profile = &MANAGED;
+}
+
 impl Managed for RedisBackend {
-    fn profile(&self) -> &'static Profile {
-        &MANAGED
-    }
     fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
         self.managed.as_ref().map(|m| (&m.common, None))
     }

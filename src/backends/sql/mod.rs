@@ -228,13 +228,6 @@ impl Family for DatabaseBackend {
     fn tls(&self) -> Option<&TlsConfig> {
         self.external.as_ref()?.tls.as_ref()
     }
-    fn managed(&self) -> Option<&dyn crate::provision::Managed> {
-        Some(self)
-    }
-
-    fn managed_profile() -> Option<&'static crate::provision::Profile> {
-        Some(&MANAGED)
-    }
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -261,10 +254,11 @@ pub(crate) const MANAGED: Profile = crate::provision::Profile {
     read_only_root: true,
 };
 
+impl crate::provision::ManagedProfile for DatabaseBackend {
+    const PROFILE: &'static Profile = &MANAGED;
+}
+
 impl Managed for DatabaseBackend {
-    fn profile(&self) -> &'static Profile {
-        &MANAGED
-    }
     fn managed(&self) -> Option<(&ManagedCommon, Option<String>)> {
         self.managed
             .as_ref()
