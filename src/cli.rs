@@ -44,7 +44,7 @@ pub struct CrdArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// CeleryResultBackend manifest (YAML; may also contain Secrets).
+    /// CeleryResultBackend manifest (YAML; may also contain Secrets and CA ConfigMaps).
     #[arg(
         short = 'f',
         long = "file",
@@ -52,7 +52,7 @@ pub struct CheckArgs {
         conflicts_with = "backend"
     )]
     pub file: Option<PathBuf>,
-    /// Secret manifests the backend references.
+    /// Secret (or CA ConfigMap) manifests the backend references.
     #[arg(short = 's', long = "secret", requires = "file")]
     pub secrets: Vec<PathBuf>,
     /// A CeleryResultBackend in the cluster of the current kubeconfig instead of a file: its
@@ -543,10 +543,10 @@ pub enum UriOutput {
 
 #[derive(Debug, clap::Args)]
 pub struct UriArgs {
-    /// File with the CeleryResultBackend (Secrets in the same file are used too).
+    /// File with the CeleryResultBackend (Secrets and ConfigMaps in the same file are used too).
     #[arg(short = 'f', long = "file")]
     pub file: PathBuf,
-    /// File(s) with the referenced Secrets.
+    /// File(s) with the referenced Secrets (and CA ConfigMaps).
     #[arg(short = 's', long = "secret")]
     pub secrets: Vec<PathBuf>,
     /// What to print.

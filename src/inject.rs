@@ -53,7 +53,8 @@ pub struct Injection {
     pub config_module: bool,
     pub override_existing: bool,
     pub checksum: String,
-    /// TLS Secret keys to mount (`(secret, key)`) at `/etc/celery-backend/tls/<secret>/<key>`:
+    /// TLS keys to mount (`(source, key)`) at `/etc/celery-backend/tls/<secret>/<key>`, or for a
+    /// ConfigMap (`source` = `configmap:<name>`) `/etc/celery-backend/tls-configmaps/<name>/<key>`:
     /// set by [`Injection::with_tls_mounts`] from the status, only where Pods are admitted.
     pub tls: Vec<(String, String)>,
 }
@@ -77,8 +78,8 @@ impl Injection {
         }
     }
 
-    /// With the TLS Secret keys recorded beside the published URI (`status.tlsMounts`,
-    /// `<secret>/<key>`): the files the published URI names, never a later spec's.
+    /// With the TLS keys recorded beside the published URI (`status.tlsMounts`, `<secret>/<key>`
+    /// or `configmap:<name>/<key>`): the files the published URI names, never a later spec's.
     pub fn with_tls_mounts(mut self, mounts: &[String]) -> Self {
         self.tls = mounts
             .iter()
@@ -191,10 +192,10 @@ fn config_volume(inj: &Injection) -> Value {
     json!({"name": CONFIG_VOLUME, "secret": {"secretName": inj.secret, "items": [{"key": CONFIG_KEY, "path": "celeryconfig.py"}]}})
 }
 
-/// The Pod volume that carries TLS material from Secret `secret`: `cbo-tls-` and 24 hex digits
-/// (96 bits) of SHA-256 of the name (a DNS label whatever the Secret's name), one per Secret so
-/// two backends that share a CA Secret share the volume. A volume of that name for another
-/// Secret is never taken over (see `tls_patch`).
+/// The Pod volume that carries TLS material from `secret` (a Secret's name, or `configmap:<name>`
+/// for a ConfigMap): `cbo-tls-` and 24 hex digits (96 bits) of SHA-256 of it (a DNS label whatever
+/// the name), one per source so two backends that share a CA share the volume. A volume of that
+/// name for another source is never taken over (see `tls_patch`).
 pub fn tls_volume_name(secret: &str) -> String {
     use sha2::Digest;
     let h = Sha256::digest(secret.as_bytes());
@@ -202,9 +203,44 @@ pub fn tls_volume_name(secret: &str) -> String {
     format!("cbo-tls-{hex}")
 }
 
-/// Where a TLS Secret is mounted: `/etc/celery-backend/tls/<secret>`.
-pub fn tls_mount_path(secret: &str) -> String {
-    format!("{}/{secret}", crate::api::TLS_MOUNT_ROOT)
+/// Where TLS material is mounted: a Secret at `/etc/celery-backend/tls/<secret>`, a ConfigMap
+/// (`source` = `configmap:<name>`) at `/etc/celery-backend/tls-configmaps/<name>`.
+pub fn tls_mount_path(source: &str) -> String {
+    match source.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
+        Some(cm) => format!("{}/{cm}", crate::api::TLS_CONFIG_MAP_MOUNT_ROOT),
+        None => format!("{}/{source}", crate::api::TLS_MOUNT_ROOT),
+    }
+}
+
+/// The volume source carrying `keys` of `source` (a Secret's name, or `configmap:<name>`), and
+/// the keys an existing volume `v` of the same source already carries (`None`: `v` carries
+/// another source, which is never taken over).
+fn tls_volume_source(source: &str, keys: &[&str]) -> Value {
+    let items: Vec<Value> = keys.iter().map(|k| json!({"key": k, "path": k})).collect();
+    match source.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
+        Some(cm) => json!({"configMap": {"name": cm, "items": items}}),
+        None => json!({"secret": {"secretName": source, "items": items}}),
+    }
+}
+
+fn tls_volume_keys(v: &k8s_openapi::api::core::v1::Volume, source: &str) -> Option<Vec<String>> {
+    let keys = |items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>| {
+        items
+            .map(|i| i.iter().map(|i| i.key.clone()).collect())
+            .unwrap_or_default()
+    };
+    match source.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
+        Some(cm) => v
+            .config_map
+            .as_ref()
+            .filter(|c| c.name == cm)
+            .map(|c| keys(c.items.as_ref())),
+        None => v
+            .secret
+            .as_ref()
+            .filter(|s| s.secret_name.as_deref() == Some(source))
+            .map(|s| keys(s.items.as_ref())),
+    }
 }
 
 /// The TLS Secrets of an injection with the keys each must carry, sorted by Secret.
@@ -219,9 +255,10 @@ fn tls_secrets(inj: &Injection) -> BTreeMap<&str, Vec<&str>> {
     m
 }
 
-/// JSON patch operations mounting an injection's TLS Secrets, read-only, in every container:
-/// a Secret volume with exactly the referenced keys (an existing volume of the same Secret, from
-/// another backend, gains the missing keys), mounted at [`tls_mount_path`].
+/// JSON patch operations mounting an injection's TLS Secrets and CA ConfigMaps, read-only, in
+/// every container: a Secret (ConfigMap) volume with exactly the referenced keys (an existing
+/// volume of the same source, from another backend, gains the missing keys), mounted at
+/// [`tls_mount_path`].
 fn tls_patch(spec: &PodSpec, inj: &Injection) -> Vec<Value> {
     let mut ops = vec![];
     let mut vols = spec.volumes.clone().unwrap_or_default();
@@ -233,41 +270,31 @@ fn tls_patch(spec: &PodSpec, inj: &Injection) -> Vec<Value> {
         .collect();
     for (secret, keys) in tls_secrets(inj) {
         let name = tls_volume_name(secret);
-        let items = |keys: &[&str]| -> Vec<Value> {
-            keys.iter().map(|k| json!({"key": k, "path": k})).collect()
+        let volume = |keys: &[&str]| {
+            let mut v = tls_volume_source(secret, keys);
+            v["name"] = json!(name);
+            v
         };
         match vols.iter().position(|v| v.name == name) {
-            // Fail closed: a volume of this name that carries another Secret is not ours to
-            // change, and its mount path is not this Secret's.
-            Some(j)
-                if vols[j]
-                    .secret
-                    .as_ref()
-                    .and_then(|v| v.secret_name.as_deref())
-                    != Some(secret) =>
-            {
-                continue;
-            }
             Some(j) => {
-                let mut have: Vec<&str> = vols[j]
-                    .secret
-                    .as_ref()
-                    .and_then(|s| s.items.as_ref())
-                    .map(|i| i.iter().map(|i| i.key.as_str()).collect())
-                    .unwrap_or_default();
-                let missing: Vec<&str> =
-                    keys.iter().filter(|k| !have.contains(k)).copied().collect();
+                // Fail closed: a volume of this name that carries another Secret or ConfigMap is
+                // not ours to change, and its mount path is not this source's.
+                let Some(mut have) = tls_volume_keys(&vols[j], secret) else {
+                    continue;
+                };
+                let missing: Vec<&str> = keys
+                    .iter()
+                    .filter(|k| !have.iter().any(|h| h == *k))
+                    .copied()
+                    .collect();
                 if !missing.is_empty() {
-                    have.extend(missing);
-                    let v = json!({"name": name, "secret": {"secretName": secret, "items": items(&have)}});
-                    ops.push(
-                        json!({"op": "replace", "path": format!("/spec/volumes/{j}"), "value": v}),
-                    );
+                    have.extend(missing.iter().map(|k| k.to_string()));
+                    let all: Vec<&str> = have.iter().map(String::as_str).collect();
+                    ops.push(json!({"op": "replace", "path": format!("/spec/volumes/{j}"), "value": volume(&all)}));
                 }
             }
             None => {
-                let v =
-                    json!({"name": name, "secret": {"secretName": secret, "items": items(&keys)}});
+                let v = volume(&keys);
                 if vols_added {
                     ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": v}));
                 } else {
@@ -623,6 +650,75 @@ mod tests {
             t.client_paths().1.unwrap(),
             format!("{}/tls.key", tls_mount_path("client"))
         );
+    }
+
+    #[test]
+    fn a_ca_config_map_is_mounted_as_a_config_map_volume_at_its_own_path() {
+        let cm = "configmap:trust-bundle";
+        let a = Injection {
+            tls: vec![
+                (cm.into(), "ca.pem".into()),
+                ("client".into(), "tls.crt".into()),
+            ],
+            ..inj()
+        };
+        let p = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}}),
+        );
+        let patched = apply(&p, &pod_patch(&p, &a));
+        let spec = patched.spec.as_ref().unwrap();
+        let vol = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == tls_volume_name(cm))
+            .unwrap();
+        assert!(vol.secret.is_none());
+        let c = vol.config_map.as_ref().unwrap();
+        assert_eq!(c.name, "trust-bundle");
+        assert_eq!(c.items.as_ref().unwrap()[0].key, "ca.pem");
+        assert_ne!(tls_volume_name(cm), tls_volume_name("trust-bundle"));
+        let mounts: Vec<_> = spec.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(
+            mounts.contains(&(
+                "/etc/celery-backend/tls-configmaps/trust-bundle",
+                Some(true)
+            )) && mounts.contains(&("/etc/celery-backend/tls/client", Some(true))),
+            "{mounts:?}"
+        );
+        // The path the URI names.
+        let t: crate::api::TlsConfig = serde_json::from_value(json!({"enabled": true,
+            "caConfigMapRef": {"name": "trust-bundle", "key": "ca.pem"}}))
+        .unwrap();
+        assert_eq!(
+            t.ca_path().unwrap(),
+            format!("{}/ca.pem", tls_mount_path(cm))
+        );
+        // As recorded in the status and read back by the webhook.
+        assert_eq!(
+            inj()
+                .with_tls_mounts(&["configmap:trust-bundle/ca.pem".into()])
+                .tls,
+            [(cm.to_string(), "ca.pem".to_string())]
+        );
+        // Idempotent, and a Secret volume squatting the name is not taken over.
+        assert!(pod_patch(&patched, &a)
+            .iter()
+            .all(|o| !o.to_string().contains("cbo-tls")));
+        let squatter = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}],
+            "volumes": [{"name": tls_volume_name(cm), "secret": {"secretName": "trust-bundle"}}]}}),
+        );
+        assert!(pod_patch(&squatter, &a)
+            .iter()
+            .all(|o| !o.to_string().contains("trust-bundle") && o["op"] != "replace"));
     }
 
     fn pod(v: Value) -> Pod {

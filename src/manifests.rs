@@ -46,6 +46,7 @@ pub fn load_backend(path: &Path) -> Result<(CeleryResultBackend, SecretValues)> 
                 backend = Some(b);
             }
             "Secret" => add_secret(&mut secrets, doc, path)?,
+            "ConfigMap" => add_config_map(&mut secrets, doc, path)?,
             _ => {}
         }
     }
@@ -53,18 +54,36 @@ pub fn load_backend(path: &Path) -> Result<(CeleryResultBackend, SecretValues)> 
     Ok((b, secrets))
 }
 
-/// Load every Secret in a file into `into`.
+/// Load every Secret (and ConfigMap, for CA bundles) in a file into `into`.
 pub fn load_secrets(path: &Path, into: &mut SecretValues) -> Result<()> {
     let mut found = false;
     for doc in documents(path)? {
-        if kind_of(&doc) == "Secret" {
-            add_secret(into, doc, path)?;
-            found = true;
+        match kind_of(&doc) {
+            "Secret" => add_secret(into, doc, path)?,
+            "ConfigMap" => add_config_map(into, doc, path)?,
+            _ => continue,
         }
+        found = true;
     }
     if !found {
-        bail!("{}: no Secret found", path.display());
+        bail!("{}: no Secret or ConfigMap found", path.display());
     }
+    Ok(())
+}
+
+/// A ConfigMap's `data` under `configmap:<name>` ([`crate::api::CONFIG_MAP_PREFIX`]), as the
+/// controller reads it (`binaryData` is not text and is left out).
+fn add_config_map(into: &mut SecretValues, doc: serde_json::Value, path: &Path) -> Result<()> {
+    let c: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(doc)
+        .with_context(|| format!("{}: invalid ConfigMap", path.display()))?;
+    let name = c
+        .metadata
+        .name
+        .clone()
+        .with_context(|| format!("{}: ConfigMap without metadata.name", path.display()))?;
+    into.entry(crate::api::config_map_source(&name))
+        .or_default()
+        .extend(c.data.unwrap_or_default());
     Ok(())
 }
 

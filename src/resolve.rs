@@ -1,10 +1,11 @@
 //! One resolve path from a live backend to its Celery configuration, shared by the controller
 //! (which publishes it), the cleanup policies and the CLI's `--backend`: which spec the builder
-//! sees (the external-equivalent one for a managed backend) and which Secrets it reads.
+//! sees (the external-equivalent one for a managed backend) and which Secrets (and CA
+//! ConfigMaps) it reads.
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{CeleryResultBackend, CeleryResultBackendSpec};
@@ -17,7 +18,8 @@ pub struct Inputs {
     /// The spec the builder sees: the backend's own (external) or the one rendered for the store
     /// the operator provisions (managed).
     pub spec: CeleryResultBackendSpec,
-    /// The Secrets it reads (referenced ones, or the generated credentials), sorted.
+    /// The Secrets it reads (referenced ones, or the generated credentials), and the ConfigMaps
+    /// as `configmap:<name>`, sorted.
     pub secrets: Vec<String>,
     /// The provisioning plan (managed backends only).
     pub plan: Option<Plan>,
@@ -54,18 +56,29 @@ pub fn inputs(
     }
 }
 
-/// Read the named Secrets of `namespace` as text; missing ones are simply absent (the builder
-/// then names the field that refers to them).
+/// Read the named Secrets of `namespace` as text, and the ConfigMaps among `names`
+/// (`configmap:<name>`, [`crate::api::CONFIG_MAP_PREFIX`]: their `data`); missing ones are simply
+/// absent (the builder then names the field that refers to them).
 pub async fn read_secrets(
     client: &Client,
     namespace: &str,
     names: &[String],
 ) -> Result<SecretValues, kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let mut values = SecretValues::new();
     for n in names {
-        if let Some(s) = api.get_opt(n).await? {
-            values.insert(n.clone(), crate::secret_data::secret_text(&s));
+        match n.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
+            Some(cm) => {
+                if let Some(c) = config_maps.get_opt(cm).await? {
+                    values.insert(n.clone(), c.data.unwrap_or_default());
+                }
+            }
+            None => {
+                if let Some(s) = secrets.get_opt(n).await? {
+                    values.insert(n.clone(), crate::secret_data::secret_text(&s));
+                }
+            }
         }
     }
     Ok(values)
@@ -84,6 +97,11 @@ pub async fn config(client: &Client, obj: &CeleryResultBackend) -> Result<Backen
     .map_err(|e| e.to_string())?;
     let values = read_secrets(client, &ns, &inputs.secrets)
         .await
-        .map_err(|e| format!("cannot read the Secrets {:?}: {e}", inputs.secrets))?;
+        .map_err(|e| {
+            format!(
+                "cannot read the referenced objects {:?}: {e}",
+                inputs.secrets
+            )
+        })?;
     uri::build(&inputs.spec, &values).map_err(|e| e.to_string())
 }

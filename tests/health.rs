@@ -220,3 +220,94 @@ fn check_and_cleanup_read_a_backend_from_the_cluster() {
         "no password in any output"
     );
 }
+
+/// A CA bundle from a ConfigMap (`tls.caConfigMapRef`) against the TLS-only Redis of
+/// hack/stores.sh (client certificates required): the operator verifies the server with it,
+/// follows the ConfigMap when it changes (a wrong CA: `StoreTlsFailed`, the message naming the
+/// field, the ConfigMap and its key), and recovers when it is put back. No password or key in
+/// the status.
+#[test]
+fn a_ca_from_a_config_map_is_followed_when_it_changes() {
+    install_crds();
+    support::stores::up(&["redis_tls"]);
+    let pem = |f: &str| std::fs::read_to_string(format!("/var/tmp/cbo-stores/tls/{f}")).unwrap();
+    let ns = TestNamespace::blocking("health-cm-ca");
+    let n = ns.name.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let op = Operator::start(tmp.path(), &n);
+    let bundle = |ca: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "trust-bundle"}, "data": {"ca.pem": pem(ca)}})
+        .to_string()
+    };
+    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "client"},
+         "type": "kubernetes.io/tls",
+         "stringData": {"tls.crt": pem("client.crt"), "tls.key": pem("client.key")}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pw"},
+         "stringData": {"password": "r3dis p@ss:w/rd#?%"}},
+        {"apiVersion": "celery.dev/v1alpha1", "kind": "CeleryResultBackend",
+         "metadata": {"name": "tls"},
+         "spec": {"healthCheck": {"interval": "2s", "timeout": "1500ms"},
+            "redis": {"external": {"host": "127.0.0.1", "port": 16380, "db": 3,
+            "auth": {"passwordSecretRef": {"name": "pw", "key": "password"}},
+            "tls": {"enabled": true,
+                    "caConfigMapRef": {"name": "trust-bundle", "key": "ca.pem"},
+                    "clientCertificateSecretRef": {"name": "client"}}}}}},
+    ]})
+    .to_string();
+    let apply = |doc: &str| {
+        let f = tmp.path().join("doc.json");
+        std::fs::write(&f, doc).unwrap();
+        kubectl_ok(&["apply", "-n", &n, "-f", f.to_str().unwrap()]);
+    };
+    // The ConfigMap comes after the backend: missing first, then followed.
+    apply(&objects);
+    wait_until("a missing ConfigMap is named", 60, || {
+        let c = condition(&n, "tls", "Ready");
+        c.contains("ConfigMapNotFound").then_some(c)
+    });
+    let c = condition(&n, "tls", "Ready");
+    assert!(
+        c.contains("spec.redis.external.tls.caConfigMapRef: ConfigMap \"trust-bundle\" not found"),
+        "{c}"
+    );
+    apply(&bundle("ca.crt"));
+    wait_until("Healthy=True with the CA from the ConfigMap", 60, || {
+        condition(&n, "tls", "Healthy")
+            .starts_with("True")
+            .then_some(())
+    });
+    let status = get(&n, &["get", "crb", "tls", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let mounts = status["status"]["tlsMounts"].to_string();
+    assert!(
+        mounts.contains("configmap:trust-bundle/ca.pem") && mounts.contains("client/tls.key"),
+        "{mounts}"
+    );
+    // Another CA in the ConfigMap: the watch brings the change in, verification fails, and the
+    // message says which CA the operator used.
+    apply(&bundle("other-ca.crt"));
+    let c = wait_until("a wrong CA is StoreTlsFailed", 60, || {
+        let c = condition(&n, "tls", "Healthy");
+        c.starts_with("False|StoreTlsFailed").then_some(c)
+    });
+    assert!(
+        c.contains("127.0.0.1:16380")
+            && c.contains(
+                "the CA of spec.redis.external.tls.caConfigMapRef (ConfigMap \"trust-bundle\" key \"ca.pem\")"
+            ),
+        "{c}"
+    );
+    assert!(
+        !status.to_string().contains("r3dis") && !c.contains("r3dis"),
+        "{c}"
+    );
+    apply(&bundle("ca.crt"));
+    wait_until("Healthy again when the CA is put back", 60, || {
+        condition(&n, "tls", "Healthy")
+            .starts_with("True")
+            .then_some(())
+    });
+    drop(op);
+}

@@ -201,16 +201,18 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     assert_results(&out, 5);
 
     // 5b. A TLS-only Redis (hack/stores.sh: no plain-text port, client certificates required),
-    // TLS material by Secret reference: the in-cluster operator (whose image carries no CA for
-    // it) probes it with the Secrets in memory, and the webhook mounts them into a worker and a
-    // client that store and read results over TLS through the paths the URI names.
+    // TLS material by reference: the CA from a ConfigMap, the client certificate from a Secret.
+    // The in-cluster operator (whose image carries no CA for it; the chart's RBAC reads
+    // ConfigMaps) probes it with both in memory, and the webhook mounts them (a ConfigMap and a
+    // Secret volume) into a worker and a client that store and read results over TLS through the
+    // paths the URI names.
     support::stores::up(&["redis_tls"]);
     let pem = |f: &str| std::fs::read_to_string(format!("/var/tmp/cbo-stores/tls/{f}")).unwrap();
     apply(
         &n,
         &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-ca"},
-             "stringData": {"ca.crt": pem("ca.crt")}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "redis-ca"},
+             "data": {"ca.crt": pem("ca.crt")}},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-client"},
              "type": "kubernetes.io/tls",
              "stringData": {"tls.crt": pem("client.crt"), "tls.key": pem("client.key")}},
@@ -220,7 +222,7 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
              "metadata": {"name": "orders-tls"},
              "spec": {"redis": {"external": {"host": REDIS_HOST, "port": 16380, "db": 7,
                 "auth": {"passwordSecretRef": {"name": "redis-tls-auth", "key": "password"}},
-                "tls": {"enabled": true, "caSecretRef": {"name": "redis-ca", "key": "ca.crt"},
+                "tls": {"enabled": true, "caConfigMapRef": {"name": "redis-ca", "key": "ca.crt"},
                         "clientCertificateSecretRef": {"name": "redis-client"}}}}}},
         ]})
         .to_string(),
@@ -243,10 +245,10 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     let mounts =
         json(&n, &["pod", &tls_worker[0]])["spec"]["containers"][0]["volumeMounts"].to_string();
     assert!(
-        mounts.contains("/etc/celery-backend/tls/redis-ca")
+        mounts.contains("/etc/celery-backend/tls-configmaps/redis-ca")
             && mounts.contains("/etc/celery-backend/tls/redis-client")
             && mounts.contains("\"readOnly\":true"),
-        "the worker mounts the TLS Secrets read-only: {mounts}"
+        "the worker mounts the CA ConfigMap and the client certificate Secret read-only: {mounts}"
     );
     let out = client_job(
         &n,

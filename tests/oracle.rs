@@ -479,7 +479,7 @@ fn document_store_cases() -> Vec<Case> {
             secrets: secrets(&[("creds", "pw", pw)]),
             expect: json!({"class": "ArangoDbBackend", "host": "10.0.0.9", "port": 8530, "database": "db1",
                 "collection": "results", "username": "root", "password": pw, "http_protocol": "https",
-                "client_error": null}),
+                "verify": true, "client_error": null}),
             });
         }
         // Cosmos DB account keys are base64 (pydocumentdb decodes them): every NASTY string as one.
@@ -514,8 +514,32 @@ fn document_store_cases() -> Vec<Case> {
         kind: "arangodb",
         spec: json!({"arangodb": {"external": {"host": "arango"}}}),
         secrets: secrets(&[]),
-        expect: json!({"host": "arango", "port": 8529, "database": "celery", "collection": "celery", "http_protocol": "http"}),
+        expect: json!({"host": "arango", "port": 8529, "database": "celery", "collection": "celery", "http_protocol": "http", "verify": false}),
     });
+    // https with a private CA: pyArango gets the mounted CA as requests' `verify`; None is false.
+    for (tls, verify) in [
+        (
+            json!({"enabled": true, "caConfigMapRef": {"name": "trust-bundle", "key": "ca.pem"}}),
+            json!("/etc/celery-backend/tls-configmaps/trust-bundle/ca.pem"),
+        ),
+        (
+            json!({"enabled": true, "caSecretRef": {"name": "arango-ca", "key": "ca.crt"}}),
+            json!("/etc/celery-backend/tls/arango-ca/ca.crt"),
+        ),
+        (json!({"enabled": true, "verify": "None"}), json!(false)),
+        (json!({"enabled": true}), json!(true)),
+    ] {
+        v.push(Case {
+            id: format!("arangodb/tls-verify-{verify}"),
+            kind: "arangodb",
+            spec: json!({"arangodb": {"external": {"host": "arango", "tls": tls}}}),
+            secrets: secrets(&[
+                ("configmap:trust-bundle", "ca.pem", &test_pem().0),
+                ("arango-ca", "ca.crt", &test_pem().0),
+            ]),
+            expect: json!({"host": "arango", "port": 8529, "http_protocol": "https", "verify": verify}),
+        });
+    }
     v.push(Case {
         id: "cosmosdbsql/non-443-port-is-http".into(),
         kind: "cosmosDbSql",

@@ -373,6 +373,7 @@ fn s3_over_https_with_a_private_ca_is_checked_and_cleaned() {
         &[
             "TLS with s3 at 127.0.0.1:25001 failed",
             "invalid peer certificate",
+            "verified the server with the CA of spec.s3.external.tls.caSecretRef (Secret",
         ],
         &[],
     );
@@ -554,7 +555,10 @@ fn cassandra_over_tls_with_secret_material_is_checked_and_cleaned() {
         "wrong CA",
         &spec,
         &format!("{}{login}", tls_secrets(&id, "unused", "other-ca.crt").0),
-        &["TLS with cassandra at 127.0.0.1:29043 failed"],
+        &[
+            "TLS with cassandra at 127.0.0.1:29043 failed",
+            "verified the server with the CA of spec.cassandra.external.tls.caSecretRef (Secret",
+        ],
         &["ca p@ss"],
     );
 }
@@ -1280,6 +1284,7 @@ fn redis_over_tls_with_secret_material_is_checked_and_cleaned() {
         &[
             "TLS with redis at 127.0.0.1:16380 failed",
             "invalid peer certificate",
+            "verified the server with the CA of spec.redis.external.tls.caSecretRef (Secret",
         ],
         &["r3dis"],
     );
@@ -1368,6 +1373,7 @@ fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
         &[
             "TLS with postgresql at 127.0.0.1:15433 failed",
             "invalid peer certificate",
+            "verified the server with the CA of spec.database.external.tls.caSecretRef (Secret",
         ],
         &["pg p@ss"],
     );
@@ -1412,6 +1418,7 @@ fn mongodb_over_tls_with_secret_material_is_checked_and_cleaned() {
         &[
             "TLS with mongodb at 127.0.0.1:37018 failed",
             "invalid peer certificate",
+            "verified the server with the CA of spec.mongodb.external.tls.caSecretRef (Secret",
         ],
         &[],
     );
@@ -1501,7 +1508,12 @@ fn redis_sentinel_over_tls_is_checked_and_cleaned_through_the_sentinels() {
         "wrong CA",
         &spec,
         &format!("{wrong_ca}{sentinel_pw}"),
-        &["TLS with", "127.0.0.1:26381", "invalid peer certificate"],
+        &[
+            "TLS with",
+            "127.0.0.1:26381",
+            "invalid peer certificate",
+            "the CA of spec.redis.external.tls.caSecretRef (Secret",
+        ],
         &["r3dis", "sentinel p@ss"],
     );
 }
@@ -1529,6 +1541,7 @@ fn mariadb_over_tls_with_secret_material_is_checked_and_cleaned() {
         &[
             "TLS with mysql at 127.0.0.1:13307 failed",
             "invalid peer certificate",
+            "verified the server with the CA of spec.database.external.tls.caSecretRef (Secret",
         ],
         &["my p@ss"],
     );
@@ -1593,5 +1606,43 @@ fn failures_name_the_endpoint_and_the_cause() {
         none,
         &["no credentials for dynamodb at http://127.0.0.1:1"],
         &["Unhandled", "DispatchFailure"],
+    );
+}
+
+/// The operator's https client for ArangoDB (no ArangoDB server can run here, see the README's
+/// support table): pointed at another https server of the test PKI (moto's), it verifies the
+/// server with the CA from a ConfigMap (the HTTP exchange happens: the TLS handshake passed), and a
+/// wrong CA fails as `StoreTlsFailed`, naming the ConfigMap the CA came from.
+#[test]
+fn arangodb_https_client_verifies_with_the_ca_from_a_config_map() {
+    stores_up(&["s3_tls"]);
+    let pem = |f: &str| std::fs::read_to_string(format!("/var/tmp/cbo-stores/tls/{f}")).unwrap();
+    let bundle = |ca: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "trust-bundle"}, "data": {"ca.pem": pem(ca)}})
+        .to_string()
+    };
+    let spec = "  arangodb:\n    external:\n      host: 127.0.0.1\n      port: 25001\n      tls:\n        enabled: true\n        caConfigMapRef: {name: trust-bundle, key: ca.pem}\n";
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "backend.yaml",
+        &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{spec}"),
+    );
+    let s = write(d.path(), "bundle.json", &bundle("ca.crt"));
+    let (_, out, err) = cli(&["check", "-f", &f, "-s", &s, "--timeout", "5s"]);
+    assert!(
+        format!("{out}{err}").contains("GET /_api/version answered") && !err.contains("TLS"),
+        "the handshake passes with the right CA: {out}{err}"
+    );
+    check_fails(
+        "wrong CA",
+        spec,
+        &bundle("other-ca.crt"),
+        &[
+            "TLS with arangodb at 127.0.0.1:25001 failed",
+            "the CA of spec.arangodb.external.tls.caConfigMapRef (ConfigMap \"trust-bundle\" key \"ca.pem\")",
+        ],
+        &[],
     );
 }

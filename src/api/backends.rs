@@ -218,7 +218,7 @@ pub struct DatabaseTables {
 #[x_kube(validation = Rule::new("!has(self.driver) || (self.engine == 'postgresql' && self.driver in ['psycopg2', 'psycopg', 'pg8000']) || (self.engine == 'mysql' && self.driver in ['pymysql', 'mysqldb', 'mysqlconnector'])").message("driver does not belong to engine: postgresql takes psycopg2, psycopg or pg8000; mysql takes pymysql, mysqldb or mysqlconnector; sqlite takes none"))]
 #[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || (self.engine == 'postgresql' && (!has(self.driver) || self.driver != 'pg8000')) || (self.engine == 'mysql' && (!has(self.driver) || self.driver == 'pymysql'))").message("tls is supported for postgresql with psycopg2 or psycopg (libpq's sslmode) and mysql with pymysql; pg8000 takes an ssl_context a URI cannot carry, sqlite is a file"))]
 #[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.options) || !self.options.exists(k, k.lowerAscii().startsWith('ssl'))").message("options sslmode, sslrootcert, sslcert, sslkey and ssl_* are set by tls: remove every ssl option from options"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || self.engine != 'mysql' || (has(self.tls.verify) && self.tls.verify == 'None') || has(self.tls.caFile) || has(self.tls.caSecretRef)").message("PyMySQL verifies nothing without a CA: set tls.caSecretRef or tls.caFile, or tls.verify: None"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || self.engine != 'mysql' || (has(self.tls.verify) && self.tls.verify == 'None') || has(self.tls.caFile) || has(self.tls.caSecretRef) || has(self.tls.caConfigMapRef)").message("PyMySQL verifies nothing without a CA: set tls.caSecretRef, tls.caConfigMapRef or tls.caFile, or tls.verify: None"))]
 pub struct DatabaseExternal {
     /// Database engine.
     pub engine: DatabaseEngine,
@@ -433,7 +433,7 @@ impl super::kinds::ResultExpiresRule for S3Backend {}
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.accessKeyIdSecretRef) == has(self.secretAccessKeySecretRef)").message("set both accessKeyIdSecretRef and secretAccessKeySecretRef, or neither (then the AWS default credential chain is used)"))]
 #[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || (has(self.endpointUrl) && self.endpointUrl.lowerAscii().startsWith('https://'))").message("tls needs an https endpointUrl (AWS's own endpoints are https with publicly trusted certificates already)").field_path(".tls"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || ((has(self.tls.caSecretRef) || has(self.tls.caFile)) && !has(self.tls.clientCertificateSecretRef) && !has(self.tls.certFile) && !has(self.tls.keyFile) && (!has(self.tls.verify) || self.tls.verify == 'Required'))").message("s3 tls takes a CA only (caSecretRef or caFile; botocore reads it from AWS_CA_BUNDLE) and always verifies: no client certificate, verify Required").field_path(".tls"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || ((has(self.tls.caSecretRef) || has(self.tls.caConfigMapRef) || has(self.tls.caFile)) && !has(self.tls.clientCertificateSecretRef) && !has(self.tls.certFile) && !has(self.tls.keyFile) && (!has(self.tls.verify) || self.tls.verify == 'Required'))").message("s3 tls takes a CA only (caSecretRef, caConfigMapRef or caFile; botocore reads it from AWS_CA_BUNDLE) and always verifies: no client certificate, verify Required").field_path(".tls"))]
 pub struct S3External {
     /// Bucket name (s3_bucket).
     #[schemars(
@@ -457,7 +457,7 @@ pub struct S3External {
     /// Secret key holding the secret access key (s3_secret_access_key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key_secret_ref: Option<SecretKeyRef>,
-    /// A private CA for an https endpointUrl: botocore reads it from the AWS_CA_BUNDLE environment variable, which the config module sets (injection.configModule), so the CA (caSecretRef, mounted, or caFile) is the only one workers trust for this endpoint; the operator's client adds it to its trust store. Only the CA: verify Required, no client certificate.
+    /// A private CA for an https endpointUrl: botocore reads it from the AWS_CA_BUNDLE environment variable, which the config module sets (injection.configModule), so the CA (caSecretRef or caConfigMapRef, mounted, or caFile) is the only one workers trust for this endpoint; the operator's client adds it to its trust store. Only the CA: verify Required, no client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
 }
@@ -648,7 +648,7 @@ pub enum CassandraConsistency {
 /// An existing Cassandra cluster (Celery configures it by settings only).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || has(self.tls.caFile) || has(self.tls.caSecretRef)").message("cassandra-driver loads no default trust store for ssl_options: set tls.caSecretRef or tls.caFile").field_path(".tls"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || has(self.tls.caFile) || has(self.tls.caSecretRef) || has(self.tls.caConfigMapRef)").message("cassandra-driver loads no default trust store for ssl_options: set tls.caSecretRef, tls.caConfigMapRef or tls.caFile").field_path(".tls"))]
 #[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.tls.verify) || self.tls.verify != 'None'").message("tls.verify None is not available for cassandra: cassandra-driver verifies every certificate chain it is given through ssl_options").field_path(".tls"))]
 pub struct CassandraExternal {
     /// Contact points (cassandra_servers).
@@ -677,7 +677,7 @@ pub struct CassandraExternal {
     /// User name and password (PlainTextAuthProvider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BasicAuth>,
-    /// TLS to every node (client encryption): cassandra-driver's ssl_options inside the cassandra_options setting, so workers need the config module (injection.configModule). A CA is required (caSecretRef or caFile). verify Required (default) also checks each node's certificate against the address the driver connects to (check_hostname; the operator checks the node's IP address), Optional the chain only; None is refused (the driver always verifies the chain). A client certificate, when the cluster requires one, from clientCertificateSecretRef or certFile/keyFile.
+    /// TLS to every node (client encryption): cassandra-driver's ssl_options inside the cassandra_options setting, so workers need the config module (injection.configModule). A CA is required (caSecretRef, caConfigMapRef or caFile). verify Required (default) also checks each node's certificate against the address the driver connects to (check_hostname; the operator checks the node's IP address), Optional the chain only; None is refused (the driver always verifies the chain). A client certificate, when the cluster requires one, from clientCertificateSecretRef or certFile/keyFile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
 }
@@ -797,9 +797,16 @@ external_only!(
 
 // ---------------------------------------------------------------- arangodb
 
+/// Why ArangoDB's `tls` takes no `Optional` and no client certificate: Celery hands pyArango
+/// only `verify` (celery/backends/arangodb.py), which requests reads as a CA bundle path, `True`
+/// or `False`: the chain and host name, or nothing.
+pub const ARANGODB_TLS_LIMITS: &str = "arangodb tls: Celery hands pyArango only `verify` (a CA bundle, or true/false, as requests reads it): verify Required or None, and no client certificate";
+
 /// An existing ArangoDB server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.scheme) || self.scheme == 'https'").message("tls needs https: leave scheme out or set it to https").field_path(".tls"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || ((!has(self.tls.verify) || self.tls.verify != 'Optional') && !has(self.tls.clientCertificateSecretRef) && !has(self.tls.certFile) && !has(self.tls.keyFile))").message(ARANGODB_TLS_LIMITS).field_path(".tls"))]
 pub struct ArangoDbExternal {
     /// Server host. DNS name or IPv4 address: Celery's code for this backend writes '{host}:{port}' without brackets, so IPv6 is refused.
     #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
@@ -808,7 +815,7 @@ pub struct ArangoDbExternal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// http (default) or https (arangodb_backend_settings.http_protocol).
+    /// http (default) or https (arangodb_backend_settings.http_protocol). https verifies the server against requests' default trust store unless tls says otherwise (Celery's own default, verify False, is never written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<HttpScheme>,
     /// Database (default celery).
@@ -822,6 +829,9 @@ pub struct ArangoDbExternal {
     /// User name and password, ASCII only and no ':' in the user name (pyArango sends them as HTTP Basic auth through requests, which encodes Latin-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<BasicAuth>,
+    /// https with a private CA: arangodb_backend_settings gets http_protocol https and verify, the CA bundle path (caSecretRef or caConfigMapRef, mounted, or caFile) for verify Required, true without a CA (requests' default trust store), false for None. Settings, so workers need the config module (injection.configModule). No Optional and no client certificate: Celery hands pyArango nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 external_only!(

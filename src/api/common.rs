@@ -67,6 +67,33 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// A reference to one key of a ConfigMap in the backend's namespace (CA bundles, which are not
+/// secret, are often published as ConfigMaps: cert-manager's trust-manager, OpenShift's service
+/// CA, kube-root-ca.crt).
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap, in the same namespace as the CeleryResultBackend.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME_PATTERN))]
+    pub name: String,
+    /// Key inside the ConfigMap's data (text) whose value is used.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// How a referenced ConfigMap is named where Secrets and ConfigMaps share one namespace of names:
+/// the builder's looked-up values ([`crate::uri::SecretValues`]), the controller's index of
+/// referenced objects and `status.tlsMounts`. `:` cannot occur in a Secret's name (a DNS-1123
+/// subdomain), so `configmap:<name>` never collides with one.
+pub const CONFIG_MAP_PREFIX: &str = "configmap:";
+
+/// The shared name of ConfigMap `name` (see [`CONFIG_MAP_PREFIX`]).
+pub fn config_map_source(name: &str) -> String {
+    format!("{CONFIG_MAP_PREFIX}{name}")
+}
+
 /// User name and password for stores that authenticate with both.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +140,12 @@ pub enum TlsVerify {
 /// (read-only, a Secret volume with exactly the referenced keys).
 pub const TLS_MOUNT_ROOT: &str = "/etc/celery-backend/tls";
 
+/// Where a CA bundle from a ConfigMap is mounted in workers:
+/// `<TLS_CONFIG_MAP_MOUNT_ROOT>/<config map name>/<key>` (read-only, a ConfigMap volume with
+/// exactly the referenced key). A directory of its own, so a ConfigMap and a Secret of the same
+/// name never share a mount path.
+pub const TLS_CONFIG_MAP_MOUNT_ROOT: &str = "/etc/celery-backend/tls-configmaps";
+
 /// The key of a `kubernetes.io/tls` Secret holding the certificate chain (PEM).
 pub const TLS_CERT_KEY: &str = "tls.crt";
 /// The key of a `kubernetes.io/tls` Secret holding the private key (PEM).
@@ -129,19 +162,24 @@ pub struct TlsSecretRef {
 
 /// Why a `tls` block with `enabled: false` and TLS settings is refused: the settings would be
 /// dropped without a word (TLS is off), though whoever wrote them meant TLS to be on.
-pub const TLS_DISABLED_WITH_SETTINGS: &str = "enabled is false (the default), so verify, caFile, caSecretRef, certFile, keyFile and clientCertificateSecretRef would be ignored and the connection would not use TLS: set enabled: true, or remove them";
+pub const TLS_DISABLED_WITH_SETTINGS: &str = "enabled is false (the default), so verify, caFile, caSecretRef, caConfigMapRef, certFile, keyFile and clientCertificateSecretRef would be ignored and the connection would not use TLS: set enabled: true, or remove them";
+
+/// Why more than one CA source is refused: only one CA bundle can be handed to the client.
+pub const CA_SOURCES_EXCLUSIVE: &str = "set at most one of caFile, caSecretRef and caConfigMapRef";
 
 /// TLS settings for a client connection. TLS material comes from Secrets (`caSecretRef`,
-/// `clientCertificateSecretRef`): the operator uses it in memory for its own checks and cleanup,
-/// and injection mounts it read-only into workers under `/etc/celery-backend/tls/<secret>/<key>`,
-/// the path the URI names. The `*File` fields are the alternative for images that bring their
+/// `clientCertificateSecretRef`) or, for a CA bundle, a ConfigMap (`caConfigMapRef`): the operator
+/// uses it in memory for its own checks and cleanup, and injection mounts it read-only into workers
+/// under `/etc/celery-backend/tls/<secret>/<key>` (`tls-configmaps/<configmap>/<key>`), the path
+/// the URI names. The `*File` fields are the alternative for images that bring their
 /// own files: paths inside the worker container, which the operator cannot read.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.caFile) && has(self.caSecretRef))").message("set either caFile or caSecretRef, not both"))]
+#[x_kube(validation = Rule::new("[has(self.caFile), has(self.caSecretRef), has(self.caConfigMapRef)].filter(x, x).size() <= 1").message(CA_SOURCES_EXCLUSIVE))]
 #[x_kube(validation = Rule::new("!has(self.clientCertificateSecretRef) || !(has(self.certFile) || has(self.keyFile))").message("set either clientCertificateSecretRef or certFile/keyFile, not both"))]
 #[x_kube(validation = Rule::new("!has(self.caSecretRef) || (!self.caSecretRef.key.startsWith('..') && self.caSecretRef.key != '.')").message("caSecretRef.key cannot be mounted as a file: it must not be '.' or start with '..'"))]
-#[x_kube(validation = Rule::new("self.enabled || !(has(self.verify) || has(self.caFile) || has(self.caSecretRef) || has(self.certFile) || has(self.keyFile) || has(self.clientCertificateSecretRef))").message(TLS_DISABLED_WITH_SETTINGS))]
+#[x_kube(validation = Rule::new("!has(self.caConfigMapRef) || (!self.caConfigMapRef.key.startsWith('..') && self.caConfigMapRef.key != '.')").message("caConfigMapRef.key cannot be mounted as a file: it must not be '.' or start with '..'"))]
+#[x_kube(validation = Rule::new("self.enabled || !(has(self.verify) || has(self.caFile) || has(self.caSecretRef) || has(self.caConfigMapRef) || has(self.certFile) || has(self.keyFile) || has(self.clientCertificateSecretRef))").message(TLS_DISABLED_WITH_SETTINGS))]
 pub struct TlsConfig {
     /// Connect with TLS. Default false; the other fields take effect only with enabled: true (a block that sets them with enabled false is refused).
     #[serde(default)]
@@ -167,6 +205,9 @@ pub struct TlsConfig {
     /// CA bundle (PEM) that verifies the server, from a key of a Secret in the backend's namespace. Mounted into workers at /etc/celery-backend/tls/<name>/<key>; the operator's own checks use it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// CA bundle (PEM) that verifies the server, from a key of a ConfigMap in the backend's namespace (for CAs published as ConfigMaps, such as trust-manager bundles). Mounted into workers at /etc/celery-backend/tls-configmaps/<name>/<key>; the operator's own checks use it too. At most one of caFile, caSecretRef and caConfigMapRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map_ref: Option<ConfigMapKeyRef>,
     /// Client certificate and key for stores that require one (mutual TLS): a Secret of type kubernetes.io/tls (keys tls.crt and tls.key). Mounted into workers at /etc/celery-backend/tls/<name>/; the operator's own checks present it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_secret_ref: Option<TlsSecretRef>,
@@ -179,17 +220,25 @@ impl TlsConfig {
         self.verify.is_some()
             || self.ca_file.is_some()
             || self.ca_secret_ref.is_some()
+            || self.ca_config_map_ref.is_some()
             || self.cert_file.is_some()
             || self.key_file.is_some()
             || self.client_certificate_secret_ref.is_some()
     }
 
-    /// The CA bundle path workers read: the mounted `caSecretRef`, else `caFile`.
+    /// The CA bundle path workers read: the mounted `caSecretRef` or `caConfigMapRef`, else
+    /// `caFile`.
     pub fn ca_path(&self) -> Option<String> {
-        match &self.ca_secret_ref {
-            Some(r) => Some(format!("{TLS_MOUNT_ROOT}/{}/{}", r.name, r.key)),
-            None => self.ca_file.clone(),
+        match (&self.ca_secret_ref, &self.ca_config_map_ref) {
+            (Some(r), _) => Some(format!("{TLS_MOUNT_ROOT}/{}/{}", r.name, r.key)),
+            (None, Some(r)) => Some(format!("{TLS_CONFIG_MAP_MOUNT_ROOT}/{}/{}", r.name, r.key)),
+            (None, None) => self.ca_file.clone(),
         }
+    }
+
+    /// Whether a CA is named, by any of `caFile`, `caSecretRef` or `caConfigMapRef`.
+    pub fn has_ca(&self) -> bool {
+        self.ca_path().is_some()
     }
 
     /// The client certificate and key paths workers read: the mounted
@@ -204,11 +253,15 @@ impl TlsConfig {
         }
     }
 
-    /// The Secret keys injection mounts (`(secret, key)`), in a stable order.
+    /// The keys injection mounts, as `(source, key)` in a stable order: `source` is a Secret's
+    /// name, or `configmap:<name>` for a ConfigMap ([`config_map_source`]).
     pub fn mounted_keys(&self) -> Vec<(String, String)> {
         let mut v = vec![];
         if let Some(r) = &self.ca_secret_ref {
             v.push((r.name.clone(), r.key.clone()));
+        }
+        if let Some(r) = &self.ca_config_map_ref {
+            v.push((config_map_source(&r.name), r.key.clone()));
         }
         if let Some(r) = &self.client_certificate_secret_ref {
             v.push((r.name.clone(), TLS_CERT_KEY.into()));

@@ -256,7 +256,7 @@ pub struct CeleryResultBackendStatus {
     /// Opted-in Pods that were admitted without the injection (webhook unavailable); at most 20.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missed_pods: Vec<String>,
-    /// TLS Secret keys the published URI names, as `<secret>/<key>`: injection mounts exactly these, so the mounts always match the published URI, not a later spec that failed to build.
+    /// TLS keys the published URI names, as `<secret>/<key>` (a Secret) or `configmap:<name>/<key>` (a ConfigMap): injection mounts exactly these, so the mounts always match the published URI, not a later spec that failed to build.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_mounts: Vec<String>,
 }

@@ -57,7 +57,7 @@ impl StoreClient for ConsulStore {
         }
     }
     fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
-        Box::pin(http_probe(&API, &self.url))
+        Box::pin(http_probe(&API, &self.url, None))
     }
 }
 

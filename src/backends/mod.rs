@@ -109,20 +109,31 @@ impl SecretRefs {
         }
     }
 
-    /// The Secret keys of a `tls` block at `field` (`caSecretRef`, and `tls.crt`/`tls.key` of
-    /// `clientCertificateSecretRef`).
+    /// The keys of a `tls` block at `field`: `caSecretRef`, `caConfigMapRef` (named
+    /// `configmap:<name>`, [`crate::api::config_map_source`]), and `tls.crt`/`tls.key` of
+    /// `clientCertificateSecretRef`.
     pub(crate) fn tls(&mut self, field: &str, t: &Option<crate::api::TlsConfig>) {
         if let Some(t) = t.as_ref().filter(|t| t.enabled) {
             self.one(&format!("{field}.caSecretRef"), &t.ca_secret_ref);
-            for (name, key) in t
-                .mounted_keys()
-                .into_iter()
-                .skip(t.ca_secret_ref.is_some() as usize)
-            {
+            if let Some(r) = &t.ca_config_map_ref {
                 self.0.push((
-                    format!("{field}.clientCertificateSecretRef"),
-                    SecretKeyRef { name, key },
+                    format!("{field}.caConfigMapRef"),
+                    SecretKeyRef {
+                        name: crate::api::config_map_source(&r.name),
+                        key: r.key.clone(),
+                    },
                 ));
+            }
+            if let Some(r) = &t.client_certificate_secret_ref {
+                for key in [crate::api::TLS_CERT_KEY, crate::api::TLS_KEY_KEY] {
+                    self.0.push((
+                        format!("{field}.clientCertificateSecretRef"),
+                        SecretKeyRef {
+                            name: r.name.clone(),
+                            key: key.into(),
+                        },
+                    ));
+                }
             }
         }
     }

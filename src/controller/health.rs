@@ -42,6 +42,31 @@ pub struct Registry {
 /// row, 2 s, 4 s, 8 s, … capped at the interval. A store that just started (a managed Pod Ready a
 /// moment before its Service's endpoints are programmed) is seen healthy within seconds, not one
 /// whole interval later.
+/// What a running check depends on, digested (SHA-256, hex): the URI, settings and environment,
+/// the TLS material (a CA or client certificate rotated in its Secret or ConfigMap changes no
+/// URI, yet a check must start over with it), interval and timeout. A digest, so no credential
+/// is kept beside the check in clear.
+fn fingerprint(cfg: &BackendConfig, interval: Duration, timeout: Duration) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    part(cfg.uri.as_bytes());
+    part(format!("{:?}|{:?}|{interval:?}|{timeout:?}", cfg.settings, cfg.env).as_bytes());
+    if let Some(t) = &cfg.tls {
+        part(format!("{:?}", t.verify).as_bytes());
+        part(t.ca_pem.as_deref().unwrap_or_default());
+        if let Some((cert, key)) = &t.client {
+            part(cert);
+            part(key);
+        }
+        part(t.worker_ca_file.as_deref().unwrap_or_default().as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn next_check(interval: Duration, failures: u32) -> Duration {
     if failures == 0 {
         return interval;
@@ -137,7 +162,7 @@ impl Registry {
                 message: why,
             });
         }
-        let fingerprint = format!("{}|{:?}|{interval:?}|{timeout:?}", cfg.uri, cfg.settings);
+        let fingerprint = fingerprint(cfg, interval, timeout);
         if let Some(e) = map.get(&key) {
             if e.fingerprint == fingerprint && !e.handle.is_finished() {
                 return e.latest.as_ref().map(|l| l.outcome.clone());
@@ -249,6 +274,25 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use super::{fingerprint, BackendConfig, Duration};
+
+    #[test]
+    fn a_rotated_ca_restarts_the_check_and_no_credential_is_kept() {
+        let cfg = |ca: &str| BackendConfig {
+            uri: "rediss://:hunter2@r:6379/0".into(),
+            tls: Some(crate::uri::TlsMaterial {
+                ca_pem: Some(ca.as_bytes().to_vec()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = Duration::from_secs(1);
+        let a = fingerprint(&cfg("ca-1"), s, s);
+        assert_eq!(a, fingerprint(&cfg("ca-1"), s, s));
+        assert_ne!(a, fingerprint(&cfg("ca-2"), s, s));
+        assert!(!a.contains("hunter2") && a.len() == 64);
+    }
+
     #[test]
     fn each_failure_has_its_own_reason() {
         use crate::stores::{Store, StoreError};

@@ -183,6 +183,15 @@ pub(crate) async fn run_controller(
     )
     .default_backoff()
     .touched_objects();
+    // ConfigMaps (CA bundles, `caConfigMapRef`): metadata only too, mapped through the same
+    // index under `configmap:<name>`.
+    let config_map_changes = watcher(
+        scoped::<PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let config_map_index = index.clone();
     // Namespaces (metadata only, label changes only): `celery.dev/injection: disabled` turned on
     // or off reaches the namespace's backends at once. A scoped installation watches its one.
     let known = ctx.known.clone();
@@ -307,6 +316,18 @@ pub(crate) async fn run_controller(
         .watches_stream(secret_changes, move |s| {
             let key = (s.namespace().unwrap_or_default(), s.name_any());
             index
+                .lock()
+                .map(|i| i.get(&key).cloned().unwrap_or_default())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(ns, name)| ObjectRef::<Guarded>::new(&name).within(&ns))
+        })
+        .watches_stream(config_map_changes, move |c| {
+            let key = (
+                c.namespace().unwrap_or_default(),
+                crate::api::config_map_source(&c.name_any()),
+            );
+            config_map_index
                 .lock()
                 .map(|i| i.get(&key).cloned().unwrap_or_default())
                 .unwrap_or_default()

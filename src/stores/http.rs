@@ -65,18 +65,38 @@ pub fn http_url(uri: &str, https: bool) -> String {
     )
 }
 
-/// An authenticated GET of the store's status API (`api.health_path`).
-pub async fn http_probe(api: &HttpApi, url: &str) -> Result<String, StoreError> {
+/// An HTTP client for a store, with TLS as `tls` says: `None` or `Required` without a CA is
+/// reqwest's default (webpki roots, chain and host name); otherwise the rustls configuration of
+/// [`super::tls::client_config`] (the CA in memory, `Optional` chain only, `None` nothing, a
+/// client certificate when there is one).
+pub(crate) fn http_client(
+    kind: &str,
+    tls: Option<&crate::uri::TlsMaterial>,
+) -> Result<reqwest::Client, StoreError> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(t) = tls.filter(|t| {
+        t.ca_pem.is_some() || t.client.is_some() || t.verify != crate::api::TlsVerify::Required
+    }) {
+        let config = super::tls::client_config(t).map_err(|e| StoreError::tls(kind, e, None))?;
+        b = b.use_preconfigured_tls(config);
+    }
+    b.build().map_err(|e| StoreError::connect(kind, e))
+}
+
+/// An authenticated GET of the store's status API (`api.health_path`), over TLS as `tls` says
+/// (see [`http_client`]).
+pub async fn http_probe(
+    api: &HttpApi,
+    url: &str,
+    tls: Option<&crate::uri::TlsMaterial>,
+) -> Result<String, StoreError> {
     let kind = api.name;
     let (parsed, auth) = http_parts(kind, url, api.decode_passes)?;
     let path = api.health_path;
     let mut base = parsed.clone();
     base.set_path(path);
     base.set_query(None);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| StoreError::connect(kind, e))?;
+    let client = http_client(kind, tls)?;
     let req = authed(client.get(base.clone()), &auth);
     let at = format!(
         "{kind} at {}:{}",
@@ -88,7 +108,8 @@ pub async fn http_probe(api: &HttpApi, url: &str) -> Result<String, StoreError> 
         if e.is_timeout() {
             StoreError::connect(&at, "no answer (timed out)")
         } else if super::tls_failure(&super::cause_chain(&e)) {
-            StoreError::tls(&at, super::cause_chain(&e), None)
+            let hint = tls.and_then(super::tls_hint);
+            StoreError::tls(&at, super::cause_chain(&e), hint.as_deref())
         } else {
             StoreError::connect(&at, super::cause_chain(&e))
         }

@@ -193,10 +193,11 @@ impl StoreError {
             message: scrub(&e.to_string()),
         }
     }
-    /// A TLS failure, with an optional hint for the user (see [`tls_hint`]).
+    /// A TLS failure, with an optional hint for the user (see [`tls_hint`]), added only when the
+    /// server's certificate was the problem (not, say, a server that does not speak TLS).
     pub fn tls(store: &str, e: impl std::fmt::Display, hint: Option<&str>) -> Self {
         let mut message = scrub(&e.to_string());
-        if let Some(h) = hint {
+        if let Some(h) = hint.filter(|_| verification_failure(&message)) {
             message.push_str(&format!(" ({h})"));
         }
         StoreError::Tls {
@@ -228,15 +229,28 @@ pub fn tls_failure(msg: &str) -> bool {
     .any(|k| m.contains(k))
 }
 
-/// What to tell a user whose TLS verification failed: a CA given only as a worker-local file
-/// (`caFile`) is not one the operator can read.
+/// Whether a TLS failure is about the server's certificate (its chain or name did not verify).
+pub fn verification_failure(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    ["certificate", "unknownissuer", "notvalidforname"]
+        .iter()
+        .any(|k| m.contains(k))
+}
+
+/// What to tell a user whose TLS connection failed: which CA the operator verified the server
+/// with, and so which field to look at: the CA of `caSecretRef`/`caConfigMapRef` (named with its
+/// Secret or ConfigMap and key), or the system trust store (a CA given only as a worker-local
+/// `caFile` is not one the operator can read).
 pub fn tls_hint(t: &crate::uri::TlsMaterial) -> Option<String> {
-    match (&t.ca_pem, &t.worker_ca_file) {
-        (None, Some(f)) => Some(format!(
-            "the operator verified against the system trust store: caFile {f} is a path inside workers it cannot read; set caSecretRef so both use the same CA"
-        )),
-        _ => None,
-    }
+    Some(match (&t.ca_source, &t.worker_ca_file) {
+        (Some(source), _) => format!(
+            "the operator verified the server with the CA of {source}: is it the CA that issued the server's certificate?"
+        ),
+        (None, Some(f)) => format!(
+            "the operator verified against the system trust store: caFile {f} is a path inside workers it cannot read; set caSecretRef or caConfigMapRef so both use the same CA"
+        ),
+        (None, None) => "the operator verified against the system trust store: for a private CA set tls.caSecretRef or tls.caConfigMapRef".into(),
+    })
 }
 
 /// One readable sentence from an error and its sources (`std::error::Error::source`): each

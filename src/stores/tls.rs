@@ -32,21 +32,25 @@ pub fn client_config(t: &TlsMaterial) -> Result<rustls::ClientConfig, String> {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(pem) = &t.ca_pem {
             for c in CertificateDer::pem_slice_iter(pem) {
-                let c = c.map_err(|e| format!("the CA from caSecretRef is not PEM: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("the CA from caSecretRef is not usable: {e}"))?;
+                let c = c.map_err(|e| {
+                    format!("the CA (caSecretRef or caConfigMapRef) is not PEM: {e}")
+                })?;
+                roots.add(c).map_err(|e| {
+                    format!("the CA (caSecretRef or caConfigMapRef) is not usable: {e}")
+                })?;
             }
         }
         if roots.is_empty() {
             return Err(match &t.worker_ca_file {
-                Some(f) => format!("caFile {f} is a path inside workers the operator cannot read: set caSecretRef so both verify with the same CA"),
-                None => "no CA to verify the server with: set caSecretRef".into(),
+                Some(f) => format!("caFile {f} is a path inside workers the operator cannot read: set caSecretRef or caConfigMapRef so both verify with the same CA"),
+                None => "no CA to verify the server with: set caSecretRef or caConfigMapRef".into(),
             });
         }
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| format!("cannot verify with the CA from caSecretRef: {e}"))?;
+            .map_err(|e| {
+                format!("cannot verify with the CA (caSecretRef or caConfigMapRef): {e}")
+            })?;
         match t.verify {
             TlsVerify::Optional => Arc::new(ChainOnly(webpki)),
             _ => webpki,

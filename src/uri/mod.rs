@@ -50,6 +50,9 @@ pub struct TlsMaterial {
     /// `caFile`: a path inside the worker that the operator cannot read (named in hints when
     /// verification fails).
     pub worker_ca_file: Option<String>,
+    /// Where `ca_pem` came from, for hints when verification fails: the field and the object,
+    /// e.g. `spec.redis.external.tls.caSecretRef (Secret "ca" key "ca.crt")`.
+    pub ca_source: Option<String>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -74,6 +77,14 @@ pub enum BuildError {
         secret: String,
         key: String,
     },
+    #[error("{field}: ConfigMap {config_map:?} not found")]
+    ConfigMapNotFound { field: String, config_map: String },
+    #[error("{field}: ConfigMap {config_map:?} has no key {key:?} in its data (PEM is text: binaryData is not read)")]
+    ConfigMapKeyMissing {
+        field: String,
+        config_map: String,
+        key: String,
+    },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("{field}: {message}")]
@@ -86,6 +97,8 @@ impl BuildError {
         match self {
             Self::SecretNotFound { .. } => "SecretNotFound",
             Self::SecretKeyMissing { .. } => "SecretKeyMissing",
+            Self::ConfigMapNotFound { .. } => "ConfigMapNotFound",
+            Self::ConfigMapKeyMissing { .. } => "ConfigMapKeyMissing",
             Self::Invalid { .. } => "InvalidSpec",
             Self::Unsupported { .. } => "Unsupported",
         }
@@ -155,21 +168,34 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The text at `r` (a Secret's key, or a ConfigMap's when `r.name` is `configmap:<name>`);
+    /// errors name `field` and the object.
     pub(crate) fn secret(&self, field: &str, r: &SecretKeyRef) -> Result<String, BuildError> {
-        let data = self
-            .secrets
-            .get(&r.name)
-            .ok_or_else(|| BuildError::SecretNotFound {
+        let config_map = r.name.strip_prefix(crate::api::CONFIG_MAP_PREFIX);
+        let Some(data) = self.secrets.get(&r.name) else {
+            return Err(match config_map {
+                Some(cm) => BuildError::ConfigMapNotFound {
+                    field: field.into(),
+                    config_map: cm.into(),
+                },
+                None => BuildError::SecretNotFound {
+                    field: field.into(),
+                    secret: r.name.clone(),
+                },
+            });
+        };
+        data.get(&r.key).cloned().ok_or_else(|| match config_map {
+            Some(cm) => BuildError::ConfigMapKeyMissing {
                 field: field.into(),
-                secret: r.name.clone(),
-            })?;
-        data.get(&r.key)
-            .cloned()
-            .ok_or_else(|| BuildError::SecretKeyMissing {
+                config_map: cm.into(),
+                key: r.key.clone(),
+            },
+            None => BuildError::SecretKeyMissing {
                 field: field.into(),
                 secret: r.name.clone(),
                 key: r.key.clone(),
-            })
+            },
+        })
     }
 
     pub(crate) fn opt_secret(
@@ -209,10 +235,20 @@ impl Ctx<'_> {
     /// cannot mount as a file (`.`, `..`), a missing Secret or key, material that is not PEM.
     pub(crate) fn tls(&mut self, field: &str, t: &TlsConfig) -> Result<(), BuildError> {
         checked_tls_paths(field, t)?;
-        if t.ca_file.is_some() && t.ca_secret_ref.is_some() {
+        let ca_sources = [
+            t.ca_file.is_some(),
+            t.ca_secret_ref.is_some(),
+            t.ca_config_map_ref.is_some(),
+        ];
+        if ca_sources.iter().filter(|s| **s).count() > 1 {
+            let at = if t.ca_config_map_ref.is_some() {
+                "caConfigMapRef"
+            } else {
+                "caSecretRef"
+            };
             return Err(invalid(
-                &format!("{field}.caSecretRef"),
-                "set either caFile or caSecretRef, not both",
+                &format!("{field}.{at}"),
+                crate::api::CA_SOURCES_EXCLUSIVE,
             ));
         }
         if t.client_certificate_secret_ref.is_some()
@@ -231,13 +267,34 @@ impl Ctx<'_> {
                 ));
             }
         }
-        let ca_pem = match &t.ca_secret_ref {
-            Some(r) => {
-                let fld = format!("{field}.caSecretRef");
-                let v = self.secret(&fld, r)?;
-                Some(pem_certificates(&fld, &r.name, &r.key, v)?)
+        if let Some(r) = &t.ca_config_map_ref {
+            if r.key == "." || r.key == ".." || r.key.starts_with("..") {
+                return Err(invalid(
+                    &format!("{field}.caConfigMapRef.key"),
+                    "a key that starts with '..' cannot be mounted as a file",
+                ));
             }
-            None => None,
+        }
+        let (ca_pem, ca_source) = match (&t.ca_secret_ref, &t.ca_config_map_ref) {
+            (Some(r), _) => {
+                let fld = format!("{field}.caSecretRef");
+                let object = format!("Secret {:?}", r.name);
+                let v = self.secret(&fld, r)?;
+                let pem = pem_certificates(&fld, &object, &r.key, v)?;
+                (Some(pem), Some(format!("{fld} ({object} key {:?})", r.key)))
+            }
+            (None, Some(r)) => {
+                let fld = format!("{field}.caConfigMapRef");
+                let object = format!("ConfigMap {:?}", r.name);
+                let source = SecretKeyRef {
+                    name: crate::api::config_map_source(&r.name),
+                    key: r.key.clone(),
+                };
+                let v = self.secret(&fld, &source)?;
+                let pem = pem_certificates(&fld, &object, &r.key, v)?;
+                (Some(pem), Some(format!("{fld} ({object} key {:?})", r.key)))
+            }
+            (None, None) => (None, None),
         };
         let client = match &t.client_certificate_secret_ref {
             Some(r) => {
@@ -249,7 +306,7 @@ impl Ctx<'_> {
                 let cert = self.secret(&fld, &key(TLS_CERT_KEY))?;
                 let pkey = self.secret(&fld, &key(TLS_KEY_KEY))?;
                 Some((
-                    pem_certificates(&fld, &r.name, TLS_CERT_KEY, cert)?,
+                    pem_certificates(&fld, &format!("Secret {:?}", r.name), TLS_CERT_KEY, cert)?,
                     pem_private_key(&fld, &r.name, TLS_KEY_KEY, pkey)?,
                 ))
             }
@@ -260,6 +317,7 @@ impl Ctx<'_> {
             ca_pem,
             client,
             worker_ca_file: t.ca_file.clone(),
+            ca_source,
         });
         Ok(())
     }
@@ -307,14 +365,16 @@ impl Ctx<'_> {
 /// TLS material from a Secret must parse before anything uses it: PEM certificates (at least one,
 /// each valid DER inside), so a broken CA is refused naming the field, the Secret and the key,
 /// instead of failing later in a driver with a message about some other file.
+/// The certificates (PEM) at `object` (`Secret "name"` or `ConfigMap "name"`) key `key`, parsed
+/// up front so broken material is refused naming `field`, not met later as a driver error.
 fn pem_certificates(
     field: &str,
-    secret: &str,
+    object: &str,
     key: &str,
     v: String,
 ) -> Result<Vec<u8>, BuildError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let at = format!("Secret {secret:?} key {key:?}");
+    let at = format!("{object} key {key:?}");
     if !v.contains("-----BEGIN ") {
         return Err(invalid(field, format!("{at} is not PEM (no -----BEGIN line; a DER file converts with `openssl x509 -inform der -out ca.pem`)")));
     }
@@ -433,7 +493,11 @@ fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<()
     let key_re = regex::Regex::new(crate::api::SECRET_KEY_PATTERN)
         .map_err(|e| invalid("spec", e.to_string()))?;
     for (f, r) in secret_refs(spec) {
-        if r.name.len() > 253 || !name_re.is_match(&r.name) {
+        let name = r
+            .name
+            .strip_prefix(crate::api::CONFIG_MAP_PREFIX)
+            .unwrap_or(&r.name);
+        if name.len() > 253 || !name_re.is_match(name) {
             return Err(invalid(
                 &format!("{f}.name"),
                 format!(
@@ -699,7 +763,7 @@ pub fn config_module(cfg: &BackendConfig) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -780,6 +844,95 @@ mod tests {
             &SecretValues::new()
         )
         .is_ok_and(|c| c.uri.contains("tls=false")));
+    }
+
+    #[test]
+    fn a_ca_from_a_config_map_is_mounted_for_workers_and_kept_for_the_operator() {
+        let (ca, _) = test_pem();
+        let spec = spec(
+            json!({"mongodb": {"external": {"hosts": [{"host": "m.example"}], "tls": {"enabled": true,
+            "caConfigMapRef": {"name": "trust-bundle", "key": "ca.pem"}}}}}),
+        );
+        let mut values = SecretValues::new();
+        // A Secret of the same name is not the ConfigMap.
+        values
+            .entry("trust-bundle".into())
+            .or_default()
+            .insert("ca.pem".into(), ca.clone());
+        let e = build(&spec, &values).unwrap_err();
+        assert_eq!(e.reason(), "ConfigMapNotFound");
+        assert_eq!(
+            e.to_string(),
+            "spec.mongodb.external.tls.caConfigMapRef: ConfigMap \"trust-bundle\" not found"
+        );
+        let cm = values
+            .entry(crate::api::config_map_source("trust-bundle"))
+            .or_default();
+        cm.insert("other.pem".into(), ca.clone());
+        let e = build(&spec, &values).unwrap_err();
+        assert_eq!(e.reason(), "ConfigMapKeyMissing");
+        assert!(
+            e.to_string().starts_with(
+                "spec.mongodb.external.tls.caConfigMapRef: ConfigMap \"trust-bundle\" has no key \"ca.pem\""
+            ),
+            "{e}"
+        );
+        let cm_key = crate::api::config_map_source("trust-bundle");
+        values
+            .get_mut(&cm_key)
+            .unwrap()
+            .insert("ca.pem".into(), "not a certificate".into());
+        let e = build(&spec, &values).unwrap_err().to_string();
+        assert!(
+            e.starts_with("spec.mongodb.external.tls.caConfigMapRef: ConfigMap \"trust-bundle\" key \"ca.pem\" is not PEM"),
+            "{e}"
+        );
+        values
+            .get_mut(&cm_key)
+            .unwrap()
+            .insert("ca.pem".into(), ca.clone());
+        let cfg = build(&spec, &values).unwrap();
+        assert!(
+            cfg.uri.contains(
+                "tlsCAFile=%2Fetc%2Fcelery-backend%2Ftls-configmaps%2Ftrust-bundle%2Fca.pem"
+            ),
+            "{}",
+            cfg.uri
+        );
+        let t = cfg.tls.unwrap();
+        assert_eq!(t.ca_pem.as_deref(), Some(ca.as_bytes()));
+        assert_eq!(
+            t.ca_source.as_deref(),
+            Some("spec.mongodb.external.tls.caConfigMapRef (ConfigMap \"trust-bundle\" key \"ca.pem\")")
+        );
+        // Read as `configmap:<name>`, and mounted from there.
+        assert_eq!(
+            secret_refs(&spec),
+            [(
+                "spec.mongodb.external.tls.caConfigMapRef".to_string(),
+                SecretKeyRef {
+                    name: "configmap:trust-bundle".into(),
+                    key: "ca.pem".into()
+                }
+            )]
+        );
+        assert_eq!(
+            spec.tls().unwrap().mounted_keys(),
+            [("configmap:trust-bundle".to_string(), "ca.pem".to_string())]
+        );
+        // One CA source only.
+        let both = super::tests::spec(
+            json!({"mongodb": {"external": {"hosts": [{"host": "m.example"}], "tls": {"enabled": true,
+            "caSecretRef": {"name": "ca", "key": "ca.crt"},
+            "caConfigMapRef": {"name": "trust-bundle", "key": "ca.pem"}}}}}),
+        );
+        assert_eq!(
+            build(&both, &values).unwrap_err().to_string(),
+            format!(
+                "spec.mongodb.external.tls.caConfigMapRef: {}",
+                crate::api::CA_SOURCES_EXCLUSIVE
+            )
+        );
     }
 
     #[test]

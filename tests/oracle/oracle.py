@@ -304,7 +304,8 @@ def arangodb_params(app, url):
         requests.Request("GET", b.arangodb_url, auth=(b.username, b.password)).prepare()
     return {"class": cls.__name__, "host": b.host, "port": b.port, "database": b.database,
             "collection": b.collection, "username": b.username, "password": b.password,
-            "http_protocol": b.http_protocol, "client_error": client_error(basic_auth)}
+            "http_protocol": b.http_protocol, "verify": b.verify,
+            "client_error": client_error(basic_auth)}
 
 
 def consul_params(app, url):

@@ -72,7 +72,7 @@ fn ssl_options(cx: &mut Ctx, t: &TlsConfig) -> Result<(), BuildError> {
     let Some(ca) = t.ca_path() else {
         return Err(invalid(
             f,
-            "cassandra-driver loads no default trust store for ssl_options: set caSecretRef or caFile",
+            "cassandra-driver loads no default trust store for ssl_options: set caSecretRef, caConfigMapRef or caFile",
         ));
     };
     cx.tls(f, t)?;

@@ -138,8 +138,12 @@ impl CassandraStore {
         }
         b.build().await.map_err(|e| {
             let chain = crate::stores::cause_chain(&e);
-            if self.tls.is_some() && crate::stores::tls_failure(&chain) {
-                StoreError::tls(&self.at, chain, None)
+            if let Some(t) = self
+                .tls
+                .as_ref()
+                .filter(|_| crate::stores::tls_failure(&chain))
+            {
+                StoreError::tls(&self.at, chain, crate::stores::tls_hint(t).as_deref())
             } else if chain.contains("Authentication failed")
                 || chain.contains("AuthenticationError")
             {

@@ -38,7 +38,7 @@ impl StoreClient for ElasticsearchStore {
         Expiry::Purgeable
     }
     fn probe(&self) -> BoxFuture<'_, Result<String, StoreError>> {
-        Box::pin(http_probe(&API, &self.url))
+        Box::pin(http_probe(&API, &self.url, None))
     }
     fn purge(&self, opts: PurgeOptions) -> BoxFuture<'_, Result<PurgeReport, StoreError>> {
         Box::pin(elasticsearch_purge(&self.url, opts))

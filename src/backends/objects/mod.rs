@@ -81,7 +81,7 @@ fn private_ca(cx: &mut Ctx, t: &TlsConfig, endpoint: Option<&str>) -> Result<(),
     let Some(ca) = t.ca_path().filter(|_| only_ca) else {
         return Err(invalid(
             f,
-            "s3 tls takes a CA only (caSecretRef or caFile; botocore reads it from AWS_CA_BUNDLE) and always verifies: no client certificate, verify Required",
+            "s3 tls takes a CA only (caSecretRef, caConfigMapRef or caFile; botocore reads it from AWS_CA_BUNDLE) and always verifies: no client certificate, verify Required",
         ));
     };
     cx.tls(f, t)?;

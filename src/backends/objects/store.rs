@@ -31,6 +31,8 @@ pub struct ObjectClient {
     native: Option<String>,
     /// Celery's `timezone`/`enable_utc` (naive `date_done` strings).
     clock: CeleryClock,
+    /// What to add to a certificate failure (see `stores::tls_hint`).
+    tls_hint: Option<String>,
 }
 
 /// Two retries within 10 s (object_store's default is 10 within 3 minutes): a health check has a
@@ -91,6 +93,7 @@ impl ObjectClient {
             base: setting(cfg, "s3_base_path").unwrap_or_default(),
             native: None,
             clock: CeleryClock::from_settings(cfg),
+            tls_hint: cfg.tls.as_ref().and_then(crate::stores::tls_hint),
         })
     }
 
@@ -131,6 +134,7 @@ impl ObjectClient {
             base: setting(cfg, "azureblockblob_base_path").unwrap_or_default(),
             native: None,
             clock: CeleryClock::from_settings(cfg),
+            tls_hint: None,
         })
     }
 
@@ -192,6 +196,7 @@ impl ObjectClient {
             native: ttl.map(|t| format!("gcs_ttl ({t} s): Celery sets each object's custom_time to its expiry and requires a Delete lifecycle rule on the bucket, so GCS deletes expired results")),
             store: Arc::new(store),
             clock: CeleryClock::from_settings(cfg),
+            tls_hint: None,
             // Celery writes `<base_path>/<key>` when a base path is set, else `<key>`.
             base: if base_path.is_empty() {
                 String::new()
@@ -221,7 +226,14 @@ impl ObjectClient {
             Err(e) if self.kind == "azureBlockBlob" && container_missing(&e) => {
                 return Ok("the account answered; the container does not exist yet (Celery creates it on first write)".into());
             }
-            Err(e) => return Err(probe_error(self.kind, &self.at, &e)),
+            Err(e) => {
+                return Err(probe_error(
+                    self.kind,
+                    &self.at,
+                    self.tls_hint.as_deref(),
+                    &e,
+                ))
+            }
         };
         Ok(format!(
             "listing answered ({} objects, {} prefixes at the base path)",
@@ -351,10 +363,15 @@ impl ObjectClient {
 /// What a failed listing means: no credentials at all (a token request to the cloud's metadata
 /// address failed: nothing in the backend, no Application Default Credentials, no instance
 /// identity), refused credentials (401/403 from the store), or an unreachable store.
-fn probe_error(kind: &str, at: &str, e: &object_store::Error) -> StoreError {
+fn probe_error(
+    kind: &str,
+    at: &str,
+    tls_hint: Option<&str>,
+    e: &object_store::Error,
+) -> StoreError {
     let text = crate::stores::cause_chain(e);
     if crate::stores::tls_failure(&text) {
-        return StoreError::tls(at, text, None);
+        return StoreError::tls(at, text, tls_hint);
     }
     if text.contains("token request") || text.contains("169.254.169.254") {
         let how = match kind {

@@ -334,8 +334,8 @@ impl RedisStore {
         } else if tls && e.is_timeout() {
             StoreError::tls(
                 store,
-                e,
-                Some("no answer to the TLS handshake: does this port speak TLS?"),
+                format!("{e} (no answer to the TLS handshake: does this port speak TLS?)"),
+                None,
             )
         } else {
             StoreError::connect(store, e)

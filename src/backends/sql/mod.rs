@@ -62,7 +62,7 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
                 let ca = ca.ok_or_else(|| {
                     invalid(
                         &fld,
-                        "PyMySQL verifies nothing without a CA: set tls.caSecretRef or tls.caFile, or tls.verify: None",
+                        "PyMySQL verifies nothing without a CA: set tls.caSecretRef, tls.caConfigMapRef or tls.caFile, or tls.verify: None",
                     )
                 })?;
                 opts.push(("ssl_ca", ca));
