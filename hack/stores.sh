@@ -148,22 +148,38 @@ up_postgresql_tls() {
   make_pki
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   local d=$STATE/pg-tls
-  if runuser -u postgres -- "$bin/pg_isready" -h $d -p $PG_TLS_PORT -q 2>/dev/null; then return 0; fi
-  mkdir -p $d && chown postgres: $d
-  if [ ! -f $d/data/PG_VERSION ]; then
-    runuser -u postgres -- "$bin/initdb" -D $d/data -U postgres -A trust >/dev/null
+  # Role cbo_mtls must also present a client certificate of the test CA (clientcert=verify-ca):
+  # the first matching line wins. Rewritten and reloaded on every run, so a running server
+  # gains what a newer checkout needs.
+  local hba
+  hba=$(printf 'local all postgres trust\nhostssl all cbo_mtls 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all %s/32 scram-sha-256\nhostssl all all 10.244.0.0/16 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n' "$CBO_NODE_IP")
+  if ! runuser -u postgres -- "$bin/pg_isready" -h $d -p $PG_TLS_PORT -q 2>/dev/null; then
+    mkdir -p $d && chown postgres: $d
+    if [ ! -f $d/data/PG_VERSION ]; then
+      runuser -u postgres -- "$bin/initdb" -D $d/data -U postgres -A trust >/dev/null
+    fi
+    install -o postgres -m 600 $STATE/tls/server.key $d/data/server.key
+    install -o postgres -m 644 $STATE/tls/server.crt $d/data/server.crt
+    install -o postgres -m 644 $STATE/tls/ca.crt $d/data/root.crt
+    printf '%s\n' "$hba" >$d/data/pg_hba.conf
+    chown postgres: $d/data/pg_hba.conf
+    runuser -u postgres -- "$bin/pg_ctl" -D $d/data -l $d/pg.log -w \
+      -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=root.crt -c password_encryption=scram-sha-256" start >/dev/null
+  elif [ "$(cat $d/data/pg_hba.conf)" != "$hba" ] || [ ! -f $d/data/root.crt ]; then
+    # A server started by an older checkout: no client CA, older rules. Restart with both.
+    install -o postgres -m 644 $STATE/tls/ca.crt $d/data/root.crt
+    printf '%s\n' "$hba" >$d/data/pg_hba.conf
+    runuser -u postgres -- "$bin/pg_ctl" -D $d/data -l $d/pg.log -w -m fast \
+      -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=root.crt -c password_encryption=scram-sha-256" restart >/dev/null
   fi
-  install -o postgres -m 600 $STATE/tls/server.key $d/data/server.key
-  install -o postgres -m 644 $STATE/tls/server.crt $d/data/server.crt
-  printf 'local all postgres trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all %s/32 scram-sha-256\nhostssl all all 10.244.0.0/16 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n' "$CBO_NODE_IP" >$d/data/pg_hba.conf
-  chown postgres: $d/data/pg_hba.conf
-  runuser -u postgres -- "$bin/pg_ctl" -D $d/data -l $d/pg.log -w \
-    -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c password_encryption=scram-sha-256" start >/dev/null
   local q; q=$(printf "%s" "$PG_PW" | sed "s/'/''/g")
   runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc \
-    "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q';" >/dev/null
-  runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='celery'" | grep -q 1 \
-    || runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qc "CREATE DATABASE celery OWNER celery" >/dev/null
+    "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='celery') THEN CREATE ROLE celery LOGIN; END IF; IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='cbo_mtls') THEN CREATE ROLE cbo_mtls LOGIN; END IF; END\$\$; ALTER ROLE celery PASSWORD '$q'; ALTER ROLE cbo_mtls PASSWORD '$q';" >/dev/null
+  local db
+  for db in celery:celery celery_mtls:cbo_mtls; do
+    runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='${db%%:*}'" | grep -q 1 \
+      || runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qc "CREATE DATABASE ${db%%:*} OWNER ${db##*:}" >/dev/null
+  done
 }
 
 up_mariadb() {

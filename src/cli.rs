@@ -26,6 +26,10 @@ pub enum Command {
     /// Print every CRD as multi-document YAML, or write one file per CRD into --out (what crds/ holds).
     Crd(CrdArgs),
     /// Print the result_backend URI (or settings) the operator would publish for a backend manifest.
+    ///
+    /// The output carries the referenced credentials in clear, as Celery needs them (the URI's
+    /// password, settings such as s3_secret_access_key): write it to a Secret or a file only you
+    /// can read, not to a log or a shared terminal.
     Uri(UriArgs),
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<RunArgs>),
@@ -549,7 +553,7 @@ pub struct UriArgs {
     /// File(s) with the referenced Secrets (and CA ConfigMaps).
     #[arg(short = 's', long = "secret")]
     pub secrets: Vec<PathBuf>,
-    /// What to print.
+    /// What to print; each output carries the credentials the backend references, in clear.
     #[arg(short = 'o', long = "output", value_enum, default_value = "uri")]
     pub output: UriOutput,
 }

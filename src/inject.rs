@@ -57,6 +57,9 @@ pub struct Injection {
     /// ConfigMap (`source` = `configmap:<name>`) `/etc/celery-backend/tls-configmaps/<name>/<key>`:
     /// set by [`Injection::with_tls_mounts`] from the status, only where Pods are admitted.
     pub tls: Vec<(String, String)>,
+    /// The mode of a mounted private key (`tls.key`) when the worker's client needs one other
+    /// than the volume's default 0644 (`Family::private_key_mode`: libpq's 0640).
+    pub private_key_mode: Option<i32>,
 }
 
 impl Injection {
@@ -75,6 +78,10 @@ impl Injection {
             override_existing: inj.override_existing.unwrap_or(false),
             checksum: checksum.into(),
             tls: vec![],
+            private_key_mode: spec
+                .backend()
+                .ok()
+                .and_then(|b| b.family().private_key_mode()),
         }
     }
 
@@ -212,21 +219,31 @@ pub fn tls_mount_path(source: &str) -> String {
     }
 }
 
-/// The volume source carrying `keys` of `source` (a Secret's name, or `configmap:<name>`), and
-/// the keys an existing volume `v` of the same source already carries (`None`: `v` carries
-/// another source, which is never taken over).
-fn tls_volume_source(source: &str, keys: &[&str]) -> Value {
-    let items: Vec<Value> = keys.iter().map(|k| json!({"key": k, "path": k})).collect();
+/// One item of a TLS volume: the key (also its file name) and its mode (`None`: the volume's
+/// default, 0644).
+type TlsItem = (String, Option<i32>);
+
+/// The volume source carrying `items` of `source` (a Secret's name, or `configmap:<name>`).
+fn tls_volume_source(source: &str, items: &[TlsItem]) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(k, mode)| match mode {
+            Some(m) => json!({"key": k, "path": k, "mode": m}),
+            None => json!({"key": k, "path": k}),
+        })
+        .collect();
     match source.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
         Some(cm) => json!({"configMap": {"name": cm, "items": items}}),
         None => json!({"secret": {"secretName": source, "items": items}}),
     }
 }
 
-fn tls_volume_keys(v: &k8s_openapi::api::core::v1::Volume, source: &str) -> Option<Vec<String>> {
+/// The items an existing volume `v` of `source` carries (`None`: `v` carries another source,
+/// which is never taken over).
+fn tls_volume_keys(v: &k8s_openapi::api::core::v1::Volume, source: &str) -> Option<Vec<TlsItem>> {
     let keys = |items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>| {
         items
-            .map(|i| i.iter().map(|i| i.key.clone()).collect())
+            .map(|i| i.iter().map(|i| (i.key.clone(), i.mode)).collect())
             .unwrap_or_default()
     };
     match source.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
@@ -270,31 +287,46 @@ fn tls_patch(spec: &PodSpec, inj: &Injection) -> Vec<Value> {
         .collect();
     for (secret, keys) in tls_secrets(inj) {
         let name = tls_volume_name(secret);
-        let volume = |keys: &[&str]| {
-            let mut v = tls_volume_source(secret, keys);
+        let volume = |items: &[TlsItem]| {
+            let mut v = tls_volume_source(secret, items);
             v["name"] = json!(name);
             v
         };
+        // A private key gets the mode its client needs (the stricter one wins when backends
+        // share the Secret); nothing else does.
+        let wanted: Vec<TlsItem> = keys
+            .iter()
+            .map(|k| {
+                let mode = inj
+                    .private_key_mode
+                    .filter(|_| *k == crate::api::TLS_KEY_KEY);
+                (k.to_string(), mode)
+            })
+            .collect();
         match vols.iter().position(|v| v.name == name) {
             Some(j) => {
                 // Fail closed: a volume of this name that carries another Secret or ConfigMap is
                 // not ours to change, and its mount path is not this source's.
-                let Some(mut have) = tls_volume_keys(&vols[j], secret) else {
+                let Some(have) = tls_volume_keys(&vols[j], secret) else {
                     continue;
                 };
-                let missing: Vec<&str> = keys
-                    .iter()
-                    .filter(|k| !have.iter().any(|h| h == *k))
-                    .copied()
-                    .collect();
-                if !missing.is_empty() {
-                    have.extend(missing.iter().map(|k| k.to_string()));
-                    let all: Vec<&str> = have.iter().map(String::as_str).collect();
-                    ops.push(json!({"op": "replace", "path": format!("/spec/volumes/{j}"), "value": volume(&all)}));
+                let mut merged = have.clone();
+                for (k, mode) in &wanted {
+                    match merged.iter_mut().find(|(h, _)| h == k) {
+                        Some((_, m)) => {
+                            if let Some(want) = mode {
+                                *m = Some(m.map_or(*want, |have| have & *want));
+                            }
+                        }
+                        None => merged.push((k.clone(), *mode)),
+                    }
+                }
+                if merged != have {
+                    ops.push(json!({"op": "replace", "path": format!("/spec/volumes/{j}"), "value": volume(&merged)}));
                 }
             }
             None => {
-                let v = volume(&keys);
+                let v = volume(&wanted);
                 if vols_added {
                     ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": v}));
                 } else {
@@ -542,6 +574,7 @@ mod tests {
             override_existing: false,
             checksum: "abc".into(),
             tls: vec![],
+            private_key_mode: None,
         }
     }
 
@@ -650,6 +683,56 @@ mod tests {
             t.client_paths().1.unwrap(),
             format!("{}/tls.key", tls_mount_path("client"))
         );
+    }
+
+    /// libpq refuses a client key that group or others can read unless root owns it (then 0640):
+    /// a PostgreSQL backend's `tls.key` is mounted 0640, other keys and backends keep 0644, and
+    /// a volume shared with another backend is tightened, never loosened.
+    #[test]
+    fn a_postgresql_client_key_is_mounted_with_the_mode_libpq_accepts() {
+        let spec = |engine: &str| -> CeleryResultBackendSpec {
+            serde_json::from_value(json!({"database": {"external": {"engine": engine,
+                "host": "db", "database": "celery", "tls": {"enabled": true,
+                "clientCertificateSecretRef": {"name": "client"}}}}}))
+            .unwrap()
+        };
+        let pg = Injection::new("pg", &spec("postgresql"), "pg-uri", "c")
+            .with_tls_mounts(&["client/tls.crt".into(), "client/tls.key".into()]);
+        assert_eq!(pg.private_key_mode, Some(0o640));
+        let my = Injection::new("my", &spec("mysql"), "my-uri", "c")
+            .with_tls_mounts(&["client/tls.crt".into(), "client/tls.key".into()]);
+        assert_eq!(my.private_key_mode, None);
+        let modes = |p: &Pod| -> Vec<(String, Option<i32>)> {
+            p.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0]
+                .secret
+                .as_ref()
+                .unwrap()
+                .items
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|i| (i.key.clone(), i.mode))
+                .collect()
+        };
+        let p = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}}),
+        );
+        let with_pg = apply(&p, &pod_patch(&p, &pg));
+        assert_eq!(
+            modes(&with_pg),
+            [("tls.crt".into(), None), ("tls.key".into(), Some(0o640))]
+        );
+        // MySQL first (0644), then PostgreSQL shares the Secret: tightened in place.
+        let with_my = apply(&p, &pod_patch(&p, &my));
+        assert_eq!(
+            modes(&with_my),
+            [("tls.crt".into(), None), ("tls.key".into(), None)]
+        );
+        let both = apply(&with_my, &pod_patch(&with_my, &pg));
+        assert_eq!(modes(&both), modes(&with_pg));
+        // ...and never loosened again, nor patched twice.
+        assert!(pod_patch(&both, &my).iter().all(|o| o["op"] != "replace"));
+        assert!(pod_patch(&both, &pg).iter().all(|o| o["op"] != "replace"));
     }
 
     #[test]

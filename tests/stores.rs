@@ -1215,12 +1215,19 @@ impl Mounted {
             (format!("{client}/tls.crt"), read("client.crt")),
             (format!("{client}/tls.key"), read("client.key")),
         ] {
-            let p = Path::new("/etc/celery-backend/tls").join(path);
+            let p = Path::new("/etc/celery-backend/tls").join(&path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, text).unwrap();
-            // libpq refuses a key that others can read.
+            // As the webhook's volume for a PostgreSQL backend: root-owned (these tests run as
+            // root, as kubelet writes volume files), the key 0640 (libpq's limit for a root-owned
+            // key), the rest 0644.
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let mode = if path.ends_with("/tls.key") {
+                0o640
+            } else {
+                0o644
+            };
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         }
         Mounted(vec![ca.to_string(), client.to_string()])
     }
@@ -1389,6 +1396,62 @@ fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
         "  database:\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15433\n      database: celery\n      options: {sslmode: disable}\n      auth: {username: celery, passwordSecretRef: {name: store-auth, key: password}}\n",
         &secrets,
         &["no encryption"],
+        &["pg p@ss"],
+    );
+}
+
+/// PostgreSQL with a client certificate (mutual TLS): the TLS server of hack/stores.sh requires
+/// role `cbo_mtls` to present a certificate of the test CA besides its password
+/// (`clientcert=verify-ca`). The certificate and key from a `kubernetes.io/tls` Secret reach a
+/// real Celery worker through psycopg2 (`sslcert`/`sslkey`, the key mounted root-owned 0640 as
+/// the webhook mounts it, which libpq accepts) and the operator's check and cleanup (sqlx). Without
+/// the certificate the server refuses the login.
+#[test]
+fn postgresql_with_a_client_certificate_is_checked_and_cleaned() {
+    stores_up(&["postgresql_tls", "rabbitmq"]);
+    let id = run_id();
+    let pw = "pg p@ss:w/rd#?%";
+    let (secrets, ca, client) = tls_secrets(&id, pw, "ca.crt");
+    let _mounted = Mounted::new(&ca, &client);
+    let db = format!("celery_mtls_{id}");
+    let admin = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/var/tmp/cbo-stores/pg-tls",
+        ])
+        .args(["-p", "15433", "-U", "postgres", "-qc"])
+        .arg(format!("CREATE DATABASE {db} OWNER cbo_mtls"))
+        .output()
+        .expect("run psql");
+    assert!(
+        admin.status.success(),
+        "CREATE DATABASE {db}: {}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    let spec = |client_cert: bool| {
+        format!(
+            "  resultExpires: 0s\n  database:\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15433\n      database: {db}\n      auth: {{username: cbo_mtls, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n{}",
+            if client_cert {
+                format!("        clientCertificateSecretRef: {{name: {client}}}\n")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    cleanup_round_trip_with_secret("postgresql-mtls", &spec(true), dir.path(), &secrets);
+    check_fails(
+        "no client certificate",
+        &spec(false),
+        &secrets,
+        &[
+            "postgresql at 127.0.0.1:15433 refused the credentials",
+            "certificate",
+        ],
         &["pg p@ss"],
     );
 }

@@ -49,6 +49,13 @@ pub(crate) trait Family {
     fn tls(&self) -> Option<&crate::api::TlsConfig> {
         None
     }
+    /// The file mode (octal, e.g. `0o640`) the worker's client needs on a mounted private key
+    /// (`tls.key` of `clientCertificateSecretRef`), when the Secret volume's default (0644) is not
+    /// accepted; `None`: the default. libpq refuses a key that group or others can read unless
+    /// root owns it, then allowing 0640 (fe-secure-openssl.c, "has group or world access").
+    fn private_key_mode(&self) -> Option<i32> {
+        None
+    }
     /// The family's own reason to refuse `managed` (`MANAGED_WHY` of its API type), if any;
     /// otherwise the refusal names the backends the operator provisions
     /// (`api::kinds::managed_refusal`).

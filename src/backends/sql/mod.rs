@@ -88,6 +88,9 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
                 }
                 .into(),
             ));
+            if t.client_certificate_secret_ref.is_some() {
+                cx.warn("database tls: libpq reads a client key only when root owns it with mode 0640 or less, so the webhook mounts tls.key 0640 (Secret volume files are root-owned); a worker that does not run as root needs a pod securityContext.fsGroup to read it");
+            }
             for (k, v) in [
                 ("sslrootcert", t.ca_path()),
                 ("sslcert", cert),
@@ -228,6 +231,13 @@ impl Family for DatabaseBackend {
     fn tls(&self) -> Option<&TlsConfig> {
         self.external.as_ref()?.tls.as_ref()
     }
+
+    /// libpq's rule on key files: 0640, root-owned (as Secret volume files are).
+    fn private_key_mode(&self) -> Option<i32> {
+        let e = self.external.as_ref()?;
+        (e.engine == DatabaseEngine::Postgresql).then_some(0o640)
+    }
+
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
