@@ -152,7 +152,7 @@ up_postgresql_tls() {
   # the first matching line wins. Rewritten and reloaded on every run, so a running server
   # gains what a newer checkout needs.
   local hba
-  hba=$(printf 'local all postgres trust\nhostssl all cbo_mtls 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all %s/32 scram-sha-256\nhostssl all all 10.244.0.0/16 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n' "$CBO_NODE_IP")
+  hba=$(printf 'local all postgres trust\nhostssl all cbo_mtls 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\nhostssl all cbo_mtls %s/32 scram-sha-256 clientcert=verify-ca\nhostssl all cbo_mtls 10.244.0.0/16 scram-sha-256 clientcert=verify-ca\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all %s/32 scram-sha-256\nhostssl all all 10.244.0.0/16 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n' "$CBO_NODE_IP" "$CBO_NODE_IP")
   if ! runuser -u postgres -- "$bin/pg_isready" -h $d -p $PG_TLS_PORT -q 2>/dev/null; then
     mkdir -p $d && chown postgres: $d
     if [ ! -f $d/data/PG_VERSION ]; then

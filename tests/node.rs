@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{install_crds, kubectl, kubectl_ok, TestNamespace};
 use support::node::{
-    apply, apply_broker, assert_results, client_job, image, images, install_operator, json,
-    lease_holder, pod_names, replicasets, rollout, wait_no_terminating,
+    apply, apply_broker, assert_results, client_job, client_job_with, image, images,
+    install_operator, json, lease_holder, pod_names, replicasets, rollout, wait_no_terminating,
 };
 use support::operator::{condition, wait_until};
 
@@ -259,6 +259,91 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
         &["send", "4"],
     );
     assert_results(&out, 4);
+
+    // 5c. PostgreSQL with a client certificate from Pods: the TLS-only PostgreSQL of
+    // hack/stores.sh requires role cbo_mtls to present a certificate of the test CA. The webhook
+    // mounts the key root-owned 0640 (libpq refuses a root-owned key others can read); a worker
+    // and a client in Pods (psycopg2, as the image's non-root user celery, uid 1000, with the
+    // fsGroup the README asks for) store and read results through it; the in-cluster operator
+    // probes with the same certificate in memory.
+    support::stores::up(&["postgresql_tls"]);
+    let mtls_db = format!("celery_mtls_{}", std::process::id());
+    let admin = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/var/tmp/cbo-stores/pg-tls",
+        ])
+        .args(["-p", "15433", "-U", "postgres", "-q", "-c"])
+        .arg(format!("DROP DATABASE IF EXISTS {mtls_db}"))
+        .arg("-c")
+        .arg(format!("CREATE DATABASE {mtls_db} OWNER cbo_mtls"))
+        .output()
+        .expect("run psql");
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    apply(
+        &n,
+        &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-mtls-auth"},
+             "stringData": {"password": "pg p@ss:w/rd#?%"}},
+            {"apiVersion": "celery.dev/v1alpha1", "kind": "CeleryResultBackend",
+             "metadata": {"name": "orders-pg-mtls"},
+             "spec": {"database": {"external": {"engine": "postgresql", "host": REDIS_HOST,
+                "port": 15433, "database": mtls_db,
+                "auth": {"username": "cbo_mtls",
+                         "passwordSecretRef": {"name": "pg-mtls-auth", "key": "password"}},
+                "tls": {"enabled": true, "caConfigMapRef": {"name": "redis-ca", "key": "ca.crt"},
+                        "clientCertificateSecretRef": {"name": "redis-client"}}}}}},
+        ]})
+        .to_string(),
+    );
+    wait_until(
+        "orders-pg-mtls Healthy=True (the in-cluster operator presents the client certificate)",
+        90,
+        || {
+            condition(&n, "orders-pg-mtls", "Healthy")
+                .starts_with("True")
+                .then_some(())
+        },
+    );
+    let mtls_broker = "redis://broker:6379/2";
+    apply(&n, &format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: worker-pg-mtls}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: worker-pg-mtls}}}}\n  template:\n    metadata: {{labels: {{app: worker-pg-mtls, celery.dev/result-backend: orders-pg-mtls}}}}\n    spec:\n      securityContext: {{fsGroup: 1000}}\n      containers:\n      - name: worker\n        image: {worker_image}\n        imagePullPolicy: Never\n        env:\n        - {{name: CELERY_BROKER_URL, value: '{mtls_broker}'}}\n"
+    ));
+    rollout(&n, "deployment/worker-pg-mtls", 180);
+    let pg_worker = pod_names(&n, "app=worker-pg-mtls");
+    let volumes = json(&n, &["pod", &pg_worker[0]])["spec"]["volumes"].clone();
+    let key_modes: Vec<_> = volumes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["secret"]["items"].as_array())
+        .flatten()
+        .filter(|i| i["key"] == "tls.key")
+        .map(|i| i["mode"].as_i64())
+        .collect();
+    assert_eq!(
+        key_modes,
+        [Some(0o640)],
+        "the client key is mounted 0640 for libpq: {volumes}"
+    );
+    let out = client_job_with(
+        &n,
+        "client-pg-mtls",
+        &worker_image,
+        "orders-pg-mtls",
+        mtls_broker,
+        &["send", "3"],
+        serde_json::json!({"fsGroup": 1000}),
+    );
+    assert_results(&out, 3);
 
     // 6. Rotating the password rolls the workers once; the new Pods work with the new password.
     redis_cli(&["ACL", "SETUSER", &user, &format!(">{pw2}")]);

@@ -144,9 +144,23 @@ pub fn client_job(
     broker: &str,
     args: &[&str],
 ) -> Value {
+    client_job_with(ns, name, worker_image, backend, broker, args, Value::Null)
+}
+
+/// [`client_job`] with a pod `securityContext` (`Value::Null`: none), e.g. an `fsGroup` that lets
+/// the worker image's non-root user read a key mounted 0640.
+pub fn client_job_with(
+    ns: &str,
+    name: &str,
+    worker_image: &str,
+    backend: &str,
+    broker: &str,
+    args: &[&str],
+    pod_security: Value,
+) -> Value {
     let mut command = vec!["python3", "-c", "$(CLIENT_SCRIPT)"];
     command.extend_from_slice(args);
-    let job = serde_json::json!({
+    let mut job = serde_json::json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name},
         "spec": {
@@ -167,6 +181,9 @@ pub fn client_job(
             },
         },
     });
+    if !pod_security.is_null() {
+        job["spec"]["template"]["spec"]["securityContext"] = pod_security;
+    }
     apply(ns, &job.to_string());
     let t0 = Instant::now();
     loop {
