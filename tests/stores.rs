@@ -377,6 +377,18 @@ fn s3_over_https_with_a_private_ca_is_checked_and_cleaned() {
         ],
         &[],
     );
+    // The handshake passes, the bucket is not there: said so, naming the field, not as an
+    // unreachable store.
+    check_fails(
+        "no such bucket",
+        &spec.replace(&bucket, &format!("no-such-{bucket}")),
+        &format!("{tls}{keys}"),
+        &[
+            "s3 at 127.0.0.1:25001 answered with an error",
+            "the bucket does not exist (spec.s3.external.bucket)",
+        ],
+        &["NoSuchBucket", "<?xml"],
+    );
 }
 
 #[test]
@@ -1502,13 +1514,14 @@ fn mongodb_over_tls_with_secret_material_is_checked_and_cleaned() {
 fn redis_sentinel_is_checked_and_cleaned_through_the_sentinels() {
     stores_up(&["redis_sentinel", "rabbitmq"]);
     let id = run_id();
-    let secret = |sentinel_pw: &str| {
+    let secret_with = |master_pw: &str, sentinel_pw: &str| {
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: store-auth}}\nstringData:\n  password: {}\n  sentinel: {}\n",
-            serde_json::to_string("r3dis p@ss:w/rd#?%").unwrap(),
+            serde_json::to_string(master_pw).unwrap(),
             serde_json::to_string(sentinel_pw).unwrap()
         )
     };
+    let secret = |sentinel_pw: &str| secret_with("r3dis p@ss:w/rd#?%", sentinel_pw);
     let spec = |master: &str| {
         format!(
             "  resultExpires: 0s\n  injection: {{configModule: true}}\n  redis:\n    external:\n      db: 9\n      keyPrefix: 'sentinel-{id}'\n      auth: {{passwordSecretRef: {{name: store-auth, key: password}}}}\n      sentinel:\n        masterName: {master}\n        hosts: [{{host: 127.0.0.1, port: 26380}}]\n        sentinelPasswordSecretRef: {{name: store-auth, key: sentinel}}\n"
@@ -1525,8 +1538,22 @@ fn redis_sentinel_is_checked_and_cleaned_through_the_sentinels() {
         "wrong Sentinel password",
         &spec("cbo-master"),
         &secret("not-the-sentinel-password"),
-        &["via Sentinel 127.0.0.1:26380 refused the credentials"],
+        &[
+            "Redis Sentinel at 127.0.0.1:26380 refused the credentials",
+            "spec.redis.external.sentinel.sentinelPasswordSecretRef",
+        ],
         &["r3dis", "not-the-sentinel-password"],
+    );
+    // The same refusal from the master names the master's password instead.
+    check_fails(
+        "wrong master password",
+        &spec("cbo-master"),
+        &secret_with("not-the-master-password", "sentinel p@ss:w/rd#?%"),
+        &[
+            "redis master \"cbo-master\" via Sentinel 127.0.0.1:26380 refused the credentials",
+            "the master's password: spec.redis.external.auth",
+        ],
+        &["not-the-master-password", "sentinel p@ss"],
     );
     check_fails(
         "unknown master",

@@ -74,7 +74,7 @@ impl super::kinds::ResultExpiresRule for RedisBackend {}
 #[x_kube(validation = Rule::new("[has(self.host), has(self.sentinel), has(self.unixSocket)].filter(x, x).size() == 1").message("set exactly one of host, sentinel or unixSocket"))]
 #[x_kube(validation = Rule::new("!has(self.unixSocket) || !has(self.tls) || !self.tls.enabled").message("tls cannot be used with unixSocket"))]
 #[x_kube(validation = Rule::new("has(self.host) || !has(self.port)").message("port is only valid with host"))]
-#[x_kube(validation = Rule::new("!has(self.options) || !self.options.exists(k, k in ['ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs', 'virtual_host'])").message("options: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs and virtual_host are set by the operator from tls, db or unixSocket; use those fields").field_path(".options"))]
+#[x_kube(validation = Rule::new("!has(self.options) || !self.options.exists(k, k.lowerAscii().startsWith('ssl') || k == 'virtual_host')").message("options: ssl, ssl_* and virtual_host are set by the operator from tls, db or unixSocket; use those fields").field_path(".options"))]
 pub struct RedisExternal {
     /// Redis server host: DNS name, IPv4 or IPv6 address (no brackets, no port: see port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,7 +102,7 @@ pub struct RedisExternal {
     /// TLS (`rediss://`); verify maps to Celery's ssl_cert_reqs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
-    /// Extra redis-py connection options passed in the URI query, e.g. socket_timeout: "5"; not the ssl_* keys or virtual_host, which come from tls, db and unixSocket.
+    /// Extra redis-py connection options passed in the URI query, e.g. socket_timeout: "5"; not ssl or any ssl_* key (ssl_check_hostname, ssl_ca_path, ...) or virtual_host, which come from tls, db and unixSocket: one could turn off what tls asks for, and Celery refuses them in a redis:// URI.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub options: BTreeMap<String, String>,
@@ -298,6 +298,8 @@ impl super::kinds::ResultExpiresRule for MongoBackend {}
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.srv || (size(self.hosts) == 1 && !has(self.hosts[0].port))").message("srv needs exactly one host and no port (mongodb+srv looks the servers up in DNS)"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.tls.clientCertificateSecretRef)").message("MongoDB takes one PEM file with certificate and key (tlsCertificateKeyFile), not a kubernetes.io/tls pair: set certFile").field_path(".tls.clientCertificateSecretRef"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || !self.tls.enabled || !has(self.tls.keyFile)").message("MongoDB takes one PEM file with certificate and key: set certFile only").field_path(".tls.keyFile"))]
 pub struct MongoExternal {
     /// Servers of the deployment (port defaults to 27017). IPv6 addresses also go into mongodb_backend_settings.mongo_host in brackets, because Celery rebuilds host:port without them: workers then need celeryconfig.py (injection.configModule), the URI alone fails.
     #[schemars(length(min = 1, max = 32))]
@@ -865,7 +867,7 @@ pub struct ConsulExternal {
     /// Reuse one client for all requests (one_client=1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_client: Option<bool>,
-    /// Secret key holding an ACL token, injected as CONSUL_HTTP_TOKEN; visible ASCII without spaces or line breaks (it travels as an HTTP header).
+    /// Secret key holding an ACL token, which python-consul reads from the CONSUL_HTTP_TOKEN environment variable: celeryconfig.py sets it (os.environ.setdefault), so workers need the config module (injection.configModule; warned otherwise), and the URI Secret carries it under that key for workers that set it themselves. Visible ASCII without spaces or line breaks (it travels as an HTTP header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
 }

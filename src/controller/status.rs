@@ -70,7 +70,7 @@ pub fn config_delivered(
     spec: &crate::api::CeleryResultBackendSpec,
     cfg: &crate::uri::BackendConfig,
 ) -> Outcome {
-    let keys: Vec<&str> = cfg.settings.keys().map(String::as_str).collect();
+    let keys = crate::uri::module_only(cfg);
     let module = spec
         .injection
         .as_ref()
@@ -317,6 +317,32 @@ mod tests {
         assert_eq!(
             config_delivered(&module, &build(&module)).reason,
             "ConfigModuleMounted"
+        );
+        // An environment variable only the module sets (python-consul's CONSUL_HTTP_TOKEN) is
+        // not in the URI either.
+        let consul = spec(serde_json::json!({"consul": {"external": {"host": "c",
+            "tokenSecretRef": {"name": "t", "key": "token"}}},
+            "injection": {"workloadSelector": {"matchLabels": {"app": "w"}}}}));
+        let mut secrets = crate::uri::SecretValues::new();
+        secrets
+            .entry("t".into())
+            .or_default()
+            .insert("token".into(), "s3cr3t-token".into());
+        let cfg = crate::uri::build(&consul, &secrets).unwrap();
+        let c = config_delivered(&consul, &cfg);
+        assert_eq!(c.reason, "SettingsNotDelivered");
+        assert!(
+            c.message.contains("environment variable CONSUL_HTTP_TOKEN")
+                && !c.message.contains("s3cr3t"),
+            "{}",
+            c.message
+        );
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("environment variable CONSUL_HTTP_TOKEN")),
+            "{:?}",
+            cfg.warnings
         );
         // Nothing opts in: not a warning.
         let no_opt_in = Outcome::failed("NoOptIn", "x".into());

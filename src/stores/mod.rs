@@ -197,7 +197,11 @@ impl StoreError {
     /// server's certificate was the problem (not, say, a server that does not speak TLS).
     pub fn tls(store: &str, e: impl std::fmt::Display, hint: Option<&str>) -> Self {
         let mut message = scrub(&e.to_string());
-        if let Some(h) = hint.filter(|_| verification_failure(&message)) {
+        if message.to_ascii_lowercase().contains("certificaterequired") {
+            message.push_str(
+                " (the server requires a client certificate: set tls.clientCertificateSecretRef)",
+            );
+        } else if let Some(h) = hint.filter(|_| verification_failure(&message)) {
             message.push_str(&format!(" ({h})"));
         }
         StoreError::Tls {
@@ -232,9 +236,14 @@ pub fn tls_failure(msg: &str) -> bool {
 /// Whether a TLS failure is about the server's certificate (its chain or name did not verify).
 pub fn verification_failure(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
-    ["certificate", "unknownissuer", "notvalidforname"]
-        .iter()
-        .any(|k| m.contains(k))
+    [
+        "invalid peer certificate",
+        "unknownissuer",
+        "notvalidforname",
+        "certificate verify failed",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
 }
 
 /// What to tell a user whose TLS connection failed: which CA the operator verified the server
@@ -484,6 +493,21 @@ pub async fn pace(rate: u32, done: u64, started: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CA hint goes with a certificate that did not verify, never with a server that wants
+    /// a client certificate (the CA was fine then).
+    #[test]
+    fn tls_hints_follow_what_failed() {
+        let hint = Some("the operator verified the server with the CA of X");
+        let msg = |e: &str| StoreError::tls("redis at h:1", e, hint).to_string();
+        assert!(msg("invalid peer certificate: UnknownIssuer").contains("the CA of X"));
+        let m = msg("received fatal alert: CertificateRequired");
+        assert!(
+            !m.contains("the CA of X") && m.contains("set tls.clientCertificateSecretRef"),
+            "{m}"
+        );
+        assert!(!msg("connection reset by peer").contains("the CA of X"));
+    }
 
     #[test]
     fn cause_chains_read_as_one_sentence() {

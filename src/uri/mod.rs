@@ -680,14 +680,25 @@ fn settings_reach_workers(cx: &mut Ctx, spec: &CeleryResultBackendSpec) {
         .as_ref()
         .and_then(|i| i.config_module)
         .unwrap_or(false);
-    if module || cx.out.settings.is_empty() {
+    let keys = module_only(&cx.out);
+    if module || keys.is_empty() {
         return;
     }
-    let keys: Vec<&str> = cx.out.settings.keys().map(String::as_str).collect();
     cx.warn(format!(
         "injected workers get only the URI; these settings reach them only through celeryconfig.py: {}. Set injection.configModule: true (and put /etc/celery-result-backend on the worker's PYTHONPATH) or set them in the worker's own configuration",
         keys.join(", ")
     ));
+}
+
+/// What reaches injected workers only through `celeryconfig.py`: the settings, and the
+/// environment variables the client library reads (`CONSUL_HTTP_TOKEN`, `AWS_CA_BUNDLE`), which
+/// the module sets with `os.environ.setdefault` (named `environment variable NAME`).
+pub fn module_only(cfg: &BackendConfig) -> Vec<String> {
+    cfg.settings
+        .keys()
+        .cloned()
+        .chain(cfg.env.keys().map(|k| format!("environment variable {k}")))
+        .collect()
 }
 
 /// Celery stamps `date_done` and so how cleanup reads it (`stores::plan::CeleryClock`).

@@ -390,6 +390,17 @@ fn probe_error(
     ) {
         return StoreError::auth(at, text);
     }
+    // The store answered: the bucket is not there (S3's NoSuchBucket comes as a generic error
+    // with the XML body). Celery's S3 and GCS backends write into an existing bucket only.
+    if matches!(e, object_store::Error::NotFound { .. })
+        || text.contains("NoSuchBucket")
+        || text.contains("bucket does not exist")
+    {
+        return StoreError::protocol(
+            at,
+            format!("the bucket does not exist (spec.{kind}.external.bucket); Celery's {kind} backend does not create it"),
+        );
+    }
     StoreError::connect(at, text)
 }
 

@@ -7,17 +7,15 @@ use super::prelude::*;
 use super::{Family, SecretRefs};
 use crate::provision::{ContainerParts, Managed, Profile, Render};
 
-/// Redis query options the builder writes itself and the user must not repeat in
-/// `spec.redis.external.options`: Celery's `RedisBackend._params_from_url` raises
-/// `ValueError` for `ssl_*` in a `redis://` URI and, for `rediss://`, a repeated key overrides
-/// the tls block's value; `virtual_host` is the database of `db`/`unixSocket`.
-pub(crate) const RESERVED_OPTIONS: [&str; 5] = [
-    "ssl_ca_certs",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_cert_reqs",
-    "virtual_host",
-];
+/// Whether a Redis query option is the builder's own, which the user must not set in
+/// `spec.redis.external.options`: every `ssl` and `ssl_*` key (any case), since the tls block
+/// decides TLS and one of them (`ssl_check_hostname=false`, `ssl_ca_path`, ...) could weaken it
+/// behind its back, Celery's `RedisBackend._params_from_url` raises `ValueError` for `ssl_*` in a
+/// `redis://` URI, and redis-py's connection refuses an unknown `ssl`; and `virtual_host`, the
+/// database of `db`/`unixSocket`.
+pub(crate) fn reserved_option(key: &str) -> bool {
+    key.to_ascii_lowercase().starts_with("ssl") || key == "virtual_host"
+}
 
 /// The key prefix Celery really writes for `result_backend_transport_options.global_keyprefix`:
 /// `_add_global_keyprefix` in celery/backends/base.py appends `_` unless the prefix already ends
@@ -47,14 +45,10 @@ pub(crate) fn redis(cx: &mut Ctx, spec: &RedisBackend) -> Result<(), BuildError>
         cx.tls(&format!("{f}.tls"), t)?;
     }
     checked_path(&format!("{f}.unixSocket"), b.unix_socket.as_ref())?;
-    if let Some(k) = b
-        .options
-        .keys()
-        .find(|k| RESERVED_OPTIONS.contains(&k.as_str()))
-    {
+    if let Some(k) = b.options.keys().find(|k| reserved_option(k)) {
         return Err(invalid(
             &format!("{f}.options.{k}"),
-            "set by the operator from tls, db or unixSocket: use those fields (Celery refuses ssl_* in a redis:// URI)",
+            "ssl, ssl_* and virtual_host are set by the operator from tls, db or unixSocket: use those fields (an ssl option could weaken what tls asks for, and Celery refuses ssl_* in a redis:// URI)",
         ));
     }
     let mut q: Vec<(&str, String)> = b

@@ -351,6 +351,7 @@ impl RedisStore {
         s: &Sentinel,
     ) -> Result<redis::aio::MultiplexedConnection, StoreError> {
         use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        use redis::IntoConnectionInfo;
         let nodes: Vec<_> = self.uri.split(';').filter_map(sentinel_node).collect();
         let endpoints = nodes
             .iter()
@@ -418,10 +419,49 @@ impl RedisStore {
             }
         }
         let mut client = b.build().map_err(|e| StoreError::connect(&store, e))?;
-        client
-            .get_async_connection()
-            .await
-            .map_err(|e| self.connect_error(&store, e, s.master_tls || s.sentinel_tls))
+        match client.get_async_connection().await {
+            Ok(c) => Ok(c),
+            // redis-rs reports the Sentinel's refusal and the master's alike: ask the first
+            // Sentinel alone, so the message names the password that was wrong.
+            Err(e) if redis_auth_failed(&e) => {
+                let n = &nodes[0];
+                let sentinel_at = format!("Redis Sentinel at {}:{}", n.host, n.port);
+                let mut info = redis::RedisConnectionInfo::default();
+                if let Some(p) = &s.sentinel_password {
+                    info = info.set_password(p);
+                }
+                let conn = addr(&n.host, n.port, s.sentinel_tls)
+                    .into_connection_info()
+                    .map(|i| i.set_redis_settings(info));
+                let sentinel = match (conn, self.certificates().filter(|_| s.sentinel_tls)) {
+                    (Ok(i), Some(c)) => redis::Client::build_with_tls(i, c),
+                    (Ok(i), None) => redis::Client::open(i),
+                    (Err(e), _) => Err(e),
+                };
+                let refused_by_sentinel = match sentinel {
+                    Ok(c) => match c.get_multiplexed_async_connection().await {
+                        Ok(mut conn) => redis::cmd("PING")
+                            .query_async::<String>(&mut conn)
+                            .await
+                            .is_err_and(|e| redis_auth_failed(&e)),
+                        Err(e) => redis_auth_failed(&e),
+                    },
+                    Err(_) => false,
+                };
+                Err(if refused_by_sentinel {
+                    StoreError::auth(
+                        &sentinel_at,
+                        format!("{e} (the Sentinel's password: spec.redis.external.sentinel.sentinelPasswordSecretRef)"),
+                    )
+                } else {
+                    StoreError::auth(
+                        &store,
+                        format!("{e} (the master's password: spec.redis.external.auth)"),
+                    )
+                })
+            }
+            Err(e) => Err(self.connect_error(&store, e, s.master_tls || s.sentinel_tls)),
+        }
     }
 
     /// A client for `rediss://` with the semantics redis-py applies to Celery's `ssl_*`
