@@ -305,10 +305,12 @@ impl Ctx<'_> {
                 };
                 let cert = self.secret(&fld, &key(TLS_CERT_KEY))?;
                 let pkey = self.secret(&fld, &key(TLS_KEY_KEY))?;
-                Some((
+                let pair = (
                     pem_certificates(&fld, &format!("Secret {:?}", r.name), TLS_CERT_KEY, cert)?,
                     pem_private_key(&fld, &r.name, TLS_KEY_KEY, pkey)?,
-                ))
+                );
+                key_fits_certificate(&fld, &r.name, &pair.0, &pair.1)?;
+                Some(pair)
             }
             None => None,
         };
@@ -409,6 +411,35 @@ fn pem_private_key(field: &str, secret: &str, key: &str, v: String) -> Result<Ve
         )
     })?;
     Ok(v.into_bytes())
+}
+
+/// Refuse a client certificate whose key is not its own (`tls.crt` and `tls.key` of Secret
+/// `secret` at `field`): every TLS client would fail the handshake with it, some only as
+/// "KeyMismatch". Compared as rustls does (`CertifiedKey::keys_match`: the certificate's and the
+/// key's SubjectPublicKeyInfo); a key type the check cannot judge passes.
+fn key_fits_certificate(
+    field: &str,
+    secret: &str,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(), BuildError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let (Ok(chain), Ok(key)) = (
+        CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>(),
+        PrivateKeyDer::from_pem_slice(key_pem),
+    ) else {
+        return Ok(());
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(invalid(
+                field,
+                format!("Secret {secret:?}: tls.key is not the key of the certificate in tls.crt"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The one backend a spec sets, or a clear error when zero or several are set.
@@ -791,6 +822,7 @@ pub(crate) mod tests {
     #[test]
     fn broken_tls_material_is_refused_naming_the_secret_and_key() {
         let (cert, key) = test_pem();
+        let (_, other_key) = test_pem();
         let spec = spec(
             json!({"redis": {"external": {"host": "r", "tls": {"enabled": true,
             "caSecretRef": {"name": "ca", "key": "ca.crt"},
@@ -832,6 +864,12 @@ pub(crate) mod tests {
                 cert.as_str(),
                 cert.as_str(),
                 "Secret \"client\" key \"tls.key\": no PEM private key",
+            ),
+            (
+                cert.as_str(),
+                cert.as_str(),
+                other_key.as_str(),
+                "spec.redis.external.tls.clientCertificateSecretRef: Secret \"client\": tls.key is not the key of the certificate in tls.crt",
             ),
         ] {
             let e = with(ca, crt, k).unwrap_err();
