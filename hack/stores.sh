@@ -148,6 +148,8 @@ up_postgresql_tls() {
   make_pki
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   local d=$STATE/pg-tls
+  # One caller at a time: tests start it in parallel, and a restart must not meet a start.
+  local lock; mkdir -p $STATE; exec {lock}>$STATE/.pg-tls.lock; flock $lock
   # Role cbo_mtls must also present a client certificate of the test CA (clientcert=verify-ca):
   # the first matching line wins. Rewritten and reloaded on every run, so a running server
   # gains what a newer checkout needs.
@@ -180,6 +182,7 @@ up_postgresql_tls() {
     runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='${db%%:*}'" | grep -q 1 \
       || runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qc "CREATE DATABASE ${db%%:*} OWNER ${db##*:}" >/dev/null
   done
+  exec {lock}>&-
 }
 
 up_mariadb() {

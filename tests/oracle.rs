@@ -70,7 +70,13 @@ fn check(cases: Vec<Case>) {
     let mut input = vec![];
     let mut ids = BTreeMap::new();
     for c in cases {
-        let spec: CeleryResultBackendSpec = serde_json::from_value(c.spec.clone())
+        // Celery is handed the whole config module below, as a worker injected with
+        // `configModule: true` gets it (which a backend whose TLS lives in settings requires).
+        let mut v = c.spec.clone();
+        if v.get("injection").is_none() {
+            v["injection"] = json!({"configModule": true});
+        }
+        let spec: CeleryResultBackendSpec = serde_json::from_value(v)
             .unwrap_or_else(|e| panic!("{}: spec does not deserialize: {e}", c.id));
         let cfg =
             build(&spec, &c.secrets).unwrap_or_else(|e| panic!("{}: build failed: {e}", c.id));

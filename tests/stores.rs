@@ -1466,6 +1466,18 @@ fn postgresql_with_a_client_certificate_is_checked_and_cleaned() {
         ],
         &["pg p@ss"],
     );
+    let _ = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/var/tmp/cbo-stores/pg-tls",
+        ])
+        .args(["-p", "15433", "-U", "postgres", "-qc"])
+        .arg(format!("DROP DATABASE IF EXISTS {db}"))
+        .output();
 }
 
 /// MongoDB over TLS only (a FerretDB with no plain-text listener): the CA from a Secret
@@ -1712,7 +1724,7 @@ fn arangodb_https_client_verifies_with_the_ca_from_a_config_map() {
             "metadata": {"name": "trust-bundle"}, "data": {"ca.pem": pem(ca)}})
         .to_string()
     };
-    let spec = "  arangodb:\n    external:\n      host: 127.0.0.1\n      port: 25001\n      tls:\n        enabled: true\n        caConfigMapRef: {name: trust-bundle, key: ca.pem}\n";
+    let spec = "  injection: {configModule: true}\n  arangodb:\n    external:\n      host: 127.0.0.1\n      port: 25001\n      tls:\n        enabled: true\n        caConfigMapRef: {name: trust-bundle, key: ca.pem}\n";
     let d = tempfile::tempdir().unwrap();
     let f = write(
         d.path(),

@@ -125,6 +125,12 @@ impl Family for ArangoDbBackend {
         self.external.tls.as_ref()
     }
 
+    /// https is `http_protocol` in `arangodb_backend_settings`; without it Celery speaks http.
+    fn tls_in_settings(&self) -> bool {
+        self.external.tls.as_ref().is_some_and(|t| t.enabled)
+            || self.external.scheme == Some(HttpScheme::Https)
+    }
+
     fn store_client(
         cfg: &crate::uri::BackendConfig,
         _result_expires_set: bool,
@@ -138,7 +144,9 @@ mod tls_tests {
     use serde_json::json;
 
     fn build(external: serde_json::Value) -> Result<crate::uri::BackendConfig, String> {
-        let spec = serde_json::from_value(json!({"arangodb": {"external": external}})).unwrap();
+        let spec = serde_json::from_value(json!({"arangodb": {"external": external},
+            "injection": {"configModule": true}}))
+        .unwrap();
         let mut values = crate::uri::SecretValues::new();
         values
             .entry(crate::api::config_map_source("trust-bundle"))
@@ -183,6 +191,19 @@ mod tls_tests {
         }
         let cfg = build(json!({"host": "a", "tls": {"enabled": true, "caConfigMapRef": {"name": "trust-bundle", "key": "ca.pem"}}})).unwrap();
         assert!(cfg.tls.is_some_and(|t| t.ca_pem.is_some()));
+        // https lives in a setting: a worker given only the URI would speak http, Basic auth in
+        // clear. Refused without the config module.
+        let bare = serde_json::from_value(
+            json!({"arangodb": {"external": {"host": "a", "scheme": "https"}}}),
+        )
+        .unwrap();
+        let e = crate::uri::build(&bare, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.injection.configModule: arangodb's TLS reaches Celery only through settings (arangodb_backend_settings)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub(crate) trait Family {
     fn tls(&self) -> Option<&crate::api::TlsConfig> {
         None
     }
+    /// Whether TLS, as this spec asks for it, reaches Celery only through settings (so
+    /// `celeryconfig.py`), not through the URI: an injected worker given only the URI would then
+    /// connect without TLS, sending its password in clear. The builder refuses such a spec
+    /// without `injection.configModule: true` (see `uri::build`).
+    fn tls_in_settings(&self) -> bool {
+        false
+    }
     /// The file mode (octal, e.g. `0o640`) the worker's client needs on a mounted private key
     /// (`tls.key` of `clientCertificateSecretRef`), when the Secret volume's default (0644) is not
     /// accepted; `None`: the default. libpq refuses a key that group or others can read unless

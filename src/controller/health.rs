@@ -38,10 +38,6 @@ pub struct Registry {
     inner: Arc<Mutex<HashMap<(String, String), Entry>>>,
 }
 
-/// Delay before the next check: the interval after a success; after `failures` failed checks in a
-/// row, 2 s, 4 s, 8 s, … capped at the interval. A store that just started (a managed Pod Ready a
-/// moment before its Service's endpoints are programmed) is seen healthy within seconds, not one
-/// whole interval later.
 /// What a running check depends on, digested (SHA-256, hex): the URI, settings and environment,
 /// the TLS material (a CA or client certificate rotated in its Secret or ConfigMap changes no
 /// URI, yet a check must start over with it), interval and timeout. A digest, so no credential
@@ -63,10 +59,15 @@ fn fingerprint(cfg: &BackendConfig, interval: Duration, timeout: Duration) -> St
             part(key);
         }
         part(t.worker_ca_file.as_deref().unwrap_or_default().as_bytes());
+        part(t.ca_source.as_deref().unwrap_or_default().as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Delay before the next check: the interval after a success; after `failures` failed checks in a
+/// row, 2 s, 4 s, 8 s, … capped at the interval. A store that just started (a managed Pod Ready a
+/// moment before its Service's endpoints are programmed) is seen healthy within seconds, not one
+/// whole interval later.
 pub fn next_check(interval: Duration, failures: u32) -> Duration {
     if failures == 0 {
         return interval;

@@ -364,9 +364,6 @@ impl Ctx<'_> {
     }
 }
 
-/// TLS material from a Secret must parse before anything uses it: PEM certificates (at least one,
-/// each valid DER inside), so a broken CA is refused naming the field, the Secret and the key,
-/// instead of failing later in a driver with a message about some other file.
 /// The certificates (PEM) at `object` (`Secret "name"` or `ConfigMap "name"`) key `key`, parsed
 /// up front so broken material is refused naming `field`, not met later as a driver error.
 fn pem_certificates(
@@ -524,17 +521,16 @@ fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<()
     let key_re = regex::Regex::new(crate::api::SECRET_KEY_PATTERN)
         .map_err(|e| invalid("spec", e.to_string()))?;
     for (f, r) in secret_refs(spec) {
-        let name = r
-            .name
-            .strip_prefix(crate::api::CONFIG_MAP_PREFIX)
-            .unwrap_or(&r.name);
+        // Only a caConfigMapRef names a ConfigMap (`configmap:<name>`); a Secret's name never
+        // takes the prefix, so `configmap:x` in a Secret reference cannot read a ConfigMap.
+        let (object, name) = match r.name.strip_prefix(crate::api::CONFIG_MAP_PREFIX) {
+            Some(cm) if f.ends_with(".caConfigMapRef") => ("ConfigMap", cm),
+            _ => ("Secret", r.name.as_str()),
+        };
         if name.len() > 253 || !name_re.is_match(name) {
             return Err(invalid(
                 &format!("{f}.name"),
-                format!(
-                    "{:?} should match a Secret name (lowercase DNS-1123 subdomain)",
-                    r.name
-                ),
+                format!("{name:?} should match a {object} name (lowercase DNS-1123 subdomain)"),
             ));
         }
         if r.key.len() > 253 || !key_re.is_match(&r.key) {
@@ -607,6 +603,7 @@ pub fn build(
     };
     cx.bind("provider", "celery-backend-operator");
     backend.family().build(&mut cx)?;
+    tls_reaches_workers(&cx, spec, backend)?;
     result_expires(&mut cx, spec, backend)?;
     result_settings(&mut cx, spec, backend)?;
     celery_clock(&mut cx, spec)?;
@@ -719,6 +716,35 @@ fn settings_reach_workers(cx: &mut Ctx, spec: &CeleryResultBackendSpec) {
         "injected workers get only the URI; these settings reach them only through celeryconfig.py: {}. Set injection.configModule: true (and put /etc/celery-result-backend on the worker's PYTHONPATH) or set them in the worker's own configuration",
         keys.join(", ")
     ));
+}
+
+/// TLS never downgraded by injection: where a backend's TLS lives only in settings (Sentinel's
+/// `redis_backend_use_ssl`/`sentinel_kwargs`, Cassandra's `ssl_options`, ArangoDB's
+/// `http_protocol`), a worker given only the URI would connect in clear, password included. Such
+/// a spec needs `injection.configModule: true`; workers that configure themselves are unaffected
+/// by it (nothing is mounted where no workload opts in) and read `celeryconfig.py` from the URI
+/// Secret.
+fn tls_reaches_workers(
+    cx: &Ctx,
+    spec: &CeleryResultBackendSpec,
+    backend: Backend<'_>,
+) -> Result<(), BuildError> {
+    let module = spec
+        .injection
+        .as_ref()
+        .and_then(|i| i.config_module)
+        .unwrap_or(false);
+    if module || !backend.family().tls_in_settings() {
+        return Ok(());
+    }
+    Err(invalid(
+        "spec.injection.configModule",
+        format!(
+            "{}'s TLS reaches Celery only through settings ({}), so a worker given only the URI would connect without TLS and send its password in clear: set injection.configModule: true",
+            backend.kind().field(),
+            module_only(&cx.out).join(", ")
+        ),
+    ))
 }
 
 /// What reaches injected workers only through `celeryconfig.py`: the settings, and the
@@ -1070,8 +1096,20 @@ pub(crate) mod tests {
             }
             s
         };
-        let on = build(
+        // TLS lives in settings: refused unless the config module is injected.
+        let e = build(
             &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({})), "tls": {"enabled": true}}}})),
+            &SecretValues::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("spec.injection.configModule: redis's TLS reaches Celery only through settings (redis_backend_use_ssl, result_backend_transport_options)"),
+            "{e}"
+        );
+        let on = build(
+            &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({})), "tls": {"enabled": true}}},
+                "injection": {"configModule": true}})),
             &SecretValues::new(),
         )
         .unwrap();
@@ -1079,7 +1117,8 @@ pub(crate) mod tests {
         assert_eq!(kw["ssl"], true, "{kw}");
         assert!(on.warnings.iter().all(|w| !w.contains("in clear")));
         let off = build(
-            &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({"tls": false})), "tls": {"enabled": true}}}})),
+            &spec(json!({"redis": {"external": {"sentinel": sentinel(json!({"tls": false})), "tls": {"enabled": true}}},
+                "injection": {"configModule": true}})),
             &SecretValues::new(),
         )
         .unwrap();

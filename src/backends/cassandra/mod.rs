@@ -104,6 +104,11 @@ impl Family for CassandraBackend {
         self.external.tls.as_ref()
     }
 
+    /// TLS is `ssl_options` inside the `cassandra_options` setting.
+    fn tls_in_settings(&self) -> bool {
+        self.external.tls.as_ref().is_some_and(|t| t.enabled)
+    }
+
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {
         cassandra(cx, self)
     }

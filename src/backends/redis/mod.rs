@@ -182,6 +182,14 @@ impl Family for RedisBackend {
         true
     }
 
+    /// Sentinel: TLS to the master is `redis_backend_use_ssl`, to the Sentinels `sentinel_kwargs`
+    /// (`sentinel://` URIs carry neither).
+    fn tls_in_settings(&self) -> bool {
+        self.external
+            .as_ref()
+            .is_some_and(|e| e.sentinel.is_some() && e.tls.as_ref().is_some_and(|t| t.enabled))
+    }
+
     fn secret_refs(&self, refs: &mut SecretRefs) {
         if let Some(e) = &self.external {
             refs.auth("spec.redis.external.auth", &e.auth);
