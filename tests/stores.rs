@@ -389,6 +389,29 @@ fn s3_over_https_with_a_private_ca_is_checked_and_cleaned() {
         ],
         &["NoSuchBucket", "<?xml"],
     );
+    // Cleanup's listing meets the same and says it the same way.
+    let d = tempfile::tempdir().unwrap();
+    let f = write(
+        d.path(),
+        "backend.yaml",
+        &format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: results}}\nspec:\n{}", spec.replace(&bucket, &format!("no-such-{bucket}"))),
+    );
+    let sf = write(d.path(), "secret.yaml", &format!("{tls}{keys}"));
+    let (ok, _, err) = cli(&[
+        "cleanup",
+        "-f",
+        &f,
+        "-s",
+        &sf,
+        "--older-than",
+        "1h",
+        "--dry-run",
+    ]);
+    assert!(
+        !ok && err.contains("the bucket does not exist (spec.s3.external.bucket)")
+            && !err.contains("<?xml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1329,7 +1352,10 @@ fn redis_over_tls_with_secret_material_is_checked_and_cleaned() {
         "plain text on the TLS port",
         "  redis:\n    external:\n      host: 127.0.0.1\n      port: 16380\n      auth: {passwordSecretRef: {name: store-auth, key: password}}\n",
         &secrets,
-        &["redis at 127.0.0.1:16380"],
+        &[
+            "redis at 127.0.0.1:16380",
+            "if it speaks TLS only, set tls.enabled: true",
+        ],
         &["r3dis"],
     );
 }

@@ -126,9 +126,10 @@ impl Family for ArangoDbBackend {
     }
 
     /// https is `http_protocol` in `arangodb_backend_settings`; without it Celery speaks http.
-    fn tls_in_settings(&self) -> bool {
-        self.external.tls.as_ref().is_some_and(|t| t.enabled)
-            || self.external.scheme == Some(HttpScheme::Https)
+    fn tls_in_settings(&self) -> Option<&'static str> {
+        (self.external.tls.as_ref().is_some_and(|t| t.enabled)
+            || self.external.scheme == Some(HttpScheme::Https))
+        .then_some("arangodb_backend_settings (http_protocol, verify)")
     }
 
     fn store_client(
@@ -201,7 +202,7 @@ mod tls_tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("spec.injection.configModule: arangodb's TLS reaches Celery only through settings (arangodb_backend_settings)"),
+            e.starts_with("spec.injection.configModule: arangodb's TLS reaches Celery only through arangodb_backend_settings (http_protocol, verify)"),
             "{e}"
         );
     }

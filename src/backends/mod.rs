@@ -49,12 +49,12 @@ pub(crate) trait Family {
     fn tls(&self) -> Option<&crate::api::TlsConfig> {
         None
     }
-    /// Whether TLS, as this spec asks for it, reaches Celery only through settings (so
-    /// `celeryconfig.py`), not through the URI: an injected worker given only the URI would then
-    /// connect without TLS, sending its password in clear. The builder refuses such a spec
-    /// without `injection.configModule: true` (see `uri::build`).
-    fn tls_in_settings(&self) -> bool {
-        false
+    /// Where TLS, as this spec asks for it, reaches Celery when only settings (so
+    /// `celeryconfig.py`) carry it, not the URI (e.g. `cassandra_options.ssl_options`): an injected
+    /// worker given only the URI would not use TLS. The builder refuses such a spec without
+    /// `injection.configModule: true` (see `uri::build`). `None`: the URI carries TLS, or no TLS.
+    fn tls_in_settings(&self) -> Option<&'static str> {
+        None
     }
     /// The file mode (octal, e.g. `0o640`) the worker's client needs on a mounted private key
     /// (`tls.key` of `clientCertificateSecretRef`), when the Secret volume's default (0644) is not

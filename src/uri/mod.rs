@@ -603,7 +603,7 @@ pub fn build(
     };
     cx.bind("provider", "celery-backend-operator");
     backend.family().build(&mut cx)?;
-    tls_reaches_workers(&cx, spec, backend)?;
+    tls_reaches_workers(spec, backend)?;
     result_expires(&mut cx, spec, backend)?;
     result_settings(&mut cx, spec, backend)?;
     celery_clock(&mut cx, spec)?;
@@ -725,7 +725,6 @@ fn settings_reach_workers(cx: &mut Ctx, spec: &CeleryResultBackendSpec) {
 /// by it (nothing is mounted where no workload opts in) and read `celeryconfig.py` from the URI
 /// Secret.
 fn tls_reaches_workers(
-    cx: &Ctx,
     spec: &CeleryResultBackendSpec,
     backend: Backend<'_>,
 ) -> Result<(), BuildError> {
@@ -734,15 +733,14 @@ fn tls_reaches_workers(
         .as_ref()
         .and_then(|i| i.config_module)
         .unwrap_or(false);
-    if module || !backend.family().tls_in_settings() {
+    let Some(settings) = backend.family().tls_in_settings().filter(|_| !module) else {
         return Ok(());
-    }
+    };
     Err(invalid(
         "spec.injection.configModule",
         format!(
-            "{}'s TLS reaches Celery only through settings ({}), so a worker given only the URI would connect without TLS and send its password in clear: set injection.configModule: true",
+            "{}'s TLS reaches Celery only through {settings}, which only celeryconfig.py carries: a worker given only the URI would not use TLS (and could send its password in clear): set injection.configModule: true",
             backend.kind().field(),
-            module_only(&cx.out).join(", ")
         ),
     ))
 }
@@ -1104,7 +1102,7 @@ pub(crate) mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("spec.injection.configModule: redis's TLS reaches Celery only through settings (redis_backend_use_ssl, result_backend_transport_options)"),
+            e.starts_with("spec.injection.configModule: redis's TLS reaches Celery only through redis_backend_use_ssl and result_backend_transport_options.sentinel_kwargs"),
             "{e}"
         );
         let on = build(

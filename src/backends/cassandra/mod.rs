@@ -105,8 +105,12 @@ impl Family for CassandraBackend {
     }
 
     /// TLS is `ssl_options` inside the `cassandra_options` setting.
-    fn tls_in_settings(&self) -> bool {
-        self.external.tls.as_ref().is_some_and(|t| t.enabled)
+    fn tls_in_settings(&self) -> Option<&'static str> {
+        self.external
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.enabled)
+            .then_some("cassandra_options.ssl_options")
     }
 
     fn build(&self, cx: &mut Ctx) -> Result<(), BuildError> {

@@ -284,7 +284,15 @@ impl ObjectClient {
         {
             Ok(n) => n,
             Err(e) if self.kind == "azureBlockBlob" && container_missing(&e) => vec![],
-            Err(e) => return Err(err(e)),
+            // The listing meets what a probe meets (no bucket, TLS, credentials): said the same way.
+            Err(e) => {
+                return Err(probe_error(
+                    self.kind,
+                    &self.at,
+                    self.tls_hint.as_deref(),
+                    &e,
+                ))
+            }
         };
         let task_prefix = format!("{}{TASK_KEY}", self.base);
         let group_prefix = format!("{}{GROUP_KEY}", self.base);

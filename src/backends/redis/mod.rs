@@ -184,10 +184,11 @@ impl Family for RedisBackend {
 
     /// Sentinel: TLS to the master is `redis_backend_use_ssl`, to the Sentinels `sentinel_kwargs`
     /// (`sentinel://` URIs carry neither).
-    fn tls_in_settings(&self) -> bool {
+    fn tls_in_settings(&self) -> Option<&'static str> {
         self.external
             .as_ref()
             .is_some_and(|e| e.sentinel.is_some() && e.tls.as_ref().is_some_and(|t| t.enabled))
+            .then_some("redis_backend_use_ssl and result_backend_transport_options.sentinel_kwargs")
     }
 
     fn secret_refs(&self, refs: &mut SecretRefs) {

@@ -337,6 +337,12 @@ impl RedisStore {
                 format!("{e} (no answer to the TLS handshake: does this port speak TLS?)"),
                 None,
             )
+        } else if !tls && e.to_string().contains("Connection reset by peer") {
+            // A TLS-only server drops a plain-text client that way.
+            StoreError::connect(
+                store,
+                format!("{e} (the server closed the connection: if it speaks TLS only, set tls.enabled: true)"),
+            )
         } else {
             StoreError::connect(store, e)
         }
