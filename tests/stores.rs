@@ -1488,7 +1488,7 @@ fn postgresql_with_a_client_certificate_is_checked_and_cleaned() {
         &secrets,
         &[
             "postgresql at 127.0.0.1:15433 refused the credentials",
-            "certificate",
+            "requires a valid client certificate (set tls.clientCertificateSecretRef)",
         ],
         &["pg p@ss"],
     );
@@ -1600,6 +1600,7 @@ fn redis_sentinel_is_checked_and_cleaned_through_the_sentinels() {
         &[
             "\"no-such-master\" via Sentinel 127.0.0.1:26380",
             "not found",
+            "(spec.redis.external.sentinel.masterName)",
         ],
         &["r3dis", "sentinel p@ss"],
     );

@@ -466,6 +466,10 @@ impl RedisStore {
                     )
                 })
             }
+            Err(e) if e.to_string().contains("not found in sentinel") => Err(StoreError::connect(
+                &store,
+                format!("{e} (spec.redis.external.sentinel.masterName)"),
+            )),
             Err(e) => Err(self.connect_error(&store, e, s.master_tls || s.sentinel_tls)),
         }
     }

@@ -265,7 +265,15 @@ impl SqlStore {
                 // SQLSTATE class 28: invalid authorization (PostgreSQL 28P01/28000, MySQL and
                 // MariaDB 28000 for error 1045).
                 sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
-                    StoreError::auth(&store, &e)
+                    // PostgreSQL's clientcert: "connection requires a valid client certificate".
+                    if d.message().contains("client certificate") {
+                        StoreError::auth(
+                            &store,
+                            format!("{e} (set tls.clientCertificateSecretRef)"),
+                        )
+                    } else {
+                        StoreError::auth(&store, &e)
+                    }
                 }
                 sqlx::Error::Tls(_) => StoreError::tls(&store, &e, self.tls_hint.as_deref()),
                 _ if crate::stores::tls_failure(&e.to_string()) => {
