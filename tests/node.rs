@@ -268,26 +268,8 @@ fn operator_from_the_chart_runs_on_the_node_and_workers_use_what_it_publishes() 
     // probes with the same certificate in memory.
     support::stores::up(&["postgresql_tls"]);
     let mtls_db = format!("celery_mtls_{}", std::process::id());
-    let admin = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/var/tmp/cbo-stores/pg-tls",
-        ])
-        .args(["-p", "15433", "-U", "postgres", "-q", "-c"])
-        .arg(format!("DROP DATABASE IF EXISTS {mtls_db}"))
-        .arg("-c")
-        .arg(format!("CREATE DATABASE {mtls_db} OWNER cbo_mtls"))
-        .output()
-        .expect("run psql");
-    assert!(
-        admin.status.success(),
-        "{}",
-        String::from_utf8_lossy(&admin.stderr)
-    );
+    support::stores::pg_tls_admin(&format!("DROP DATABASE IF EXISTS {mtls_db}"));
+    support::stores::pg_tls_admin(&format!("CREATE DATABASE {mtls_db} OWNER cbo_mtls"));
     apply(
         &n,
         &serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [

@@ -1337,6 +1337,7 @@ fn redis_over_tls_with_secret_material_is_checked_and_cleaned() {
         &[
             "TLS with redis at 127.0.0.1:16380 failed",
             "CertificateRequired",
+            "the server requires a client certificate: set tls.clientCertificateSecretRef",
         ],
         &["r3dis"],
     );
@@ -1375,30 +1376,7 @@ fn postgresql_over_tls_with_secret_material_is_checked_and_cleaned() {
     // A database per run: Celery names its date_done indexes after the default tables whatever
     // database_table_names says, so two runs in one schema collide.
     let db = format!("celery_tls_{id}");
-    let admin = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/var/tmp/cbo-stores/pg-tls",
-            "-p",
-            "15433",
-        ])
-        .args([
-            "-U",
-            "postgres",
-            "-qc",
-            &format!("CREATE DATABASE {db} OWNER celery"),
-        ])
-        .output()
-        .expect("run psql");
-    assert!(
-        admin.status.success(),
-        "CREATE DATABASE {db}: {}",
-        String::from_utf8_lossy(&admin.stderr)
-    );
+    support::stores::pg_tls_admin(&format!("CREATE DATABASE {db} OWNER celery"));
     let spec = |port: u16, verify: &str| {
         format!(
             "  resultExpires: 0s\n  database:\n    tableNames: {{task: tls_task_{id}, group: tls_group_{id}}}\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: {port}\n      database: {db}\n      auth: {{username: celery, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        verify: {verify}\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
@@ -1452,24 +1430,7 @@ fn postgresql_with_a_client_certificate_is_checked_and_cleaned() {
     let (secrets, ca, client) = tls_secrets(&id, pw, "ca.crt");
     let _mounted = Mounted::new(&ca, &client);
     let db = format!("celery_mtls_{id}");
-    let admin = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/var/tmp/cbo-stores/pg-tls",
-        ])
-        .args(["-p", "15433", "-U", "postgres", "-qc"])
-        .arg(format!("CREATE DATABASE {db} OWNER cbo_mtls"))
-        .output()
-        .expect("run psql");
-    assert!(
-        admin.status.success(),
-        "CREATE DATABASE {db}: {}",
-        String::from_utf8_lossy(&admin.stderr)
-    );
+    support::stores::pg_tls_admin(&format!("CREATE DATABASE {db} OWNER cbo_mtls"));
     let spec = |client_cert: bool| {
         format!(
             "  resultExpires: 0s\n  database:\n    external:\n      engine: postgresql\n      host: 127.0.0.1\n      port: 15433\n      database: {db}\n      auth: {{username: cbo_mtls, passwordSecretRef: {{name: store-auth, key: password}}}}\n      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n{}",
@@ -1492,18 +1453,7 @@ fn postgresql_with_a_client_certificate_is_checked_and_cleaned() {
         ],
         &["pg p@ss"],
     );
-    let _ = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/var/tmp/cbo-stores/pg-tls",
-        ])
-        .args(["-p", "15433", "-U", "postgres", "-qc"])
-        .arg(format!("DROP DATABASE IF EXISTS {db}"))
-        .output();
+    support::stores::pg_tls_admin(&format!("DROP DATABASE IF EXISTS {db}"));
 }
 
 /// MongoDB over TLS only (a FerretDB with no plain-text listener): the CA from a Secret

@@ -191,7 +191,16 @@ pub(crate) async fn run_controller(
     )
     .default_backoff()
     .touched_objects();
-    let config_map_index = index.clone();
+    // The backends that refer to a Secret (`name`) or ConfigMap (`configmap:<name>`) in `ns`.
+    let referrers = move |ns: String, name: String| {
+        index
+            .lock()
+            .map(|i| i.get(&(ns, name)).cloned().unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(ns, name)| ObjectRef::<Guarded>::new(&name).within(&ns))
+    };
+    let config_map_referrers = referrers.clone();
     // Namespaces (metadata only, label changes only): `celery.dev/injection: disabled` turned on
     // or off reaches the namespace's backends at once. A scoped installation watches its one.
     let known = ctx.known.clone();
@@ -314,25 +323,13 @@ pub(crate) async fn run_controller(
                 .unwrap_or_default()
         })
         .watches_stream(secret_changes, move |s| {
-            let key = (s.namespace().unwrap_or_default(), s.name_any());
-            index
-                .lock()
-                .map(|i| i.get(&key).cloned().unwrap_or_default())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(ns, name)| ObjectRef::<Guarded>::new(&name).within(&ns))
+            referrers(s.namespace().unwrap_or_default(), s.name_any())
         })
         .watches_stream(config_map_changes, move |c| {
-            let key = (
+            config_map_referrers(
                 c.namespace().unwrap_or_default(),
                 crate::api::config_map_source(&c.name_any()),
-            );
-            config_map_index
-                .lock()
-                .map(|i| i.get(&key).cloned().unwrap_or_default())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(ns, name)| ObjectRef::<Guarded>::new(&name).within(&ns))
+            )
         })
         .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown)

@@ -259,18 +259,17 @@ impl Ctx<'_> {
                 "set either clientCertificateSecretRef or certFile/keyFile, not both",
             ));
         }
-        if let Some(r) = &t.ca_secret_ref {
-            if r.key == "." || r.key == ".." || r.key.starts_with("..") {
+        // Kubernetes cannot project `.` or `..*` as a file name (it keeps `..data` for itself).
+        for (at, key) in [
+            ("caSecretRef", t.ca_secret_ref.as_ref().map(|r| &r.key)),
+            (
+                "caConfigMapRef",
+                t.ca_config_map_ref.as_ref().map(|r| &r.key),
+            ),
+        ] {
+            if key.is_some_and(|k| k == "." || k.starts_with("..")) {
                 return Err(invalid(
-                    &format!("{field}.caSecretRef.key"),
-                    "a key that starts with '..' cannot be mounted as a file",
-                ));
-            }
-        }
-        if let Some(r) = &t.ca_config_map_ref {
-            if r.key == "." || r.key == ".." || r.key.starts_with("..") {
-                return Err(invalid(
-                    &format!("{field}.caConfigMapRef.key"),
+                    &format!("{field}.{at}.key"),
                     "a key that starts with '..' cannot be mounted as a file",
                 ));
             }
@@ -992,6 +991,15 @@ pub(crate) mod tests {
         assert_eq!(
             spec.tls().unwrap().mounted_keys(),
             [("configmap:trust-bundle".to_string(), "ca.pem".to_string())]
+        );
+        // A Secret reference cannot reach a ConfigMap through the prefix.
+        let sneaky = super::tests::spec(
+            json!({"redis": {"external": {"host": "r", "auth": {"passwordSecretRef": {"name": "configmap:trust-bundle", "key": "ca.pem"}}}}}),
+        );
+        let e = build(&sneaky, &values).unwrap_err().to_string();
+        assert!(
+            e.starts_with("spec.redis.external.auth.passwordSecretRef.name: \"configmap:trust-bundle\" should match a Secret name"),
+            "{e}"
         );
         // One CA source only.
         let both = super::tests::spec(

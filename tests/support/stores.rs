@@ -21,20 +21,20 @@ pub fn up(names: &[&str]) {
 /// Run SQL as PostgreSQL's superuser on the test server (port 15432, through its unix socket:
 /// TCP logins need the password).
 pub fn pg_admin(sql: &str) {
+    psql_admin("/var/tmp/cbo-stores/pg", 15432, sql);
+}
+
+/// Run SQL as PostgreSQL's superuser on the TLS-only test server (port 15433, through its unix
+/// socket: TCP takes TLS and a password).
+pub fn pg_tls_admin(sql: &str) {
+    psql_admin("/var/tmp/cbo-stores/pg-tls", 15433, sql);
+}
+
+fn psql_admin(socket_dir: &str, port: u16, sql: &str) {
     let out = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/var/tmp/cbo-stores/pg",
-            "-p",
-            "15432",
-            "-U",
-            "postgres",
-            "-qc",
-        ])
+        .args(["-u", "postgres", "--", "psql", "-h", socket_dir, "-p"])
+        .arg(port.to_string())
+        .args(["-U", "postgres", "-qc"])
         .arg(sql)
         .output()
         .expect("run psql");

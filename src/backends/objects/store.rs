@@ -54,6 +54,11 @@ fn setting(cfg: &BackendConfig, key: &str) -> Option<String> {
 }
 
 impl ObjectClient {
+    /// A failed listing, as the probe and cleanup both report it (see [`probe_error`]).
+    fn listing_error(&self, e: &object_store::Error) -> StoreError {
+        probe_error(self.kind, &self.at, self.tls_hint.as_deref(), e)
+    }
+
     /// Why the store expires results itself, if it does.
     pub fn native_expiry(&self) -> Option<&str> {
         self.native.as_deref()
@@ -226,14 +231,7 @@ impl ObjectClient {
             Err(e) if self.kind == "azureBlockBlob" && container_missing(&e) => {
                 return Ok("the account answered; the container does not exist yet (Celery creates it on first write)".into());
             }
-            Err(e) => {
-                return Err(probe_error(
-                    self.kind,
-                    &self.at,
-                    self.tls_hint.as_deref(),
-                    &e,
-                ))
-            }
+            Err(e) => return Err(self.listing_error(&e)),
         };
         Ok(format!(
             "listing answered ({} objects, {} prefixes at the base path)",
@@ -285,14 +283,7 @@ impl ObjectClient {
             Ok(n) => n,
             Err(e) if self.kind == "azureBlockBlob" && container_missing(&e) => vec![],
             // The listing meets what a probe meets (no bucket, TLS, credentials): said the same way.
-            Err(e) => {
-                return Err(probe_error(
-                    self.kind,
-                    &self.at,
-                    self.tls_hint.as_deref(),
-                    &e,
-                ))
-            }
+            Err(e) => return Err(self.listing_error(&e)),
         };
         let task_prefix = format!("{}{TASK_KEY}", self.base);
         let group_prefix = format!("{}{GROUP_KEY}", self.base);
