@@ -149,7 +149,10 @@ up_postgresql_tls() {
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   local d=$STATE/pg-tls
   # One caller at a time: tests start it in parallel, and a restart must not meet a start.
-  local lock; mkdir -p $STATE; exec {lock}>$STATE/.pg-tls.lock; flock $lock
+  # The server must not inherit the lock's descriptor (it would hold the lock for its lifetime
+  # and the next call would wait forever): pg_ctl runs with it closed.
+  local lock; mkdir -p $STATE; exec {lock}>$STATE/.pg-tls-up.lock
+  flock -w 300 $lock || die "postgresql_tls: $STATE/.pg-tls-up.lock is held for 5 minutes (fuser -v it)"
   # Role cbo_mtls must also present a client certificate of the test CA (clientcert=verify-ca):
   # the first matching line wins. Rewritten and reloaded on every run, so a running server
   # gains what a newer checkout needs.
@@ -166,13 +169,13 @@ up_postgresql_tls() {
     printf '%s\n' "$hba" >$d/data/pg_hba.conf
     chown postgres: $d/data/pg_hba.conf
     runuser -u postgres -- "$bin/pg_ctl" -D $d/data -l $d/pg.log -w \
-      -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=root.crt -c password_encryption=scram-sha-256" start >/dev/null
+      -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=root.crt -c password_encryption=scram-sha-256" start >/dev/null {lock}>&-
   elif [ "$(cat $d/data/pg_hba.conf)" != "$hba" ] || [ ! -f $d/data/root.crt ]; then
     # A server started by an older checkout: no client CA, older rules. Restart with both.
     install -o postgres -m 644 $STATE/tls/ca.crt $d/data/root.crt
     printf '%s\n' "$hba" >$d/data/pg_hba.conf
     runuser -u postgres -- "$bin/pg_ctl" -D $d/data -l $d/pg.log -w -m fast \
-      -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=root.crt -c password_encryption=scram-sha-256" restart >/dev/null
+      -o "-h 127.0.0.1,$CBO_NODE_IP -p $PG_TLS_PORT -k $d -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=root.crt -c password_encryption=scram-sha-256" restart >/dev/null {lock}>&-
   fi
   local q; q=$(printf "%s" "$PG_PW" | sed "s/'/''/g")
   runuser -u postgres -- psql -h $d -p $PG_TLS_PORT -U postgres -qtAc \

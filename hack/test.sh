@@ -47,5 +47,11 @@ cargo test --locked --no-run
 step "images: operator (the Dockerfile), Celery worker, stores; imported into the node"
 bash hack/images.sh build
 step "cargo test"
-cargo test --locked --no-fail-fast
+# A hung test must fail with a message, not run into CI's own limit (warm, the tests take ~17 min).
+limit=${CBO_TEST_TIMEOUT:-3600}
+rc=0; timeout --kill-after=60 "$limit" cargo test --locked --no-fail-fast || rc=$?
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+  echo "test: cargo test ran past ${limit}s (CBO_TEST_TIMEOUT) and was stopped: a test hangs; the last 'Running' line above names its binary" >&2
+fi
+[ "$rc" -eq 0 ] || exit "$rc"
 step "done"

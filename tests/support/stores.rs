@@ -5,7 +5,10 @@ use std::process::Command;
 /// Start (or reuse) the named servers; a server that cannot start fails the caller with the
 /// script's message: these tests never skip.
 pub fn up(names: &[&str]) {
-    let out = Command::new("bash")
+    // Bounded: a server that never answers fails the test with the script's output instead of
+    // hanging the suite (a cold `up` of every server takes a few minutes; tests start few).
+    let out = Command::new("timeout")
+        .args(["600", "bash"])
         .arg(format!("{}/hack/stores.sh", super::cluster::root()))
         .arg("up")
         .args(names)
@@ -13,7 +16,8 @@ pub fn up(names: &[&str]) {
         .expect("run hack/stores.sh");
     assert!(
         out.status.success(),
-        "hack/stores.sh up {names:?} failed (these tests need real servers):\n{}",
+        "hack/stores.sh up {names:?} failed or ran past 600 s (these tests need real servers; {}):\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
 }
