@@ -60,6 +60,10 @@ pub struct Injection {
     /// The mode of a mounted private key (`tls.key`) when the worker's client needs one other
     /// than the volume's default 0644 (`Family::private_key_mode`: libpq's 0640).
     pub private_key_mode: Option<i32>,
+    /// Environment variables the store's client library reads (`CONSUL_HTTP_TOKEN`,
+    /// `AWS_CA_BUNDLE`), each set from the URI Secret's key of the same name: set by
+    /// [`Injection::with_client_env`] from the status, only where Pods are admitted.
+    pub client_env: Vec<String>,
 }
 
 impl Injection {
@@ -82,7 +86,15 @@ impl Injection {
                 .backend()
                 .ok()
                 .and_then(|b| b.family().private_key_mode()),
+            client_env: vec![],
         }
+    }
+
+    /// With the client-library variables recorded beside the published URI
+    /// (`status.clientEnv`): the keys the published Secret carries, never a later spec's.
+    pub fn with_client_env(mut self, names: &[String]) -> Self {
+        self.client_env = names.to_vec();
+        self
     }
 
     /// With the TLS keys recorded beside the published URI (`status.tlsMounts`, `<secret>/<key>`
@@ -102,6 +114,7 @@ impl Injection {
         if self.config_module {
             v.push(CONFIG_MODULE_VAR);
         }
+        v.extend(self.client_env.iter().map(String::as_str));
         v
     }
 
@@ -114,13 +127,18 @@ impl Injection {
 }
 
 /// The Secret keys a worker reads through an injection: the URI always, `celeryconfig.py` only
-/// when it is mounted (`configModule`). Only these enter the checksum, so a change elsewhere (a
-/// Service Binding key, or `result_expires` for workers that read only the URI) rolls nothing.
-pub fn keys_read(config_module: bool) -> Vec<&'static str> {
+/// when it is mounted (`configModule`), and the client-library variables (`client_env`, keys
+/// of their own names). Only these enter the checksum, so a change elsewhere (a Service Binding
+/// key, or `result_expires` for workers that read only the URI) rolls nothing.
+pub fn keys_read<'a>(
+    config_module: bool,
+    client_env: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
     let mut k = vec![URI_KEY];
     if config_module {
         k.push(CONFIG_KEY);
     }
+    k.extend(client_env);
     k
 }
 
@@ -191,6 +209,12 @@ fn env_entries(inj: &Injection) -> Vec<Value> {
     })];
     if inj.config_module {
         env.push(json!({"name": CONFIG_MODULE_VAR, "value": "celeryconfig"}));
+    }
+    for name in &inj.client_env {
+        env.push(json!({
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": inj.secret, "key": name}},
+        }));
     }
     env
 }
@@ -575,6 +599,7 @@ mod tests {
             checksum: "abc".into(),
             tls: vec![],
             private_key_mode: None,
+            client_env: vec![],
         }
     }
 
@@ -858,10 +883,14 @@ mod tests {
             checksum(b"k", "u", &[("ab", b"c")]),
             checksum(b"k", "u", &[("a", b"bc")])
         );
-        assert_eq!(keys_read(false), ["CELERY_RESULT_BACKEND"]);
+        assert_eq!(keys_read(false, []), ["CELERY_RESULT_BACKEND"]);
         assert_eq!(
-            keys_read(true),
+            keys_read(true, []),
             ["CELERY_RESULT_BACKEND", "celeryconfig.py"]
+        );
+        assert_eq!(
+            keys_read(false, ["CONSUL_HTTP_TOKEN"]),
+            ["CELERY_RESULT_BACKEND", "CONSUL_HTTP_TOKEN"]
         );
     }
 
@@ -911,6 +940,52 @@ mod tests {
         assert!(forced.spec.unwrap().containers[2].env.as_ref().unwrap()[0]
             .value
             .is_none());
+    }
+
+    #[test]
+    fn client_library_variables_are_injected_by_reference() {
+        let p = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "x"},
+            {"name": "b", "image": "x", "env": [{"name": "CONSUL_HTTP_TOKEN", "value": "own"}]},
+        ]}}));
+        let i = inj().with_client_env(&["CONSUL_HTTP_TOKEN".into()]);
+        let patched = apply(&p, &pod_patch(&p, &i));
+        let env = |c: usize| {
+            patched.spec.as_ref().unwrap().containers[c]
+                .env
+                .clone()
+                .unwrap()
+        };
+        let token = env(0)
+            .into_iter()
+            .find(|e| e.name == "CONSUL_HTTP_TOKEN")
+            .unwrap();
+        assert!(token.value.is_none(), "never a plain value");
+        let r = token.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("b-celery-result-backend", "CONSUL_HTTP_TOKEN")
+        );
+        // A container's own value wins, unless the backend overrides.
+        assert_eq!(env(1)[0].value.as_deref(), Some("own"));
+        assert!(pod_patch(&patched, &i).is_empty(), "idempotent");
+        let over = Injection {
+            override_existing: true,
+            ..i.clone()
+        };
+        let forced = apply(&patched, &pod_patch(&patched, &over));
+        assert!(forced.spec.unwrap().containers[1].env.as_ref().unwrap()[0]
+            .value
+            .is_none());
+        // Two backends setting the same variable cannot both inject one workload.
+        let other = Injection {
+            backend: "c".into(),
+            env_var: "OTHER_BACKEND".into(),
+            ..inj()
+        }
+        .with_client_env(&["CONSUL_HTTP_TOKEN".into()]);
+        assert!(i.overlaps(&other));
+        assert!(!inj().overlaps(&other));
     }
 
     #[test]

@@ -255,6 +255,43 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         "MEASURE bare Pod create through the webhook: {} ms",
         t0.elapsed().as_millis()
     );
+    // 3a. A client-library variable (python-consul's CONSUL_HTTP_TOKEN) reaches the Pod by
+    // reference to the URI Secret, with no config module: listed in the status, never a value.
+    assert!(apply_yaml(
+        &n,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: consul-acl}\nstringData: {token: s3cr3t-acl-token}\n---\napiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: kv}\nspec:\n  consul: {external: {host: consul.invalid, tokenSecretRef: {name: consul-acl, key: token}}}\n  injection: {workloadSelector: {matchLabels: {app: none}}}\n",
+    )
+    .status
+    .success());
+    wait_until("kv publishes its client variables", 30, || {
+        (get(
+            &n,
+            &["get", "crb", "kv", "-o", "jsonpath={.status.clientEnv}"],
+        ) == r#"["CONSUL_HTTP_TOKEN"]"#)
+            .then_some(())
+    });
+    assert!(condition(&n, "kv", "ConfigDelivered").starts_with("True|UriCarriesAll|"));
+    assert!(apply_yaml(
+        &n,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kv-worker\n  labels: {celery.dev/result-backend: kv}\nspec:\n  containers:\n  - {name: worker, image: registry.invalid/celery-worker:1}\n",
+    )
+    .status
+    .success());
+    let kv = json_of(&n, &["pod", "kv-worker"]).unwrap();
+    let env = &kv["spec"]["containers"][0]["env"];
+    let token = env
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "CONSUL_HTTP_TOKEN")
+        .unwrap_or_else(|| panic!("CONSUL_HTTP_TOKEN injected: {env}"));
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "kv-celery-result-backend", "key": "CONSUL_HTTP_TOKEN"})
+    );
+    assert!(!env.to_string().contains("s3cr3t"), "never a plain value");
+    kubectl_ok(&["-n", &n, "delete", "pod", "kv-worker", "--wait=false"]);
+
     let other = apply_yaml(
         &n,
         &bare_pod("elsewhere", "celery.dev/result-backend-namespace: team-b"),

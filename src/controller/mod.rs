@@ -494,6 +494,10 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
         .and_then(|_| ctx.health.latest_check(&key));
 
     // 2. Publish the URI Secret.
+    let client_env: Vec<String> = built
+        .as_ref()
+        .map(|cfg| cfg.env.keys().cloned().collect())
+        .unwrap_or_default();
     let (ready, checksum, config_delivered) =
         steps::publish_secret(obj, ctx, &ns, &secret_name, built, &provisioned).await?;
 
@@ -528,6 +532,8 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
                     })
                     .unwrap_or_default()
             }),
+            // Likewise the variables the published Secret carries for the client library.
+            client_env: checksum.as_ref().map(|_| client_env),
             uri_checksum: checksum,
             injection,
             last_health_check,

@@ -78,10 +78,11 @@ pub(super) async fn publish_uri_secret(
         .as_ref()
         .and_then(|i| i.config_module)
         .unwrap_or(false);
-    let read: Vec<(&str, &[u8])> = crate::inject::keys_read(config_module)
-        .into_iter()
-        .filter_map(|k| data.get(k).map(|v| (k, v.0.as_slice())))
-        .collect();
+    let read: Vec<(&str, &[u8])> =
+        crate::inject::keys_read(config_module, cfg.env.keys().map(String::as_str))
+            .into_iter()
+            .filter_map(|k| data.get(k).map(|v| (k, v.0.as_slice())))
+            .collect();
     let checksum = crate::inject::checksum(
         &ctx.checksum_key,
         obj.metadata.uid.as_deref().unwrap_or_default(),

@@ -80,7 +80,14 @@ pub fn config_delivered(
         return Outcome {
             state: State::Ready,
             reason: "UriCarriesAll".into(),
-            message: "everything workers need is in the URI (CELERY_RESULT_BACKEND)".into(),
+            message: if cfg.env.is_empty() {
+                "everything workers need is in the URI (CELERY_RESULT_BACKEND)".into()
+            } else {
+                format!(
+                    "everything workers need is in the URI (CELERY_RESULT_BACKEND) and {}, injected from the URI Secret",
+                    cfg.env.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            },
         };
     }
     if module {
@@ -136,6 +143,8 @@ pub struct Report {
     pub uri_checksum: Option<String>,
     /// TLS Secret keys the just-published URI names (None keeps the previous ones).
     pub tls_mounts: Option<Vec<String>>,
+    /// Client-library variables the just-published Secret carries (None keeps the previous ones).
+    pub client_env: Option<Vec<String>>,
     /// Injected workload count and missed Pods (None keeps the previous values).
     pub injection: Option<(i32, Vec<String>)>,
     /// The check behind the Healthy condition (None keeps the previous one).
@@ -243,6 +252,10 @@ pub fn next(old: &Status, r: &Report) -> Status {
             .tls_mounts
             .clone()
             .unwrap_or_else(|| old.tls_mounts.clone()),
+        client_env: r
+            .client_env
+            .clone()
+            .unwrap_or_else(|| old.client_env.clone()),
         missed_pods: r
             .injection
             .as_ref()
@@ -283,6 +296,7 @@ mod tests {
             secret: "s".into(),
             uri_checksum: None,
             tls_mounts: None,
+            client_env: None,
             injection: None,
             last_health_check: None,
         }
@@ -318,8 +332,8 @@ mod tests {
             config_delivered(&module, &build(&module)).reason,
             "ConfigModuleMounted"
         );
-        // An environment variable only the module sets (python-consul's CONSUL_HTTP_TOKEN) is
-        // not in the URI either.
+        // A client-library variable (python-consul's CONSUL_HTTP_TOKEN) is injected from the URI
+        // Secret by reference: with nothing else outside the URI, everything is delivered.
         let consul = spec(serde_json::json!({"consul": {"external": {"host": "c",
             "tokenSecretRef": {"name": "t", "key": "token"}}},
             "injection": {"workloadSelector": {"matchLabels": {"app": "w"}}}}));
@@ -330,17 +344,14 @@ mod tests {
             .insert("token".into(), "s3cr3t-token".into());
         let cfg = crate::uri::build(&consul, &secrets).unwrap();
         let c = config_delivered(&consul, &cfg);
-        assert_eq!(c.reason, "SettingsNotDelivered");
+        assert_eq!(c.reason, "UriCarriesAll", "{}", c.message);
         assert!(
-            c.message.contains("environment variable CONSUL_HTTP_TOKEN")
-                && !c.message.contains("s3cr3t"),
+            c.message.contains("CONSUL_HTTP_TOKEN") && !c.message.contains("s3cr3t"),
             "{}",
             c.message
         );
         assert!(
-            cfg.warnings
-                .iter()
-                .any(|w| w.contains("environment variable CONSUL_HTTP_TOKEN")),
+            !cfg.warnings.iter().any(|w| w.contains("CONSUL_HTTP_TOKEN")),
             "{:?}",
             cfg.warnings
         );

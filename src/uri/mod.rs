@@ -744,15 +744,12 @@ fn tls_reaches_workers(
     ))
 }
 
-/// What reaches injected workers only through `celeryconfig.py`: the settings, and the
-/// environment variables the client library reads (`CONSUL_HTTP_TOKEN`, `AWS_CA_BUNDLE`), which
-/// the module sets with `os.environ.setdefault` (named `environment variable NAME`).
+/// What reaches injected workers only through `celeryconfig.py`: the settings. The environment
+/// variables the client library reads (`CONSUL_HTTP_TOKEN`, `AWS_CA_BUNDLE`) are injected from
+/// the URI Secret by reference (`status.clientEnv`), and the module also sets them with
+/// `os.environ.setdefault` for workers that load it themselves.
 pub fn module_only(cfg: &BackendConfig) -> Vec<String> {
-    cfg.settings
-        .keys()
-        .cloned()
-        .chain(cfg.env.keys().map(|k| format!("environment variable {k}")))
-        .collect()
+    cfg.settings.keys().cloned().collect()
 }
 
 /// Celery stamps `date_done` and so how cleanup reads it (`stores::plan::CeleryClock`).

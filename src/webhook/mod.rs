@@ -302,7 +302,8 @@ fn admit(
                     &status.uri_secret_ref.as_ref()?.name,
                     status.uri_checksum.as_ref()?,
                 )
-                .with_tls_mounts(&status.tls_mounts),
+                .with_tls_mounts(&status.tls_mounts)
+                .with_client_env(&status.client_env),
             )
         })
         .collect();
