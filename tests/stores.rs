@@ -1207,6 +1207,20 @@ fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
         );
         assert!(!err.contains(wrong), "{label}: password leaked: {err}");
     }
+    // No password at all against a Redis that requires one: the message says which field.
+    let f = dir.path().join("nopw.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: nopw}\nspec:\n  redis: {external: {host: 127.0.0.1, port: 16379}}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&["check", "-f", f.to_str().unwrap(), "--timeout", "10s"]);
+    assert!(!ok);
+    assert!(
+        err.contains("refused the credentials")
+            && err.contains("none is configured: set spec.redis.external.auth.passwordSecretRef"),
+        "{err}"
+    );
 }
 
 /// The TLS test PKI `hack/stores.sh` makes (CA, client certificate, a CA that signed nothing).

@@ -313,6 +313,13 @@ impl Ctx<'_> {
             }
             None => None,
         };
+        if t.verify == Some(TlsVerify::None)
+            && (t.ca_file.is_some() || t.ca_secret_ref.is_some() || t.ca_config_map_ref.is_some())
+        {
+            self.warn(format!(
+                "{field}.verify is None: the server's certificate is not checked, so the CA given is not used (set verify: Required to check it against that CA)"
+            ));
+        }
         self.out.tls = Some(TlsMaterial {
             verify: t.verify.unwrap_or_default(),
             ca_pem,
@@ -1088,6 +1095,26 @@ pub(crate) mod tests {
                 "redis-client/tls.key"
             ]
         );
+    }
+
+    #[test]
+    fn a_ca_that_verify_none_ignores_is_warned() {
+        let warned = |verify: &str| {
+            build(
+                &spec(json!({"redis": {"external": {"host": "r",
+                    "tls": {"enabled": true, "verify": verify, "caFile": "/ca.pem"}}}})),
+                &SecretValues::new(),
+            )
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| {
+                w.contains("spec.redis.external.tls.verify is None")
+                    && w.contains("CA given is not used")
+            })
+        };
+        assert!(warned("None"));
+        assert!(!warned("Required"));
     }
 
     #[test]

@@ -170,6 +170,13 @@ enum Read {
 }
 
 fn redis_err(e: redis::RedisError) -> StoreError {
+    // NOAUTH: no password was sent at all (a wrong one is WRONGPASS).
+    if e.code() == Some("NOAUTH") {
+        return StoreError::auth(
+            "redis",
+            format!("{e} (the server requires a password and none is configured: set spec.redis.external.auth.passwordSecretRef)"),
+        );
+    }
     if redis_auth_failed(&e) {
         return StoreError::auth("redis", e);
     }
