@@ -1609,6 +1609,17 @@ fn redis_sentinel_over_tls_is_checked_and_cleaned_through_the_sentinels() {
         ],
         &["r3dis", "sentinel p@ss"],
     );
+    // A plain-text client to the TLS-only Sentinel is dropped: the message says what to change.
+    check_fails(
+        "plain text to a TLS-only Sentinel",
+        &spec.replace(
+            "masterName: cbo-tls-master\n",
+            "masterName: cbo-tls-master\n        tls: false\n",
+        ),
+        &format!("{tls}{sentinel_pw}"),
+        &["drop spec.redis.external.sentinel.tls: false"],
+        &["r3dis", "sentinel p@ss"],
+    );
 }
 
 /// MariaDB that requires TLS (`require_secure_transport`): the CA from a Secret is used by the

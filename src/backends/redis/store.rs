@@ -477,6 +477,18 @@ impl RedisStore {
                 &store,
                 format!("{e} (spec.redis.external.sentinel.masterName)"),
             )),
+            // A TLS-only Sentinel drops a plain-text client that way.
+            Err(e) if !s.sentinel_tls && e.to_string().contains("Connection reset by peer") => {
+                let fix = if s.master_tls {
+                    "drop spec.redis.external.sentinel.tls: false"
+                } else {
+                    "set tls.enabled: true"
+                };
+                Err(StoreError::connect(
+                    &store,
+                    format!("{e} (a Sentinel closed the connection: if the Sentinels speak TLS only, {fix})"),
+                ))
+            }
             Err(e) => Err(self.connect_error(&store, e, s.master_tls || s.sentinel_tls)),
         }
     }
