@@ -371,11 +371,10 @@ fn s3_over_https_with_a_private_ca_is_checked_and_cleaned() {
         &spec,
         &format!("{}{keys}", tls_secrets(&id, "unused", "other-ca.crt").0),
         &[
-            "TLS with s3 at 127.0.0.1:25001 failed",
-            "invalid peer certificate",
+            "TLS with s3 at 127.0.0.1:25001 failed: invalid peer certificate",
             "verified the server with the CA of spec.s3.external.tls.caSecretRef (Secret",
         ],
-        &[],
+        &["retries"],
     );
     // The handshake passes, the bucket is not there: said so, naming the field, not as an
     // unreachable store.

@@ -370,7 +370,15 @@ fn probe_error(
 ) -> StoreError {
     let text = crate::stores::cause_chain(e);
     if crate::stores::tls_failure(&text) {
-        return StoreError::tls(at, text, tls_hint);
+        // From the TLS cause on: object_store's request and retry bookkeeping before it
+        // ("Error performing GET … after 2 retries …") says nothing about the certificate.
+        let parts: Vec<&str> = text.split(": ").collect();
+        let cause = parts
+            .iter()
+            .position(|p| crate::stores::tls_failure(p))
+            .map(|i| parts[i..].join(": "))
+            .unwrap_or(text);
+        return StoreError::tls(at, cause, tls_hint);
     }
     if text.contains("token request") || text.contains("169.254.169.254") {
         let how = match kind {
