@@ -49,7 +49,14 @@ bash hack/images.sh build
 step "cargo test"
 # A hung test must fail with a message, not run into CI's own limit (warm, the tests take ~17 min).
 limit=${CBO_TEST_TIMEOUT:-3600}
-rc=0; timeout --kill-after=60 "$limit" cargo test --locked --no-fail-fast || rc=$?
+# timeout runs the tests in a process group of its own (so that expiry stops all of them): pass
+# an interrupt on to that group, or Ctrl-C would not reach them.
+timeout --kill-after=60 "$limit" cargo test --locked --no-fail-fast &
+tpid=$!
+trap 'kill -TERM -- "-$tpid" 2>/dev/null' INT TERM
+rc=0; wait "$tpid" || rc=$?
+while kill -0 "$tpid" 2>/dev/null; do rc=0; wait "$tpid" || rc=$?; done
+trap - INT TERM
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
   echo "test: cargo test ran past ${limit}s (CBO_TEST_TIMEOUT) and was stopped: a test hangs; the last 'Running' line above names its binary" >&2
 fi

@@ -126,6 +126,22 @@ impl Injection {
     }
 }
 
+/// The client-library variables (`BackendConfig::env`) injection sets from the URI Secret: all
+/// of them without the config module; none with it, since `celeryconfig.py` sets them with
+/// `os.environ.setdefault`, so a worker's own value (from its image or `envFrom`) keeps winning
+/// and no other container of the Pod gets them.
+pub fn client_env(spec: &CeleryResultBackendSpec, cfg: &crate::uri::BackendConfig) -> Vec<String> {
+    let module = spec
+        .injection
+        .as_ref()
+        .and_then(|i| i.config_module)
+        .unwrap_or(false);
+    if module {
+        return vec![];
+    }
+    cfg.env.keys().cloned().collect()
+}
+
 /// The Secret keys a worker reads through an injection: the URI always, `celeryconfig.py` only
 /// when it is mounted (`configModule`), and the client-library variables (`client_env`, keys
 /// of their own names). Only these enter the checksum, so a change elsewhere (a Service Binding
@@ -210,10 +226,12 @@ fn env_entries(inj: &Injection) -> Vec<Value> {
     if inj.config_module {
         env.push(json!({"name": CONFIG_MODULE_VAR, "value": "celeryconfig"}));
     }
+    // Optional: a container restarting after the key left the Secret (token removed) starts
+    // without the variable instead of failing with CreateContainerConfigError.
     for name in &inj.client_env {
         env.push(json!({
             "name": name,
-            "valueFrom": {"secretKeyRef": {"name": inj.secret, "key": name}},
+            "valueFrom": {"secretKeyRef": {"name": inj.secret, "key": name, "optional": true}},
         }));
     }
     env

@@ -287,9 +287,29 @@ fn workloads_and_pods_get_the_uri_by_reference() {
         .unwrap_or_else(|| panic!("CONSUL_HTTP_TOKEN injected: {env}"));
     assert_eq!(
         token["valueFrom"]["secretKeyRef"],
-        serde_json::json!({"name": "kv-celery-result-backend", "key": "CONSUL_HTTP_TOKEN"})
+        serde_json::json!({"name": "kv-celery-result-backend", "key": "CONSUL_HTTP_TOKEN", "optional": true})
     );
     assert!(!env.to_string().contains("s3cr3t"), "never a plain value");
+    // The key it names holds the token.
+    let held = get(
+        &n,
+        &[
+            "get",
+            "secret",
+            "kv-celery-result-backend",
+            "-o",
+            "jsonpath={.data.CONSUL_HTTP_TOKEN}",
+        ],
+    );
+    assert_eq!(
+        {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(held)
+                .unwrap()
+        },
+        b"s3cr3t-acl-token"
+    );
     kubectl_ok(&["-n", &n, "delete", "pod", "kv-worker", "--wait=false"]);
 
     let other = apply_yaml(

@@ -724,9 +724,30 @@ fn opensearch_is_cleaned_by_celery_timestamps() {
     // A real OpenSearch 2.19 node behind hack/es_compat_proxy.py (headers only), because Celery's
     // elasticsearch-py 8 refuses OpenSearch otherwise. Own index per run; no security plugin, so
     // no password (the oracle covers credential encoding).
+    let index = format!("celery-{}", run_id());
+    // The index exists before workers start, as in production: an index Celery's first write
+    // creates has a moment in which its shard is recovering, and elasticsearch-py's get then
+    // raises a 503 that Celery does not retry (seen on a loaded node).
+    for (method, path) in [
+        ("PUT", index.clone()),
+        (
+            "GET",
+            format!("_cluster/health/{index}?wait_for_status=yellow&timeout=60s"),
+        ),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sf", "-X", method])
+            .arg(format!("http://127.0.0.1:29200/{path}"))
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     let spec = format!(
-        "  elasticsearch:\n    index: celery-{}\n    external:\n      host: 127.0.0.1\n      port: 29201\n      scheme: http\n",
-        run_id()
+        "  elasticsearch:\n    index: {index}\n    external:\n      host: 127.0.0.1\n      port: 29201\n      scheme: http\n"
     );
     cleanup_round_trip("elasticsearch", &spec, None);
 }
@@ -1206,20 +1227,24 @@ fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
         );
         assert!(!err.contains(wrong), "{label}: password leaked: {err}");
     }
-    // No password at all against a Redis that requires one: the message says which field.
-    let f = dir.path().join("nopw.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: nopw}\nspec:\n  redis: {external: {host: 127.0.0.1, port: 16379}}\n",
-    )
-    .unwrap();
-    let (ok, _, err) = cli(&["check", "-f", f.to_str().unwrap(), "--timeout", "10s"]);
-    assert!(!ok);
-    assert!(
-        err.contains("refused the credentials")
-            && err.contains("none is configured: set spec.redis.external.auth.passwordSecretRef"),
-        "{err}"
-    );
+    // No password at all against a Redis that requires one: the message says which field (at
+    // db 0 the first command gets NOAUTH; at another db the connection's SELECT is refused).
+    for db in [0, 3] {
+        let f = dir.path().join("nopw.yaml");
+        std::fs::write(
+            &f,
+            format!("apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {{name: nopw}}\nspec:\n  redis: {{external: {{host: 127.0.0.1, port: 16379, db: {db}}}}}\n"),
+        )
+        .unwrap();
+        let (ok, _, err) = cli(&["check", "-f", f.to_str().unwrap(), "--timeout", "10s"]);
+        assert!(!ok);
+        assert!(
+            err.contains("refused the credentials")
+                && err
+                    .contains("none is configured: set spec.redis.external.auth.passwordSecretRef"),
+            "db {db}: {err}"
+        );
+    }
 }
 
 /// The TLS test PKI `hack/stores.sh` makes (CA, client certificate, a CA that signed nothing).

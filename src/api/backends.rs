@@ -459,7 +459,7 @@ pub struct S3External {
     /// Secret key holding the secret access key (s3_secret_access_key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key_secret_ref: Option<SecretKeyRef>,
-    /// A private CA for an https endpointUrl: botocore reads it from the AWS_CA_BUNDLE environment variable, which injection sets from the URI Secret (and the config module with os.environ.setdefault), so the CA (caSecretRef or caConfigMapRef, mounted, or caFile) is the only one workers trust for this endpoint; the operator's client adds it to its trust store. Only the CA: verify Required, no client certificate.
+    /// A private CA for an https endpointUrl: botocore reads it from the AWS_CA_BUNDLE environment variable, which the config module sets (os.environ.setdefault; without injection.configModule, injection sets it from the URI Secret), so the CA (caSecretRef or caConfigMapRef, mounted, or caFile) is the only one workers trust for this endpoint; the operator's client adds it to its trust store. Only the CA: verify Required, no client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
 }
@@ -867,7 +867,7 @@ pub struct ConsulExternal {
     /// Reuse one client for all requests (one_client=1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_client: Option<bool>,
-    /// Secret key holding an ACL token, which python-consul reads from the CONSUL_HTTP_TOKEN environment variable: the URI Secret carries it under that key, injection sets the variable from there (valueFrom.secretKeyRef; a container's own value wins unless injection.overrideExisting), and celeryconfig.py sets it too (os.environ.setdefault) for workers that load the module themselves. Visible ASCII without spaces or line breaks (it travels as an HTTP header).
+    /// Secret key holding an ACL token, which python-consul reads from the CONSUL_HTTP_TOKEN environment variable: the URI Secret carries it under that key; celeryconfig.py sets it (os.environ.setdefault, a worker's own value wins), and without injection.configModule injection sets it from that key (valueFrom.secretKeyRef; a container's own env entry wins unless injection.overrideExisting). Visible ASCII without spaces or line breaks (it travels as an HTTP header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyRef>,
 }

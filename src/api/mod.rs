@@ -259,7 +259,7 @@ pub struct CeleryResultBackendStatus {
     /// TLS keys the published URI names, as `<secret>/<key>` (a Secret) or `configmap:<name>/<key>` (a ConfigMap): injection mounts exactly these, so the mounts always match the published URI, not a later spec that failed to build.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_mounts: Vec<String>,
-    /// Environment variables the published configuration sets for the store's client library (CONSUL_HTTP_TOKEN, AWS_CA_BUNDLE), each a key of the URI Secret: injection sets exactly these from that Secret (valueFrom.secretKeyRef), never as plain values.
+    /// Environment variables the store's client library reads (CONSUL_HTTP_TOKEN, AWS_CA_BUNDLE) that injection sets from keys of the same name in the URI Secret (valueFrom.secretKeyRef, never a plain value); empty with injection.configModule, whose celeryconfig.py sets them instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_env: Vec<String>,
 }

@@ -496,49 +496,81 @@ async fn reconcile_backend(obj: &CeleryResultBackend, ctx: &Context) -> Result<A
     // 2. Publish the URI Secret.
     let client_env: Vec<String> = built
         .as_ref()
-        .map(|cfg| cfg.env.keys().cloned().collect())
+        .map(|cfg| crate::inject::client_env(&obj.spec, cfg))
         .unwrap_or_default();
     let (ready, checksum, config_delivered) =
         steps::publish_secret(obj, ctx, &ns, &secret_name, built, &provisioned).await?;
+    let old = obj.status.clone().unwrap_or_default();
+    let report = |injected: Option<Outcome>,
+                  injection: Option<(i32, Vec<String>)>,
+                  config_delivered: Option<Outcome>| {
+        status::next(
+            &old,
+            &Report {
+                generation: obj.metadata.generation,
+                kind: kind.clone(),
+                mode: if managed { "managed" } else { "external" },
+                ready: ready.clone(),
+                provisioned: provisioned.clone(),
+                healthy: healthy.clone(),
+                injected,
+                config_delivered,
+                secret: secret_name.clone(),
+                // Recorded with the URI it belongs to: the webhook mounts these, never a later
+                // spec's.
+                tls_mounts: checksum.as_ref().map(|_| {
+                    obj.spec
+                        .tls()
+                        .map(|t| {
+                            t.mounted_keys()
+                                .into_iter()
+                                .map(|(s, k)| format!("{s}/{k}"))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }),
+                // Likewise the variables it sets from the published Secret.
+                client_env: checksum.as_ref().map(|_| client_env.clone()),
+                uri_checksum: checksum.clone(),
+                injection,
+                last_health_check: last_health_check.clone(),
+            },
+        )
+    };
+
+    // 2b. What the webhook admits rolled Pods from (the URI Secret, its checksum, the TLS mounts
+    // and variables) is in the status before step 3 rolls any workload to it: a Pod of that
+    // roll admitted from the previous status would miss them, stamped as injected.
+    let early = report(None, None, None);
+    if (
+        &early.uri_secret_ref,
+        &early.uri_checksum,
+        &early.tls_mounts,
+        &early.client_env,
+    ) != (
+        &old.uri_secret_ref,
+        &old.uri_checksum,
+        &old.tls_mounts,
+        &old.client_env,
+    ) {
+        steps::write_status(obj, ctx, &early).await?;
+    }
 
     // 3. Inject.
-    let (injected, injection) =
-        steps::inject(obj, ctx, &ns, &name, &secret_name, checksum.as_ref()).await?;
+    let (injected, injection) = steps::inject(
+        obj,
+        ctx,
+        &ns,
+        &name,
+        &secret_name,
+        checksum.as_ref(),
+        &client_env,
+    )
+    .await?;
     let config_delivered = config_delivered.map(|d| status::unless_no_opt_in(d, injected.as_ref()));
 
     // 4. Status (only when it changed) and Events (only on transitions).
-    let old = obj.status.clone().unwrap_or_default();
-    let new = status::next(
-        &old,
-        &Report {
-            generation: obj.metadata.generation,
-            kind,
-            mode: if managed { "managed" } else { "external" },
-            ready: ready.clone(),
-            provisioned: provisioned.clone(),
-            healthy,
-            injected,
-            config_delivered,
-            secret: secret_name.clone(),
-            // Recorded with the URI it belongs to: the webhook mounts these, never a later spec's.
-            tls_mounts: checksum.as_ref().map(|_| {
-                obj.spec
-                    .tls()
-                    .map(|t| {
-                        t.mounted_keys()
-                            .into_iter()
-                            .map(|(s, k)| format!("{s}/{k}"))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }),
-            // Likewise the variables the published Secret carries for the client library.
-            client_env: checksum.as_ref().map(|_| client_env),
-            uri_checksum: checksum,
-            injection,
-            last_health_check,
-        },
-    );
+    let new = report(injected, injection, config_delivered);
     steps::report(obj, ctx, &old, &new, &provisioned, &ready).await?;
 
     // 5. When to look again.

@@ -78,8 +78,9 @@ pub(super) async fn publish_uri_secret(
         .as_ref()
         .and_then(|i| i.config_module)
         .unwrap_or(false);
+    let client_env = crate::inject::client_env(&obj.spec, cfg);
     let read: Vec<(&str, &[u8])> =
-        crate::inject::keys_read(config_module, cfg.env.keys().map(String::as_str))
+        crate::inject::keys_read(config_module, client_env.iter().map(String::as_str))
             .into_iter()
             .filter_map(|k| data.get(k).map(|v| (k, v.0.as_slice())))
             .collect();

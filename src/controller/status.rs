@@ -70,22 +70,33 @@ pub fn config_delivered(
     spec: &crate::api::CeleryResultBackendSpec,
     cfg: &crate::uri::BackendConfig,
 ) -> Outcome {
-    let keys = crate::uri::module_only(cfg);
+    let mut keys = crate::uri::module_only(cfg);
     let module = spec
         .injection
         .as_ref()
         .and_then(|i| i.config_module)
         .unwrap_or(false);
+    let variable = spec
+        .injection
+        .as_ref()
+        .and_then(|i| i.env_var.as_deref())
+        .unwrap_or(crate::api::footprint::URI_KEY);
+    // The client-library variables: set by the module when it is mounted, injected from the
+    // URI Secret otherwise (`inject::client_env`).
+    let by_reference = crate::inject::client_env(spec, cfg);
+    if module {
+        keys.extend(cfg.env.keys().map(|k| format!("environment variable {k}")));
+    }
     if keys.is_empty() {
         return Outcome {
             state: State::Ready,
             reason: "UriCarriesAll".into(),
-            message: if cfg.env.is_empty() {
-                "everything workers need is in the URI (CELERY_RESULT_BACKEND)".into()
+            message: if by_reference.is_empty() {
+                format!("everything workers need is in the URI ({variable})")
             } else {
                 format!(
-                    "everything workers need is in the URI (CELERY_RESULT_BACKEND) and {}, injected from the URI Secret",
-                    cfg.env.keys().cloned().collect::<Vec<_>>().join(", ")
+                    "everything workers need is in the URI ({variable}) and {}, injected from the URI Secret",
+                    by_reference.join(", ")
                 )
             },
         };
@@ -354,6 +365,23 @@ mod tests {
             !cfg.warnings.iter().any(|w| w.contains("CONSUL_HTTP_TOKEN")),
             "{:?}",
             cfg.warnings
+        );
+        assert_eq!(
+            crate::inject::client_env(&consul, &cfg),
+            ["CONSUL_HTTP_TOKEN"]
+        );
+        // With the config module the module sets it (a worker's own value wins): not injected.
+        let moduled = spec(serde_json::json!({"consul": {"external": {"host": "c",
+            "tokenSecretRef": {"name": "t", "key": "token"}}},
+            "injection": {"configModule": true}}));
+        let cfg = crate::uri::build(&moduled, &secrets).unwrap();
+        assert!(crate::inject::client_env(&moduled, &cfg).is_empty());
+        let m = config_delivered(&moduled, &cfg);
+        assert_eq!(m.reason, "ConfigModuleMounted");
+        assert!(
+            m.message.contains("environment variable CONSUL_HTTP_TOKEN"),
+            "{}",
+            m.message
         );
         // Nothing opts in: not a warning.
         let no_opt_in = Outcome::failed("NoOptIn", "x".into());

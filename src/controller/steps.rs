@@ -125,6 +125,7 @@ pub(super) async fn inject(
     name: &str,
     secret_name: &str,
     checksum: Option<&String>,
+    client_env: &[String],
 ) -> Result<(Option<Outcome>, Option<(i32, Vec<String>)>), Error> {
     let key = (ns.to_string(), name.to_string());
     if let Ok(mut sel) = ctx.selectors.lock() {
@@ -144,7 +145,8 @@ pub(super) async fn inject(
     }
     Ok(match checksum {
         Some(sum) => {
-            let inj = crate::inject::Injection::new(name, &obj.spec, secret_name, sum);
+            let inj = crate::inject::Injection::new(name, &obj.spec, secret_name, sum)
+                .with_client_env(client_env);
             let r = workloads::sync(ctx, obj, ns, Some(&inj)).await?;
             if !r.vanished {
                 // Held while any workload may carry this backend's annotations.
@@ -161,6 +163,25 @@ pub(super) async fn inject(
     })
 }
 
+/// Server-side apply the whole status (the operator's field manager owns all of it, so a field
+/// left out is removed).
+pub(super) async fn write_status(
+    obj: &CeleryResultBackend,
+    ctx: &Context,
+    status: &CeleryResultBackendStatus,
+) -> Result<(), Error> {
+    let api: Api<CeleryResultBackend> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": CeleryResultBackend::api_version(&()), "kind": CeleryResultBackend::kind(&()), "status": status});
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Step 4, report: write the status when it changed, publish Events on transitions, and keep
 /// the metrics of conditions current.
 pub(super) async fn report(
@@ -175,14 +196,7 @@ pub(super) async fn report(
     let managed = obj.spec.is_managed();
     if new != old {
         tracing::debug!(backend = %name, old = ?old, new = ?new, "status changed");
-        let api: Api<CeleryResultBackend> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"apiVersion": CeleryResultBackend::api_version(&()), "kind": CeleryResultBackend::kind(&()), "status": new});
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        write_status(obj, ctx, new).await?;
     }
     let reference = obj.object_ref(&());
     if status::condition_changed(old, new, "Provisioned") && managed {

@@ -100,7 +100,12 @@ fn winner<'a>(
         .map(|b| b.as_ref())
         .filter(|b| b.name_any() != me.name_any() && b.metadata.deletion_timestamp.is_none())
         .filter(|b| inject::workload_wants(&b.name_any(), &b.spec, labels))
-        .filter(|b| Injection::new(&b.name_any(), &b.spec, "", "").overlaps(inj))
+        .filter(|b| {
+            let published = b.status.as_ref().map(|s| s.client_env.as_slice());
+            Injection::new(&b.name_any(), &b.spec, "", "")
+                .with_client_env(published.unwrap_or_default())
+                .overlaps(inj)
+        })
         .fold(me, |best, b| if key(b) < key(best) { b } else { best })
 }
 

@@ -614,6 +614,14 @@ pub fn build(
     result_settings(&mut cx, spec, backend)?;
     celery_clock(&mut cx, spec)?;
     settings_reach_workers(&mut cx, spec);
+    if let Some(v) = spec.injection.as_ref().and_then(|i| i.env_var.as_deref()) {
+        if cx.out.env.contains_key(v) {
+            return Err(invalid(
+                "spec.injection.envVar",
+                format!("{v} is the variable the client library reads for this backend, which injection sets itself; choose another name for the URI"),
+            ));
+        }
+    }
     let uri = cx.out.uri.clone();
     cx.bind("uri", uri);
     cx.out.kind = Some(kind);
@@ -1098,6 +1106,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_uri_variable_cannot_take_a_client_library_variable() {
+        let mut secrets = SecretValues::new();
+        secrets
+            .entry("t".into())
+            .or_default()
+            .insert("token".into(), "tok".into());
+        let e = build(
+            &spec(json!({"consul": {"external": {"host": "c",
+                "tokenSecretRef": {"name": "t", "key": "token"}}},
+                "injection": {"envVar": "CONSUL_HTTP_TOKEN"}})),
+            &secrets,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("spec.injection.envVar: CONSUL_HTTP_TOKEN is the variable"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_ca_that_verify_none_ignores_is_warned() {
         let warned = |verify: &str| {
             build(
@@ -1115,6 +1144,22 @@ pub(crate) mod tests {
         };
         assert!(warned("None"));
         assert!(!warned("Required"));
+        // libpq would verify against an sslrootcert even with sslmode=require: None leaves it out.
+        let pg = |verify: &str| {
+            build(
+                &spec(json!({"database": {"external": {"engine": "postgresql", "host": "p", "database": "d",
+                    "tls": {"enabled": true, "verify": verify, "caFile": "/ca.pem"}}}})),
+                &SecretValues::new(),
+            )
+            .unwrap()
+            .uri
+        };
+        assert!(pg("None").contains("sslmode=require") && !pg("None").contains("sslrootcert"));
+        assert!(
+            pg("Required").contains("sslrootcert=%2Fca.pem"),
+            "{}",
+            pg("Required")
+        );
     }
 
     #[test]

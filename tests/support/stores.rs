@@ -7,8 +7,10 @@ use std::process::Command;
 pub fn up(names: &[&str]) {
     // Bounded: a server that never answers fails the test with the script's output instead of
     // hanging the suite (a cold `up` of every server takes a few minutes; tests start few).
+    // --foreground: on expiry only the script is stopped, never the servers it started, which
+    // other tests share.
     let out = Command::new("timeout")
-        .args(["600", "bash"])
+        .args(["--foreground", "600", "bash"])
         .arg(format!("{}/hack/stores.sh", super::cluster::root()))
         .arg("up")
         .args(names)

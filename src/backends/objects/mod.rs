@@ -65,7 +65,8 @@ pub(crate) fn s3(cx: &mut Ctx, s: &S3Backend) -> Result<(), BuildError> {
 
 /// A private CA for an S3-compatible https endpoint. Celery's S3 backend takes no CA setting, but
 /// botocore reads `AWS_CA_BUNDLE` (its `ca_bundle` configuration) for every client it makes; the
-/// config module sets it with `os.environ.setdefault`, so a worker's own value wins.
+/// config module sets it with `os.environ.setdefault`, so a worker's own value wins (without the
+/// module, injection sets it from the URI Secret: `inject::client_env`).
 fn private_ca(cx: &mut Ctx, t: &TlsConfig, endpoint: Option<&str>) -> Result<(), BuildError> {
     let f = "spec.s3.external.tls";
     if !endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("https://")) {

@@ -375,7 +375,16 @@ fn probe_error(
         let parts: Vec<&str> = text.split(": ").collect();
         let cause = parts
             .iter()
-            .position(|p| crate::stores::tls_failure(p))
+            .position(|p| {
+                [
+                    "invalid peer certificate",
+                    "received corrupt message",
+                    "peer is incompatible",
+                    "received fatal alert",
+                ]
+                .iter()
+                .any(|k| p.to_ascii_lowercase().starts_with(k))
+            })
             .map(|i| parts[i..].join(": "))
             .unwrap_or(text);
         return StoreError::tls(at, cause, tls_hint);

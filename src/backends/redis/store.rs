@@ -169,13 +169,13 @@ enum Read {
     },
 }
 
+/// Said when Redis answers NOAUTH: no password was sent at all (a wrong one is WRONGPASS).
+const NO_PASSWORD_HINT: &str = "the server requires a password and none is configured: set spec.redis.external.auth.passwordSecretRef";
+
 fn redis_err(e: redis::RedisError) -> StoreError {
     // NOAUTH: no password was sent at all (a wrong one is WRONGPASS).
     if e.code() == Some("NOAUTH") {
-        return StoreError::auth(
-            "redis",
-            format!("{e} (the server requires a password and none is configured: set spec.redis.external.auth.passwordSecretRef)"),
-        );
+        return StoreError::auth("redis", format!("{e} ({NO_PASSWORD_HINT})"));
     }
     if redis_auth_failed(&e) {
         return StoreError::auth("redis", e);
@@ -333,7 +333,13 @@ impl RedisStore {
     /// (with a hint when the CA is a worker path; a TLS client that gets no handshake answer is
     /// one too), or an unreachable store.
     fn connect_error(&self, store: &str, e: redis::RedisError, tls: bool) -> StoreError {
-        if redis_auth_failed(&e) {
+        if ["NOAUTH", "Authentication required"]
+            .iter()
+            .any(|k| e.to_string().contains(k))
+        {
+            // With db != 0 the missing password shows as a refused SELECT.
+            StoreError::auth(store, format!("{e} ({NO_PASSWORD_HINT})"))
+        } else if redis_auth_failed(&e) {
             StoreError::auth(store, e)
         } else if crate::stores::tls_failure(&e.to_string()) {
             let hint = self.tls.as_ref().and_then(crate::stores::tls_hint);

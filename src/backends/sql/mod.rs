@@ -91,11 +91,10 @@ pub(crate) fn database(cx: &mut Ctx, d: &DatabaseBackend) -> Result<(), BuildErr
             if t.client_certificate_secret_ref.is_some() {
                 cx.warn("database tls: libpq reads a client key only when root owns it with mode 0640 or less, so the webhook mounts tls.key 0640 (Secret volume files are root-owned); a worker that does not run as root needs a pod securityContext.fsGroup to read it");
             }
-            for (k, v) in [
-                ("sslrootcert", t.ca_path()),
-                ("sslcert", cert),
-                ("sslkey", key),
-            ] {
+            // With `require` and an sslrootcert libpq still verifies the chain (as verify-ca):
+            // verify None leaves the CA out, as the operator's own client does.
+            let ca = t.ca_path().filter(|_| verify != TlsVerify::None);
+            for (k, v) in [("sslrootcert", ca), ("sslcert", cert), ("sslkey", key)] {
                 if let Some(v) = v {
                     opts.push((k, v));
                 }
