@@ -93,7 +93,17 @@ impl Injection {
     /// With the client-library variables recorded beside the published URI
     /// (`status.clientEnv`): the keys the published Secret carries, never a later spec's.
     pub fn with_client_env(mut self, names: &[String]) -> Self {
-        self.client_env = names.to_vec();
+        // Only environment variable names: the status is data, not code.
+        self.client_env = names
+            .iter()
+            .filter(|n| {
+                n.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .cloned()
+            .collect();
         self
     }
 
@@ -120,9 +130,16 @@ impl Injection {
 
     /// Whether two injections would set the same variable (then only one may inject a workload).
     pub fn overlaps(&self, other: &Injection) -> bool {
+        !self.shared(other).is_empty()
+    }
+
+    /// The variables both injections would set.
+    pub fn shared(&self, other: &Injection) -> Vec<&str> {
+        let theirs = other.variables();
         self.variables()
-            .iter()
-            .any(|v| other.variables().contains(v))
+            .into_iter()
+            .filter(|v| theirs.contains(v))
+            .collect()
     }
 }
 
@@ -580,7 +597,9 @@ pub fn pod_patch_all(
         if let Some(first) = applied.iter().find(|a| a.overlaps(inj)) {
             left_out.push(format!(
                 "{} (sets {} like {}, which comes first)",
-                inj.backend, inj.env_var, first.backend
+                inj.backend,
+                inj.shared(first).join(", "),
+                first.backend
             ));
             continue;
         }
@@ -1146,6 +1165,10 @@ mod tests {
             ..inj()
         };
         assert!(m1.overlaps(&m2));
+        assert_eq!(m1.shared(&m2), ["CELERY_CONFIG_MODULE"]);
+        // A status naming something that is not a variable is not injected.
+        let odd = inj().with_client_env(&["CONSUL_HTTP_TOKEN".into(), "a-b".into(), "".into()]);
+        assert_eq!(odd.client_env, ["CONSUL_HTTP_TOKEN"]);
     }
 
     #[test]

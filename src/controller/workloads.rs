@@ -100,13 +100,15 @@ fn winner<'a>(
         .map(|b| b.as_ref())
         .filter(|b| b.name_any() != me.name_any() && b.metadata.deletion_timestamp.is_none())
         .filter(|b| inject::workload_wants(&b.name_any(), &b.spec, labels))
-        .filter(|b| {
-            let published = b.status.as_ref().map(|s| s.client_env.as_slice());
-            Injection::new(&b.name_any(), &b.spec, "", "")
-                .with_client_env(published.unwrap_or_default())
-                .overlaps(inj)
-        })
+        .filter(|b| variables_of(b).overlaps(inj))
         .fold(me, |best, b| if key(b) < key(best) { b } else { best })
+}
+
+/// What another backend sets in a Pod, for the conflict rule: its variable, the config module's,
+/// and the client-library variables of its published status.
+fn variables_of(b: &CeleryResultBackend) -> Injection {
+    let published = b.status.as_ref().map(|s| s.client_env.as_slice());
+    Injection::new(&b.name_any(), &b.spec, "", "").with_client_env(published.unwrap_or_default())
 }
 
 /// The pod template of each supported kind.
@@ -248,7 +250,7 @@ where
             report.conflicts.push(format!(
                 "{label}: {} (older) sets {}",
                 first.name_any(),
-                inj.env_var
+                inj.shared(&variables_of(first)).join(", ")
             ));
             if recorded {
                 release(legacy).await?;
