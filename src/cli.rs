@@ -98,7 +98,7 @@ async fn store_for(args: &CheckArgs) -> Result<crate::stores::Store> {
     };
     let (backend, mut secrets) = manifests::load_backend(file)?;
     for s in &args.secrets {
-        manifests::load_secrets(s, &mut secrets)?;
+        manifests::load_secrets(s, &mut secrets, backend.metadata.namespace.as_deref())?;
     }
     let name = backend.metadata.name.clone().unwrap_or_default();
     if backend.spec.is_managed() {
@@ -106,6 +106,10 @@ async fn store_for(args: &CheckArgs) -> Result<crate::stores::Store> {
     }
     let cfg = uri::build(&backend.spec, &secrets)
         .with_context(|| format!("CeleryResultBackend {name:?} in {}", file.display()))?;
+    // What `uri` warns about holds for the check too (an unverified certificate, say).
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(crate::stores::Store::from_config(
         &cfg,
         backend.spec.result_expires.is_some(),
@@ -130,6 +134,9 @@ async fn live_store(name: &str, namespace: Option<&str>) -> Result<crate::stores
     let cfg = crate::resolve::config(&client, &backend)
         .await
         .map_err(|e| anyhow::anyhow!("CeleryResultBackend {ns}/{name}: {e}"))?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(crate::stores::Store::from_config(
         &cfg,
         backend.spec.result_expires.is_some(),
@@ -166,6 +173,16 @@ pub async fn run_check(args: &CheckArgs) -> Result<String> {
 pub async fn run_cleanup(args: &CleanupArgs) -> Result<String> {
     let store = store_for(&args.target).await?;
     let age = duration_arg("--older-than", &args.older_than)?;
+    // --timeout bounds the wait for the store to answer, as for `check`: a port that accepts
+    // connections but never speaks the protocol fails here instead of hanging the purge.
+    // (Stores that expire results themselves are refused by the purge without a connection.)
+    let timeout = duration_arg("--timeout", &args.target.timeout)?;
+    if matches!(store.expiry(), crate::stores::Expiry::Purgeable) {
+        store
+            .probe(timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("cleanup not started: {e}"))?;
+    }
     let cutoff = k8s_openapi::jiff::Timestamp::now().as_second() - age.as_secs() as i64;
     let r = store
         .purge_expired(crate::stores::PurgeOptions {
@@ -561,13 +578,22 @@ pub struct UriArgs {
 pub fn run_uri(args: &UriArgs) -> Result<String> {
     let (backend, mut secrets) = manifests::load_backend(&args.file)?;
     for s in &args.secrets {
-        manifests::load_secrets(s, &mut secrets)?;
+        manifests::load_secrets(s, &mut secrets, backend.metadata.namespace.as_deref())?;
     }
     let name = backend.metadata.name.clone().unwrap_or_default();
     let cfg = uri::build(&backend.spec, &secrets)
         .with_context(|| format!("CeleryResultBackend {name:?} in {}", args.file.display()))?;
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
+    }
+    if !cfg.env.is_empty() && matches!(args.output, UriOutput::Uri | UriOutput::Settings) {
+        let names = cfg.env.keys().cloned().collect::<Vec<_>>().join(", ");
+        let how = if crate::inject::client_env(&backend.spec, &cfg).is_empty() {
+            "celeryconfig.py sets it (injection.configModule)"
+        } else {
+            "injection sets it from the URI Secret's key of that name"
+        };
+        eprintln!("note: the client library also reads {names} (not in this output; -o config and -o json carry it): {how}");
     }
     Ok(match args.output {
         UriOutput::Uri => format!("{}\n", cfg.uri),

@@ -223,7 +223,7 @@ async fn run_policy(
                         match store.expiry() {
                             Expiry::Native(why) => r.message = Some(format!("skipped: {why}")),
                             Expiry::Unsupported(why) => r.message = Some(format!("skipped: {why}")),
-                            Expiry::Purgeable => match store.purge_expired(opts).await {
+                            Expiry::Purgeable => match bounded_purge(&store, opts).await {
                                 Ok(rep) => {
                                     r.deleted_tasks = rep.tasks;
                                     r.deleted_groups = rep.groups;
@@ -564,6 +564,33 @@ async fn reconcile_policy(
     .await;
     Ok(next.map_or_else(Action::await_change, |n| Action::requeue(until(n))))
 }
+
+/// A purge that cannot hang a policy run: the store must answer a probe within
+/// [`PROBE_BEFORE_PURGE`] first (a port that accepts connections but never speaks the protocol
+/// would otherwise stall the run, and every backend after it), and the purge itself is stopped
+/// after [`PURGE_LIMIT`]. Stopping is safe: a purge deletes only expired results, batch by
+/// batch, and the next run carries on.
+async fn bounded_purge(
+    store: &Store,
+    opts: PurgeOptions,
+) -> Result<crate::stores::PurgeReport, String> {
+    store
+        .probe(PROBE_BEFORE_PURGE)
+        .await
+        .map_err(|e| format!("cleanup not started: {e}"))?;
+    match tokio::time::timeout(PURGE_LIMIT, store.purge_expired(opts)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "cleanup ran past {} s and was stopped; the next run carries on",
+            PURGE_LIMIT.as_secs()
+        )),
+    }
+}
+
+/// How long a store has to answer before a cleanup starts.
+pub const PROBE_BEFORE_PURGE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest one backend's cleanup may run in a policy run.
+pub const PURGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {

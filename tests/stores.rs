@@ -376,6 +376,32 @@ fn s3_over_https_with_a_private_ca_is_checked_and_cleaned() {
         ],
         &["retries"],
     );
+    // No tls block: the system trust store was used, and the message says where a CA goes.
+    let no_tls = spec.replace(
+        &format!(
+            "      tls:\n        enabled: true\n        caSecretRef: {{name: {ca}, key: ca.crt}}\n"
+        ),
+        "",
+    );
+    assert!(!no_tls.contains("tls:"));
+    check_fails(
+        "https with the system trust store",
+        &no_tls,
+        keys,
+        &[
+            "invalid peer certificate",
+            "system trust store: for a private CA set spec.s3.external.tls",
+        ],
+        &["retries"],
+    );
+    // Plain http to the https-only port: told to use https.
+    check_fails(
+        "http to an https endpoint",
+        &no_tls.replace("https://", "http://"),
+        keys,
+        &["use https:// in spec.s3.external.endpointUrl"],
+        &["retries"],
+    );
     // The handshake passes, the bucket is not there: said so, naming the field, not as an
     // unreachable store.
     check_fails(
@@ -1245,6 +1271,27 @@ fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
             "db {db}: {err}"
         );
     }
+    // A port that accepts connections but never speaks the protocol (PostgreSQL pointed at the
+    // Redis port): cleanup gives up after --timeout instead of hanging.
+    let f = dir.path().join("wrong-port.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: wp}\nspec:\n  database: {external: {engine: postgresql, host: 127.0.0.1, port: 16379, database: celery}}\n",
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let (ok, _, err) = cli(&[
+        "cleanup",
+        "-f",
+        f.to_str().unwrap(),
+        "--older-than",
+        "7d",
+        "--dry-run",
+        "--timeout",
+        "2s",
+    ]);
+    assert!(!ok && err.contains("cleanup not started"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60), "bounded");
 }
 
 /// The TLS test PKI `hack/stores.sh` makes (CA, client certificate, a CA that signed nothing).

@@ -182,8 +182,12 @@ pub struct ResultSettings {
 }
 
 /// Injection of the URI into Celery workers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Why `injection.envVar` cannot be `CELERY_CONFIG_MODULE` (CEL and the builder).
+pub const ENV_VAR_NOT_CONFIG_MODULE: &str = "CELERY_CONFIG_MODULE is the variable that names celeryconfig.py (injection.configModule); choose another name for the URI";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.envVar) || self.envVar != 'CELERY_CONFIG_MODULE'").message(ENV_VAR_NOT_CONFIG_MODULE).field_path(".envVar"))]
 pub struct InjectionSpec {
     /// Workloads in this namespace matching this selector receive the URI, in addition to those
     /// labelled celery.dev/result-backend=<backend name>.

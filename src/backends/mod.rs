@@ -266,7 +266,7 @@ pub(crate) mod tests {
                 crate::manifests::load_backend(&dir.join(format!("{name}.yaml"))).unwrap();
             let secret_file = dir.join(format!("{name}-secret.yaml"));
             if secret_file.exists() {
-                crate::manifests::load_secrets(&secret_file, &mut secrets).unwrap();
+                crate::manifests::load_secrets(&secret_file, &mut secrets, None).unwrap();
             }
             let field = format!(
                 "spec.{}",

@@ -615,6 +615,12 @@ pub fn build(
     celery_clock(&mut cx, spec)?;
     settings_reach_workers(&mut cx, spec);
     if let Some(v) = spec.injection.as_ref().and_then(|i| i.env_var.as_deref()) {
+        if v == crate::api::footprint::CONFIG_MODULE_VAR {
+            return Err(invalid(
+                "spec.injection.envVar",
+                crate::api::ENV_VAR_NOT_CONFIG_MODULE,
+            ));
+        }
         if cx.out.env.contains_key(v) {
             return Err(invalid(
                 "spec.injection.envVar",
@@ -1144,6 +1150,26 @@ pub(crate) mod tests {
         };
         assert!(warned("None"));
         assert!(!warned("Required"));
+        // MongoDB's Optional is tlsAllowInvalidCertificates: no chain is checked either.
+        let mongo = build(
+            &spec(json!({"mongodb": {"external": {"hosts": [{"host": "m"}],
+                "tls": {"enabled": true, "verify": "Optional", "caFile": "/ca.pem"}}}})),
+            &SecretValues::new(),
+        )
+        .unwrap();
+        assert!(
+            mongo.uri.contains("tlsAllowInvalidCertificates=true"),
+            "{}",
+            mongo.uri
+        );
+        assert!(
+            mongo
+                .warnings
+                .iter()
+                .any(|w| w.contains("tls.verify is Optional")),
+            "{:?}",
+            mongo.warnings
+        );
         // libpq would verify against an sslrootcert even with sslmode=require: None leaves it out.
         let pg = |verify: &str| {
             build(

@@ -65,7 +65,12 @@ pub(crate) fn mongodb(cx: &mut Ctx, m: &MongoBackend) -> Result<(), BuildError> 
             cx.tls(&format!("{f}.tls"), t)?;
             match t.verify.unwrap_or_default() {
                 TlsVerify::Required => {}
-                TlsVerify::Optional => q.push(("tlsAllowInvalidCertificates", "true".into())),
+                TlsVerify::Optional => {
+                    // pymongo: tlsAllowInvalidCertificates checks no chain at all (unlike
+                    // Optional elsewhere, which verifies a certificate the server presents).
+                    cx.warn(format!("{f}.tls.verify is Optional: for MongoDB that is tlsAllowInvalidCertificates, which checks no certificate chain (a CA given is not used); set verify: Required to check the server"));
+                    q.push(("tlsAllowInvalidCertificates", "true".into()))
+                }
                 TlsVerify::None => q.push(("tlsInsecure", "true".into())),
             }
             if let Some(ca) = t.ca_path() {

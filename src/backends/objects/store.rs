@@ -98,7 +98,11 @@ impl ObjectClient {
             base: setting(cfg, "s3_base_path").unwrap_or_default(),
             native: None,
             clock: CeleryClock::from_settings(cfg),
-            tls_hint: cfg.tls.as_ref().and_then(crate::stores::tls_hint),
+            tls_hint: match &cfg.tls {
+                Some(t) => crate::stores::tls_hint(t),
+                // An https endpoint without a tls block: the system trust store was used.
+                None => Some("the operator verified against the system trust store: for a private CA set spec.s3.external.tls (caSecretRef or caConfigMapRef)".into()),
+            },
         })
     }
 
@@ -415,6 +419,13 @@ fn probe_error(
         return StoreError::protocol(
             at,
             format!("the bucket does not exist (spec.{kind}.external.bucket); Celery's {kind} backend does not create it"),
+        );
+    }
+    // An https-only endpoint drops a plain-http client that way.
+    if text.contains("Connection reset by peer") && text.contains("GET http://") {
+        return StoreError::connect(
+            at,
+            format!("{} (the endpoint closed the connection: if it speaks https, use https:// in spec.{kind}.external.endpointUrl)", text.rsplit(": ").next().unwrap_or(&text)),
         );
     }
     StoreError::connect(at, text)
