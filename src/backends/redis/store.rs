@@ -340,7 +340,10 @@ impl RedisStore {
             // With db != 0 the missing password shows as a refused SELECT.
             StoreError::auth(store, format!("{e} ({NO_PASSWORD_HINT})"))
         } else if redis_auth_failed(&e) {
-            StoreError::auth(store, e)
+            StoreError::auth(
+                store,
+                format!("{e} (the user name and password of spec.redis.external.auth)"),
+            )
         } else if crate::stores::tls_failure(&e.to_string()) {
             let hint = self.tls.as_ref().and_then(crate::stores::tls_hint);
             StoreError::tls(store, e, hint.as_deref())
