@@ -96,12 +96,7 @@ impl Injection {
         // Only environment variable names: the status is data, not code.
         self.client_env = names
             .iter()
-            .filter(|n| {
-                n.chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            })
+            .filter(|n| crate::uri::check::env_var_name(n))
             .cloned()
             .collect();
         self
@@ -148,11 +143,7 @@ impl Injection {
 /// `os.environ.setdefault`, so a worker's own value (from its image or `envFrom`) keeps winning
 /// and no other container of the Pod gets them.
 pub fn client_env(spec: &CeleryResultBackendSpec, cfg: &crate::uri::BackendConfig) -> Vec<String> {
-    let module = spec
-        .injection
-        .as_ref()
-        .and_then(|i| i.config_module)
-        .unwrap_or(false);
+    let module = spec.config_module();
     if module {
         return vec![];
     }

@@ -165,3 +165,37 @@ fn invalid_spec_is_a_specific_error() {
     let (ok, _, err) = run(&["uri", "-f", f.to_str().unwrap()]);
     assert!(!ok && err.contains("invalid CeleryResultBackend"), "{err}");
 }
+
+/// `check` prints the builder's warnings as `uri` does (here an unverified certificate, before
+/// the probe fails on a closed port), and `uri` notes a client-library variable its URI output
+/// leaves out, by name only.
+#[test]
+fn check_warns_like_uri_and_uri_notes_client_library_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = dir.path().join("redis.yaml");
+    std::fs::write(
+        &redis,
+        "apiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: r}\nspec:\n  redis: {external: {host: 127.0.0.1, port: 1, tls: {enabled: true, verify: None, caFile: /ca.pem}}}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["check", "-f", redis.to_str().unwrap(), "--timeout", "2s"]);
+    assert!(!ok);
+    assert!(
+        err.contains("warning: spec.redis.external.tls.verify is None"),
+        "{err}"
+    );
+    let consul = dir.path().join("consul.yaml");
+    std::fs::write(
+        &consul,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: t}\nstringData: {token: s3cr3t-acl}\n---\napiVersion: celery.dev/v1alpha1\nkind: CeleryResultBackend\nmetadata: {name: c}\nspec:\n  consul: {external: {host: c, tokenSecretRef: {name: t, key: token}}}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["uri", "-f", consul.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("also reads CONSUL_HTTP_TOKEN")
+            && err.contains("injection sets it from the URI Secret"),
+        "{err}"
+    );
+    assert!(!out.contains("s3cr3t") && !err.contains("s3cr3t"));
+}

@@ -1252,6 +1252,9 @@ fn a_wrong_password_is_refused_credentials_not_an_unreachable_store() {
             "{label}: expected an authentication failure, got: {err}"
         );
         assert!(!err.contains(wrong), "{label}: password leaked: {err}");
+        if label == "redis" {
+            assert!(err.contains("spec.redis.external.auth"), "{err}");
+        }
     }
     // No password at all against a Redis that requires one: the message says which field (at
     // db 0 the first command gets NOAUTH; at another db the connection's SELECT is refused).

@@ -291,6 +291,14 @@ pub struct HealthCheckStatus {
 }
 
 impl CeleryResultBackendSpec {
+    /// Whether injection mounts `celeryconfig.py` (`injection.configModule`, default false).
+    pub fn config_module(&self) -> bool {
+        self.injection
+            .as_ref()
+            .and_then(|i| i.config_module)
+            .unwrap_or(false)
+    }
+
     /// The one backend set, or the kinds set when that is not exactly one (empty: none).
     pub fn backend(&self) -> Result<Backend<'_>, Vec<BackendKind>> {
         match self.backends().as_slice() {

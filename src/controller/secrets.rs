@@ -72,12 +72,7 @@ pub(super) async fn publish_uri_secret(
             .unwrap_or("celery")
     );
     // Keyed by the installation's secret key and bound to this backend; only what workers read.
-    let config_module = obj
-        .spec
-        .injection
-        .as_ref()
-        .and_then(|i| i.config_module)
-        .unwrap_or(false);
+    let config_module = obj.spec.config_module();
     let client_env = crate::inject::client_env(&obj.spec, cfg);
     let read: Vec<(&str, &[u8])> =
         crate::inject::keys_read(config_module, client_env.iter().map(String::as_str))

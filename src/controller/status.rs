@@ -71,11 +71,7 @@ pub fn config_delivered(
     cfg: &crate::uri::BackendConfig,
 ) -> Outcome {
     let mut keys = crate::uri::module_only(cfg);
-    let module = spec
-        .injection
-        .as_ref()
-        .and_then(|i| i.config_module)
-        .unwrap_or(false);
+    let module = spec.config_module();
     let variable = spec
         .injection
         .as_ref()

@@ -112,6 +112,15 @@ pub fn http_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `s` is an environment variable name as Kubernetes and the shell take it
+/// (`^[A-Za-z_][A-Za-z0-9_]*$`).
+pub fn env_var_name(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

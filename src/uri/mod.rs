@@ -547,11 +547,7 @@ fn spec_rules(spec: &CeleryResultBackendSpec, backend: Backend<'_>) -> Result<()
         }
     }
     if let Some(v) = spec.injection.as_ref().and_then(|i| i.env_var.as_deref()) {
-        let ok = v.len() <= 128
-            && v.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ok = v.len() <= 128 && check::env_var_name(v);
         if !ok {
             return Err(invalid(
                 "spec.injection.envVar",
@@ -723,11 +719,7 @@ fn result_expires(
 /// 1-day `result_expires`, no Sentinel master name, no bucket) and nothing would say so. Warned,
 /// naming the settings.
 fn settings_reach_workers(cx: &mut Ctx, spec: &CeleryResultBackendSpec) {
-    let module = spec
-        .injection
-        .as_ref()
-        .and_then(|i| i.config_module)
-        .unwrap_or(false);
+    let module = spec.config_module();
     let keys = module_only(&cx.out);
     if module || keys.is_empty() {
         return;
@@ -748,11 +740,7 @@ fn tls_reaches_workers(
     spec: &CeleryResultBackendSpec,
     backend: Backend<'_>,
 ) -> Result<(), BuildError> {
-    let module = spec
-        .injection
-        .as_ref()
-        .and_then(|i| i.config_module)
-        .unwrap_or(false);
+    let module = spec.config_module();
     let Some(settings) = backend.family().tls_in_settings().filter(|_| !module) else {
         return Ok(());
     };

@@ -172,9 +172,17 @@ enum Read {
 /// Said when Redis answers NOAUTH: no password was sent at all (a wrong one is WRONGPASS).
 const NO_PASSWORD_HINT: &str = "the server requires a password and none is configured: set spec.redis.external.auth.passwordSecretRef";
 
+/// Whether Redis asked for a password that was not sent: `NOAUTH` to a command, or, when the
+/// connection selects a db other than 0, redis-rs's "refused to switch database" wrapping it.
+fn no_password_sent(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOAUTH") || {
+        let t = e.to_string();
+        t.contains("NOAUTH") || t.contains("Authentication required")
+    }
+}
+
 fn redis_err(e: redis::RedisError) -> StoreError {
-    // NOAUTH: no password was sent at all (a wrong one is WRONGPASS).
-    if e.code() == Some("NOAUTH") {
+    if no_password_sent(&e) {
         return StoreError::auth("redis", format!("{e} ({NO_PASSWORD_HINT})"));
     }
     if redis_auth_failed(&e) {
@@ -333,11 +341,7 @@ impl RedisStore {
     /// (with a hint when the CA is a worker path; a TLS client that gets no handshake answer is
     /// one too), or an unreachable store.
     fn connect_error(&self, store: &str, e: redis::RedisError, tls: bool) -> StoreError {
-        if ["NOAUTH", "Authentication required"]
-            .iter()
-            .any(|k| e.to_string().contains(k))
-        {
-            // With db != 0 the missing password shows as a refused SELECT.
+        if no_password_sent(&e) {
             StoreError::auth(store, format!("{e} ({NO_PASSWORD_HINT})"))
         } else if redis_auth_failed(&e) {
             StoreError::auth(
